@@ -1,0 +1,267 @@
+// Package pgtest gives tests a real PostgreSQL server and an isolated database
+// per test.
+//
+// The first call to [NewDatabase] in a test binary starts a throwaway
+// PostgreSQL 15 cluster (initdb into a temporary directory, a free loopback
+// port, fsync off) unless PROJECTIONIST_TEST_DATABASE_URL names a server to use
+// instead. Every test then gets a database of its own, created empty and
+// dropped when the test ends. Call [Main] from TestMain so the server stops
+// when the binary exits.
+//
+// When the process runs as root, initdb and postgres run as the "postgres"
+// user, because PostgreSQL refuses to run as root.
+package pgtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// EnvDatabaseURL names an existing server (a DSN whose user may create
+// databases) to use instead of starting one.
+const EnvDatabaseURL = "PROJECTIONIST_TEST_DATABASE_URL"
+
+// EnvPostgresBin overrides the directory holding initdb and postgres.
+const EnvPostgresBin = "PROJECTIONIST_POSTGRES_BIN"
+
+var (
+	once     sync.Once
+	srv      *server
+	startErr error
+	dbSeq    atomic.Int64
+)
+
+type server struct {
+	adminURL string // a DSN for the "postgres" maintenance database
+	cmd      *exec.Cmd
+	dir      string
+}
+
+// Main runs the tests and stops the server if one was started. Use it as
+//
+//	func TestMain(m *testing.M) { pgtest.Main(m) }
+func Main(m *testing.M) {
+	code := m.Run()
+	Stop()
+	os.Exit(code)
+}
+
+// Stop stops the server started by this process, if any, and removes its
+// data directory.
+func Stop() {
+	if srv == nil || srv.cmd == nil {
+		return
+	}
+	// SIGINT is PostgreSQL's "fast shutdown": roll back and exit promptly.
+	_ = srv.cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan struct{})
+	go func() { _ = srv.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = srv.cmd.Process.Kill()
+		<-done
+	}
+	_ = os.RemoveAll(srv.dir)
+	srv.cmd = nil
+}
+
+// ServerURL returns the DSN of the server's maintenance database, starting
+// the server if needed.
+func ServerURL(tb testing.TB) string {
+	tb.Helper()
+	once.Do(func() { srv, startErr = start() })
+	if startErr != nil {
+		tb.Fatalf("starting test PostgreSQL: %v", startErr)
+	}
+	return srv.adminURL
+}
+
+// NewDatabase creates an empty database for this test and returns its DSN.
+// The database is dropped when the test ends.
+func NewDatabase(tb testing.TB) string {
+	tb.Helper()
+	admin := ServerURL(tb)
+	name := fmt.Sprintf("t_%d_%d", os.Getpid(), dbSeq.Add(1))
+
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		tb.Fatalf("connecting to test PostgreSQL: %v", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()+" TEMPLATE template0"); err != nil {
+		tb.Fatalf("creating test database %s: %v", name, err)
+	}
+	tb.Cleanup(func() {
+		c, err := pgx.Connect(context.Background(), admin)
+		if err != nil {
+			tb.Logf("dropping test database %s: %v", name, err)
+			return
+		}
+		defer c.Close(context.Background())
+		if _, err := c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+			tb.Logf("dropping test database %s: %v", name, err)
+		}
+	})
+	return withDatabase(admin, name)
+}
+
+// NewPool creates a database for this test and returns a pool connected to
+// it, closed when the test ends.
+func NewPool(tb testing.TB) *pgxpool.Pool {
+	tb.Helper()
+	pool, err := pgxpool.New(context.Background(), NewDatabase(tb))
+	if err != nil {
+		tb.Fatalf("opening pool: %v", err)
+	}
+	tb.Cleanup(pool.Close)
+	return pool
+}
+
+func withDatabase(dsn, name string) string {
+	u, err := url.Parse(dsn)
+	if err != nil || u.Scheme == "" {
+		// keyword/value form
+		return dsn + " dbname=" + name
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+func start() (*server, error) {
+	if dsn := os.Getenv(EnvDatabaseURL); dsn != "" {
+		return &server{adminURL: dsn}, nil
+	}
+	bin, err := findBin()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "projectionist-pg-")
+	if err != nil {
+		return nil, err
+	}
+	cred, err := credential()
+	if err != nil {
+		return nil, err
+	}
+	if cred != nil {
+		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+			return nil, fmt.Errorf("chown %s to postgres: %w", dir, err)
+		}
+	}
+	data := filepath.Join(dir, "data")
+	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync")
+	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	if out, err := initdb.CombinedOutput(); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("initdb: %w\n%s", err, out)
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	logf, err := os.Create(filepath.Join(dir, "postgres.log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(filepath.Join(bin, "postgres"),
+		"-D", data,
+		"-p", strconv.Itoa(port),
+		"-k", dir,
+		"-c", "listen_addresses=127.0.0.1",
+		"-c", "fsync=off",
+		"-c", "synchronous_commit=off",
+		"-c", "full_page_writes=off",
+		"-c", "max_connections=300",
+		"-c", "shared_buffers=256MB",
+	)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Own process group: a test's Ctrl-C must not kill the server before
+	// Stop can shut it down cleanly, and a killed test binary must not
+	// leave it orphaned for long (Pdeathsig).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setpgid: true, Pdeathsig: syscall.SIGINT}
+	if err := cmd.Start(); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("starting postgres: %w", err)
+	}
+	s := &server{adminURL: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port), cmd: cmd, dir: dir}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		conn, err := pgx.Connect(context.Background(), s.adminURL)
+		if err == nil {
+			conn.Close(context.Background())
+			return s, nil
+		}
+		if time.Now().After(deadline) {
+			srv = s
+			Stop()
+			log, _ := os.ReadFile(filepath.Join(dir, "postgres.log"))
+			return nil, fmt.Errorf("postgres did not accept connections within 30s: %w\n%s", err, log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func findBin() (string, error) {
+	candidates := []string{os.Getenv(EnvPostgresBin)}
+	if p, err := exec.LookPath("pg_config"); err == nil {
+		if out, err := exec.Command(p, "--bindir").Output(); err == nil {
+			candidates = append(candidates, strings.TrimSpace(string(out)))
+		}
+	}
+	for _, v := range []string{"17", "16", "15"} {
+		candidates = append(candidates, "/usr/lib/postgresql/"+v+"/bin")
+	}
+	for _, dir := range candidates {
+		if dir == "" {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(dir, "initdb")); err == nil {
+			return dir, nil
+		}
+	}
+	return "", errors.New("no PostgreSQL server binaries found (install the postgresql-15 package, set " +
+		EnvPostgresBin + " to the directory holding initdb, or set " + EnvDatabaseURL + ")")
+}
+
+// credential returns the postgres user's credential when running as root,
+// and nil otherwise.
+func credential() (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, fmt.Errorf("running as root needs a \"postgres\" user to run the server: %w", err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

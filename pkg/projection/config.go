@@ -1,0 +1,86 @@
+package projection
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Bounds on ProcessorConfig.BatchSize.
+const (
+	MinBatchSize = 1
+	MaxBatchSize = 10000
+)
+
+// ErrInvalidConfig is matched (with errors.Is) by every configuration error.
+var ErrInvalidConfig = errors.New("invalid processor config")
+
+// ProcessorConfig configures a [Processor]. Start from
+// [DefaultProcessorConfig] and change what you need.
+type ProcessorConfig struct {
+	// BatchSize is the most events handled in one transaction. Larger
+	// batches give more throughput and more latency. Must be between 1 and
+	// 10000. Defaults to 100.
+	BatchSize int
+	// PartitionKey is this worker's partition, in [0, TotalPartitions).
+	// Defaults to 0.
+	PartitionKey int
+	// TotalPartitions is how many partitions share the projection. Must be
+	// at least 1. Defaults to 1. A projection's partition count is recorded
+	// with its checkpoints; running it with another count fails with
+	// [ErrTopologyMismatch] rather than skipping events.
+	TotalPartitions int
+	// PartitionStrategy assigns aggregates to partitions. Defaults to
+	// [HashPartitionStrategy], which is filtered in SQL.
+	PartitionStrategy PartitionStrategy
+	// PollInterval is how long the processor waits when it has caught up
+	// before looking for new events. Must not be negative. Defaults to
+	// 100ms when zero.
+	PollInterval time.Duration
+	// Logger receives one line per state change (start, stop). Defaults to
+	// discarding.
+	Logger *slog.Logger
+}
+
+// DefaultProcessorConfig returns a config for a single-partition processor
+// with batches of 100.
+func DefaultProcessorConfig() ProcessorConfig {
+	return ProcessorConfig{
+		BatchSize:         100,
+		PartitionKey:      0,
+		TotalPartitions:   1,
+		PartitionStrategy: HashPartitionStrategy{},
+		PollInterval:      100 * time.Millisecond,
+	}
+}
+
+// withDefaults fills the fields whose zero value means "default".
+func (c ProcessorConfig) withDefaults() ProcessorConfig {
+	if c.PartitionStrategy == nil {
+		c.PartitionStrategy = HashPartitionStrategy{}
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = 100 * time.Millisecond
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Validate reports the first problem with the config, wrapped around
+// [ErrInvalidConfig].
+func (c ProcessorConfig) Validate() error {
+	switch {
+	case c.BatchSize < MinBatchSize || c.BatchSize > MaxBatchSize:
+		return fmt.Errorf("%w: BatchSize is %d, must be between %d and %d", ErrInvalidConfig, c.BatchSize, MinBatchSize, MaxBatchSize)
+	case c.TotalPartitions < 1:
+		return fmt.Errorf("%w: TotalPartitions is %d, must be at least 1", ErrInvalidConfig, c.TotalPartitions)
+	case c.PartitionKey < 0 || c.PartitionKey >= c.TotalPartitions:
+		return fmt.Errorf("%w: PartitionKey is %d, must be in [0, %d) for TotalPartitions %d", ErrInvalidConfig, c.PartitionKey, c.TotalPartitions, c.TotalPartitions)
+	case c.PollInterval < 0:
+		return fmt.Errorf("%w: PollInterval is %s, must not be negative", ErrInvalidConfig, c.PollInterval)
+	}
+	return nil
+}

@@ -1,0 +1,115 @@
+package projection
+
+import (
+	"context"
+	"embed"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+//go:embed migrations/*.up.sql
+var migrationFiles embed.FS
+
+// Advisory lock class ids (the first half of PostgreSQL's two-int advisory
+// lock key), so our locks cannot collide with each other.
+const (
+	lockClassMigrate int32 = 0x70726a00 // "prj\0"
+	lockClassAppend  int32 = 0x70726a01
+)
+
+// Migration is one embedded schema migration.
+type Migration struct {
+	// Version is the migration's number, from its file name.
+	Version int
+	// Name is the file name, e.g. "0001_events_and_checkpoints.up.sql".
+	Name string
+	// SQL is the migration's text.
+	SQL string
+}
+
+// Migrations returns the embedded migrations in the order they apply.
+func Migrations() ([]Migration, error) {
+	entries, err := fs.Glob(migrationFiles, "migrations/*.up.sql")
+	if err != nil {
+		return nil, err
+	}
+	var ms []Migration
+	for _, path := range entries {
+		name := strings.TrimPrefix(path, "migrations/")
+		num, _, ok := strings.Cut(name, "_")
+		version, err := strconv.Atoi(num)
+		if !ok || err != nil || version < 1 {
+			return nil, fmt.Errorf("migration %q: name must start with a positive number and an underscore", name)
+		}
+		text, err := migrationFiles.ReadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		ms = append(ms, Migration{Version: version, Name: name, SQL: string(text)})
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].Version < ms[j].Version })
+	for i := 1; i < len(ms); i++ {
+		if ms[i].Version == ms[i-1].Version {
+			return nil, fmt.Errorf("migrations %q and %q share version %d", ms[i-1].Name, ms[i].Name, ms[i].Version)
+		}
+	}
+	return ms, nil
+}
+
+// Migrate brings the schema up to date and returns the migrations it
+// applied. It runs in one transaction under an advisory lock, so any number of
+// processes may call it at once: one applies the pending migrations, the
+// others wait and then find nothing to do. Calling it on an up-to-date schema
+// is a no-op.
+func Migrate(ctx context.Context, db DBTX) ([]Migration, error) {
+	ms, err := Migrations()
+	if err != nil {
+		return nil, err
+	}
+	var applied []Migration
+	err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1, 0)", lockClassMigrate); err != nil {
+			return fmt.Errorf("taking migration lock: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS projectionist_schema_migrations (
+			version    integer PRIMARY KEY,
+			name       text NOT NULL,
+			applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+			return fmt.Errorf("creating migrations table: %w", err)
+		}
+		done := map[int]bool{}
+		rows, err := tx.Query(ctx, "SELECT version FROM projectionist_schema_migrations")
+		if err != nil {
+			return fmt.Errorf("reading applied migrations: %w", err)
+		}
+		versions, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+		if err != nil {
+			return fmt.Errorf("reading applied migrations: %w", err)
+		}
+		for _, v := range versions {
+			done[int(v)] = true
+		}
+		for _, m := range ms {
+			if done[m.Version] {
+				continue
+			}
+			if _, err := tx.Exec(ctx, m.SQL); err != nil {
+				return fmt.Errorf("applying migration %s: %w", m.Name, err)
+			}
+			if _, err := tx.Exec(ctx, "INSERT INTO projectionist_schema_migrations (version, name) VALUES ($1, $2)", m.Version, m.Name); err != nil {
+				return fmt.Errorf("recording migration %s: %w", m.Name, err)
+			}
+			applied = append(applied, m)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return applied, nil
+}

@@ -1,0 +1,114 @@
+// Package runner runs several projections, or several partitions of one
+// projection, in one process.
+//
+// Every projection runs in its own goroutine with its own checkpoint. The
+// runner is fail-fast: the first projection to fail cancels all the others,
+// and Run returns that first error, naming the projection.
+//
+// Thread safety: when one projection instance runs on several partitions
+// ([RunProjectionPartitions]), its Handle method is called from several
+// goroutines at once. A projection that only writes through the batch's
+// transaction is safe; one that keeps state in its own fields must guard it
+// (sync/atomic, a mutex).
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/projectionist/projectionist/pkg/projection"
+)
+
+// ProjectionConfig pairs a projection with the config of its processor.
+type ProjectionConfig struct {
+	// Projection is the projection to run. Required.
+	Projection projection.Projection
+	// ProcessorConfig configures its processor; start from
+	// projection.DefaultProcessorConfig().
+	ProcessorConfig projection.ProcessorConfig
+}
+
+// ProjectionRunner pairs a projection with a processor built for it.
+type ProjectionRunner struct {
+	// Projection is the projection to run. Required.
+	Projection projection.Projection
+	// Processor runs it. Required.
+	Processor *projection.Processor
+}
+
+// Runner runs projection runners together, fail-fast.
+type Runner struct{}
+
+// New returns a Runner.
+func New() *Runner { return &Runner{} }
+
+// Run runs every runner until ctx is cancelled (then returns nil once all
+// have stopped) or one of them fails (then cancels the others and returns
+// the failure, naming its projection and partition).
+func (r *Runner) Run(ctx context.Context, runners []ProjectionRunner) error {
+	if len(runners) == 0 {
+		return errors.New("runner: nothing to run")
+	}
+	seen := map[string]int{}
+	for i, pr := range runners {
+		if pr.Projection == nil {
+			return fmt.Errorf("runner: runner %d: %w: projection is nil", i, projection.ErrInvalidConfig)
+		}
+		if pr.Processor == nil {
+			return fmt.Errorf("runner: runner %d (projection %q): %w: processor is nil", i, pr.Projection.Name(), projection.ErrInvalidConfig)
+		}
+		cfg := pr.Processor.Config()
+		if err := cfg.Validate(); err != nil {
+			return fmt.Errorf("runner: projection %q: %w", pr.Projection.Name(), err)
+		}
+		// Two runners on one checkpoint would just take turns; that is
+		// never what was meant.
+		key := fmt.Sprintf("%s\x00%d", pr.Projection.Name(), cfg.PartitionKey)
+		if j, dup := seen[key]; dup {
+			return fmt.Errorf("runner: %w: runners %d and %d both run projection %q partition %d",
+				projection.ErrInvalidConfig, j, i, pr.Projection.Name(), cfg.PartitionKey)
+		}
+		seen[key] = i
+	}
+
+	g, ctx := errgroup.WithContext(ctx)
+	for _, pr := range runners {
+		// Processor errors name their projection and partition already.
+		g.Go(func() error { return pr.Processor.Run(ctx, pr.Projection) })
+	}
+	return g.Wait()
+}
+
+// RunMultipleProjections runs several projections in one process, each with
+// its own processor config and checkpoint, sharing the pool. It returns nil
+// when ctx is cancelled, or the first projection's failure after stopping
+// the rest.
+func RunMultipleProjections(ctx context.Context, pool *pgxpool.Pool, store *projection.Store, configs []ProjectionConfig) error {
+	runners := make([]ProjectionRunner, len(configs))
+	for i, c := range configs {
+		runners[i] = ProjectionRunner{Projection: c.Projection, Processor: projection.NewProcessor(pool, store, c.ProcessorConfig)}
+	}
+	return New().Run(ctx, runners)
+}
+
+// RunProjectionPartitions runs partitions 0..partitions-1 of one projection
+// in one process, with the default processor config. The projection's
+// Handle is called concurrently from every partition: see the package
+// documentation on thread safety. It returns nil when ctx is cancelled, or
+// the first partition's failure after stopping the rest.
+func RunProjectionPartitions(ctx context.Context, pool *pgxpool.Pool, store *projection.Store, proj projection.Projection, partitions int) error {
+	if partitions < 1 {
+		return fmt.Errorf("runner: %w: partitions is %d, must be at least 1", projection.ErrInvalidConfig, partitions)
+	}
+	runners := make([]ProjectionRunner, partitions)
+	for k := range partitions {
+		cfg := projection.DefaultProcessorConfig()
+		cfg.PartitionKey, cfg.TotalPartitions = k, partitions
+		runners[k] = ProjectionRunner{Projection: proj, Processor: projection.NewProcessor(pool, store, cfg)}
+	}
+	return New().Run(ctx, runners)
+}

@@ -1,0 +1,401 @@
+package projection
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+)
+
+// DBTX is what the store and projections need from a database handle.
+// *pgxpool.Pool, *pgx.Conn and pgx.Tx all satisfy it.
+type DBTX interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	// Begin starts a transaction, or a savepoint inside one.
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// Store appends events to the log and reads them back. It holds no
+// connection: every method takes the handle to use, so an append can share a
+// transaction with the caller's own writes.
+type Store struct {
+	boundedContext string
+}
+
+// StoreOption configures a [Store].
+type StoreOption func(*Store)
+
+// WithBoundedContext scopes the store to a bounded context: events it appends
+// carry it, and aggregate streams are read within it. Defaults to "".
+func WithBoundedContext(name string) StoreOption {
+	return func(s *Store) { s.boundedContext = name }
+}
+
+// NewStore returns a store for the schema that [Migrate] creates.
+func NewStore(opts ...StoreOption) *Store {
+	s := &Store{}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// BoundedContext returns the bounded context the store writes and reads.
+func (s *Store) BoundedContext() string { return s.boundedContext }
+
+// ExpectedVersion is the aggregate version an append requires. The zero
+// value is [AnyVersion].
+type ExpectedVersion struct {
+	kind    expectKind
+	version int64
+}
+
+type expectKind uint8
+
+const (
+	expectAny expectKind = iota
+	expectNoStream
+	expectExact
+)
+
+var (
+	// AnyVersion appends whatever the aggregate's current version is.
+	AnyVersion = ExpectedVersion{}
+	// NoStream appends only if the aggregate has no events yet.
+	NoStream = ExpectedVersion{kind: expectNoStream}
+)
+
+// ExactVersion appends only if the aggregate's current version is v (its
+// last event's version; 0 means it has none).
+func ExactVersion(v int64) ExpectedVersion {
+	if v == 0 {
+		return NoStream
+	}
+	return ExpectedVersion{kind: expectExact, version: v}
+}
+
+func (e ExpectedVersion) String() string {
+	switch e.kind {
+	case expectNoStream:
+		return "no stream"
+	case expectExact:
+		return fmt.Sprintf("version %d", e.version)
+	default:
+		return "any version"
+	}
+}
+
+// ErrConcurrencyConflict is matched (with errors.Is) by every
+// [*ConcurrencyError].
+var ErrConcurrencyConflict = errors.New("concurrency conflict")
+
+// ConcurrencyError reports an append that lost a race or found the aggregate
+// at another version than expected. Nothing of the append was written; the
+// usual remedy is to reload the aggregate and retry in a new transaction.
+type ConcurrencyError struct {
+	AggregateType string
+	AggregateID   string
+	// Expected is what the append required.
+	Expected ExpectedVersion
+	// Actual is the aggregate's version the append found, or -1 if unknown
+	// (the race was detected by the database's unique constraint).
+	Actual int64
+	// Reason says what went wrong, in words.
+	Reason string
+}
+
+func (e *ConcurrencyError) Error() string {
+	return fmt.Sprintf("concurrency conflict on %s %q: %s", e.AggregateType, e.AggregateID, e.Reason)
+}
+
+// Is makes errors.Is(err, ErrConcurrencyConflict) true.
+func (e *ConcurrencyError) Is(target error) bool { return target == ErrConcurrencyConflict }
+
+// ErrInvalidEvent is matched by errors from appending a malformed event.
+var ErrInvalidEvent = errors.New("invalid event")
+
+// Append appends events to one aggregate's stream, atomically, if the
+// aggregate is at the expected version, and returns them as stored.
+//
+// db may be a pool (the append runs in its own transaction) or the caller's
+// transaction (the append runs in a savepoint, and becomes visible when the
+// caller commits). Appends to one aggregate are serialized with an advisory
+// transaction lock.
+//
+// Besides a version mismatch, Append also returns a [*ConcurrencyError] when
+// the calling transaction is older than the transaction that wrote the
+// aggregate's last event: projections read in transaction order, so appending
+// would let them see the new event before its predecessor. Retrying in a new
+// transaction resolves it.
+func (s *Store) Append(ctx context.Context, db DBTX, aggregateType, aggregateID string, expected ExpectedVersion, events ...Event) ([]PersistedEvent, error) {
+	if err := validateAppend(aggregateType, aggregateID, events); err != nil {
+		return nil, err
+	}
+	var out []PersistedEvent
+	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		var err error
+		out, err = s.appendTx(ctx, tx, aggregateType, aggregateID, expected, events)
+		return err
+	})
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "events_aggregate_version_key" {
+			return nil, &ConcurrencyError{AggregateType: aggregateType, AggregateID: aggregateID, Expected: expected, Actual: -1,
+				Reason: "another transaction appended the same version first"}
+		}
+		return nil, err
+	}
+	return out, nil
+}
+
+func validateAppend(aggregateType, aggregateID string, events []Event) error {
+	switch {
+	case aggregateType == "":
+		return fmt.Errorf("%w: aggregate type is empty", ErrInvalidEvent)
+	case aggregateID == "":
+		return fmt.Errorf("%w: aggregate id is empty", ErrInvalidEvent)
+	case len(events) == 0:
+		return fmt.Errorf("%w: no events to append to %s %q", ErrInvalidEvent, aggregateType, aggregateID)
+	}
+	for i, e := range events {
+		if e.EventType == "" {
+			return fmt.Errorf("%w: event %d for %s %q has no type", ErrInvalidEvent, i, aggregateType, aggregateID)
+		}
+		if e.EventVersion < 0 {
+			return fmt.Errorf("%w: event %d (%s) has negative event version %d", ErrInvalidEvent, i, e.EventType, e.EventVersion)
+		}
+		if len(e.Payload) > 0 && !json.Valid(e.Payload) {
+			return fmt.Errorf("%w: event %d (%s) payload is not valid JSON", ErrInvalidEvent, i, e.EventType)
+		}
+		if len(e.Metadata) > 0 && !json.Valid(e.Metadata) {
+			return fmt.Errorf("%w: event %d (%s) metadata is not valid JSON", ErrInvalidEvent, i, e.EventType)
+		}
+	}
+	return nil
+}
+
+const appendSQL = `
+INSERT INTO events (bounded_context, aggregate_type, aggregate_id, aggregate_version,
+                    event_id, event_type, event_version, payload, metadata, created_at, partition_hash)
+SELECT $1, $2, $3, $4 + e.ord, e.id, e.type, e.ver, e.payload::jsonb, e.meta::jsonb, coalesce(e.created, now()), $5
+FROM unnest($6::uuid[], $7::text[], $8::int[], $9::text[], $10::text[], $11::timestamptz[])
+     WITH ORDINALITY AS e(id, type, ver, payload, meta, created, ord)
+ORDER BY e.ord
+RETURNING global_position, transaction_id, aggregate_version, created_at`
+
+func (s *Store) appendTx(ctx context.Context, tx pgx.Tx, aggregateType, aggregateID string, expected ExpectedVersion, events []Event) ([]PersistedEvent, error) {
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+		lockClassAppend, appendLockKey(s.boundedContext, aggregateType, aggregateID)); err != nil {
+		return nil, fmt.Errorf("locking aggregate: %w", err)
+	}
+	var current int64
+	var olderTx bool
+	err := tx.QueryRow(ctx, `
+		SELECT aggregate_version, transaction_id > pg_current_xact_id()
+		FROM events
+		WHERE bounded_context = $1 AND aggregate_type = $2 AND aggregate_id = $3
+		ORDER BY aggregate_version DESC LIMIT 1`,
+		s.boundedContext, aggregateType, aggregateID).Scan(&current, &olderTx)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("reading aggregate version: %w", err)
+	}
+	conflict := func(reason string) error {
+		return &ConcurrencyError{AggregateType: aggregateType, AggregateID: aggregateID, Expected: expected, Actual: current, Reason: reason}
+	}
+	switch {
+	case expected.kind == expectNoStream && current != 0:
+		return nil, conflict(fmt.Sprintf("expected no stream, found version %d", current))
+	case expected.kind == expectExact && current != expected.version:
+		return nil, conflict(fmt.Sprintf("expected version %d, found %d", expected.version, current))
+	case olderTx:
+		return nil, conflict("the calling transaction is older than the one that wrote the aggregate's last event; retry in a new transaction")
+	}
+
+	n := len(events)
+	ids := make([]string, n)
+	types := make([]string, n)
+	versions := make([]int32, n)
+	payloads := make([]string, n)
+	metas := make([]string, n)
+	created := make([]pgtype.Timestamptz, n)
+	for i, e := range events {
+		id := e.EventID
+		if id == uuid.Nil {
+			var err error
+			if id, err = uuid.NewV7(); err != nil {
+				return nil, fmt.Errorf("generating event id: %w", err)
+			}
+		}
+		ids[i] = id.String()
+		types[i] = e.EventType
+		versions[i] = int32(max(e.EventVersion, 1))
+		payloads[i] = jsonOrEmpty(e.Payload)
+		metas[i] = jsonOrEmpty(e.Metadata)
+		if !e.CreatedAt.IsZero() {
+			created[i] = pgtype.Timestamptz{Time: e.CreatedAt, Valid: true}
+		}
+	}
+	rows, err := tx.Query(ctx, appendSQL, s.boundedContext, aggregateType, aggregateID, current,
+		int64(PartitionHash(aggregateID)), ids, types, versions, payloads, metas, created)
+	if err != nil {
+		return nil, fmt.Errorf("inserting events: %w", err)
+	}
+	out := make([]PersistedEvent, 0, n)
+	for rows.Next() {
+		var pos int64
+		var txid uint64
+		var version int64
+		var at time.Time
+		if err := rows.Scan(&pos, &txid, &version, &at); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("inserting events: %w", err)
+		}
+		i := int(version - current - 1)
+		e := events[i]
+		id, _ := uuid.Parse(ids[i])
+		out = append(out, PersistedEvent{
+			GlobalPosition: pos, TransactionID: txid, BoundedContext: s.boundedContext,
+			AggregateType: aggregateType, AggregateID: aggregateID, AggregateVersion: version,
+			EventID: id, EventType: e.EventType, EventVersion: int(versions[i]),
+			Payload: json.RawMessage(payloads[i]), Metadata: json.RawMessage(metas[i]), CreatedAt: at,
+		})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("inserting events: %w", err)
+	}
+	return out, nil
+}
+
+// appendLockKey names an aggregate unambiguously (length-prefixed parts) for
+// the append lock.
+func appendLockKey(boundedContext, aggregateType, aggregateID string) string {
+	return fmt.Sprintf("%d:%s%d:%s%s", len(boundedContext), boundedContext, len(aggregateType), aggregateType, aggregateID)
+}
+
+func jsonOrEmpty(b json.RawMessage) string {
+	if len(b) == 0 {
+		return "{}"
+	}
+	return string(b)
+}
+
+// eventColumns is the column list every event read selects, in scanEvent's
+// order.
+const eventColumns = `global_position, transaction_id, bounded_context, aggregate_type, aggregate_id,
+	aggregate_version, event_id, event_type, event_version, payload, metadata, created_at`
+
+// scanEvent reads one row of eventColumns into e.
+func scanEvent(rows pgx.Rows, e *PersistedEvent) error {
+	var id pgtype.UUID
+	var version int32
+	err := rows.Scan(&e.GlobalPosition, &e.TransactionID, &e.BoundedContext, &e.AggregateType, &e.AggregateID,
+		&e.AggregateVersion, &id, &e.EventType, &version, (*[]byte)(&e.Payload), (*[]byte)(&e.Metadata), &e.CreatedAt)
+	e.EventID = uuid.UUID(id.Bytes)
+	e.EventVersion = int(version)
+	return err
+}
+
+func collectEvents(rows pgx.Rows, into []PersistedEvent) ([]PersistedEvent, error) {
+	defer rows.Close()
+	for rows.Next() {
+		into = append(into, PersistedEvent{})
+		if err := scanEvent(rows, &into[len(into)-1]); err != nil {
+			return nil, err
+		}
+	}
+	return into, rows.Err()
+}
+
+// ReadAggregateStream returns an aggregate's events in version order, within
+// the store's bounded context. fromVersion and toVersion, when not nil, bound
+// the versions returned, both inclusive: to rebuild from a snapshot taken at
+// version v, pass v+1 as fromVersion.
+func (s *Store) ReadAggregateStream(ctx context.Context, db DBTX, aggregateType, aggregateID string, fromVersion, toVersion *int64) ([]PersistedEvent, error) {
+	sql := `SELECT ` + eventColumns + ` FROM events
+		WHERE bounded_context = $1 AND aggregate_type = $2 AND aggregate_id = $3
+		  AND ($4::bigint IS NULL OR aggregate_version >= $4)
+		  AND ($5::bigint IS NULL OR aggregate_version <= $5)
+		ORDER BY aggregate_version`
+	rows, err := db.Query(ctx, sql, s.boundedContext, aggregateType, aggregateID, fromVersion, toVersion)
+	if err != nil {
+		return nil, fmt.Errorf("reading stream of %s %q: %w", aggregateType, aggregateID, err)
+	}
+	events, err := collectEvents(rows, nil)
+	if err != nil {
+		return nil, fmt.Errorf("reading stream of %s %q: %w", aggregateType, aggregateID, err)
+	}
+	return events, nil
+}
+
+// ReadEvents returns up to limit events after position `after`, across all
+// aggregates and bounded contexts, in the order projections read them
+// (transaction id, then global position), stopping below the horizon: the
+// oldest transaction still in flight. Reading page after page, passing the
+// last event's [PersistedEvent.Position], never skips an event that commits
+// late.
+func (s *Store) ReadEvents(ctx context.Context, db DBTX, after Position, limit int) ([]PersistedEvent, error) {
+	if limit < 1 {
+		return nil, fmt.Errorf("reading events: limit %d is less than 1", limit)
+	}
+	q := eventQuery{after: after, limit: limit}
+	sql, args := q.build()
+	rows, err := db.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("reading events after %s: %w", after, err)
+	}
+	events, err := collectEvents(rows, nil)
+	if err != nil {
+		return nil, fmt.Errorf("reading events after %s: %w", after, err)
+	}
+	return events, nil
+}
+
+// eventQuery is the one statement that reads the log in projection order.
+type eventQuery struct {
+	after Position
+	// horizon, when non-zero, is the exclusive upper bound on transaction
+	// ids; zero means "the current snapshot's xmin", computed in SQL.
+	horizon uint64
+	// partitionKey / totalPartitions select partition_hash % total = key
+	// when totalPartitions > 1.
+	partitionKey, totalPartitions int
+	aggregateTypes                []string
+	boundedContexts               []string
+	limit                         int
+}
+
+func (q eventQuery) build() (string, []any) {
+	var b strings.Builder
+	args := []any{q.after.TransactionID, q.after.GlobalPosition}
+	b.WriteString(`SELECT ` + eventColumns + ` FROM events WHERE (transaction_id, global_position) > ($1::xid8, $2::bigint)`)
+	if q.horizon != 0 {
+		args = append(args, q.horizon)
+		fmt.Fprintf(&b, ` AND transaction_id < $%d::xid8`, len(args))
+	} else {
+		b.WriteString(` AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())`)
+	}
+	if q.totalPartitions > 1 {
+		args = append(args, int64(q.totalPartitions), int64(q.partitionKey))
+		fmt.Fprintf(&b, ` AND partition_hash %% $%d::bigint = $%d::bigint`, len(args)-1, len(args))
+	}
+	if len(q.aggregateTypes) > 0 {
+		args = append(args, q.aggregateTypes)
+		fmt.Fprintf(&b, ` AND aggregate_type = ANY($%d::text[])`, len(args))
+	}
+	if len(q.boundedContexts) > 0 {
+		args = append(args, q.boundedContexts)
+		fmt.Fprintf(&b, ` AND bounded_context = ANY($%d::text[])`, len(args))
+	}
+	args = append(args, q.limit)
+	fmt.Fprintf(&b, ` ORDER BY transaction_id, global_position LIMIT $%d`, len(args))
+	return b.String(), args
+}
