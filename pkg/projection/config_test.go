@@ -1,0 +1,88 @@
+package projection_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/projectionist/projectionist/pkg/projection"
+)
+
+func TestProcessorConfigValidate(t *testing.T) {
+	tests := []struct {
+		name    string
+		mutate  func(*projection.ProcessorConfig)
+		wantMsg string // empty: valid
+	}{
+		{"default", func(*projection.ProcessorConfig) {}, ""},
+		{"batch 1", func(c *projection.ProcessorConfig) { c.BatchSize = 1 }, ""},
+		{"batch 10000", func(c *projection.ProcessorConfig) { c.BatchSize = 10000 }, ""},
+		{"batch 0", func(c *projection.ProcessorConfig) { c.BatchSize = 0 }, "BatchSize is 0, must be between 1 and 10000"},
+		{"batch negative", func(c *projection.ProcessorConfig) { c.BatchSize = -5 }, "BatchSize is -5, must be between 1 and 10000"},
+		{"batch 10001", func(c *projection.ProcessorConfig) { c.BatchSize = 10001 }, "BatchSize is 10001, must be between 1 and 10000"},
+		{"total 0", func(c *projection.ProcessorConfig) { c.TotalPartitions = 0 }, "TotalPartitions is 0, must be at least 1"},
+		{"key negative", func(c *projection.ProcessorConfig) { c.PartitionKey = -1 }, "PartitionKey is -1, must be in [0, 1) for TotalPartitions 1"},
+		{"key = total", func(c *projection.ProcessorConfig) { c.PartitionKey, c.TotalPartitions = 4, 4 }, "PartitionKey is 4, must be in [0, 4) for TotalPartitions 4"},
+		{"key last", func(c *projection.ProcessorConfig) { c.PartitionKey, c.TotalPartitions = 3, 4 }, ""},
+		{"poll negative", func(c *projection.ProcessorConfig) { c.PollInterval = -time.Second }, "PollInterval is -1s, must not be negative"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := projection.DefaultProcessorConfig()
+			tt.mutate(&cfg)
+			err := cfg.Validate()
+			if tt.wantMsg == "" {
+				if err != nil {
+					t.Fatalf("Validate() = %v, want nil", err)
+				}
+				return
+			}
+			if !errors.Is(err, projection.ErrInvalidConfig) {
+				t.Fatalf("Validate() = %v, want an ErrInvalidConfig", err)
+			}
+			if !strings.Contains(err.Error(), tt.wantMsg) {
+				t.Fatalf("Validate() = %q, want it to contain %q", err, tt.wantMsg)
+			}
+		})
+	}
+}
+
+type namedNoop string
+
+func (n namedNoop) Name() string                                                     { return string(n) }
+func (namedNoop) Handle(context.Context, pgx.Tx, *projection.PersistedEvent) error { return nil }
+
+// Run refuses bad input before touching the database: nothing is created.
+func TestRunRejectsBadInput(t *testing.T) {
+	ctx := t.Context()
+	pool := newPool(t)
+	bad := projection.DefaultProcessorConfig()
+	bad.BatchSize = 0
+	tests := []struct {
+		name    string
+		proc    *projection.Processor
+		proj    projection.Projection
+		wantMsg string
+	}{
+		{"nil projection", projection.NewProcessor(pool, nil, projection.DefaultProcessorConfig()), nil, "projection is nil"},
+		{"empty name", projection.NewProcessor(pool, nil, projection.DefaultProcessorConfig()), namedNoop(""), "has an empty Name()"},
+		{"nil pool", projection.NewProcessor(nil, nil, projection.DefaultProcessorConfig()), namedNoop("p"), "pool is nil"},
+		{"bad config", projection.NewProcessor(pool, nil, bad), namedNoop("p"), `projection "p": invalid processor config: BatchSize is 0`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.proc.Run(ctx, tt.proj)
+			if !errors.Is(err, projection.ErrInvalidConfig) || !strings.Contains(err.Error(), tt.wantMsg) {
+				t.Fatalf("Run() = %v, want ErrInvalidConfig containing %q", err, tt.wantMsg)
+			}
+		})
+	}
+	var n int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM projection_checkpoints").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("checkpoints after rejected runs: %d (%v), want 0", n, err)
+	}
+}

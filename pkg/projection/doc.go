@@ -1,0 +1,42 @@
+// Package projection is an event store and a checkpointed, partitioned
+// projection processor on PostgreSQL.
+//
+// # Writing events
+//
+// [Migrate] creates the schema. [Store.Append] appends events to one
+// aggregate's stream with optimistic concurrency ([AnyVersion], [NoStream],
+// [ExactVersion]); a lost race is a [*ConcurrencyError] and writes nothing.
+// [Store.ReadAggregateStream] reads an aggregate back, optionally from a
+// snapshot version.
+//
+// # Projecting them
+//
+// A [Projection] has a Name (its checkpoint identity) and a Handle method
+// that receives each event together with the batch's transaction. A
+// [Processor] runs it: each batch is one transaction that reads events,
+// calls Handle for each, and advances the checkpoint, so a crash at any
+// point neither loses an event nor applies one twice to a read model in the
+// same database.
+//
+// # Why no event is skipped
+//
+// Global positions come from an identity column and commit out of order: a
+// reader that has seen position 100 can miss position 99, committed a moment
+// later by a slower transaction. Every event therefore records its
+// transaction's id, and the processor reads only events whose transaction is
+// older than every transaction still in flight
+// (transaction_id < pg_snapshot_xmin(pg_current_snapshot())), in
+// (transaction_id, global_position) order, and checkpoints that pair. An
+// event can no longer appear behind the checkpoint. The cost: a long-running
+// write transaction holds every reader back until it ends.
+//
+// # Partitions
+//
+// Set [ProcessorConfig.PartitionKey] and [ProcessorConfig.TotalPartitions] to
+// split a projection across workers. [HashPartitionStrategy] sends an
+// aggregate to partition int(fnv32a(aggregateID)) % TotalPartitions, so one
+// aggregate's events stay in order in one partition; the hash is stored with
+// each event and filtered in SQL, so a worker fetches only its own rows. A
+// custom [PartitionStrategy] is evaluated in Go. Package runner runs several
+// partitions, or several projections, in one process.
+package projection
