@@ -66,6 +66,7 @@ func Main(m *testing.M) {
 // Stop stops the server started by this process, if any, and removes its
 // data directory.
 func Stop() {
+	dropMustDatabases()
 	if srv == nil || srv.cmd == nil {
 		return
 	}
@@ -99,29 +100,43 @@ func ServerURL(tb testing.TB) string {
 func NewDatabase(tb testing.TB) string {
 	tb.Helper()
 	admin := ServerURL(tb)
-	name := fmt.Sprintf("t_%d_%d", os.Getpid(), dbSeq.Add(1))
+	dsn, name, err := createDatabase(admin)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := dropDatabase(admin, name); err != nil {
+			tb.Log(err)
+		}
+	})
+	return dsn
+}
 
+func createDatabase(admin string) (dsn, name string, err error) {
+	name = fmt.Sprintf("t_%d_%d", os.Getpid(), dbSeq.Add(1))
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, admin)
 	if err != nil {
-		tb.Fatalf("connecting to test PostgreSQL: %v", err)
+		return "", "", fmt.Errorf("connecting to test PostgreSQL: %w", err)
 	}
 	defer conn.Close(ctx)
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()+" TEMPLATE template0"); err != nil {
-		tb.Fatalf("creating test database %s: %v", name, err)
+		return "", "", fmt.Errorf("creating test database %s: %w", name, err)
 	}
-	tb.Cleanup(func() {
-		c, err := pgx.Connect(context.Background(), admin)
-		if err != nil {
-			tb.Logf("dropping test database %s: %v", name, err)
-			return
-		}
-		defer c.Close(context.Background())
-		if _, err := c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
-			tb.Logf("dropping test database %s: %v", name, err)
-		}
-	})
-	return withDatabase(admin, name)
+	return withDatabase(admin, name), name, nil
+}
+
+func dropDatabase(admin, name string) error {
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		return fmt.Errorf("dropping test database %s: %w", name, err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+		return fmt.Errorf("dropping test database %s: %w", name, err)
+	}
+	return nil
 }
 
 // NewPool creates a database for this test and returns a pool connected to
@@ -264,4 +279,62 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// mustDatabases lists the databases MustDatabase created, for Stop to drop
+// when the server is not ours (a server we started is removed whole).
+var (
+	mustMu        sync.Mutex
+	mustDatabases []string
+)
+
+// MustDatabase is [NewDatabase] for code that has no testing.TB, such as
+// Example functions: it creates an empty database, starting the server if
+// needed, and returns its DSN. It panics on failure. The database lives
+// until [Stop] (which [Main] calls): a server started by this process is
+// removed whole, and on a server named by PROJECTIONIST_TEST_DATABASE_URL
+// the database is dropped.
+func MustDatabase() string {
+	once.Do(func() { srv, startErr = start() })
+	if startErr != nil {
+		panic(fmt.Sprintf("pgtest: starting test PostgreSQL: %v", startErr))
+	}
+	dsn, name, err := createDatabase(srv.adminURL)
+	if err != nil {
+		panic("pgtest: " + err.Error())
+	}
+	if srv.cmd == nil {
+		mustMu.Lock()
+		mustDatabases = append(mustDatabases, name)
+		mustMu.Unlock()
+	}
+	return dsn
+}
+
+// MustPool is [NewPool] for code that has no testing.TB: it opens a pool on
+// a new database from [MustDatabase] and panics on failure. The caller
+// closes the pool.
+func MustPool() *pgxpool.Pool {
+	pool, err := pgxpool.New(context.Background(), MustDatabase())
+	if err != nil {
+		panic(fmt.Sprintf("pgtest: opening pool: %v", err))
+	}
+	return pool
+}
+
+// dropMustDatabases drops the databases MustDatabase created on a server
+// this process did not start, best effort.
+func dropMustDatabases() {
+	mustMu.Lock()
+	names := mustDatabases
+	mustDatabases = nil
+	mustMu.Unlock()
+	if len(names) == 0 || srv == nil {
+		return
+	}
+	for _, name := range names {
+		if err := dropDatabase(srv.adminURL, name); err != nil {
+			fmt.Fprintln(os.Stderr, "pgtest:", err)
+		}
+	}
 }

@@ -53,7 +53,7 @@ func TestProcessorConfigValidate(t *testing.T) {
 
 type namedNoop string
 
-func (n namedNoop) Name() string                                                     { return string(n) }
+func (n namedNoop) Name() string                                                   { return string(n) }
 func (namedNoop) Handle(context.Context, pgx.Tx, *projection.PersistedEvent) error { return nil }
 
 // Run refuses bad input before touching the database: nothing is created.
