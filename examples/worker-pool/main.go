@@ -149,7 +149,7 @@ func printEventCounts(ctx context.Context, db projection.DBTX, out io.Writer) er
 	var n int64
 	fmt.Fprintln(out, "aggregate_event_counts:")
 	_, err = pgx.ForEachRow(rows, []any{&typ, &id, &n}, func() error {
-		fmt.Fprintf(out, "  %-5s %-8s %d events (partition %d)\n", typ, id, n, projection.PartitionHash(id)%partitions)
+		fmt.Fprintf(out, "  %-5s %-8s %d events (partition %d)\n", typ, id, n, projection.PartitionOf(id, partitions))
 		return nil
 	})
 	if err != nil {

@@ -20,10 +20,17 @@ type HashPartitionStrategy struct{}
 
 // ShouldProcess implements [PartitionStrategy].
 func (HashPartitionStrategy) ShouldProcess(aggregateID string, partitionKey, totalPartitions int) bool {
+	return PartitionOf(aggregateID, totalPartitions) == partitionKey
+}
+
+// PartitionOf returns the partition [HashPartitionStrategy] assigns an
+// aggregate to: int(fnv32a(aggregateID)) % totalPartitions, or 0 when
+// totalPartitions is less than 2.
+func PartitionOf(aggregateID string, totalPartitions int) int {
 	if totalPartitions <= 1 {
-		return true
+		return 0
 	}
-	return int(PartitionHash(aggregateID))%totalPartitions == partitionKey
+	return int(PartitionHash(aggregateID)) % totalPartitions
 }
 
 // PartitionHash returns the 32-bit FNV-1a hash of an aggregate id, the value

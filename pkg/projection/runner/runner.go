@@ -101,14 +101,22 @@ func RunMultipleProjections(ctx context.Context, pool *pgxpool.Pool, store *proj
 // documentation on thread safety. It returns nil when ctx is cancelled, or
 // the first partition's failure after stopping the rest.
 func RunProjectionPartitions(ctx context.Context, pool *pgxpool.Pool, store *projection.Store, proj projection.Projection, partitions int) error {
+	return RunProjectionPartitionsWithConfig(ctx, pool, store, proj, partitions, projection.DefaultProcessorConfig())
+}
+
+// RunProjectionPartitionsWithConfig is [RunProjectionPartitions] with a
+// processor config for every partition (batch size, poll interval,
+// logger, ...); its PartitionKey and TotalPartitions are set per
+// partition.
+func RunProjectionPartitionsWithConfig(ctx context.Context, pool *pgxpool.Pool, store *projection.Store, proj projection.Projection, partitions int, cfg projection.ProcessorConfig) error {
 	if partitions < 1 {
 		return fmt.Errorf("runner: %w: partitions is %d, must be at least 1", projection.ErrInvalidConfig, partitions)
 	}
 	runners := make([]ProjectionRunner, partitions)
 	for k := range partitions {
-		cfg := projection.DefaultProcessorConfig()
-		cfg.PartitionKey, cfg.TotalPartitions = k, partitions
-		runners[k] = ProjectionRunner{Projection: proj, Processor: projection.NewProcessor(pool, store, cfg)}
+		c := cfg
+		c.PartitionKey, c.TotalPartitions = k, partitions
+		runners[k] = ProjectionRunner{Projection: proj, Processor: projection.NewProcessor(pool, store, c)}
 	}
 	return New().Run(ctx, runners)
 }
