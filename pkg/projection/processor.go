@@ -125,6 +125,7 @@ type batcher struct {
 	cfg      ProcessorConfig
 	query    eventQuery
 	goFilter bool
+	scanner  eventScanner
 	buf      []PersistedEvent
 
 	// floor is a position up to which this run has seen that there is
@@ -182,11 +183,25 @@ const (
 
 // step runs one batch and returns how many events it fetched.
 func (b *batcher) step(ctx context.Context) (int, error) {
-	tx, err := b.pool.Begin(ctx)
+	// The connection is acquired apart from the transaction so that the
+	// commit can be pipelined with the checkpoint update (see below):
+	// a pool transaction only goes back to the pool through its own
+	// Commit or Rollback, each a round trip of its own.
+	conn, err := b.pool.Acquire(ctx)
+	if err != nil {
+		return 0, b.wrap("acquiring connection", err)
+	}
+	defer conn.Release() // destroys the connection if a transaction is left open
+	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return 0, b.wrap("beginning batch", err)
 	}
-	defer func() { _ = tx.Rollback(ctx) }()
+	committed := false
+	defer func() {
+		if !committed {
+			_ = tx.Rollback(ctx)
+		}
+	}()
 
 	cp, horizon, err := b.lockCheckpoint(ctx, tx)
 	if err != nil {
@@ -205,7 +220,7 @@ func (b *batcher) step(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, b.wrap("reading events", err)
 	}
-	events, err := collectEvents(rows, b.buf[:0])
+	events, err := b.scanner.collect(rows, b.buf[:0])
 	if err != nil {
 		return 0, b.wrap("reading events", err)
 	}
@@ -239,12 +254,19 @@ func (b *batcher) step(ctx context.Context) (int, error) {
 		}
 		return len(events), nil
 	}
-	if _, err := tx.Exec(ctx, saveCheckpointSQL, b.name, b.cfg.PartitionKey, next.TransactionID, next.GlobalPosition, handled); err != nil {
-		return 0, b.wrap("saving checkpoint", err)
+	// Save the checkpoint and commit in one round trip instead of two.
+	// If the update fails, the server skips the rest of the pipeline, so
+	// the COMMIT never runs and the deferred Rollback ends the
+	// transaction. tx is not told about the COMMIT: once it succeeded, tx
+	// is dropped unused and the connection, idle again, goes back to the
+	// pool.
+	batch := &pgx.Batch{}
+	batch.Queue(saveCheckpointSQL, b.name, b.cfg.PartitionKey, next.TransactionID, next.GlobalPosition, handled)
+	batch.Queue("COMMIT")
+	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+		return 0, b.wrap("saving checkpoint and committing batch", err)
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return 0, b.wrap("committing batch", err)
-	}
+	committed = true
 	b.floor, b.floorBase = next, next
 	return len(events), nil
 }

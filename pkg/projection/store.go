@@ -1,6 +1,7 @@
 package projection
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -186,7 +187,7 @@ func validateAppend(aggregateType, aggregateID string, events []Event) error {
 const appendSQL = `
 INSERT INTO events (bounded_context, aggregate_type, aggregate_id, aggregate_version,
                     event_id, event_type, event_version, payload, metadata, created_at, partition_hash)
-SELECT $1, $2, $3, $4 + e.ord, e.id, e.type, e.ver, e.payload::jsonb, e.meta::jsonb, coalesce(e.created, now()), $5
+SELECT $1, $2, $3, $4 + e.ord, e.id, e.type, e.ver, e.payload::json, e.meta::json, coalesce(e.created, now()), $5
 FROM unnest($6::uuid[], $7::text[], $8::int[], $9::text[], $10::text[], $11::timestamptz[])
      WITH ORDINALITY AS e(id, type, ver, payload, meta, created, ord)
 ORDER BY e.ord
@@ -288,31 +289,123 @@ func jsonOrEmpty(b json.RawMessage) string {
 	return string(b)
 }
 
-// eventColumns is the column list every event read selects, in scanEvent's
-// order.
+// eventColumns is the column list every event read selects, in
+// eventScanner's order.
 const eventColumns = `global_position, transaction_id, bounded_context, aggregate_type, aggregate_id,
 	aggregate_version, event_id, event_type, event_version, payload, metadata, created_at`
 
-// scanEvent reads one row of eventColumns into e.
-func scanEvent(rows pgx.Rows, e *PersistedEvent) error {
-	var id pgtype.UUID
-	var version int32
-	err := rows.Scan(&e.GlobalPosition, &e.TransactionID, &e.BoundedContext, &e.AggregateType, &e.AggregateID,
-		&e.AggregateVersion, &id, &e.EventType, &version, (*[]byte)(&e.Payload), (*[]byte)(&e.Metadata), &e.CreatedAt)
-	e.EventID = uuid.UUID(id.Bytes)
-	e.EventVersion = int(version)
-	return err
+// eventScanner reads rows of eventColumns into PersistedEvents.
+//
+// Scanning is about half of the processor's own CPU time, and a plain
+// rows.Scan into a PersistedEvent allocated eight times per row (the
+// variadic destination slice, escaping temporaries, every string and JSON
+// value), 360 bytes per event for the garbage collector to chase.
+// The scanner instead keeps one set of destinations for every row, scans
+// variable-length columns as references into the driver's buffer, interns
+// the few distinct bounded contexts, aggregate types and event types, and
+// copies payloads and metadata into shared chunks: about one allocation
+// per row (the aggregate id) is left.
+//
+// A scanner is not safe for concurrent use. It may be reused across
+// queries; the events it returned stay valid.
+type eventScanner struct {
+	row  scannedRow
+	dest []any
+	// names interns bounded contexts, aggregate types and event types.
+	names map[string]string
+	// chunk is where payloads and metadata are copied to. Bytes handed
+	// out are never written again, so events may be kept after the next
+	// scan.
+	chunk []byte
 }
 
-func collectEvents(rows pgx.Rows, into []PersistedEvent) ([]PersistedEvent, error) {
+// scannedRow receives one row of eventColumns. Variable-length values are
+// only valid until the next row is read.
+type scannedRow struct {
+	globalPosition   int64
+	transactionID    uint64
+	boundedContext   pgtype.DriverBytes
+	aggregateType    pgtype.DriverBytes
+	aggregateID      pgtype.DriverBytes
+	aggregateVersion int64
+	eventID          pgtype.UUID
+	eventType        pgtype.DriverBytes
+	eventVersion     int32
+	payload          pgtype.DriverBytes
+	metadata         pgtype.DriverBytes
+	createdAt        time.Time
+}
+
+const (
+	// scanChunkSize is the size of the chunks payloads are copied into:
+	// about 150 events of 100 bytes. Small enough that a projection keeping a
+	// payload or two in memory does not pin much else.
+	scanChunkSize = 16 << 10
+	// scanMaxChunked is the largest value copied into a chunk; larger
+	// ones get an allocation of their own.
+	scanMaxChunked = scanChunkSize / 8
+	// scanMaxNames bounds the intern table, should an application have
+	// unboundedly many event types.
+	scanMaxNames = 4096
+)
+
+// collect appends the events of rows to into, closes rows, and returns
+// the extended slice.
+func (s *eventScanner) collect(rows pgx.Rows, into []PersistedEvent) ([]PersistedEvent, error) {
 	defer rows.Close()
+	if s.dest == nil {
+		r := &s.row
+		s.dest = []any{&r.globalPosition, &r.transactionID, &r.boundedContext, &r.aggregateType, &r.aggregateID,
+			&r.aggregateVersion, &r.eventID, &r.eventType, &r.eventVersion, &r.payload, &r.metadata, &r.createdAt}
+	}
 	for rows.Next() {
-		into = append(into, PersistedEvent{})
-		if err := scanEvent(rows, &into[len(into)-1]); err != nil {
+		if err := rows.Scan(s.dest...); err != nil {
 			return nil, err
 		}
+		r := &s.row
+		into = append(into, PersistedEvent{
+			GlobalPosition:   r.globalPosition,
+			TransactionID:    r.transactionID,
+			BoundedContext:   s.name(r.boundedContext),
+			AggregateType:    s.name(r.aggregateType),
+			AggregateID:      string(r.aggregateID),
+			AggregateVersion: r.aggregateVersion,
+			EventID:          uuid.UUID(r.eventID.Bytes),
+			EventType:        s.name(r.eventType),
+			EventVersion:     int(r.eventVersion),
+			Payload:          s.clone(r.payload),
+			Metadata:         s.clone(r.metadata),
+			CreatedAt:        r.createdAt,
+		})
 	}
 	return into, rows.Err()
+}
+
+// name returns b as an interned string.
+func (s *eventScanner) name(b []byte) string {
+	if v, ok := s.names[string(b)]; ok { // no allocation for the lookup
+		return v
+	}
+	if s.names == nil || len(s.names) >= scanMaxNames {
+		s.names = make(map[string]string)
+	}
+	v := string(b)
+	s.names[v] = v
+	return v
+}
+
+// clone returns a copy of b that the caller owns, capped so that appending
+// to it cannot overwrite its neighbours.
+func (s *eventScanner) clone(b []byte) json.RawMessage {
+	if len(b) > scanMaxChunked {
+		return bytes.Clone(b)
+	}
+	if len(b) > cap(s.chunk)-len(s.chunk) {
+		s.chunk = make([]byte, 0, scanChunkSize)
+	}
+	start := len(s.chunk)
+	s.chunk = append(s.chunk, b...)
+	return s.chunk[start:len(s.chunk):len(s.chunk)]
 }
 
 // ReadAggregateStream returns an aggregate's events in version order, within
@@ -329,7 +422,8 @@ func (s *Store) ReadAggregateStream(ctx context.Context, db DBTX, aggregateType,
 	if err != nil {
 		return nil, fmt.Errorf("reading stream of %s %q: %w", aggregateType, aggregateID, err)
 	}
-	events, err := collectEvents(rows, nil)
+	var scanner eventScanner
+	events, err := scanner.collect(rows, nil)
 	if err != nil {
 		return nil, fmt.Errorf("reading stream of %s %q: %w", aggregateType, aggregateID, err)
 	}
@@ -352,7 +446,8 @@ func (s *Store) ReadEvents(ctx context.Context, db DBTX, after Position, limit i
 	if err != nil {
 		return nil, fmt.Errorf("reading events after %s: %w", after, err)
 	}
-	events, err := collectEvents(rows, nil)
+	var scanner eventScanner
+	events, err := scanner.collect(rows, nil)
 	if err != nil {
 		return nil, fmt.Errorf("reading events after %s: %w", after, err)
 	}
@@ -385,7 +480,17 @@ func (q eventQuery) build() (string, []any) {
 	}
 	if q.totalPartitions > 1 {
 		args = append(args, int64(q.totalPartitions), int64(q.partitionKey))
-		fmt.Fprintf(&b, ` AND partition_hash %% $%d::bigint = $%d::bigint`, len(args)-1, len(args))
+		// int8eq(x, y) is x = y, written as a function call on purpose.
+		// The planner has no statistics on partition_hash % N and guesses
+		// that "=" keeps 0.5% of the rows. Whenever fewer than 200 x LIMIT
+		// events are left to read (all of a catch-up over 100k events in
+		// batches of 1000), it then expects fewer matches than LIMIT,
+		// concludes the ordered index scan would read the whole rest of
+		// the log anyway, and picks a sequential scan of the table and a
+		// sort instead: 21 ms rather than 1 ms per batch on 100k events,
+		// growing with the table. A boolean function call is guessed at
+		// 1/3, which keeps the index scan that stops after LIMIT matches.
+		fmt.Fprintf(&b, ` AND int8eq(partition_hash %% $%d::bigint, $%d::bigint)`, len(args)-1, len(args))
 	}
 	if len(q.aggregateTypes) > 0 {
 		args = append(args, q.aggregateTypes)

@@ -14,8 +14,14 @@ CREATE TABLE IF NOT EXISTS events (
     event_id          uuid        NOT NULL,
     event_type        text        NOT NULL,
     event_version     integer     NOT NULL DEFAULT 1,
-    payload           jsonb       NOT NULL,
-    metadata          jsonb       NOT NULL DEFAULT '{}',
+    -- json, not jsonb: events are written once and read by every
+    -- projection, and jsonb must be converted back to text on every read
+    -- (a third of the time of reading a batch of ~90-byte payloads; the
+    -- processor reads 1.5x faster with json). json also gives the payload
+    -- back byte for byte as appended. For ad-hoc queries, ->> works on
+    -- json, and an expression index on (payload::jsonb) gives GIN.
+    payload           json        NOT NULL,
+    metadata          json        NOT NULL DEFAULT '{}',
     created_at        timestamptz NOT NULL DEFAULT now(),
     -- FNV-1a (32 bit) of aggregate_id, as an unsigned value, so that
     -- partition filtering (partition_hash % N = key) happens in SQL.

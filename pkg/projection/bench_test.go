@@ -1,0 +1,320 @@
+package projection_test
+
+// Benchmarks of the event store's write path and the processor's read path.
+//
+// The processing benchmarks share one fixture per top-level benchmark:
+// benchEvents events over benchAggregates aggregates, written once by the
+// parent benchmark, before its sub-benchmarks run. Each iteration then
+// processes the whole log from scratch (checkpoints deleted, read model
+// emptied, both outside the timer) and events/s is computed from the time
+// spent in CatchUp only.
+//
+//	go test ./pkg/projection/ -run '^$' -bench . -benchtime 3x -count 3
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/projectionist/projectionist/pkg/projection"
+)
+
+const (
+	benchEvents     = 100_000
+	benchAggregates = 1_000
+	// benchTxEvents events are written per seeding transaction (one event
+	// per aggregate), so the log spans benchEvents/benchTxEvents
+	// transaction ids, interleaving all aggregates like a busy system's.
+	benchTxEvents = benchAggregates
+)
+
+// benchAggregateIDs returns the fixture's aggregate ids and their partition
+// hashes, computed in Go exactly as [projection.Store.Append] does.
+func benchAggregateIDs() ([]string, []int64) {
+	ids := make([]string, benchAggregates)
+	hashes := make([]int64, benchAggregates)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("order-%06d", i)
+		hashes[i] = int64(projection.PartitionHash(ids[i]))
+	}
+	return ids, hashes
+}
+
+// seedSQL writes version $1 of every aggregate in one statement, filling
+// the same columns as Store.Append. The payload is compact JSON of about 80
+// bytes, as json.Marshal writes it, such as
+// {"order_id":"order-000042","sku":"SKU-01234","quantity":3,"unit_price_cents":1299}.
+const seedSQL = `
+INSERT INTO events (bounded_context, aggregate_type, aggregate_id, aggregate_version,
+                    event_id, event_type, event_version, payload, metadata, created_at, partition_hash)
+SELECT '', 'Order', a.id, $1::bigint, gen_random_uuid(), 'OrderLineAdded', 1,
+       format('{"order_id":"%s","sku":"SKU-%s","quantity":%s,"unit_price_cents":%s}',
+              a.id, lpad(((a.ord * 7919 + $1::bigint * 104729) % 100000)::text, 5, '0'),
+              1 + (a.ord + $1::bigint) % 9, 99 + (a.ord * 31 + $1::bigint * 17) % 9900)::json,
+       '{}'::json, now(), a.hash
+FROM unnest($2::text[], $3::bigint[]) WITH ORDINALITY AS a(id, hash, ord)
+ORDER BY a.ord`
+
+// newBenchLog returns a pool on a fresh database holding the fixture log.
+// It takes one or two seconds, so call it once per top-level benchmark.
+func newBenchLog(b *testing.B) *pgxpool.Pool {
+	b.Helper()
+	ctx := context.Background()
+	pool := newPool(b)
+	ids, hashes := benchAggregateIDs()
+	for v := 1; v <= benchEvents/benchTxEvents; v++ {
+		// Each Exec is its own transaction: one transaction id per version.
+		if _, err := pool.Exec(ctx, seedSQL, v, ids, hashes); err != nil {
+			b.Fatalf("seeding events: %v", err)
+		}
+	}
+	// Set hint bits and the visibility map, and give the planner
+	// statistics, so the first timed iteration is not the odd one out.
+	if _, err := pool.Exec(ctx, "VACUUM (ANALYZE) events"); err != nil {
+		b.Fatalf("vacuuming events: %v", err)
+	}
+	var n int
+	var avgPayload float64
+	if err := pool.QueryRow(ctx, "SELECT count(*), avg(octet_length(payload::text)) FROM events").Scan(&n, &avgPayload); err != nil {
+		b.Fatal(err)
+	}
+	if n != benchEvents {
+		b.Fatalf("seeded %d events, want %d", n, benchEvents)
+	}
+	b.Logf("seeded %d events over %d aggregates, average payload %.0f bytes", n, benchAggregates, avgPayload)
+	return pool
+}
+
+// resetProjection makes the next CatchUp start from the beginning of the
+// log: it deletes every checkpoint and empties the given read-model tables.
+func resetProjection(b *testing.B, pool *pgxpool.Pool, tables ...string) {
+	b.Helper()
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, "DELETE FROM projection_checkpoints"); err != nil {
+		b.Fatalf("resetting checkpoints: %v", err)
+	}
+	for _, t := range tables {
+		if _, err := pool.Exec(ctx, "TRUNCATE "+pgx.Identifier{t}.Sanitize()); err != nil {
+			b.Fatalf("truncating %s: %v", t, err)
+		}
+	}
+}
+
+// reportEventsPerSecond reports throughput over the timed part of the loop.
+func reportEventsPerSecond(b *testing.B, eventsPerOp int) {
+	b.ReportMetric(float64(eventsPerOp*b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// countingProjection does nothing with an event but count it. The count is
+// the number of rows its partition fetched, since the hash strategy filters
+// in SQL and the processor hands every fetched row to Handle.
+type countingProjection struct {
+	handled atomic.Int64
+}
+
+func (*countingProjection) Name() string { return "bench_noop" }
+
+func (p *countingProjection) Handle(context.Context, pgx.Tx, *projection.PersistedEvent) error {
+	p.handled.Add(1)
+	return nil
+}
+
+// upsertProjection keeps one counter per aggregate, the commonest shape of
+// read model: one round trip per event, in the batch's transaction.
+type upsertProjection struct{}
+
+func (upsertProjection) Name() string { return "bench_upsert" }
+
+func (upsertProjection) Handle(ctx context.Context, tx pgx.Tx, e *projection.PersistedEvent) error {
+	_, err := tx.Exec(ctx, upsertSQL, e.AggregateID)
+	return err
+}
+
+const upsertSQL = `
+	INSERT INTO bench_order_counts AS t (aggregate_id, n) VALUES ($1, 1)
+	ON CONFLICT (aggregate_id) DO UPDATE SET n = t.n + 1`
+
+func benchConfig(batchSize, key, total int) projection.ProcessorConfig {
+	cfg := projection.DefaultProcessorConfig()
+	cfg.BatchSize = batchSize
+	cfg.PartitionKey = key
+	cfg.TotalPartitions = total
+	return cfg
+}
+
+// BenchmarkProcessNoop measures the processor's own cost: reading, scanning,
+// checkpointing and committing, with a projection that does nothing.
+func BenchmarkProcessNoop(b *testing.B) {
+	pool := newBenchLog(b)
+	store := projection.NewStore()
+	for _, batch := range []int{100, 1000} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			b.ReportAllocs()
+			ctx := context.Background()
+			proc := projection.NewProcessor(pool, store, benchConfig(batch, 0, 1))
+			for b.Loop() {
+				b.StopTimer()
+				resetProjection(b, pool)
+				proj := &countingProjection{}
+				b.StartTimer()
+				if err := proc.CatchUp(ctx, proj); err != nil {
+					b.Fatal(err)
+				}
+				if n := proj.handled.Load(); n != benchEvents {
+					b.Fatalf("handled %d events, want %d", n, benchEvents)
+				}
+			}
+			reportEventsPerSecond(b, benchEvents)
+		})
+	}
+}
+
+// BenchmarkProcessUpsert measures a realistic projection: one upsert per
+// event into a read model, in batches of 1000.
+func BenchmarkProcessUpsert(b *testing.B) {
+	pool := newBenchLog(b)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `CREATE TABLE bench_order_counts (aggregate_id text PRIMARY KEY, n bigint NOT NULL)`); err != nil {
+		b.Fatal(err)
+	}
+	store := projection.NewStore()
+	b.Run("batch=1000", func(b *testing.B) {
+		b.ReportAllocs()
+		proc := projection.NewProcessor(pool, store, benchConfig(1000, 0, 1))
+		for b.Loop() {
+			b.StopTimer()
+			resetProjection(b, pool, "bench_order_counts")
+			b.StartTimer()
+			if err := proc.CatchUp(ctx, upsertProjection{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StopTimer()
+		reportEventsPerSecond(b, benchEvents)
+		// The read model must hold every event exactly once.
+		var rows, total int64
+		if err := pool.QueryRow(ctx, "SELECT count(*), coalesce(sum(n), 0) FROM bench_order_counts").Scan(&rows, &total); err != nil {
+			b.Fatal(err)
+		}
+		if rows != benchAggregates || total != benchEvents {
+			b.Fatalf("read model has %d aggregates and %d events, want %d and %d", rows, total, benchAggregates, benchEvents)
+		}
+	})
+	// The same upserts in the same transactions, sent straight through
+	// pgx without reading any event: the ceiling for any processor on this
+	// machine, set by the round trip each event costs. Compare the two,
+	// not just the absolute figure, which follows the host's latency.
+	b.Run("baseline=bare-upserts", func(b *testing.B) {
+		ids, _ := benchAggregateIDs()
+		for b.Loop() {
+			b.StopTimer()
+			resetProjection(b, pool, "bench_order_counts")
+			b.StartTimer()
+			for range benchEvents / benchTxEvents {
+				err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+					for _, id := range ids {
+						if _, err := tx.Exec(ctx, upsertSQL, id); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		reportEventsPerSecond(b, benchEvents)
+	})
+}
+
+// BenchmarkProcessPartitions measures total throughput of a no-op
+// projection split into hash partitions whose processors run concurrently.
+// It also reports how many rows each partition fetched per iteration: about
+// benchEvents/partitions each when the partition filter runs in SQL, and
+// benchEvents each if it did not.
+func BenchmarkProcessPartitions(b *testing.B) {
+	pool := newBenchLog(b)
+	store := projection.NewStore()
+	for _, partitions := range []int{1, 4} {
+		b.Run(fmt.Sprintf("partitions=%d", partitions), func(b *testing.B) {
+			b.ReportAllocs()
+			ctx := context.Background()
+			procs := make([]*projection.Processor, partitions)
+			for k := range procs {
+				procs[k] = projection.NewProcessor(pool, store, benchConfig(1000, k, partitions))
+			}
+			fetched := make([]int64, partitions)
+			for b.Loop() {
+				b.StopTimer()
+				resetProjection(b, pool)
+				projs := make([]*countingProjection, partitions)
+				for k := range projs {
+					projs[k] = &countingProjection{}
+				}
+				errs := make([]error, partitions)
+				var wg sync.WaitGroup
+				b.StartTimer()
+				for k := range procs {
+					wg.Go(func() { errs[k] = procs[k].CatchUp(ctx, projs[k]) })
+				}
+				wg.Wait()
+				b.StopTimer()
+				var total int64
+				for k, err := range errs {
+					if err != nil {
+						b.Fatalf("partition %d: %v", k, err)
+					}
+					n := projs[k].handled.Load()
+					fetched[k] += n
+					total += n
+				}
+				if total != benchEvents {
+					b.Fatalf("partitions handled %d events in all, want %d", total, benchEvents)
+				}
+				b.StartTimer()
+			}
+			reportEventsPerSecond(b, benchEvents)
+			for k, n := range fetched {
+				b.ReportMetric(float64(n)/float64(b.N), fmt.Sprintf("p%d-rows/op", k))
+			}
+		})
+	}
+}
+
+// BenchmarkAppend measures appends from one goroutine, each in its own
+// transaction, to random aggregates, with 1 or 10 events per call.
+func BenchmarkAppend(b *testing.B) {
+	const eventsPerOp = 1000
+	pool := newPool(b)
+	store := projection.NewStore()
+	ids, _ := benchAggregateIDs()
+	payload := json.RawMessage(`{"order_id":"order-000042","sku":"SKU-01234","quantity":3,"unit_price_cents":1299}`)
+	for _, perCall := range []int{1, 10} {
+		b.Run(fmt.Sprintf("events=%d", perCall), func(b *testing.B) {
+			b.ReportAllocs()
+			ctx := context.Background()
+			rng := rand.New(rand.NewPCG(1, uint64(perCall)))
+			events := make([]projection.Event, perCall)
+			for i := range events {
+				events[i] = projection.Event{EventType: "OrderLineAdded", Payload: payload}
+			}
+			for b.Loop() {
+				for range eventsPerOp / perCall {
+					id := ids[rng.IntN(len(ids))]
+					if _, err := store.Append(ctx, pool, "Order", id, projection.AnyVersion, events...); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			reportEventsPerSecond(b, eventsPerOp)
+		})
+	}
+}
