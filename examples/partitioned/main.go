@@ -16,9 +16,7 @@
 // Every process migrates and appends the demo events; that is safe to do
 // concurrently (each demo stream is appended once). This example then runs
 // until caught up and exits; a real worker would call Run and keep going
-// until it is stopped. (CatchUp stops at the horizon, the oldest transaction
-// still in flight: if another process is appending at that moment, events
-// committed after that transaction started are left for the next run.)
+// until it is stopped.
 //
 // The partition count is recorded with the checkpoints. Starting a process
 // with another TOTAL_PARTITIONS fails with projection.ErrTopologyMismatch
@@ -150,9 +148,6 @@ func run(ctx context.Context, dsn string, partitionKey, totalPartitions int, out
 	// A long-running worker: err := processor.Run(ctx, proj)
 	if err := processor.CatchUp(ctx, proj); err != nil {
 		return err
-	}
-	if ctx.Err() != nil {
-		return ctx.Err()
 	}
 	return printOwned(ctx, pool, out, partitionKey, totalPartitions)
 }

@@ -67,17 +67,13 @@ func run(ctx context.Context, dsn string, out io.Writer) error {
 	proj := &demo.UserCountProjection{}
 	processor := projection.NewProcessor(pool, store, projection.DefaultProcessorConfig())
 
-	// CatchUp handles the events committed so far, then returns (it stops
-	// at the oldest transaction still in flight, so events committed behind
-	// a concurrent writer wait for the next run). A service would call Run
-	// instead, which keeps polling for new events until ctx is cancelled:
+	// CatchUp handles every event committed before the call, then returns.
+	// A service would call Run instead, which keeps polling for new events
+	// until ctx is cancelled:
 	//
 	//	err := processor.Run(ctx, proj)
 	if err := processor.CatchUp(ctx, proj); err != nil {
 		return err
-	}
-	if ctx.Err() != nil {
-		return ctx.Err() // interrupted: CatchUp returns nil when ctx ends
 	}
 	return demo.PrintUserStats(ctx, pool, out)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -55,6 +56,35 @@ type Processor struct {
 	pool  *pgxpool.Pool
 	store *Store
 	cfg   ProcessorConfig
+
+	mu    sync.Mutex
+	stats Stats
+}
+
+// Stats counts what a processor has done, over all its runs.
+type Stats struct {
+	// Batches is the number of batches run to completion, with or
+	// without events.
+	Batches int64
+	// EventsFetched is the number of events the processor read from the
+	// log: with the default strategy, only its own partition's.
+	EventsFetched int64
+	// EventsHandled is the number of events handled in committed batches.
+	EventsHandled int64
+	// Position is how far the processor has read: everything in its
+	// partition and scope before it has been handled.
+	Position Position
+	// Horizon is the oldest transaction id that was still in flight at the
+	// last batch; no event at or after it could be read yet.
+	Horizon uint64
+}
+
+// Stats returns the processor's counters. It is safe to call while the
+// processor runs.
+func (p *Processor) Stats() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stats
 }
 
 // NewProcessor returns a processor that reads events through store from
@@ -76,9 +106,12 @@ func (p *Processor) Run(ctx context.Context, proj Projection) error {
 	return p.run(ctx, proj, false)
 }
 
-// CatchUp processes events until none is left below the horizon, then
-// returns nil. It is Run for jobs that should end: rebuilds, tests, batch
-// pipelines.
+// CatchUp processes events until every event committed before it was
+// called has been handled, then returns nil. It is Run for jobs that should
+// end: rebuilds, tests, batch pipelines. If a transaction that was in
+// flight when CatchUp was called stays open, CatchUp waits for it (an event
+// it appends must not be missed), polling like Run. If ctx ends first,
+// CatchUp returns ctx's error.
 func (p *Processor) CatchUp(ctx context.Context, proj Projection) error {
 	return p.run(ctx, proj, true)
 }
@@ -88,6 +121,21 @@ func (p *Processor) run(ctx context.Context, proj Projection, untilCaughtUp bool
 	if err != nil {
 		return err
 	}
+	// CatchUp's target: every transaction below the current snapshot's
+	// xmax has committed or is in flight; once the horizon reaches it,
+	// every event committed before this call is readable.
+	var target uint64
+	if untilCaughtUp {
+		if err := p.pool.QueryRow(ctx, "SELECT pg_snapshot_xmax(pg_current_snapshot())").Scan(&target); err != nil {
+			return b.wrap("reading the catch-up target", err)
+		}
+	}
+	stopped := func() error {
+		if untilCaughtUp {
+			return fmt.Errorf("projection %q partition %d: catching up: %w", b.name, b.cfg.PartitionKey, ctx.Err())
+		}
+		return nil
+	}
 	log := b.cfg.Logger.With("projection", b.name, "partition", b.cfg.PartitionKey, "totalPartitions", b.cfg.TotalPartitions)
 	log.Info("projection processor started")
 	defer log.Info("projection processor stopped")
@@ -95,9 +143,9 @@ func (p *Processor) run(ctx context.Context, proj Projection, untilCaughtUp bool
 	poll := time.NewTimer(0)
 	defer poll.Stop()
 	for {
-		fetched, err := b.step(ctx)
+		fetched, horizon, err := b.step(ctx)
 		if ctx.Err() != nil {
-			return nil
+			return stopped()
 		}
 		if err != nil {
 			return err
@@ -105,13 +153,13 @@ func (p *Processor) run(ctx context.Context, proj Projection, untilCaughtUp bool
 		if fetched == b.cfg.BatchSize {
 			continue
 		}
-		if untilCaughtUp {
+		if untilCaughtUp && horizon >= target {
 			return nil
 		}
 		poll.Reset(b.cfg.PollInterval)
 		select {
 		case <-ctx.Done():
-			return nil
+			return stopped()
 		case <-poll.C:
 		}
 	}
@@ -120,6 +168,7 @@ func (p *Processor) run(ctx context.Context, proj Projection, untilCaughtUp bool
 // batcher holds one run's state between batches.
 type batcher struct {
 	pool     *pgxpool.Pool
+	stats    *Processor // where step records its Stats
 	proj     Projection
 	name     string
 	cfg      ProcessorConfig
@@ -150,7 +199,7 @@ func (p *Processor) newBatcher(proj Projection) (*batcher, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("projection %q: %w", name, err)
 	}
-	b := &batcher{pool: p.pool, proj: proj, name: name, cfg: cfg, buf: make([]PersistedEvent, 0, cfg.BatchSize)}
+	b := &batcher{pool: p.pool, stats: p, proj: proj, name: name, cfg: cfg, buf: make([]PersistedEvent, 0, cfg.BatchSize)}
 	b.query = eventQuery{limit: cfg.BatchSize}
 	if isHashStrategy(cfg.PartitionStrategy) {
 		b.query.partitionKey, b.query.totalPartitions = cfg.PartitionKey, cfg.TotalPartitions
@@ -181,20 +230,21 @@ const (
 		WHERE projection_name = $1 AND partition_key = $2`
 )
 
-// step runs one batch and returns how many events it fetched.
-func (b *batcher) step(ctx context.Context) (int, error) {
+// step runs one batch and returns how many events it fetched and the
+// horizon it read below.
+func (b *batcher) step(ctx context.Context) (int, uint64, error) {
 	// The connection is acquired apart from the transaction so that the
 	// commit can be pipelined with the checkpoint update (see below):
 	// a pool transaction only goes back to the pool through its own
 	// Commit or Rollback, each a round trip of its own.
 	conn, err := b.pool.Acquire(ctx)
 	if err != nil {
-		return 0, b.wrap("acquiring connection", err)
+		return 0, 0, b.wrap("acquiring connection", err)
 	}
 	defer conn.Release() // destroys the connection if a transaction is left open
 	tx, err := conn.Begin(ctx)
 	if err != nil {
-		return 0, b.wrap("beginning batch", err)
+		return 0, 0, b.wrap("beginning batch", err)
 	}
 	committed := false
 	defer func() {
@@ -205,7 +255,7 @@ func (b *batcher) step(ctx context.Context) (int, error) {
 
 	cp, horizon, err := b.lockCheckpoint(ctx, tx)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 
 	q := b.query
@@ -218,11 +268,11 @@ func (b *batcher) step(ctx context.Context) (int, error) {
 	sql, args := q.build()
 	rows, err := tx.Query(ctx, sql, args...)
 	if err != nil {
-		return 0, b.wrap("reading events", err)
+		return 0, 0, b.wrap("reading events", err)
 	}
 	events, err := b.scanner.collect(rows, b.buf[:0])
 	if err != nil {
-		return 0, b.wrap("reading events", err)
+		return 0, 0, b.wrap("reading events", err)
 	}
 	b.buf = events
 
@@ -233,7 +283,7 @@ func (b *batcher) step(ctx context.Context) (int, error) {
 			continue
 		}
 		if err := b.proj.Handle(ctx, tx, e); err != nil {
-			return 0, &HandlerError{Projection: b.name, PartitionKey: b.cfg.PartitionKey, Position: e.Position(),
+			return 0, 0, &HandlerError{Projection: b.name, PartitionKey: b.cfg.PartitionKey, Position: e.Position(),
 				EventID: e.EventID, EventType: e.EventType, AggregateType: e.AggregateType, AggregateID: e.AggregateID, Err: err}
 		}
 		handled++
@@ -250,9 +300,10 @@ func (b *batcher) step(ctx context.Context) (int, error) {
 		b.floor, b.floorBase = next, cp
 		// Commit anyway: it keeps a checkpoint row created by this batch.
 		if err := tx.Commit(ctx); err != nil {
-			return 0, b.wrap("committing batch", err)
+			return 0, 0, b.wrap("committing batch", err)
 		}
-		return len(events), nil
+		b.record(len(events), 0, next, horizon)
+		return len(events), horizon, nil
 	}
 	// Save the checkpoint and commit in one round trip instead of two.
 	// If the update fails, the server skips the rest of the pipeline, so
@@ -264,11 +315,12 @@ func (b *batcher) step(ctx context.Context) (int, error) {
 	batch.Queue(saveCheckpointSQL, b.name, b.cfg.PartitionKey, next.TransactionID, next.GlobalPosition, handled)
 	batch.Queue("COMMIT")
 	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
-		return 0, b.wrap("saving checkpoint and committing batch", err)
+		return 0, 0, b.wrap("saving checkpoint and committing batch", err)
 	}
 	committed = true
 	b.floor, b.floorBase = next, next
-	return len(events), nil
+	b.record(len(events), handled, next, horizon)
+	return len(events), horizon, nil
 }
 
 // lockCheckpoint locks the partition's checkpoint row, creating it on first
@@ -294,6 +346,16 @@ func (b *batcher) lockCheckpoint(ctx context.Context, tx pgx.Tx) (Position, uint
 			b.name, b.cfg.PartitionKey, ErrTopologyMismatch, total, b.cfg.TotalPartitions)
 	}
 	return cp, horizon, nil
+}
+
+func (b *batcher) record(fetched, handled int, pos Position, horizon uint64) {
+	p := b.stats
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stats.Batches++
+	p.stats.EventsFetched += int64(fetched)
+	p.stats.EventsHandled += int64(handled)
+	p.stats.Position, p.stats.Horizon = pos, horizon
 }
 
 func (b *batcher) wrap(what string, err error) error {

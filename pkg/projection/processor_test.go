@@ -86,8 +86,12 @@ func TestProcessorWaitsForInFlightWriter(t *testing.T) {
 	}
 	appendN(t, pool, store, 5, 2, "B")
 
-	if err := proc.CatchUp(ctx, proj); err != nil {
-		t.Fatal(err)
+	// CatchUp must wait for the slow writer, since it committed nothing
+	// yet; give up after a moment and look at what was applied meanwhile.
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if err := proc.CatchUp(short, proj); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("CatchUp behind an in-flight writer = %v, want it to wait until the deadline", err)
 	}
 	if n := queryInt(t, pool, "SELECT count(*) FROM applied"); n != 0 {
 		t.Fatalf("applied %d events while an older writer was in flight, want 0", n)
@@ -117,12 +121,12 @@ func TestPartitionsApplyEachEventOnce(t *testing.T) {
 
 	var wg sync.WaitGroup
 	errs := make([]error, 4)
+	procs := make([]*projection.Processor, 4)
 	for key := range 4 {
-		wg.Go(func() {
-			cfg := projection.DefaultProcessorConfig()
-			cfg.PartitionKey, cfg.TotalPartitions, cfg.BatchSize = key, 4, 37
-			errs[key] = projection.NewProcessor(pool, store, cfg).CatchUp(ctx, applyLog{name: "parts", key: key})
-		})
+		cfg := projection.DefaultProcessorConfig()
+		cfg.PartitionKey, cfg.TotalPartitions, cfg.BatchSize = key, 4, 37
+		procs[key] = projection.NewProcessor(pool, store, cfg)
+		wg.Go(func() { errs[key] = procs[key].CatchUp(ctx, applyLog{name: "parts", key: key}) })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
@@ -141,9 +145,65 @@ func TestPartitionsApplyEachEventOnce(t *testing.T) {
 		if got := queryInt(t, pool, "SELECT count(*) FROM applied WHERE partition_key = $1", key); got != want {
 			t.Errorf("partition %d applied %d events, want %d", key, got, want)
 		}
+		// The filter runs in SQL: a partition reads only its own rows.
+		if st := procs[key].Stats(); st.EventsFetched != int64(want) || st.EventsHandled != int64(want) {
+			t.Errorf("partition %d fetched %d and handled %d events, want %d of 1000", key, st.EventsFetched, st.EventsHandled, want)
+		}
 		if wrong := queryInt(t, pool, "SELECT count(*) FROM applied WHERE partition_key = $1 AND (SELECT partition_hash FROM events e WHERE e.event_id = applied.event_id) % 4 <> $1", key); wrong != 0 {
 			t.Errorf("partition %d applied %d events of other partitions", key, wrong)
 		}
+	}
+}
+
+// CatchUp returns only once every event committed before the call is
+// handled, even if an older transaction holds the horizon back for a while;
+// cancelled first, it says so.
+func TestCatchUpWaitsForEventsCommittedBeforeIt(t *testing.T) {
+	ctx := t.Context()
+	pool := newPool(t)
+	newAppliedTable(t, pool)
+	store := projection.NewStore()
+
+	// An unrelated transaction that has taken an xid holds the horizon
+	// below everything appended after it.
+	blocker, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = blocker.Rollback(ctx) }()
+	if _, err := blocker.Exec(ctx, "SELECT pg_current_xact_id()"); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, pool, store, 4, 5, "A")
+
+	cfg := projection.DefaultProcessorConfig()
+	cfg.PollInterval = 5 * time.Millisecond
+	proc := projection.NewProcessor(pool, store, cfg)
+
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	err = proc.CatchUp(short, applyLog{name: "catchup"})
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "catching up") {
+		t.Fatalf("CatchUp held back by an open transaction = %v, want it to report the deadline", err)
+	}
+	if n := queryInt(t, pool, "SELECT count(*) FROM applied"); n != 0 {
+		t.Fatalf("applied %d events past the horizon", n)
+	}
+
+	done := make(chan error, 1)
+	go func() { done <- proc.CatchUp(ctx, applyLog{name: "catchup"}) }()
+	time.Sleep(50 * time.Millisecond) // let it start waiting, then release the horizon
+	if err := blocker.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := queryInt(t, pool, "SELECT count(*) FROM applied"); n != 20 {
+		t.Fatalf("CatchUp returned with %d of 20 events applied", n)
+	}
+	if st := proc.Stats(); st.EventsHandled != 20 || st.Batches == 0 || st.Horizon == 0 {
+		t.Fatalf("stats after catching up: %+v", st)
 	}
 }
 
