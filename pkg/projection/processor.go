@@ -20,23 +20,32 @@ var ErrTopologyMismatch = errors.New("topology mismatch")
 // HandlerError reports an event a projection failed to handle. The batch it
 // was in was rolled back: its checkpoint did not move.
 type HandlerError struct {
-	Projection    string
-	PartitionKey  int
-	Position      Position
-	EventID       uuid.UUID
-	EventType     string
+	// Projection is the failing projection's name.
+	Projection string
+	// PartitionKey is the partition that was processing the event.
+	PartitionKey int
+	// Position is the event's place in the log.
+	Position Position
+	// EventID is the event's id.
+	EventID uuid.UUID
+	// EventType is the event's type.
+	EventType string
+	// AggregateType is the type of the event's aggregate.
 	AggregateType string
-	AggregateID   string
+	// AggregateID is the id of the event's aggregate.
+	AggregateID string
 	// Err is what Handle returned.
 	Err error
 }
 
+// Error names the projection, the partition and the event.
 func (e *HandlerError) Error() string {
 	return fmt.Sprintf("projection %q partition %d: handling event %s (%s of %s %q) at position %d (transaction %d): %v",
 		e.Projection, e.PartitionKey, e.EventID, e.EventType, e.AggregateType, e.AggregateID,
 		e.Position.GlobalPosition, e.Position.TransactionID, e.Err)
 }
 
+// Unwrap returns what Handle returned.
 func (e *HandlerError) Unwrap() error { return e.Err }
 
 // Processor runs a projection: it reads the events of its partition in

@@ -84,6 +84,7 @@ func ExactVersion(v int64) ExpectedVersion {
 	return ExpectedVersion{kind: expectExact, version: v}
 }
 
+// String describes the expectation, e.g. "version 3".
 func (e ExpectedVersion) String() string {
 	switch e.kind {
 	case expectNoStream:
@@ -103,8 +104,10 @@ var ErrConcurrencyConflict = errors.New("concurrency conflict")
 // at another version than expected. Nothing of the append was written; the
 // usual remedy is to reload the aggregate and retry in a new transaction.
 type ConcurrencyError struct {
+	// AggregateType is the type of the aggregate appended to.
 	AggregateType string
-	AggregateID   string
+	// AggregateID is the id of the aggregate appended to.
+	AggregateID string
 	// Expected is what the append required.
 	Expected ExpectedVersion
 	// Actual is the aggregate's version the append found, or -1 if unknown
@@ -114,6 +117,7 @@ type ConcurrencyError struct {
 	Reason string
 }
 
+// Error names the aggregate and says what conflicted.
 func (e *ConcurrencyError) Error() string {
 	return fmt.Sprintf("concurrency conflict on %s %q: %s", e.AggregateType, e.AggregateID, e.Reason)
 }

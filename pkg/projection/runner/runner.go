@@ -10,6 +10,11 @@
 // goroutines at once. A projection that only writes through the batch's
 // transaction is safe; one that keeps state in its own fields must guard it
 // (sync/atomic, a mutex).
+//
+// Connections: every batch holds one of the pool's connections for its
+// whole transaction. Give the pool at least as many connections as
+// processors run at once (pgxpool's default is max(4, GOMAXPROCS); set
+// pool_max_conns in the DSN), or they take turns.
 package runner
 
 import (
