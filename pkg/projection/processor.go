@@ -62,9 +62,8 @@ func (e *HandlerError) Unwrap() error { return e.Err }
 // Two processors with the same projection and partition key take turns:
 // each batch locks the partition's checkpoint row.
 type Processor struct {
-	pool  *pgxpool.Pool
-	store *Store
-	cfg   ProcessorConfig
+	pool *pgxpool.Pool
+	cfg  ProcessorConfig
 
 	mu    sync.Mutex
 	stats Stats
@@ -96,13 +95,12 @@ func (p *Processor) Stats() Stats {
 	return p.stats
 }
 
-// NewProcessor returns a processor that reads events through store from
-// pool. The config is validated when the processor runs.
+// NewProcessor returns a processor that reads the events of pool's log. The
+// config is validated when the processor runs. store is the guides' shape
+// and may be nil; the processor reads every bounded context whatever the
+// store's is (a [ScopedProjection] narrows what it reads).
 func NewProcessor(pool *pgxpool.Pool, store *Store, config ProcessorConfig) *Processor {
-	if store == nil {
-		store = NewStore()
-	}
-	return &Processor{pool: pool, store: store, cfg: config}
+	return &Processor{pool: pool, cfg: config}
 }
 
 // Config returns the processor's configuration with defaults applied.
