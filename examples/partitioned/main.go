@@ -18,9 +18,10 @@
 // until caught up and exits; a real worker would call Run and keep going
 // until it is stopped.
 //
-// The partition count is recorded with the checkpoints. Starting a process
-// with another TOTAL_PARTITIONS fails with projection.ErrTopologyMismatch
-// instead of silently skipping or repeating events.
+// The partition count is recorded in the database. Starting a process with
+// another TOTAL_PARTITIONS switches it, exactly (projection.SetTopology):
+// no event is skipped or applied twice; processes still running with the
+// old count follow the switch on their next batch.
 package main
 
 import (

@@ -93,12 +93,15 @@ func newBenchLog(b *testing.B) *pgxpool.Pool {
 }
 
 // resetProjection makes the next CatchUp start from the beginning of the
-// log: it deletes every checkpoint and empties the given read-model tables.
+// log: it resets every projection (checkpoints, topology, frontier) and
+// empties the given read-model tables.
 func resetProjection(b *testing.B, pool *pgxpool.Pool, tables ...string) {
 	b.Helper()
 	ctx := context.Background()
-	if _, err := pool.Exec(ctx, "DELETE FROM projection_checkpoints"); err != nil {
-		b.Fatalf("resetting checkpoints: %v", err)
+	for _, name := range []string{"bench_noop", "bench_upsert"} {
+		if err := projection.ResetProjection(ctx, pool, name); err != nil {
+			b.Fatal(err)
+		}
 	}
 	for _, t := range tables {
 		if _, err := pool.Exec(ctx, "TRUNCATE "+pgx.Identifier{t}.Sanitize()); err != nil {

@@ -24,7 +24,18 @@ func TestProcessorConfigValidate(t *testing.T) {
 		{"batch 0", func(c *projection.ProcessorConfig) { c.BatchSize = 0 }, "BatchSize is 0, must be between 1 and 10000"},
 		{"batch negative", func(c *projection.ProcessorConfig) { c.BatchSize = -5 }, "BatchSize is -5, must be between 1 and 10000"},
 		{"batch 10001", func(c *projection.ProcessorConfig) { c.BatchSize = 10001 }, "BatchSize is 10001, must be between 1 and 10000"},
-		{"total 0", func(c *projection.ProcessorConfig) { c.TotalPartitions = 0 }, "TotalPartitions is 0, must be at least 1"},
+		{"total 0", func(c *projection.ProcessorConfig) { c.TotalPartitions = 0 }, "TotalPartitions is 0, must be between 1 and 1024"},
+		{"total 1025", func(c *projection.ProcessorConfig) { c.TotalPartitions = 1025 }, "TotalPartitions is 1025, must be between 1 and 1024"},
+		{"follow ignores total", func(c *projection.ProcessorConfig) {
+			c.Topology, c.TotalPartitions, c.PartitionKey = projection.TopologyFollow, 0, 7
+		}, ""},
+		{"follow key negative", func(c *projection.ProcessorConfig) {
+			c.Topology, c.PartitionKey = projection.TopologyFollow, -1
+		}, "PartitionKey is -1, must be in [0, 1024)"},
+		{"follow poll negative", func(c *projection.ProcessorConfig) {
+			c.Topology, c.PollInterval = projection.TopologyFollow, -time.Millisecond
+		}, "PollInterval is -1ms, must not be negative"},
+		{"unknown topology mode", func(c *projection.ProcessorConfig) { c.Topology = 9 }, "Topology is TopologyMode(9), must be TopologyApply or TopologyFollow"},
 		{"key negative", func(c *projection.ProcessorConfig) { c.PartitionKey = -1 }, "PartitionKey is -1, must be in [0, 1) for TotalPartitions 1"},
 		{"key = total", func(c *projection.ProcessorConfig) { c.PartitionKey, c.TotalPartitions = 4, 4 }, "PartitionKey is 4, must be in [0, 4) for TotalPartitions 4"},
 		{"key last", func(c *projection.ProcessorConfig) { c.PartitionKey, c.TotalPartitions = 3, 4 }, ""},

@@ -39,4 +39,14 @@
 // each event and filtered in SQL, so a worker fetches only its own rows. A
 // custom [PartitionStrategy] is evaluated in Go. Package runner runs several
 // partitions, or several projections, in one process.
+//
+// # Rescaling
+//
+// [SetTopology] changes a projection's partition count exactly, online:
+// reusing old per-partition checkpoints under a new count would skip or
+// repeat events, so the switch records the old generation's final
+// checkpoints as a frontier, starts every new partition at the lowest of
+// them, and new partitions skip exactly the events an earlier generation
+// applied. Its documentation works through an example. Processors follow a
+// switch on their next batch; see [TopologyMode].
 package projection

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -11,11 +12,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
-
-// ErrTopologyMismatch is returned when a projection's checkpoints were
-// written for another partition count than the processor runs with. Reusing
-// them would skip or repeat events, so the processor refuses.
-var ErrTopologyMismatch = errors.New("topology mismatch")
 
 // HandlerError reports an event a projection failed to handle. The batch it
 // was in was rolled back: its checkpoint did not move.
@@ -79,12 +75,21 @@ type Stats struct {
 	EventsFetched int64
 	// EventsHandled is the number of events handled in committed batches.
 	EventsHandled int64
+	// EventsSkipped is the number of events fetched but not handled because
+	// an earlier topology generation applied them (see [SetTopology]).
+	EventsSkipped int64
 	// Position is how far the processor has read: everything in its
 	// partition and scope before it has been handled.
 	Position Position
 	// Horizon is the oldest transaction id that was still in flight at the
 	// last batch; no event at or after it could be read yet.
 	Horizon uint64
+	// Generation and TotalPartitions are the topology of the last batch.
+	Generation      int64
+	TotalPartitions int
+	// Idle is true while the partition key is outside the topology (or,
+	// following, there is none yet): the processor waits for it to grow.
+	Idle bool
 }
 
 // Stats returns the processor's counters. It is safe to call while the
@@ -128,45 +133,51 @@ func (p *Processor) run(ctx context.Context, proj Projection, untilCaughtUp bool
 	if err != nil {
 		return err
 	}
+	// finish turns an error into Run's or CatchUp's result: a cancelled
+	// ctx is how Run is stopped, and an interruption for CatchUp.
+	finish := func(err error) error {
+		switch {
+		case ctx.Err() == nil:
+			return err
+		case untilCaughtUp:
+			return fmt.Errorf("projection %q partition %d: catching up: %w", b.name, b.cfg.PartitionKey, ctx.Err())
+		}
+		return nil
+	}
 	// CatchUp's target: every transaction below the current snapshot's
 	// xmax has committed or is in flight; once the horizon reaches it,
 	// every event committed before this call is readable.
 	var target uint64
 	if untilCaughtUp {
 		if err := p.pool.QueryRow(ctx, "SELECT pg_snapshot_xmax(pg_current_snapshot())").Scan(&target); err != nil {
-			return b.wrap("reading the catch-up target", err)
+			return finish(b.wrap("reading the catch-up target", err))
 		}
 	}
-	stopped := func() error {
-		if untilCaughtUp {
-			return fmt.Errorf("projection %q partition %d: catching up: %w", b.name, b.cfg.PartitionKey, ctx.Err())
+	if b.cfg.Topology == TopologyApply {
+		if _, err := SetTopology(ctx, p.pool, b.name, b.cfg.TotalPartitions); err != nil {
+			return finish(err)
 		}
-		return nil
 	}
-	log := b.cfg.Logger.With("projection", b.name, "partition", b.cfg.PartitionKey, "totalPartitions", b.cfg.TotalPartitions)
-	log.Info("projection processor started")
-	defer log.Info("projection processor stopped")
+	b.log.Info("projection processor started")
+	defer b.log.Info("projection processor stopped")
 
 	poll := time.NewTimer(0)
 	defer poll.Stop()
 	for {
-		fetched, horizon, err := b.step(ctx)
-		if ctx.Err() != nil {
-			return stopped()
+		r, err := b.step(ctx)
+		if err != nil || ctx.Err() != nil {
+			return finish(err)
 		}
-		if err != nil {
-			return err
-		}
-		if fetched == b.cfg.BatchSize {
+		if !r.idle && r.fetched == b.cfg.BatchSize {
 			continue
 		}
-		if untilCaughtUp && horizon >= target {
+		if untilCaughtUp && (r.idle || r.horizon >= target) {
 			return nil
 		}
 		poll.Reset(b.cfg.PollInterval)
 		select {
 		case <-ctx.Done():
-			return stopped()
+			return finish(nil)
 		case <-poll.C:
 		}
 	}
@@ -174,15 +185,25 @@ func (p *Processor) run(ctx context.Context, proj Projection, untilCaughtUp bool
 
 // batcher holds one run's state between batches.
 type batcher struct {
-	pool     *pgxpool.Pool
-	stats    *Processor // where step records its Stats
-	proj     Projection
-	name     string
-	cfg      ProcessorConfig
-	query    eventQuery
+	pool    *pgxpool.Pool
+	stats   *Processor // where step records its Stats
+	proj    Projection
+	name    string
+	cfg     ProcessorConfig
+	log     *slog.Logger
+	query   eventQuery
+	scanner eventScanner
+	buf     []PersistedEvent
+
+	// The topology generation the batcher last saw, its partition count,
+	// and the frontier entries that can still skip events for this
+	// partition. generation 0: not known yet.
+	generation int64
+	total      int
+	frontier   frontier
+	// goFilter: the strategy is evaluated in Go, not SQL.
 	goFilter bool
-	scanner  eventScanner
-	buf      []PersistedEvent
+	idle     bool
 
 	// floor is a position up to which this run has seen that there is
 	// nothing for it to handle, valid while the stored checkpoint is not
@@ -207,12 +228,8 @@ func (p *Processor) newBatcher(proj Projection) (*batcher, error) {
 		return nil, fmt.Errorf("projection %q: %w", name, err)
 	}
 	b := &batcher{pool: p.pool, stats: p, proj: proj, name: name, cfg: cfg, buf: make([]PersistedEvent, 0, cfg.BatchSize)}
+	b.log = cfg.Logger.With("projection", name, "partition", cfg.PartitionKey)
 	b.query = eventQuery{limit: cfg.BatchSize}
-	if isHashStrategy(cfg.PartitionStrategy) {
-		b.query.partitionKey, b.query.totalPartitions = cfg.PartitionKey, cfg.TotalPartitions
-	} else {
-		b.goFilter = cfg.TotalPartitions > 1
-	}
 	if sp, ok := proj.(ScopedProjection); ok {
 		b.query.aggregateTypes = sp.AggregateTypes()
 		b.query.boundedContexts = sp.BoundedContexts()
@@ -221,14 +238,25 @@ func (p *Processor) newBatcher(proj Projection) (*batcher, error) {
 }
 
 const (
-	lockCheckpointSQL = `
-		SELECT last_transaction_id, last_global_position, total_partitions, pg_snapshot_xmin(pg_current_snapshot())
-		FROM projection_checkpoints
-		WHERE projection_name = $1 AND partition_key = $2
-		FOR UPDATE`
+	// lockStateSQL reads the topology and this partition's checkpoint,
+	// holding the topology FOR SHARE (a switch waits for this batch, and
+	// this batch for a switch in progress) and the checkpoint FOR UPDATE
+	// (two processors with the same key take turns), and the horizon.
+	lockStateSQL = `
+		SELECT t.generation, t.total_partitions, c.last_transaction_id, c.last_global_position,
+		       pg_snapshot_xmin(pg_current_snapshot())
+		FROM projection_topology t
+		JOIN projection_checkpoints c ON c.projection_name = t.projection_name AND c.partition_key = $2
+		WHERE t.projection_name = $1
+		FOR SHARE OF t FOR UPDATE OF c`
+	shareTopologySQL = `
+		SELECT generation, total_partitions FROM projection_topology WHERE projection_name = $1 FOR SHARE`
+	createTopologySQL = `
+		INSERT INTO projection_topology (projection_name, generation, total_partitions)
+		VALUES ($1, 1, $2) ON CONFLICT (projection_name) DO NOTHING`
 	createCheckpointSQL = `
-		INSERT INTO projection_checkpoints (projection_name, partition_key, total_partitions)
-		VALUES ($1, $2, $3)
+		INSERT INTO projection_checkpoints (projection_name, partition_key, total_partitions, generation)
+		VALUES ($1, $2, $3, $4)
 		ON CONFLICT (projection_name, partition_key) DO NOTHING`
 	saveCheckpointSQL = `
 		UPDATE projection_checkpoints
@@ -237,21 +265,30 @@ const (
 		WHERE projection_name = $1 AND partition_key = $2`
 )
 
-// step runs one batch and returns how many events it fetched and the
-// horizon it read below.
-func (b *batcher) step(ctx context.Context) (int, uint64, error) {
+// stepResult is what one batch saw.
+type stepResult struct {
+	fetched int
+	// horizon is the transaction id the batch read below.
+	horizon uint64
+	// idle: the partition key is outside the projection's topology (or,
+	// following, there is no topology yet); nothing was read.
+	idle bool
+}
+
+// step runs one batch.
+func (b *batcher) step(ctx context.Context) (stepResult, error) {
 	// The connection is acquired apart from the transaction so that the
 	// commit can be pipelined with the checkpoint update (see below):
 	// a pool transaction only goes back to the pool through its own
 	// Commit or Rollback, each a round trip of its own.
 	conn, err := b.pool.Acquire(ctx)
 	if err != nil {
-		return 0, 0, b.wrap("acquiring connection", err)
+		return stepResult{}, b.wrap("acquiring connection", err)
 	}
 	defer conn.Release() // destroys the connection if a transaction is left open
 	tx, err := conn.Begin(ctx)
 	if err != nil {
-		return 0, 0, b.wrap("beginning batch", err)
+		return stepResult{}, b.wrap("beginning batch", err)
 	}
 	committed := false
 	defer func() {
@@ -260,37 +297,45 @@ func (b *batcher) step(ctx context.Context) (int, uint64, error) {
 		}
 	}()
 
-	cp, horizon, err := b.lockCheckpoint(ctx, tx)
+	cp, horizon, err := b.lockState(ctx, tx)
 	if err != nil {
-		return 0, 0, err
+		return stepResult{}, err
+	}
+	if b.idle {
+		b.record(0, 0, 0, cp, horizon)
+		return stepResult{horizon: horizon, idle: true}, nil
 	}
 
 	q := b.query
 	q.after, q.horizon = cp, horizon
 	if cp.Less(b.floor) && !cp.Less(b.floorBase) {
 		// Start from the floor unless the checkpoint went back behind the
-		// one the floor was measured from (someone reset it to rebuild).
+		// one the floor was measured from.
 		q.after = b.floor
 	}
 	sql, args := q.build()
 	rows, err := tx.Query(ctx, sql, args...)
 	if err != nil {
-		return 0, 0, b.wrap("reading events", err)
+		return stepResult{}, b.wrap("reading events", err)
 	}
 	events, err := b.scanner.collect(rows, b.buf[:0])
 	if err != nil {
-		return 0, 0, b.wrap("reading events", err)
+		return stepResult{}, b.wrap("reading events", err)
 	}
 	b.buf = events
 
-	handled := 0
+	handled, skipped := 0, 0
 	for i := range events {
 		e := &events[i]
-		if b.goFilter && !b.cfg.PartitionStrategy.ShouldProcess(e.AggregateID, b.cfg.PartitionKey, b.cfg.TotalPartitions) {
+		if b.goFilter && !b.cfg.PartitionStrategy.ShouldProcess(e.AggregateID, b.cfg.PartitionKey, b.total) {
+			continue
+		}
+		if len(b.frontier) > 0 && b.frontier.applied(e, b.cfg.PartitionStrategy) {
+			skipped++ // an earlier generation applied it
 			continue
 		}
 		if err := b.proj.Handle(ctx, tx, e); err != nil {
-			return 0, 0, &HandlerError{Projection: b.name, PartitionKey: b.cfg.PartitionKey, Position: e.Position(),
+			return stepResult{}, &HandlerError{Projection: b.name, PartitionKey: b.cfg.PartitionKey, Position: e.Position(),
 				EventID: e.EventID, EventType: e.EventType, AggregateType: e.AggregateType, AggregateID: e.AggregateID, Err: err}
 		}
 		handled++
@@ -301,16 +346,16 @@ func (b *batcher) step(ctx context.Context) (int, uint64, error) {
 	if len(events) == b.cfg.BatchSize {
 		next = events[len(events)-1].Position()
 	}
+	b.frontier = b.frontier.without(next)
 	if handled == 0 {
 		// Nothing changed in the read model: remember how far we looked
 		// instead of writing a checkpoint on every idle poll.
 		b.floor, b.floorBase = next, cp
-		// Commit anyway: it keeps a checkpoint row created by this batch.
 		if err := tx.Commit(ctx); err != nil {
-			return 0, 0, b.wrap("committing batch", err)
+			return stepResult{}, b.wrap("committing batch", err)
 		}
-		b.record(len(events), 0, next, horizon)
-		return len(events), horizon, nil
+		b.record(len(events), 0, skipped, next, horizon)
+		return stepResult{fetched: len(events), horizon: horizon}, nil
 	}
 	// Save the checkpoint and commit in one round trip instead of two.
 	// If the update fails, the server skips the rest of the pipeline, so
@@ -322,47 +367,93 @@ func (b *batcher) step(ctx context.Context) (int, uint64, error) {
 	batch.Queue(saveCheckpointSQL, b.name, b.cfg.PartitionKey, next.TransactionID, next.GlobalPosition, handled)
 	batch.Queue("COMMIT")
 	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
-		return 0, 0, b.wrap("saving checkpoint and committing batch", err)
+		return stepResult{}, b.wrap("saving checkpoint and committing batch", err)
 	}
 	committed = true
 	b.floor, b.floorBase = next, next
-	b.record(len(events), handled, next, horizon)
-	return len(events), horizon, nil
+	b.record(len(events), handled, skipped, next, horizon)
+	return stepResult{fetched: len(events), horizon: horizon}, nil
 }
 
-// lockCheckpoint locks the partition's checkpoint row, creating it on first
-// use, and returns it with the current horizon.
-func (b *batcher) lockCheckpoint(ctx context.Context, tx pgx.Tx) (Position, uint64, error) {
+// lockState locks the topology and the partition's checkpoint, creating
+// them as needed, follows a change of generation, and returns the
+// checkpoint and the horizon. It sets b.idle when the partition key is
+// outside the topology.
+func (b *batcher) lockState(ctx context.Context, tx pgx.Tx) (Position, uint64, error) {
 	var cp Position
+	var gen int64
 	var total int32
 	var horizon uint64
 	for attempt := 0; ; attempt++ {
-		err := tx.QueryRow(ctx, lockCheckpointSQL, b.name, b.cfg.PartitionKey).Scan(&cp.TransactionID, &cp.GlobalPosition, &total, &horizon)
+		err := tx.QueryRow(ctx, lockStateSQL, b.name, b.cfg.PartitionKey).Scan(&gen, &total, &cp.TransactionID, &cp.GlobalPosition, &horizon)
 		if err == nil {
 			break
 		}
-		if !errors.Is(err, pgx.ErrNoRows) || attempt > 0 {
-			return cp, 0, b.wrap("locking checkpoint", err)
+		if !errors.Is(err, pgx.ErrNoRows) || attempt > 1 {
+			return cp, 0, b.wrap("locking topology and checkpoint", err)
 		}
-		if _, err := tx.Exec(ctx, createCheckpointSQL, b.name, b.cfg.PartitionKey, b.cfg.TotalPartitions); err != nil {
-			return cp, 0, b.wrap("creating checkpoint", err)
+		// No row: no topology, a key outside it, or a checkpoint not
+		// created yet (first run, or after ResetProjection).
+		err = tx.QueryRow(ctx, shareTopologySQL, b.name).Scan(&gen, &total)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows) && b.cfg.Topology == TopologyApply:
+			if _, err := tx.Exec(ctx, createTopologySQL, b.name, b.cfg.TotalPartitions); err != nil {
+				return cp, 0, b.wrap("creating topology", err)
+			}
+		case errors.Is(err, pgx.ErrNoRows):
+			b.setIdle(true, 0, 0)
+			return cp, 0, nil
+		case err != nil:
+			return cp, 0, b.wrap("reading topology", err)
+		case b.cfg.PartitionKey >= int(total):
+			b.setIdle(true, gen, int(total))
+			return cp, 0, nil
+		default:
+			if _, err := tx.Exec(ctx, createCheckpointSQL, b.name, b.cfg.PartitionKey, total, gen); err != nil {
+				return cp, 0, b.wrap("creating checkpoint", err)
+			}
 		}
 	}
-	if int(total) != b.cfg.TotalPartitions {
-		return cp, 0, fmt.Errorf("projection %q partition %d: %w: its checkpoints were written with %d partitions, this processor runs with %d; changing the partition count needs a topology switch",
-			b.name, b.cfg.PartitionKey, ErrTopologyMismatch, total, b.cfg.TotalPartitions)
+	b.setIdle(false, gen, int(total))
+	if gen != b.generation || int(total) != b.total {
+		f, err := loadFrontier(ctx, tx, b.name)
+		if err != nil {
+			return cp, 0, b.wrap("reading frontier", err)
+		}
+		b.log.Info("projection topology", "generation", gen, "totalPartitions", total, "frontierGenerations", len(f))
+		b.generation, b.total, b.frontier = gen, int(total), f
+		// A floor measured under another partition count means nothing.
+		b.floor, b.floorBase = Position{}, Position{}
+		if isHashStrategy(b.cfg.PartitionStrategy) {
+			b.query.partitionKey, b.query.totalPartitions = b.cfg.PartitionKey, b.total
+		} else {
+			b.goFilter = b.total > 1
+		}
 	}
 	return cp, horizon, nil
 }
 
-func (b *batcher) record(fetched, handled int, pos Position, horizon uint64) {
+func (b *batcher) setIdle(idle bool, gen int64, total int) {
+	if idle && !b.idle {
+		b.log.Info("projection partition idle: outside the topology", "generation", gen, "totalPartitions", total)
+		b.generation, b.total = 0, 0 // reload the frontier when it resumes
+	}
+	if !idle && b.idle {
+		b.log.Info("projection partition resumed", "generation", gen, "totalPartitions", total)
+	}
+	b.idle = idle
+}
+
+func (b *batcher) record(fetched, handled, skipped int, pos Position, horizon uint64) {
 	p := b.stats
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.stats.Batches++
 	p.stats.EventsFetched += int64(fetched)
 	p.stats.EventsHandled += int64(handled)
+	p.stats.EventsSkipped += int64(skipped)
 	p.stats.Position, p.stats.Horizon = pos, horizon
+	p.stats.Generation, p.stats.TotalPartitions, p.stats.Idle = b.generation, b.total, b.idle
 }
 
 func (b *batcher) wrap(what string, err error) error {
