@@ -239,7 +239,9 @@ func TestRescaleRandomizedUnderLoad(t *testing.T) {
 		cfg.PartitionKey, cfg.Topology = key, projection.TopologyFollow
 		cfg.BatchSize, cfg.PollInterval = 1+rng.IntN(20), 2*time.Millisecond
 		done := make(chan error, 1)
-		go func() { done <- projection.NewProcessor(pool, store, cfg).Run(wctx, applyLog{name: "random", key: key}) }()
+		go func() {
+			done <- projection.NewProcessor(pool, store, cfg).Run(wctx, applyLog{name: "random", key: key})
+		}()
 		workers[key] = worker{wcancel, done}
 	}
 	stop := func(key int) {
