@@ -41,9 +41,73 @@ type ProcessorConfig struct {
 	// before looking for new events. Must not be negative. Defaults to
 	// 100ms when zero.
 	PollInterval time.Duration
-	// Logger receives one line per state change (start, stop). Defaults to
+	// ErrorPolicy says what a failing Handle does to the processor.
+	// Defaults to [ErrorPolicyStop].
+	ErrorPolicy ErrorPolicy
+	// Logger receives one line per state change (start, stop, topology
+	// change, idle, a poison event skipped or dead-lettered). Defaults to
 	// discarding.
 	Logger *slog.Logger
+	// OnBatch, if set, is called after every batch that completed (was
+	// committed), from the processor's goroutine; keep it fast. Metrics
+	// hang off it.
+	OnBatch func(BatchResult)
+}
+
+// BatchResult describes one completed batch, for [ProcessorConfig.OnBatch].
+type BatchResult struct {
+	// Duration is the batch's wall time, from taking a connection to the
+	// commit.
+	Duration time.Duration
+	// Fetched, Handled, Skipped are as in [Stats]; Poisoned counts events
+	// skipped or dead-lettered by the error policy.
+	Fetched, Handled, Skipped, Poisoned int
+	// Stats is the processor's Stats after the batch.
+	Stats Stats
+}
+
+// ErrorPolicy says what happens when a projection's Handle returns an
+// error for an event (a poison event). Errors that say the database or the
+// context is gone (a lost connection, a cancelled context, a serialization
+// failure, an admin shutdown) are never treated as poison: the processor
+// stops with them whatever the policy, and nothing is skipped.
+type ErrorPolicy int
+
+const (
+	// ErrorPolicyStop rolls the batch back and stops the processor with a
+	// *HandlerError naming the event. The default: fail fast, never
+	// silently.
+	ErrorPolicyStop ErrorPolicy = iota
+	// ErrorPolicySkip rolls the batch back, then redoes it without the
+	// failing event, logging it at Warn and counting it in Stats.
+	ErrorPolicySkip
+	// ErrorPolicyDeadLetter is ErrorPolicySkip that also records the event
+	// and the error in projection_dead_letters, in the batch's
+	// transaction.
+	ErrorPolicyDeadLetter
+)
+
+// String returns "stop", "skip" or "dead-letter".
+func (p ErrorPolicy) String() string {
+	switch p {
+	case ErrorPolicyStop:
+		return "stop"
+	case ErrorPolicySkip:
+		return "skip"
+	case ErrorPolicyDeadLetter:
+		return "dead-letter"
+	}
+	return fmt.Sprintf("ErrorPolicy(%d)", int(p))
+}
+
+// ParseErrorPolicy parses "stop", "skip" or "dead-letter".
+func ParseErrorPolicy(s string) (ErrorPolicy, error) {
+	for _, p := range []ErrorPolicy{ErrorPolicyStop, ErrorPolicySkip, ErrorPolicyDeadLetter} {
+		if s == p.String() {
+			return p, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: error policy %q: must be stop, skip or dead-letter", ErrInvalidConfig, s)
 }
 
 // TopologyMode says where a processor's partition count comes from. Either
@@ -121,6 +185,9 @@ func (c ProcessorConfig) Validate() error {
 		}
 	default:
 		return fmt.Errorf("%w: Topology is %s, must be TopologyApply or TopologyFollow", ErrInvalidConfig, c.Topology)
+	}
+	if c.ErrorPolicy < ErrorPolicyStop || c.ErrorPolicy > ErrorPolicyDeadLetter {
+		return fmt.Errorf("%w: ErrorPolicy is %s, must be ErrorPolicyStop, ErrorPolicySkip or ErrorPolicyDeadLetter", ErrInvalidConfig, c.ErrorPolicy)
 	}
 	if c.PollInterval < 0 {
 		return fmt.Errorf("%w: PollInterval is %s, must not be negative", ErrInvalidConfig, c.PollInterval)

@@ -78,6 +78,9 @@ type Stats struct {
 	// EventsSkipped is the number of events fetched but not handled because
 	// an earlier topology generation applied them (see [SetTopology]).
 	EventsSkipped int64
+	// EventsPoisoned is the number of events whose Handle failed and that
+	// the error policy skipped or dead-lettered.
+	EventsPoisoned int64
 	// Position is how far the processor has read: everything in its
 	// partition and scope before it has been handled.
 	Position Position

@@ -27,3 +27,24 @@ type ScopedProjection interface {
 	// BoundedContexts lists the bounded contexts to receive; empty means all.
 	BoundedContexts() []string
 }
+
+// BatchInfo says which partition and topology generation a batch belongs
+// to. Handle can read it from its context with [BatchInfoFromContext].
+type BatchInfo struct {
+	// Projection is the projection's name.
+	Projection string
+	// PartitionKey is the partition running the batch.
+	PartitionKey int
+	// TotalPartitions and Generation are the topology the batch runs under.
+	TotalPartitions int
+	Generation      int64
+}
+
+type batchInfoKey struct{}
+
+// BatchInfoFromContext returns the BatchInfo of the batch whose Handle
+// received ctx.
+func BatchInfoFromContext(ctx context.Context) (BatchInfo, bool) {
+	info, ok := ctx.Value(batchInfoKey{}).(BatchInfo)
+	return info, ok
+}
