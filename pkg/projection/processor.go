@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -171,7 +172,7 @@ func (p *Processor) run(ctx context.Context, proj Projection, untilCaughtUp bool
 		if err != nil || ctx.Err() != nil {
 			return finish(err)
 		}
-		if !r.idle && r.fetched == b.cfg.BatchSize {
+		if r.redo || (!r.idle && r.fetched == b.cfg.BatchSize) {
 			continue
 		}
 		if untilCaughtUp && (r.idle || r.horizon >= target) {
@@ -207,6 +208,11 @@ type batcher struct {
 	// goFilter: the strategy is evaluated in Go, not SQL.
 	goFilter bool
 	idle     bool
+
+	// poison holds events whose Handle failed under a skip or dead-letter
+	// policy, with the error: the rolled-back batch is redone without
+	// them. Entries go once a committed checkpoint passes them.
+	poison map[Position]error
 
 	// floor is a position up to which this run has seen that there is
 	// nothing for it to handle, valid while the stored checkpoint is not
@@ -270,6 +276,9 @@ const (
 
 // stepResult is what one batch saw.
 type stepResult struct {
+	// redo: the batch was rolled back over a poison event; run it again
+	// at once, without that event.
+	redo    bool
 	fetched int
 	// horizon is the transaction id the batch read below.
 	horizon uint64
@@ -280,6 +289,7 @@ type stepResult struct {
 
 // step runs one batch.
 func (b *batcher) step(ctx context.Context) (stepResult, error) {
+	began := time.Now()
 	// The connection is acquired apart from the transaction so that the
 	// commit can be pipelined with the checkpoint update (see below):
 	// a pool transaction only goes back to the pool through its own
@@ -305,9 +315,11 @@ func (b *batcher) step(ctx context.Context) (stepResult, error) {
 		return stepResult{}, err
 	}
 	if b.idle {
-		b.record(0, 0, 0, cp, horizon)
+		b.record(began, 0, 0, 0, 0, cp, horizon)
 		return stepResult{horizon: horizon, idle: true}, nil
 	}
+	hctx := context.WithValue(ctx, batchInfoKey{}, BatchInfo{
+		Projection: b.name, PartitionKey: b.cfg.PartitionKey, TotalPartitions: b.total, Generation: b.generation})
 
 	q := b.query
 	q.after, q.horizon = cp, horizon
@@ -327,7 +339,7 @@ func (b *batcher) step(ctx context.Context) (stepResult, error) {
 	}
 	b.buf = events
 
-	handled, skipped := 0, 0
+	handled, skipped, poisoned := 0, 0, 0
 	for i := range events {
 		e := &events[i]
 		if b.goFilter && !b.cfg.PartitionStrategy.ShouldProcess(e.AggregateID, b.cfg.PartitionKey, b.total) {
@@ -337,9 +349,24 @@ func (b *batcher) step(ctx context.Context) (stepResult, error) {
 			skipped++ // an earlier generation applied it
 			continue
 		}
-		if err := b.proj.Handle(ctx, tx, e); err != nil {
-			return stepResult{}, &HandlerError{Projection: b.name, PartitionKey: b.cfg.PartitionKey, Position: e.Position(),
+		if herr, ok := b.poison[e.Position()]; ok {
+			if err := b.setAside(ctx, tx, e, herr); err != nil {
+				return stepResult{}, err
+			}
+			poisoned++
+			continue
+		}
+		if err := b.proj.Handle(hctx, tx, e); err != nil {
+			herr := &HandlerError{Projection: b.name, PartitionKey: b.cfg.PartitionKey, Position: e.Position(),
 				EventID: e.EventID, EventType: e.EventType, AggregateType: e.AggregateType, AggregateID: e.AggregateID, Err: err}
+			if b.cfg.ErrorPolicy == ErrorPolicyStop || !isPoison(ctx, tx, err) {
+				return stepResult{}, herr
+			}
+			if b.poison == nil {
+				b.poison = map[Position]error{}
+			}
+			b.poison[e.Position()] = herr
+			return stepResult{redo: true}, nil // the deferred Rollback undoes the batch
 		}
 		handled++
 	}
@@ -350,14 +377,14 @@ func (b *batcher) step(ctx context.Context) (stepResult, error) {
 		next = events[len(events)-1].Position()
 	}
 	b.frontier = b.frontier.without(next)
-	if handled == 0 {
+	if handled == 0 && poisoned == 0 {
 		// Nothing changed in the read model: remember how far we looked
 		// instead of writing a checkpoint on every idle poll.
 		b.floor, b.floorBase = next, cp
 		if err := tx.Commit(ctx); err != nil {
 			return stepResult{}, b.wrap("committing batch", err)
 		}
-		b.record(len(events), 0, skipped, next, horizon)
+		b.record(began, len(events), 0, skipped, 0, next, horizon)
 		return stepResult{fetched: len(events), horizon: horizon}, nil
 	}
 	// Save the checkpoint and commit in one round trip instead of two.
@@ -374,8 +401,56 @@ func (b *batcher) step(ctx context.Context) (stepResult, error) {
 	}
 	committed = true
 	b.floor, b.floorBase = next, next
-	b.record(len(events), handled, skipped, next, horizon)
+	for pos := range b.poison {
+		if !next.Less(pos) {
+			delete(b.poison, pos)
+		}
+	}
+	b.record(began, len(events), handled, skipped, poisoned, next, horizon)
 	return stepResult{fetched: len(events), horizon: horizon}, nil
+}
+
+// setAside applies the error policy to a poison event inside the batch: it
+// is logged and, under ErrorPolicyDeadLetter, recorded with its error in the
+// batch's transaction.
+func (b *batcher) setAside(ctx context.Context, tx pgx.Tx, e *PersistedEvent, herr error) error {
+	b.log.Warn("projection event set aside by the error policy", "policy", b.cfg.ErrorPolicy.String(),
+		"position", e.GlobalPosition, "eventID", e.EventID, "eventType", e.EventType, "error", herr.Error())
+	if b.cfg.ErrorPolicy != ErrorPolicyDeadLetter {
+		return nil
+	}
+	var cause error = herr
+	if he, ok := herr.(*HandlerError); ok {
+		cause = he.Err
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO projection_dead_letters
+		(projection_name, event_id, partition_key, global_position, transaction_id, aggregate_type, aggregate_id, event_type, error)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+		ON CONFLICT (projection_name, event_id) DO UPDATE SET error = EXCLUDED.error, failed_at = now()`,
+		b.name, e.EventID, b.cfg.PartitionKey, e.GlobalPosition, e.TransactionID, e.AggregateType, e.AggregateID, e.EventType, cause.Error())
+	if err != nil {
+		return b.wrap("recording dead letter", err)
+	}
+	return nil
+}
+
+// isPoison reports whether a Handle error is the event's fault rather than
+// the database's or the context's: only then may a policy set the event
+// aside. A closed connection, a cancelled context, and SQL states of
+// classes 08 (connection), 40 (serialization, deadlock), 53 (resources), 57
+// (operator intervention) and 58 (system) are not.
+func isPoison(ctx context.Context, tx pgx.Tx, err error) bool {
+	if ctx.Err() != nil || tx.Conn().IsClosed() || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && len(pgErr.Code) == 5 {
+		switch pgErr.Code[:2] {
+		case "08", "40", "53", "57", "58":
+			return false
+		}
+	}
+	return true
 }
 
 // lockState locks the topology and the partition's checkpoint, creating
@@ -447,16 +522,24 @@ func (b *batcher) setIdle(idle bool, gen int64, total int) {
 	b.idle = idle
 }
 
-func (b *batcher) record(fetched, handled, skipped int, pos Position, horizon uint64) {
+// record updates the processor's Stats after a completed batch and tells
+// OnBatch.
+func (b *batcher) record(began time.Time, fetched, handled, skipped, poisoned int, pos Position, horizon uint64) {
 	p := b.stats
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	p.stats.Batches++
 	p.stats.EventsFetched += int64(fetched)
 	p.stats.EventsHandled += int64(handled)
 	p.stats.EventsSkipped += int64(skipped)
+	p.stats.EventsPoisoned += int64(poisoned)
 	p.stats.Position, p.stats.Horizon = pos, horizon
 	p.stats.Generation, p.stats.TotalPartitions, p.stats.Idle = b.generation, b.total, b.idle
+	st := p.stats
+	p.mu.Unlock()
+	if b.cfg.OnBatch != nil {
+		b.cfg.OnBatch(BatchResult{Duration: time.Since(began), Fetched: fetched, Handled: handled,
+			Skipped: skipped, Poisoned: poisoned, Stats: st})
+	}
 }
 
 func (b *batcher) wrap(what string, err error) error {
