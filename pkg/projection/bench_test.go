@@ -19,6 +19,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -317,4 +318,70 @@ func BenchmarkAppend(b *testing.B) {
 			reportEventsPerSecond(b, eventsPerOp)
 		})
 	}
+}
+
+// BenchmarkRescaleSwitch measures how long a running projection takes to
+// move to a new partition count: from SetTopology until every partition of
+// the new generation has completed a batch under it. Five processors
+// follow the topology (the operator's mode) at batch 100 with the default
+// 100ms poll interval, while the count alternates between 4 and 5 (key 4
+// idles at 4), with no process restarted.
+func BenchmarkRescaleSwitch(b *testing.B) {
+	pool := newBenchLog(b)
+	store := projection.NewStore()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	resetProjection(b, pool)
+	if _, err := projection.SetTopology(ctx, pool, "bench_noop", 4); err != nil {
+		b.Fatal(err)
+	}
+	const keys = 5
+	procs := make([]*projection.Processor, keys)
+	done := make(chan error, keys)
+	for k := range procs {
+		cfg := projection.DefaultProcessorConfig()
+		cfg.PartitionKey, cfg.Topology = k, projection.TopologyFollow
+		procs[k] = projection.NewProcessor(pool, store, cfg)
+		go func() { done <- procs[k].Run(ctx, &countingProjection{}) }()
+	}
+	caughtUp := func(gen int64, n int) bool {
+		for k := range n {
+			if st := procs[k].Stats(); st.Generation != gen || st.Idle {
+				return false
+			}
+		}
+		return true
+	}
+	n := 4
+	for b.Loop() {
+		n = 9 - n // 4 <-> 5
+		before := make([]int64, keys)
+		for k, p := range procs {
+			before[k] = p.Stats().Batches
+		}
+		topo, err := projection.SetTopology(ctx, pool, "bench_noop", n)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for !caughtUp(topo.Generation, n) || !batchedSince(procs[:n], before) {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	cancel()
+	for range procs {
+		if err := <-done; err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// batchedSince reports whether every processor completed a batch since its
+// Batches count was before[k].
+func batchedSince(procs []*projection.Processor, before []int64) bool {
+	for k, p := range procs {
+		if p.Stats().Batches <= before[k] {
+			return false
+		}
+	}
+	return true
 }
