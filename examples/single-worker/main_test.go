@@ -7,7 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/projectionist/projectionist/examples/internal/demo"
+	"github.com/projectionist/projectionist/internal/demo"
 	"github.com/projectionist/projectionist/internal/pgtest"
 )
 

@@ -8,7 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/projectionist/projectionist/examples/internal/demo"
+	"github.com/projectionist/projectionist/internal/demo"
 	"github.com/projectionist/projectionist/internal/pgtest"
 	"github.com/projectionist/projectionist/pkg/projection"
 )

@@ -1,8 +1,12 @@
-// Package demo holds what the examples share: the demo projections from the
-// projections guide (UserCountProjection, RevenueProjection,
-// ActivityLogProjection), their read-model tables, a fixed set of demo
-// events, and helpers to print read models and to stop a runner once it has
-// caught up.
+// Package demo is the demo domain that the projectionist binary and the
+// examples share: the projections from the projections guide
+// (UserCountProjection "user_count", RevenueProjection "revenue",
+// ActivityLogProjection "activity_log"), their read-model tables, the
+// domain's event types and payloads, a fixed set of demo events, and helpers
+// to print read models and to stop a runner once it has caught up.
+//
+// The stock worker runs [Projections] after [EnsureSchema]; package loadgen
+// generates the domain's events in volume.
 package demo
 
 import (
@@ -35,9 +39,11 @@ func DatabaseURL(example string) (string, error) {
 const readModelLock = 0x64656d6f // "demo"
 
 // CreateTables runs read-model DDL (CREATE TABLE IF NOT EXISTS ...) in one
-// transaction under an advisory lock.
-func CreateTables(ctx context.Context, pool *pgxpool.Pool, schemas ...string) error {
-	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+// transaction under an advisory lock, so any number of processes may run it
+// at once. db is a pool, a connection, or a transaction (the DDL then runs
+// in a savepoint and commits with it).
+func CreateTables(ctx context.Context, db projection.DBTX, schemas ...string) error {
+	return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(readModelLock)); err != nil {
 			return fmt.Errorf("locking read-model schema: %w", err)
 		}
@@ -48,6 +54,20 @@ func CreateTables(ctx context.Context, pool *pgxpool.Pool, schemas ...string) er
 		}
 		return nil
 	})
+}
+
+// EnsureSchema creates the read-model tables of every projection of
+// [Projections], safely when several processes start at once (see
+// [CreateTables]). The event store's own tables come from
+// [projection.Migrate].
+func EnsureSchema(ctx context.Context, db projection.DBTX) error {
+	var schemas []string
+	for _, p := range Projections() {
+		if o, ok := p.(SchemaOwner); ok {
+			schemas = append(schemas, o.Schema())
+		}
+	}
+	return CreateTables(ctx, db, schemas...)
 }
 
 // stream is one aggregate's demo events.
