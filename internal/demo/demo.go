@@ -14,7 +14,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -169,18 +171,18 @@ func CountEvents(ctx context.Context, db projection.DBTX, aggregateTypes ...stri
 	return n, err
 }
 
-// Processed returns how many events each projection has handled, summed
-// over its partitions, from projection_checkpoints.
-func Processed(ctx context.Context, db projection.DBTX) (map[string]int64, error) {
-	rows, err := db.Query(ctx, `SELECT projection_name, sum(events_processed)::bigint FROM projection_checkpoints GROUP BY 1`)
-	if err != nil {
-		return nil, err
-	}
+// Processed returns how many events each named projection has handled,
+// over all its partitions and topology generations.
+func Processed(ctx context.Context, db projection.DBTX, names ...string) (map[string]int64, error) {
 	got := map[string]int64{}
-	var name string
-	var n int64
-	_, err = pgx.ForEachRow(rows, []any{&name, &n}, func() error { got[name] = n; return nil })
-	return got, err
+	for _, name := range names {
+		n, err := projection.EventsProcessed(ctx, db, name)
+		if err != nil {
+			return nil, err
+		}
+		got[name] = n
+	}
+	return got, nil
 }
 
 // RunUntilProcessed calls run (which should run projections until its
@@ -201,7 +203,7 @@ func RunUntilProcessed(ctx context.Context, pool *pgxpool.Pool, want map[string]
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		got, err := Processed(runCtx, pool)
+		got, err := Processed(runCtx, pool, slices.Collect(maps.Keys(want))...)
 		if err == nil && caughtUp(got, want) {
 			cancel()
 			return <-done

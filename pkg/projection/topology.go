@@ -129,6 +129,9 @@ func setTopology(ctx context.Context, tx pgx.Tx, projection string, n int) (Topo
 		batch.Queue(`INSERT INTO projection_frontier (projection_name, generation, total_partitions, partition_key, last_transaction_id, last_global_position)
 			VALUES ($1, $2, $3, $4, $5, $6)`, projection, t.Generation, int(old), k, c.TransactionID, c.GlobalPosition)
 	}
+	batch.Queue(`UPDATE projection_topology SET events_processed_before = events_processed_before +
+		(SELECT coalesce(sum(events_processed), 0) FROM projection_checkpoints WHERE projection_name = $1)
+		WHERE projection_name = $1`, projection)
 	batch.Queue(`DELETE FROM projection_checkpoints WHERE projection_name = $1`, projection)
 	batch.Queue(`INSERT INTO projection_checkpoints (projection_name, partition_key, total_partitions, generation, last_transaction_id, last_global_position)
 		SELECT $1, k, $2, $3, $4, $5 FROM generate_series(0, $2 - 1) AS k`, projection, n, t.Generation+1, start.TransactionID, start.GlobalPosition)
@@ -158,6 +161,20 @@ WHERE f.projection_name = $1 AND f.generation = m.generation
   AND NOT EXISTS (SELECT 1 FROM projection_checkpoints c
                   WHERE c.projection_name = $1
                     AND (c.last_transaction_id, c.last_global_position) < (m.x, m.p))`
+
+// EventsProcessed returns how many events a projection has handled, over
+// all its partitions and topology generations. With the ErrorPolicySkip or
+// ErrorPolicyDeadLetter policies, events set aside are not counted.
+func EventsProcessed(ctx context.Context, db DBTX, projection string) (int64, error) {
+	var n int64
+	err := db.QueryRow(ctx, `SELECT
+		coalesce((SELECT events_processed_before FROM projection_topology WHERE projection_name = $1), 0) +
+		coalesce((SELECT sum(events_processed) FROM projection_checkpoints WHERE projection_name = $1), 0)`, projection).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("counting events processed by projection %q: %w", projection, err)
+	}
+	return n, nil
+}
 
 // ResetProjection deletes a projection's checkpoints, topology and
 // frontier, so that it starts over from the beginning of the log: the way

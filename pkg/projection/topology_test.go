@@ -284,3 +284,25 @@ func TestRescaleRandomizedUnderLoad(t *testing.T) {
 	assertExactlyOnceInOrder(t, pool, "random")
 	t.Logf("%d events, partition counts %v", appended.Load(), sequence)
 }
+
+// EventsProcessed counts across switches, which replace the checkpoint rows.
+func TestEventsProcessedAcrossSwitches(t *testing.T) {
+	ctx := t.Context()
+	pool := newPool(t)
+	newAppliedTable(t, pool)
+	store := projection.NewStore()
+	for i, n := range []int{2, 3, 1} {
+		appendN(t, pool, store, 10, 1, fmt.Sprint("G", i))
+		for key := range n {
+			cfg := projection.DefaultProcessorConfig()
+			cfg.PartitionKey, cfg.TotalPartitions = key, n
+			if err := projection.NewProcessor(pool, store, cfg).CatchUp(ctx, applyLog{name: "count", key: key}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := projection.EventsProcessed(ctx, pool, "count")
+		if err != nil || got != int64(10*(i+1)) {
+			t.Fatalf("after generation with %d partitions: EventsProcessed = %d (%v), want %d", n, got, err, 10*(i+1))
+		}
+	}
+}

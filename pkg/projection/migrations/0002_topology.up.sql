@@ -9,6 +9,9 @@ CREATE TABLE IF NOT EXISTS projection_topology (
     projection_name  text        PRIMARY KEY,
     generation       bigint      NOT NULL CHECK (generation > 0),
     total_partitions integer     NOT NULL CHECK (total_partitions > 0),
+    -- events handled by earlier generations: a switch replaces the
+    -- checkpoint rows, and carries their events_processed forward here.
+    events_processed_before bigint NOT NULL DEFAULT 0,
     updated_at       timestamptz NOT NULL DEFAULT now()
 );
 
