@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
@@ -14,7 +16,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// HandlerError reports an event a projection failed to handle. The batch it
+// HandlerError reports a poison event: one a projection failed to handle
+// because of the event, not because the database or the context failed
+// (those come back as other errors, which are safe to retry). The batch it
 // was in was rolled back: its checkpoint did not move.
 type HandlerError struct {
 	// Projection is the failing projection's name.
@@ -85,10 +89,15 @@ type Stats struct {
 	// Position is how far the processor has read: everything in its
 	// partition and scope before it has been handled.
 	Position Position
+	// LastHandled is the position of the last event handled (zero before
+	// the first). Position can be ahead of it: after a short batch it is
+	// the horizon, since everything below it was seen.
+	LastHandled Position
 	// Horizon is the oldest transaction id that was still in flight at the
 	// last batch; no event at or after it could be read yet.
 	Horizon uint64
-	// Generation and TotalPartitions are the topology of the last batch.
+	// Generation and TotalPartitions are the topology of the last batch,
+	// also while idle (zero while following and no topology exists).
 	Generation      int64
 	TotalPartitions int
 	// Idle is true while the partition key is outside the topology (or,
@@ -208,6 +217,12 @@ type batcher struct {
 	// goFilter: the strategy is evaluated in Go, not SQL.
 	goFilter bool
 	idle     bool
+	// reload: re-read the frontier at the next batch that runs (after
+	// idling, the frontier may have changed under the same generation
+	// number only through a reset, but reloading is cheap and sure).
+	reload bool
+	// lastHandled is the position of the last event handled.
+	lastHandled Position
 
 	// poison holds events whose Handle failed under a skip or dead-letter
 	// policy, with the error: the rolled-back batch is redone without
@@ -357,9 +372,14 @@ func (b *batcher) step(ctx context.Context) (stepResult, error) {
 			continue
 		}
 		if err := b.proj.Handle(hctx, tx, e); err != nil {
+			if !isPoison(ctx, tx, err) {
+				// The database or the context failed, not the event:
+				// not a HandlerError, so callers may retry.
+				return stepResult{}, b.wrap(fmt.Sprintf("handling event %s (%s) at position %d", e.EventID, e.EventType, e.GlobalPosition), err)
+			}
 			herr := &HandlerError{Projection: b.name, PartitionKey: b.cfg.PartitionKey, Position: e.Position(),
 				EventID: e.EventID, EventType: e.EventType, AggregateType: e.AggregateType, AggregateID: e.AggregateID, Err: err}
-			if b.cfg.ErrorPolicy == ErrorPolicyStop || !isPoison(ctx, tx, err) {
+			if b.cfg.ErrorPolicy == ErrorPolicyStop {
 				return stepResult{}, herr
 			}
 			if b.poison == nil {
@@ -369,6 +389,7 @@ func (b *batcher) step(ctx context.Context) (stepResult, error) {
 			return stepResult{redo: true}, nil // the deferred Rollback undoes the batch
 		}
 		handled++
+		b.lastHandled = e.Position()
 	}
 
 	// A short batch saw everything below the horizon.
@@ -440,7 +461,11 @@ func (b *batcher) setAside(ctx context.Context, tx pgx.Tx, e *PersistedEvent, he
 // classes 08 (connection), 40 (serialization, deadlock), 53 (resources), 57
 // (operator intervention) and 58 (system) are not.
 func isPoison(ctx context.Context, tx pgx.Tx, err error) bool {
-	if ctx.Err() != nil || tx.Conn().IsClosed() || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if ctx.Err() != nil || tx.Conn().IsClosed() || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
+		pgconn.SafeToRetry(err) || pgconn.Timeout(err) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return false
+	}
+	if netErr := net.Error(nil); errors.As(err, &netErr) {
 		return false
 	}
 	var pgErr *pgconn.PgError
@@ -493,13 +518,13 @@ func (b *batcher) lockState(ctx context.Context, tx pgx.Tx) (Position, uint64, e
 		}
 	}
 	b.setIdle(false, gen, int(total))
-	if gen != b.generation || int(total) != b.total {
+	if b.reload || gen != b.generation || int(total) != b.total {
 		f, err := loadFrontier(ctx, tx, b.name)
 		if err != nil {
 			return cp, 0, b.wrap("reading frontier", err)
 		}
 		b.log.Info("projection topology", "generation", gen, "totalPartitions", total, "frontierGenerations", len(f))
-		b.generation, b.total, b.frontier = gen, int(total), f
+		b.generation, b.total, b.frontier, b.reload = gen, int(total), f, false
 		// A floor measured under another partition count means nothing.
 		b.floor, b.floorBase = Position{}, Position{}
 		if isHashStrategy(b.cfg.PartitionStrategy) {
@@ -514,7 +539,9 @@ func (b *batcher) lockState(ctx context.Context, tx pgx.Tx) (Position, uint64, e
 func (b *batcher) setIdle(idle bool, gen int64, total int) {
 	if idle && !b.idle {
 		b.log.Info("projection partition idle: outside the topology", "generation", gen, "totalPartitions", total)
-		b.generation, b.total = 0, 0 // reload the frontier when it resumes
+	}
+	if idle {
+		b.generation, b.total, b.reload = gen, total, true
 	}
 	if !idle && b.idle {
 		b.log.Info("projection partition resumed", "generation", gen, "totalPartitions", total)
@@ -532,7 +559,7 @@ func (b *batcher) record(began time.Time, fetched, handled, skipped, poisoned in
 	p.stats.EventsHandled += int64(handled)
 	p.stats.EventsSkipped += int64(skipped)
 	p.stats.EventsPoisoned += int64(poisoned)
-	p.stats.Position, p.stats.Horizon = pos, horizon
+	p.stats.Position, p.stats.Horizon, p.stats.LastHandled = pos, horizon, b.lastHandled
 	p.stats.Generation, p.stats.TotalPartitions, p.stats.Idle = b.generation, b.total, b.idle
 	st := p.stats
 	p.mu.Unlock()
