@@ -1,0 +1,335 @@
+package worker
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/projectionist/projectionist/pkg/projection"
+)
+
+// Config configures a worker. [ParseConfig] fills it from flags and
+// environment variables; [Run] fills in the defaults of zero fields.
+type Config struct {
+	// DatabaseURL is the PostgreSQL connection string, as a URL
+	// (postgres://user:password@host:5432/db) or as key=value pairs.
+	// Defaults to empty, which lets pgx use the PGHOST, PGPORT, PGUSER,
+	// PGPASSWORD, PGDATABASE, ... variables and their defaults. The pool
+	// gets at least one connection per projection plus two (probes and
+	// metrics), and application_name defaults to "projectionist-worker".
+	DatabaseURL string
+	// Projections names the projections to run, each with its own
+	// processor and checkpoint. Defaults to every projection given to Run.
+	Projections []string
+	// BatchSize is the most events handled in one transaction, between 1
+	// and 10000. Defaults to 100.
+	BatchSize int
+	// PollInterval is how long a caught-up processor waits before looking
+	// for new events. Defaults to 100ms.
+	PollInterval time.Duration
+	// PartitionKey is this worker's partition. Defaults to 0. ParseConfig
+	// takes it from PARTITION_KEY or else from the ordinal suffix of
+	// POD_NAME: StatefulSet pod "user-count-3" runs partition 3.
+	PartitionKey int
+	// TotalPartitions, when not zero, is the partition count the worker
+	// switches its projections to when it starts, exactly and only if it
+	// differs ([projection.TopologyApply]: separate processes, no
+	// operator). Defaults to 0: follow the count recorded in the database,
+	// which the operator sets ([projection.TopologyFollow]); a key outside
+	// it idles and is not ready until the count grows.
+	TotalPartitions int
+	// ErrorPolicy says what a failing Handle does. Defaults to
+	// [projection.ErrorPolicyStop]: Run returns an error naming the
+	// projection, the partition and the event.
+	ErrorPolicy projection.ErrorPolicy
+	// HTTPAddr is where /healthz, /readyz and /metrics are served.
+	// Defaults to ":8080".
+	HTTPAddr string
+	// ShutdownTimeout bounds how long Run takes to return once its
+	// context is cancelled. Defaults to 25s, below Kubernetes' default
+	// grace period of 30s.
+	ShutdownTimeout time.Duration
+	// LogLevel is the lowest level the default Logger writes. Defaults to
+	// slog.LevelInfo.
+	LogLevel slog.Level
+	// LogFormat is the default Logger's format. Defaults to LogFormatJSON.
+	LogFormat LogFormat
+	// Logger receives the worker's and its processors' logs. Defaults to a
+	// logger on standard error in LogFormat at LogLevel, which masks
+	// passwords in connection strings (see [RedactDSN]).
+	Logger *slog.Logger
+}
+
+// LogFormat is the format of the default logger.
+type LogFormat string
+
+// Log formats.
+const (
+	LogFormatJSON LogFormat = "json"
+	LogFormatText LogFormat = "text"
+)
+
+// Defaults.
+const (
+	DefaultHTTPAddr        = ":8080"
+	DefaultShutdownTimeout = 25 * time.Second
+)
+
+// ErrInvalidConfig is matched (with errors.Is) by every configuration
+// error: a bad flag or variable, or a projection name Run does not know.
+var ErrInvalidConfig = errors.New("invalid worker config")
+
+// ConfigError is a bad flag or environment variable value.
+type ConfigError struct {
+	// Setting is the flag (--batch-size) or variable (BATCH_SIZE) that held
+	// the value.
+	Setting string
+	// Value is the bad value, with any password masked.
+	Value string
+	// Problem says what is allowed.
+	Problem string
+}
+
+// Error reads like `PARTITION_KEY "abc": must be a non-negative integer`.
+func (e *ConfigError) Error() string { return fmt.Sprintf("%s %q: %s", e.Setting, e.Value, e.Problem) }
+
+// Is makes a ConfigError match [ErrInvalidConfig].
+func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
+
+// setting is one flag and its environment variable.
+type setting struct {
+	flag, env, arg, usage string
+	// parse stores v in c, or says what is allowed. Nil for settings
+	// ParseConfig resolves by hand.
+	parse func(c *Config, v string) error
+}
+
+var settings = []setting{
+	{"database-url", "DATABASE_URL", "dsn", "PostgreSQL connection string, URL or key=value (default: the PG* variables)", func(c *Config, v string) error {
+		if _, err := pgxpool.ParseConfig(v); err != nil {
+			// pgx says "cannot parse `<the DSN>`: <problem>"; the DSN is
+			// in the error already.
+			msg := RedactDSN(err.Error())
+			if _, problem, ok := strings.Cut(msg, "`: "); ok {
+				msg = problem
+			}
+			return errors.New(msg)
+		}
+		c.DatabaseURL = v
+		return nil
+	}},
+	{"projection", "PROJECTION", "names", "comma-separated projections to run, each with its own checkpoint (default: all)", func(c *Config, v string) error {
+		seen := map[string]bool{}
+		for name := range strings.SplitSeq(v, ",") {
+			name = strings.TrimSpace(name)
+			if name == "" {
+				return errors.New("must be projection names separated by commas")
+			}
+			if seen[name] {
+				return fmt.Errorf("names %q twice", name)
+			}
+			seen[name] = true
+			c.Projections = append(c.Projections, name)
+		}
+		return nil
+	}},
+	{"batch-size", "BATCH_SIZE", "n", "most events per transaction (default 100)", func(c *Config, v string) (err error) {
+		c.BatchSize, err = parseInt(v, projection.MinBatchSize, projection.MaxBatchSize)
+		return err
+	}},
+	{"poll-interval", "POLL_INTERVAL", "duration", "wait between polls once caught up (default 100ms)", func(c *Config, v string) (err error) {
+		c.PollInterval, err = parseDuration(v)
+		return err
+	}},
+	{"partition-key", "PARTITION_KEY", "n", "this worker's partition (default: the ordinal of POD_NAME, or 0)", func(c *Config, v string) (err error) {
+		c.PartitionKey, err = parseKey(v)
+		return err
+	}},
+	{"total-partitions", "TOTAL_PARTITIONS", "n", "switch to this partition count at start (default: follow the database)", func(c *Config, v string) (err error) {
+		c.TotalPartitions, err = parseInt(v, 1, projection.MaxPartitions)
+		return err
+	}},
+	{"pod-name", "POD_NAME", "name", "StatefulSet pod name; its ordinal suffix is the partition key when PARTITION_KEY is unset", nil},
+	{"error-policy", "ERROR_POLICY", "policy", "what a failing Handle does: stop, skip or dead-letter (default stop)", func(c *Config, v string) error {
+		p, err := projection.ParseErrorPolicy(v)
+		if err != nil {
+			return errors.New("must be stop, skip or dead-letter")
+		}
+		c.ErrorPolicy = p
+		return nil
+	}},
+	{"http-addr", "HTTP_ADDR", "addr", "address of /healthz, /readyz and /metrics (default " + DefaultHTTPAddr + ")", func(c *Config, v string) error {
+		if _, _, err := net.SplitHostPort(v); err != nil {
+			return errors.New("must be host:port, such as :8080 or 127.0.0.1:8080")
+		}
+		c.HTTPAddr = v
+		return nil
+	}},
+	{"shutdown-timeout", "SHUTDOWN_TIMEOUT", "duration", "bound on a graceful shutdown (default 25s)", func(c *Config, v string) (err error) {
+		c.ShutdownTimeout, err = parseDuration(v)
+		return err
+	}},
+	{"log-level", "LOG_LEVEL", "level", "debug, info, warn or error (default info)", func(c *Config, v string) error {
+		if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {
+			return errors.New("must be debug, info, warn or error")
+		}
+		return nil
+	}},
+	{"log-format", "LOG_FORMAT", "format", "json or text (default json)", func(c *Config, v string) error {
+		c.LogFormat = LogFormat(strings.ToLower(v))
+		if c.LogFormat != LogFormatJSON && c.LogFormat != LogFormatText {
+			return errors.New("must be json or text")
+		}
+		return nil
+	}},
+}
+
+// ParseConfig reads a worker's configuration from command-line flags (args,
+// without the program name) and environment variables (getenv, usually
+// os.Getenv). A flag wins over its variable; an empty value counts as
+// unset. Every error matches [ErrInvalidConfig] and, for a bad value, is a
+// [*ConfigError] naming the flag or variable, the value and what is
+// allowed. -h or --help returns [flag.ErrHelp]; see [Usage].
+func ParseConfig(args []string, getenv func(string) string) (Config, error) {
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are returned, usage is Usage's
+	flags := map[string]*string{}
+	for _, s := range settings {
+		flags[s.env] = fs.String(s.flag, "", s.usage)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return Config{}, err
+		}
+		return Config{}, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("%w: unexpected argument %q", ErrInvalidConfig, fs.Arg(0))
+	}
+	// lookup returns where a setting's value comes from, and the value.
+	lookup := func(s setting) (string, string) {
+		if v := *flags[s.env]; v != "" {
+			return "--" + s.flag, v
+		}
+		return s.env, getenv(s.env)
+	}
+
+	var c Config
+	found := map[string]value{} // by variable name
+	for _, s := range settings {
+		src, v := lookup(s)
+		if v == "" {
+			continue
+		}
+		found[s.env] = value{src, v}
+		if s.parse == nil {
+			continue
+		}
+		if err := s.parse(&c, v); err != nil {
+			if s.env == "DATABASE_URL" {
+				v = RedactDSN(v)
+			}
+			return Config{}, &ConfigError{Setting: src, Value: v, Problem: err.Error()}
+		}
+	}
+
+	key, keyIs := found["PARTITION_KEY"], ""
+	if pod, ok := found["POD_NAME"]; ok && key.value == "" {
+		ordinal, err := podOrdinal(pod.value)
+		if err != nil {
+			return Config{}, &ConfigError{Setting: pod.source, Value: pod.value, Problem: err.Error()}
+		}
+		c.PartitionKey, key, keyIs = ordinal, pod, fmt.Sprintf("ordinal %d ", ordinal)
+	}
+	if total, ok := found["TOTAL_PARTITIONS"]; ok && c.PartitionKey >= c.TotalPartitions {
+		return Config{}, &ConfigError{Setting: key.source, Value: key.value,
+			Problem: fmt.Sprintf("%smust be below %s (%d)", keyIs, total.source, c.TotalPartitions)}
+	}
+	return c, nil
+}
+
+// value is a setting's value and the flag or variable it came from.
+type value struct{ source, value string }
+
+// Usage writes the worker's flags and variables to w.
+func Usage(w io.Writer) {
+	fmt.Fprint(w, "Flags (each can also be set by the environment variable after it; a flag wins):\n\n")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, s := range settings {
+		fmt.Fprintf(tw, "  --%s %s\t%s\t%s\n", s.flag, s.arg, s.env, s.usage)
+	}
+	tw.Flush()
+}
+
+// ordinalSuffix is a StatefulSet pod's ordinal: "user-count-3" -> 3.
+var ordinalSuffix = regexp.MustCompile(`-([0-9]+)$`)
+
+func podOrdinal(pod string) (int, error) {
+	m := ordinalSuffix.FindStringSubmatch(pod)
+	if m == nil {
+		return 0, errors.New(`has no ordinal suffix (as in "user-count-3"); set PARTITION_KEY`)
+	}
+	n, err := strconv.Atoi(m[1])
+	if err != nil || n >= projection.MaxPartitions {
+		return 0, fmt.Errorf("ordinal %s must be below %d (the most partitions a projection can have)", m[1], projection.MaxPartitions)
+	}
+	return n, nil
+}
+
+func parseKey(v string) (int, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0, errors.New("must be a non-negative integer")
+	}
+	if n >= projection.MaxPartitions {
+		return 0, fmt.Errorf("must be below %d (the most partitions a projection can have)", projection.MaxPartitions)
+	}
+	return n, nil
+}
+
+func parseInt(v string, lo, hi int) (int, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		return 0, fmt.Errorf("must be an integer between %d and %d", lo, hi)
+	}
+	return n, nil
+}
+
+func parseDuration(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, errors.New("must be a positive duration such as 500ms, 2s or 1m")
+	}
+	return d, nil
+}
+
+// withDefaults fills the fields whose zero value means "default".
+func (c Config) withDefaults() Config {
+	def := projection.DefaultProcessorConfig()
+	if c.BatchSize == 0 {
+		c.BatchSize = def.BatchSize
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = def.PollInterval
+	}
+	if c.HTTPAddr == "" {
+		c.HTTPAddr = DefaultHTTPAddr
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.LogFormat == "" {
+		c.LogFormat = LogFormatJSON
+	}
+	return c
+}

@@ -1,0 +1,155 @@
+package worker
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/projectionist/projectionist/pkg/projection"
+)
+
+// scrapeTimeout bounds the queries a scrape runs.
+const scrapeTimeout = 5 * time.Second
+
+// lagCountLimit bounds the rows a lag query counts, so that a partition
+// far behind does not make every scrape scan the rest of the log.
+const lagCountLimit = 1_000_000
+
+var (
+	labels = []string{"projection", "partition"}
+
+	handledDesc = prometheus.NewDesc("projectionist_events_handled_total",
+		"Events handled in committed batches.", labels, nil)
+	batchesDesc = prometheus.NewDesc("projectionist_batches_total",
+		"Batches run to completion, with or without events.", labels, nil)
+	poisonedDesc = prometheus.NewDesc("projectionist_events_poisoned_total",
+		"Events whose Handle failed and that the error policy skipped or dead-lettered.",
+		[]string{"projection", "partition", "policy"}, nil)
+	positionDesc = prometheus.NewDesc("projectionist_checkpoint_transaction_id",
+		"Transaction id of the partition's read position: events are read in (transaction id, global position) order, "+
+			"and every event of an earlier transaction in the partition's scope has been handled.", labels, nil)
+	generationDesc = prometheus.NewDesc("projectionist_topology_generation",
+		"Topology generation of the last batch (0 while following and no topology exists).", labels, nil)
+	partitionsDesc = prometheus.NewDesc("projectionist_topology_partitions",
+		"Partition count of the last batch's topology (0 while following and no topology exists).", labels, nil)
+	idleDesc = prometheus.NewDesc("projectionist_idle",
+		"1 while the partition is outside the projection's topology and waits for it to grow, else 0.", labels, nil)
+	lagDesc = prometheus.NewDesc("projectionist_lag_events",
+		"Events in the partition's scope after its read position: an exact count, queried at scrape time, "+
+			"that saturates at 1000000. It includes events an earlier topology generation applied, which the partition will skip.", labels, nil)
+	stallDesc = prometheus.NewDesc("projectionist_horizon_stall_seconds",
+		"Seconds the oldest transaction holding a transaction id (pg_stat_activity.backend_xid, or a prepared transaction) "+
+			"has been open, queried at scrape time; no processor can read past it. 0 if none. "+
+			"Complete only if the worker's role may read every session (pg_read_all_stats).", labels, nil)
+)
+
+// newBatchDuration returns the histogram fed by OnBatch.
+func newBatchDuration() *prometheus.HistogramVec {
+	return prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "projectionist_batch_duration_seconds",
+		Help:    "Wall time of committed batches, from taking a connection to the commit.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14), // 1ms .. 8s
+	}, labels)
+}
+
+// newRegistry returns the registry /metrics serves: the worker's metrics,
+// and the Go runtime's and the process's.
+func (w *worker) newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		w.batchDuration,
+		statsCollector{w},
+	)
+	return reg
+}
+
+// statsCollector exports the processors' Stats, and the lag and the
+// horizon stall, which it queries when scraped.
+type statsCollector struct{ w *worker }
+
+func (c statsCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{handledDesc, batchesDesc, poisonedDesc, positionDesc,
+		generationDesc, partitionsDesc, idleDesc, lagDesc, stallDesc} {
+		ch <- d
+	}
+}
+
+func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
+	defer cancel()
+	stall, stallErr := c.w.horizonStall(ctx)
+	if stallErr != nil {
+		c.w.log.Debug("worker metrics: reading the horizon stall", errAttr(stallErr))
+	}
+	policy := c.w.cfg.ErrorPolicy.String()
+	for _, p := range c.w.procs {
+		st := p.processor.Stats()
+		metric := func(d *prometheus.Desc, t prometheus.ValueType, v float64, extra ...string) {
+			ch <- prometheus.MustNewConstMetric(d, t, v, append([]string{p.name, p.partition}, extra...)...)
+		}
+		metric(handledDesc, prometheus.CounterValue, float64(st.EventsHandled))
+		metric(batchesDesc, prometheus.CounterValue, float64(st.Batches))
+		metric(poisonedDesc, prometheus.CounterValue, float64(st.EventsPoisoned), policy)
+		metric(positionDesc, prometheus.GaugeValue, float64(st.Position.TransactionID))
+		metric(generationDesc, prometheus.GaugeValue, float64(st.Generation))
+		metric(partitionsDesc, prometheus.GaugeValue, float64(st.TotalPartitions))
+		metric(idleDesc, prometheus.GaugeValue, boolFloat(st.Idle))
+		if stallErr == nil {
+			metric(stallDesc, prometheus.GaugeValue, stall)
+		}
+		// A metric that cannot be measured is left out rather than
+		// reported as zero.
+		if lag, err := c.w.lag(ctx, p, st.Position); err == nil {
+			metric(lagDesc, prometheus.GaugeValue, float64(lag))
+		} else {
+			c.w.log.Debug("worker metrics: reading the lag", "projection", p.name, errAttr(err))
+		}
+	}
+}
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// lagSQL counts a partition's events after a position, up to a limit. The
+// partition count comes from the topology, so the count is right before
+// the first batch too; a key outside the topology has no events.
+// int8eq(a, b) is a = b hidden from the planner, as in the processor's
+// query, so that it keeps the ordered index scan that stops at the LIMIT.
+const lagSQL = `
+	SELECT count(*) FROM (
+		SELECT FROM projection_topology t
+		JOIN events e ON (e.transaction_id, e.global_position) > ($3::xid8, $4::bigint)
+		WHERE t.projection_name = $1 AND $2::int < t.total_partitions
+		  AND int8eq(e.partition_hash % t.total_partitions, $2::bigint)
+		  AND ($5::text[] IS NULL OR e.aggregate_type = ANY($5::text[]))
+		  AND ($6::text[] IS NULL OR e.bounded_context = ANY($6::text[]))
+		LIMIT $7) AS beyond`
+
+func (w *worker) lag(ctx context.Context, p *proc, after projection.Position) (int64, error) {
+	var n int64
+	err := w.pool.QueryRow(ctx, lagSQL, p.name, w.cfg.PartitionKey, after.TransactionID, after.GlobalPosition,
+		p.aggregateTypes, p.boundedContexts, lagCountLimit).Scan(&n)
+	return n, err
+}
+
+// horizonStallSQL measures the oldest transaction that holds a transaction
+// id: the horizon, below which processors read, cannot pass it.
+const horizonStallSQL = `
+	SELECT coalesce(extract(epoch FROM clock_timestamp() - min(started)), 0)::float8 FROM (
+		SELECT xact_start AS started FROM pg_stat_activity WHERE backend_xid IS NOT NULL
+		UNION ALL
+		SELECT prepared FROM pg_prepared_xacts) AS writers`
+
+func (w *worker) horizonStall(ctx context.Context) (float64, error) {
+	var seconds float64
+	err := w.pool.QueryRow(ctx, horizonStallSQL).Scan(&seconds)
+	return seconds, err
+}

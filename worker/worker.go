@@ -1,0 +1,438 @@
+// Package worker is the runtime a projectionist pod runs: it reads its
+// configuration from flags and environment variables, runs projections
+// with the checkpointed processor of package projection, serves health,
+// readiness and Prometheus metrics, rides out database outages, and shuts
+// down gracefully.
+//
+// [Main] is a complete worker program around the caller's projections:
+//
+//	func main() { worker.Main(UserCount{}, Revenue{}) }
+//
+// [ParseConfig] and [Run] are its parts, for programs that need more
+// control.
+//
+// # Partitions and topology
+//
+// The partition key is PARTITION_KEY or else the ordinal suffix of
+// POD_NAME, so each pod of a StatefulSet runs its own partition. Without
+// TOTAL_PARTITIONS the worker follows the partition count recorded in the
+// database, which the operator changes ([projection.TopologyFollow]); a key
+// outside it idles, not ready, until the count grows. With
+// TOTAL_PARTITIONS=n the worker switches the count to n itself when it
+// starts ([projection.TopologyApply]): separate processes without an
+// operator.
+//
+// # Failures
+//
+// A lost database stops the processors, whose batches in flight roll back;
+// the worker retries with capped exponential backoff, logging when the
+// projections stop and when they run again rather than on every attempt,
+// and is not ready meanwhile. A poison event under the stop policy is not
+// retried: Run returns a [*projection.HandlerError] naming the projection,
+// the partition and the event. Passwords in connection strings are masked
+// in every log line and error ([RedactDSN]).
+//
+// # HTTP
+//
+// /healthz answers 200 while the process runs. /readyz answers 200 once
+// every projection has completed a batch since the worker (re)connected,
+// and 503 with a one-line reason while the database is unreachable, before
+// that first batch, while a partition is idle, and during shutdown.
+// /metrics serves the projectionist_* metrics, labelled by projection and
+// partition, from a registry of the worker's own.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/projectionist/projectionist/pkg/projection"
+	"github.com/projectionist/projectionist/pkg/projection/runner"
+)
+
+// Retries after a failure wait from about retryInitial, doubling, up to
+// retryMax, each with ±50% jitter so that the pods of a StatefulSet do not
+// reconnect in step.
+const (
+	retryInitial = 500 * time.Millisecond
+	retryMax     = 15 * time.Second
+)
+
+// pingTimeout bounds the database check of a readiness probe, below
+// Kubernetes' default probe timeout of 1s.
+const pingTimeout = 800 * time.Millisecond
+
+// Run runs the configured projections until ctx is cancelled, then stops
+// them (their batches in flight roll back) and the HTTP server, and returns
+// nil, within cfg.ShutdownTimeout. It applies the schema migrations first.
+// It retries a lost database for as long as it takes; it returns an error
+// for a poison event under [projection.ErrorPolicyStop] (a
+// [*projection.HandlerError]), for a configuration that cannot work
+// (matching [ErrInvalidConfig] or [projection.ErrInvalidConfig], such as a
+// projection name it was not given), or when the HTTP server fails.
+func Run(ctx context.Context, cfg Config, projections ...projection.Projection) error {
+	w, err := newWorker(cfg, projections)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", w.cfg.HTTPAddr)
+	if err != nil {
+		w.pool.Close()
+		return fmt.Errorf("serving HTTP: %w", err)
+	}
+	return w.run(ctx, ln)
+}
+
+// worker is one Run.
+type worker struct {
+	cfg           Config
+	log           *slog.Logger
+	pool          *pgxpool.Pool
+	procs         []*proc
+	batchDuration *prometheus.HistogramVec
+	migrated      bool // by runProjections only
+
+	mu sync.Mutex
+	// failure is why the projections are not running, from the moment an
+	// attempt fails until a batch completes in a later one; nil otherwise.
+	failure  error
+	failedAt time.Time
+	stopping bool
+}
+
+// proc is one projection's processor.
+type proc struct {
+	projection      projection.Projection
+	processor       *projection.Processor
+	name, partition string
+	// The projection's scope, nil for all (projection.ScopedProjection).
+	aggregateTypes, boundedContexts []string
+	// attemptBatches is Stats().Batches when the current attempt
+	// started: readiness waits for one more. Guarded by worker.mu.
+	attemptBatches int64
+}
+
+func newWorker(cfg Config, projections []projection.Projection) (*worker, error) {
+	cfg = cfg.withDefaults()
+	if cfg.Logger == nil {
+		cfg.Logger = cfg.newLogger(os.Stderr)
+	}
+	selected, err := selectProjections(cfg.Projections, projections)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.ShutdownTimeout < 0 {
+		return nil, fmt.Errorf("%w: ShutdownTimeout is %s, must not be negative", ErrInvalidConfig, cfg.ShutdownTimeout)
+	}
+	poolCfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("%w: database URL: %s", ErrInvalidConfig, RedactDSN(err.Error()))
+	}
+	if poolCfg.ConnConfig.RuntimeParams["application_name"] == "" {
+		poolCfg.ConnConfig.RuntimeParams["application_name"] = "projectionist-worker"
+	}
+	// One connection per processor, one for readiness, one for metrics.
+	poolCfg.MaxConns = max(poolCfg.MaxConns, int32(len(selected)+2))
+
+	pool, err := pgxpool.NewWithConfig(context.Background(), poolCfg)
+	if err != nil {
+		return nil, fmt.Errorf("%w: database URL: %s", ErrInvalidConfig, RedactDSN(err.Error()))
+	}
+
+	w := &worker{cfg: cfg, log: cfg.Logger, pool: pool, batchDuration: newBatchDuration()}
+	for _, proj := range selected {
+		p := &proc{projection: proj, name: proj.Name(), partition: strconv.Itoa(cfg.PartitionKey)}
+		if sp, ok := proj.(projection.ScopedProjection); ok {
+			p.aggregateTypes, p.boundedContexts = nilIfEmpty(sp.AggregateTypes()), nilIfEmpty(sp.BoundedContexts())
+		}
+		pc := projection.DefaultProcessorConfig()
+		pc.BatchSize, pc.PollInterval, pc.ErrorPolicy = cfg.BatchSize, cfg.PollInterval, cfg.ErrorPolicy
+		pc.PartitionKey, pc.Topology = cfg.PartitionKey, projection.TopologyFollow
+		if cfg.TotalPartitions > 0 {
+			pc.TotalPartitions, pc.Topology = cfg.TotalPartitions, projection.TopologyApply
+		}
+		pc.Logger = cfg.Logger
+		pc.OnBatch = func(r projection.BatchResult) { w.batchDone(p, r) }
+		if err := pc.Validate(); err != nil {
+			pool.Close()
+			return nil, fmt.Errorf("projection %q: %w", p.name, err)
+		}
+		p.processor = projection.NewProcessor(pool, nil, pc)
+		w.procs = append(w.procs, p)
+	}
+	return w, nil
+}
+
+// selectProjections returns the projections named, or all of them.
+func selectProjections(names []string, projections []projection.Projection) ([]projection.Projection, error) {
+	byName := map[string]projection.Projection{}
+	for _, p := range projections {
+		if p == nil {
+			return nil, fmt.Errorf("%w: a projection is nil", ErrInvalidConfig)
+		}
+		if _, dup := byName[p.Name()]; dup {
+			return nil, fmt.Errorf("%w: two projections are named %q", ErrInvalidConfig, p.Name())
+		}
+		byName[p.Name()] = p
+	}
+	if len(byName) == 0 {
+		return nil, fmt.Errorf("%w: no projections to run", ErrInvalidConfig)
+	}
+	if len(names) == 0 {
+		return projections, nil
+	}
+	var selected []projection.Projection
+	for _, name := range names {
+		p, ok := byName[name]
+		if !ok {
+			known := slices.Sorted(maps.Keys(byName))
+			return nil, fmt.Errorf("%w: unknown projection %q; this worker has %s", ErrInvalidConfig, name, strings.Join(known, ", "))
+		}
+		selected = append(selected, p)
+	}
+	return selected, nil
+}
+
+// run serves HTTP on ln and runs the projections until ctx is cancelled or
+// a failure that retrying cannot cure.
+func (w *worker) run(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{Handler: w.handler(), ReadHeaderTimeout: 5 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	names := make([]string, len(w.procs))
+	for i, p := range w.procs {
+		names[i] = p.name
+	}
+	w.log.Info("worker started", "projections", names, "partition", w.cfg.PartitionKey,
+		"totalPartitions", w.cfg.TotalPartitions, "errorPolicy", w.cfg.ErrorPolicy.String(), "httpAddr", ln.Addr().String())
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ran := make(chan error, 1)
+	go func() { ran <- w.runProjections(runCtx) }()
+
+	var err error
+	running := true
+	select {
+	case err = <-ran:
+		running = false
+	case err = <-served:
+		err = fmt.Errorf("serving HTTP: %w", err)
+	case <-ctx.Done():
+	}
+	w.mu.Lock()
+	w.stopping = true
+	w.mu.Unlock()
+	w.log.Info("worker stopping")
+	cancel()
+
+	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), w.cfg.ShutdownTimeout)
+	defer cancelShutdown()
+	if running {
+		select {
+		case <-ran:
+		case <-shutdownCtx.Done():
+			// Exiting closes the connections: the server rolls the
+			// batches in flight back. Closing the pool would wait for them.
+			_ = srv.Close()
+			return fmt.Errorf("projections did not stop within the shutdown timeout of %s", w.cfg.ShutdownTimeout)
+		}
+	}
+	if serr := srv.Shutdown(shutdownCtx); serr != nil {
+		_ = srv.Close()
+	}
+	w.pool.Close()
+	if err != nil {
+		return redactedError{err}
+	}
+	w.log.Info("worker stopped")
+	return nil
+}
+
+// runProjections runs the processors, retrying any failure but a poison
+// event or a bad configuration with capped exponential backoff, until ctx
+// is cancelled.
+func (w *worker) runProjections(ctx context.Context) error {
+	retry := backoff.NewExponentialBackOff()
+	retry.InitialInterval, retry.Multiplier, retry.MaxInterval = retryInitial, 2, retryMax
+	for {
+		before := w.startAttempt()
+		err := w.attempt(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case isFatal(err):
+			return err
+		case w.batches() > before:
+			retry.Reset() // it ran: start the backoff over
+		}
+		w.failed(err)
+		// What broke one connection (a restart, a network cut, an
+		// administrator) usually broke the idle ones too.
+		w.pool.Reset()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(retry.NextBackOff()):
+		}
+	}
+}
+
+// attempt connects, migrates the schema once, and runs every processor
+// until one fails or ctx is cancelled. Checking the connection first keeps
+// an outage from starting (and logging) every processor on every retry.
+func (w *worker) attempt(ctx context.Context) error {
+	if err := w.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("connecting to the database: %w", err)
+	}
+	if !w.migrated {
+		if _, err := projection.Migrate(ctx, w.pool); err != nil {
+			return fmt.Errorf("migrating the schema: %w", err)
+		}
+		w.migrated = true
+	}
+	runners := make([]runner.ProjectionRunner, len(w.procs))
+	for i, p := range w.procs {
+		runners[i] = runner.ProjectionRunner{Projection: p.projection, Processor: p.processor}
+	}
+	err := runner.New().Run(ctx, runners)
+	if err == nil && ctx.Err() == nil {
+		err = errors.New("projections stopped") // not expected: Run returns nil only when cancelled
+	}
+	return err
+}
+
+// isFatal reports whether err must stop the worker rather than be retried:
+// a poison event under ErrorPolicyStop (the library returns those, and only
+// those, as a HandlerError), or a configuration that cannot work.
+func isFatal(err error) bool {
+	var herr *projection.HandlerError
+	return errors.As(err, &herr) || errors.Is(err, projection.ErrInvalidConfig)
+}
+
+// startAttempt records every processor's batches so far, for readiness,
+// and returns their sum.
+func (w *worker) startAttempt() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var sum int64
+	for _, p := range w.procs {
+		p.attemptBatches = p.processor.Stats().Batches
+		sum += p.attemptBatches
+	}
+	return sum
+}
+
+func (w *worker) batches() int64 {
+	var sum int64
+	for _, p := range w.procs {
+		sum += p.processor.Stats().Batches
+	}
+	return sum
+}
+
+// failed records a failed attempt, logging only the first of a series.
+func (w *worker) failed(err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.failure == nil {
+		w.log.Warn("projections not running; retrying with backoff", errAttr(err))
+		w.failedAt = time.Now()
+	} else {
+		w.log.Debug("projections still not running; retrying with backoff", errAttr(err))
+	}
+	w.failure = err
+}
+
+// batchDone is every processor's OnBatch.
+func (w *worker) batchDone(p *proc, r projection.BatchResult) {
+	w.batchDuration.WithLabelValues(p.name, p.partition).Observe(r.Duration.Seconds())
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.failure != nil {
+		w.log.Info("projections running again", "downtime", time.Since(w.failedAt).Round(time.Millisecond).String())
+		w.failure = nil
+	}
+}
+
+func (w *worker) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, _ *http.Request) {
+		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(rw, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(rw http.ResponseWriter, r *http.Request) {
+		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		reason, ok := w.ready(r.Context())
+		if !ok {
+			rw.WriteHeader(http.StatusServiceUnavailable)
+		}
+		io.WriteString(rw, reason+"\n")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(w.newRegistry(), promhttp.HandlerOpts{}))
+	return mux
+}
+
+// ready says whether the worker is ready and, if not, why.
+func (w *worker) ready(ctx context.Context) (string, bool) {
+	w.mu.Lock()
+	failure, stopping := w.failure, w.stopping
+	since := make([]int64, len(w.procs))
+	for i, p := range w.procs {
+		since[i] = p.attemptBatches
+	}
+	w.mu.Unlock()
+	switch {
+	case stopping:
+		return "shutting down", false
+	case failure != nil:
+		return "not running, retrying: " + RedactDSN(failure.Error()), false
+	}
+	for i, p := range w.procs {
+		st := p.processor.Stats()
+		if st.Batches <= since[i] {
+			return fmt.Sprintf("projection %q partition %s: no batch completed yet", p.name, p.partition), false
+		}
+		if st.Idle {
+			return fmt.Sprintf("projection %q partition %s: idle: %s", p.name, p.partition, outside(st)), false
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, pingTimeout)
+	defer cancel()
+	if err := w.pool.Ping(ctx); err != nil {
+		return "database unreachable: " + RedactDSN(err.Error()), false
+	}
+	return "ok", true
+}
+
+// outside says how an idle partition is outside its projection's topology.
+func outside(st projection.Stats) string {
+	if st.TotalPartitions == 0 {
+		return "the projection has no topology yet"
+	}
+	return fmt.Sprintf("outside the topology (generation %d has %d partitions)", st.Generation, st.TotalPartitions)
+}
+
+func nilIfEmpty(s []string) []string {
+	if len(s) == 0 {
+		return nil
+	}
+	return s
+}
