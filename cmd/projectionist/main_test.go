@@ -1,0 +1,324 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/projectionist/projectionist/internal/pgtest"
+)
+
+// testVersion is what the test binary is built with -X main.version=.
+const testVersion = "v9.9.9-test"
+
+// binary is the projectionist binary built by TestMain.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "projectionist-cli-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "projectionist")
+	build := exec.Command("go", "build", "-ldflags", "-X main.version="+testVersion, "-o", binary, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building projectionist: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	pgtest.Stop()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// run runs the binary with args and only the environment in env (plus
+// PATH and HOME): no DATABASE_URL or PG* variable leaks in from the test's
+// own environment.
+func run(t *testing.T, env map[string]string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	r := result{stdout: stdout.String(), stderr: stderr.String()}
+	var exit *exec.ExitError
+	switch {
+	case errors.As(err, &exit):
+		r.code = exit.ExitCode()
+	case err != nil:
+		t.Fatalf("running projectionist %s: %v", strings.Join(args, " "), err)
+	}
+	return r
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+}
+
+func TestMigrateTwice(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	r := run(t, map[string]string{"DATABASE_URL": dsn}, "migrate")
+	want := "applied 0001_events_and_checkpoints.up.sql\n" +
+		"applied 0002_topology.up.sql\n" +
+		"applied 0003_dead_letters.up.sql\n" +
+		"the schema is at version 3 (0003_dead_letters.up.sql)\n"
+	if r.code != 0 || r.stdout != want || r.stderr != "" {
+		t.Fatalf("first migrate:\n%s\nwant stdout:\n%s", r, want)
+	}
+
+	// Again, with the flag instead of the variable: nothing to apply.
+	r = run(t, nil, "migrate", "--database-url", dsn)
+	want = "nothing to apply: the schema is at version 3 (0003_dead_letters.up.sql)\n"
+	if r.code != 0 || r.stdout != want || r.stderr != "" {
+		t.Fatalf("second migrate:\n%s\nwant stdout:\n%s", r, want)
+	}
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var n int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM projectionist_schema_migrations").Scan(&n); err != nil || n != 3 {
+		t.Errorf("projectionist_schema_migrations has %d rows (%v), want 3", n, err)
+	}
+}
+
+func TestEventsGenerate(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	env := map[string]string{"DATABASE_URL": dsn}
+	if r := run(t, env, "migrate"); r.code != 0 {
+		t.Fatalf("migrate:\n%s", r)
+	}
+	r := run(t, env, "events", "generate", "--count", "500", "--aggregates", "50", "--concurrency", "4")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "appended 500 events in ") {
+		t.Fatalf("events generate:\n%s", r)
+	}
+	// The summary's counts are the log's.
+	summary := map[string]int64{}
+	sc := bufio.NewScanner(strings.NewReader(r.stdout))
+	sc.Scan() // the "appended" line
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) != 2 {
+			t.Fatalf("summary line %q", sc.Text())
+		}
+		n, err := strconv.ParseInt(fields[1], 10, 64)
+		if err != nil {
+			t.Fatalf("summary line %q: %v", sc.Text(), err)
+		}
+		summary[fields[0]] = n
+	}
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	logged := map[string]int64{}
+	rows, err := pool.Query(ctx, "SELECT event_type, count(*) FROM events GROUP BY 1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var typ string
+	var n, total int64
+	if _, err := pgx.ForEachRow(rows, []any{&typ, &n}, func() error { logged[typ] = n; total += n; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := pool.QueryRow(ctx, "SELECT coalesce(sum((payload->>'amount_cents')::bigint), 0)::bigint FROM events WHERE event_type = 'OrderPlaced'").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	logged["amount_cents"] = n
+	for _, k := range []string{"UserCreated", "EmailVerified", "UserDeactivated", "OrderPlaced", "amount_cents"} {
+		if summary[k] != logged[k] {
+			t.Errorf("%s: summary says %d, the log holds %d", k, summary[k], logged[k])
+		}
+	}
+	if total != 500 || summary["UserCreated"] != 50 {
+		t.Errorf("the log holds %d events, %d users created; want 500, 50\n%s", total, summary["UserCreated"], r)
+	}
+}
+
+// Without the event store's tables, generate fails (exit 1) and says what
+// to do.
+func TestEventsGenerateBeforeMigrate(t *testing.T) {
+	r := run(t, map[string]string{"DATABASE_URL": pgtest.NewDatabase(t)}, "events", "generate", "--count", "10", "--progress", "0")
+	if r.code != 1 || !strings.Contains(r.stderr, "run 'projectionist migrate' first") {
+		t.Fatalf("generate before migrate:\n%s", r)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		r := run(t, nil, args...)
+		if r.code != 0 || r.stderr != "" ||
+			!strings.HasPrefix(r.stdout, "projectionist "+testVersion+"\n") ||
+			!strings.Contains(r.stdout, "  module  github.com/projectionist/projectionist ") ||
+			!strings.Contains(r.stdout, "  go      go1.") {
+			t.Errorf("%v:\n%s", args, r)
+		}
+	}
+}
+
+func TestHelp(t *testing.T) {
+	for _, tc := range []struct {
+		args  []string
+		usage string
+	}{
+		{[]string{"--help"}, "Usage: projectionist <command> [flags]"},
+		{[]string{"-h"}, "Usage: projectionist <command> [flags]"},
+		{[]string{"help"}, "Usage: projectionist <command> [flags]"},
+		{[]string{"migrate", "--help"}, "Usage: projectionist migrate [flags]"},
+		{[]string{"help", "migrate"}, "Usage: projectionist migrate [flags]"},
+		{[]string{"migrate", "-h"}, "Usage: projectionist migrate [flags]"},
+		{[]string{"events", "--help"}, "Usage: projectionist events <command> [flags]"},
+		{[]string{"events", "generate", "--help"}, "Usage: projectionist events generate [flags]"},
+		{[]string{"events", "generate", "-h"}, "Usage: projectionist events generate [flags]"},
+		{[]string{"version", "--help"}, "Usage: projectionist version"},
+		{[]string{"worker", "--help"}, "Usage: projectionist worker"},
+	} {
+		r := run(t, nil, tc.args...)
+		if r.code != 0 || r.stderr != "" || !strings.HasPrefix(r.stdout, tc.usage) {
+			t.Errorf("%v: want usage %q on stdout and exit 0, got\n%s", tc.args, tc.usage, r)
+		}
+		if tc.args[0] != "events" || len(tc.args) > 2 {
+			if !strings.Contains(r.stdout, "\nExamples:\n  ") {
+				t.Errorf("%v: help has no examples:\n%s", tc.args, r.stdout)
+			}
+		}
+	}
+	r := run(t, nil, "events", "generate", "--help")
+	for _, flag := range []string{"--count", "--aggregates", "--rate", "--concurrency", "--database-url", "--progress"} {
+		if !strings.Contains(r.stdout, "  "+flag+" ") {
+			t.Errorf("events generate --help does not document %s:\n%s", flag, r.stdout)
+		}
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	const secret = "s3cretpw"
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		args []string
+		code int
+		want string // in stderr
+	}{
+		{"no command", nil, nil, 2, "Usage: projectionist <command> [flags]"},
+		{"unknown command", nil, []string{"frobnicate"}, 2, `projectionist: unknown command "frobnicate"`},
+		{"unknown events command", nil, []string{"events", "frobnicate"}, 2, `projectionist events: unknown command "frobnicate"`},
+		{"events without command", nil, []string{"events"}, 2, "projectionist events: missing command"},
+		{"negative count", nil, []string{"events", "generate", "--count", "-1"}, 2, "projectionist events generate: --count is -1: must be at least 1"},
+		{"zero aggregates", nil, []string{"events", "generate", "--aggregates", "0"}, 2, "projectionist events generate: --aggregates is 0: must be at least 1"},
+		{"negative rate", nil, []string{"events", "generate", "--rate", "-5"}, 2, "projectionist events generate: --rate is -5: must not be negative"},
+		{"too much concurrency", nil, []string{"events", "generate", "--concurrency", "1000"}, 2, "projectionist events generate: --concurrency is 1000: must be between 1 and 256"},
+		{"rate not a number", nil, []string{"events", "generate", "--rate", "fast"}, 2, `projectionist events generate: invalid value "fast" for flag -rate`},
+		{"unknown flag", nil, []string{"migrate", "--bogus"}, 2, "projectionist migrate: flag provided but not defined: -bogus"},
+		{"extra argument", nil, []string{"migrate", "now"}, 2, `projectionist migrate: unexpected argument "now"`},
+		{"migrate without database", nil, []string{"migrate"}, 2, "projectionist migrate: no database: set DATABASE_URL or pass --database-url"},
+		{"generate without database", nil, []string{"events", "generate", "--count", "10"}, 2, "projectionist events generate: no database: set DATABASE_URL"},
+		{"malformed URL", nil, []string{"migrate", "--database-url", "postgres://app:" + secret + "@127.0.0.1:notaport/app"}, 2, "projectionist migrate: invalid database URL: "},
+		{"unreachable server, URL", map[string]string{"DATABASE_URL": "postgres://app:" + secret + "@127.0.0.1:1/app?sslmode=disable"}, []string{"migrate"}, 1, "projectionist migrate: connecting to the database: "},
+		{"unreachable server, key=value", nil, []string{"events", "generate", "--database-url", "host=127.0.0.1 port=1 user=app password=" + secret + " sslmode=disable"}, 1, "projectionist events generate: connecting to the database: "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := run(t, tc.env, tc.args...)
+			if r.code != tc.code || !strings.Contains(r.stderr, tc.want) {
+				t.Errorf("want exit %d and %q on stderr, got\n%s", tc.code, tc.want, r)
+			}
+			if tc.code == 2 && tc.args != nil && !strings.Contains(r.stderr, "--help") {
+				t.Errorf("a usage error should point to --help:\n%s", r)
+			}
+			if strings.Contains(r.stdout+r.stderr, secret) {
+				t.Errorf("the password leaked:\n%s", r)
+			}
+		})
+	}
+}
+
+// The stock worker creates the demo tables itself and projects every
+// generated event exactly once; SIGTERM stops it with status 0.
+func TestWorkerRunsDemoProjections(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	env := map[string]string{"DATABASE_URL": dsn}
+	if r := run(t, env, "migrate"); r.code != 0 {
+		t.Fatalf("migrate:\n%s", r)
+	}
+	if r := run(t, env, "events", "generate", "--count", "300", "--aggregates", "20", "--progress", "0"); r.code != 0 {
+		t.Fatalf("events generate:\n%s", r)
+	}
+
+	cmd := exec.Command(binary, "worker", "--http-addr", "127.0.0.1:0", "--log-format", "text")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "DATABASE_URL=" + dsn, "PARTITION_KEY=0", "TOTAL_PARTITIONS=1"}
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stderr, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	}()
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pool, err := pgxpool.New(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	const caughtUp = `SELECT (SELECT count(*) FROM activity_log a JOIN events e USING (event_id)) = 300
+		AND (SELECT total_cents FROM revenue) = (SELECT sum((payload->>'amount_cents')::bigint) FROM events WHERE event_type = 'OrderPlaced')
+		AND (SELECT count(*) FROM user_stats) = (SELECT count(*) FROM events WHERE event_type = 'UserCreated')`
+	for {
+		var done bool
+		err := pool.QueryRow(ctx, caughtUp).Scan(&done)
+		if err == nil && done {
+			break
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("worker exited early (%v):\n%s", err, stderr.String())
+		case <-ctx.Done():
+			t.Fatalf("worker did not catch up (last check: %v):\n%s", err, stderr.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-exited; err != nil {
+		t.Fatalf("worker after SIGTERM: %v\n%s", err, stderr.String())
+	}
+	var rows int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM activity_log WHERE partition_key = 0 AND total_partitions = 1 AND generation = 1").Scan(&rows); err != nil || rows != 300 {
+		t.Errorf("activity_log rows of partition 0/1, generation 1: %d (%v), want 300", rows, err)
+	}
+}
