@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -64,6 +65,11 @@ type Config struct {
 	LogLevel slog.Level
 	// LogFormat is the default Logger's format. Defaults to LogFormatJSON.
 	LogFormat LogFormat
+	// Setup, if set, runs once after the schema migration and before the
+	// projections start, e.g. to create the projections' read-model
+	// tables; while it fails it is retried like a lost database. Defaults
+	// to nothing.
+	Setup func(ctx context.Context, db projection.DBTX) error
 	// Logger receives the worker's and its processors' logs. Defaults to a
 	// logger on standard error in LogFormat at LogLevel, which masks
 	// passwords in connection strings (see [RedactDSN]).

@@ -107,7 +107,7 @@ type worker struct {
 	pool          *pgxpool.Pool
 	procs         []*proc
 	batchDuration *prometheus.HistogramVec
-	migrated      bool // by runProjections only
+	migrated      bool // schema migrated and Setup done; by attempt only
 
 	mu sync.Mutex
 	// failure is why the projections are not running, from the moment an
@@ -305,6 +305,11 @@ func (w *worker) attempt(ctx context.Context) error {
 	if !w.migrated {
 		if _, err := projection.Migrate(ctx, w.pool); err != nil {
 			return fmt.Errorf("migrating the schema: %w", err)
+		}
+		if w.cfg.Setup != nil {
+			if err := w.cfg.Setup(ctx, w.pool); err != nil {
+				return fmt.Errorf("setting up: %w", err)
+			}
 		}
 		w.migrated = true
 	}

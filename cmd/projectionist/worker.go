@@ -1,16 +1,9 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"log/slog"
-	"time"
-
-	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/projectionist/projectionist/internal/demo"
 	"github.com/projectionist/projectionist/pkg/projection"
@@ -60,11 +53,7 @@ func (c *cli) runWorker(args []string) int {
 	if err != nil {
 		return c.fail("worker", &usageError{err.Error()})
 	}
-	cfg.Logger = workerLogger(c.stderr, cfg)
-
-	if err := ensureDemoSchema(c.ctx, cfg); err != nil {
-		return c.fail("worker", err)
-	}
+	cfg.Setup = demo.EnsureSchema
 	err = worker.Run(c.ctx, cfg, demo.Projections()...)
 	switch {
 	case err == nil:
@@ -73,75 +62,4 @@ func (c *cli) runWorker(args []string) int {
 		return c.fail("worker", &usageError{err.Error()})
 	}
 	return c.fail("worker", err)
-}
-
-// workerLogger is the logger worker.Run would make, built here so that
-// ensureDemoSchema logs alike: cfg's format and level on w, passwords
-// masked.
-func workerLogger(w io.Writer, cfg worker.Config) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: cfg.LogLevel, ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
-		switch v := a.Value; v.Kind() {
-		case slog.KindString:
-			a.Value = slog.StringValue(worker.RedactDSN(v.String()))
-		case slog.KindAny:
-			if err, ok := v.Any().(error); ok {
-				a.Value = slog.StringValue(worker.RedactDSN(err.Error()))
-			}
-		}
-		return a
-	}}
-	if cfg.LogFormat == worker.LogFormatText {
-		return slog.New(slog.NewTextHandler(w, opts))
-	}
-	return slog.New(slog.NewJSONHandler(w, opts))
-}
-
-// ensureDemoSchema creates the demo read models' tables, waiting with
-// capped exponential backoff while the database cannot be reached (logging
-// once when it starts waiting and once when it is done), as the worker
-// does for its own connection. An error from the server itself, such as a
-// missing privilege, is returned at once. A cancelled ctx returns nil:
-// worker.Run then shuts down at once.
-func ensureDemoSchema(ctx context.Context, cfg worker.Config) error {
-	pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
-	if err != nil {
-		return usagef("invalid database URL: %v", err)
-	}
-	if _, ok := pcfg.ConnConfig.RuntimeParams["application_name"]; !ok {
-		pcfg.ConnConfig.RuntimeParams["application_name"] = "projectionist-worker"
-	}
-	if pcfg.ConnConfig.ConnectTimeout == 0 {
-		pcfg.ConnConfig.ConnectTimeout = 10 * time.Second
-	}
-	pcfg.MaxConns = 1
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
-	if err != nil {
-		return fmt.Errorf("connecting to the database: %w", err)
-	}
-	defer pool.Close()
-
-	waiting := false
-	for delay := 500 * time.Millisecond; ; delay = min(2*delay, 15*time.Second) {
-		err := demo.EnsureSchema(ctx, pool)
-		var pgErr *pgconn.PgError
-		switch {
-		case err == nil:
-			if waiting {
-				cfg.Logger.Info("created the demo read models")
-			}
-			return nil
-		case ctx.Err() != nil:
-			return nil
-		case errors.As(err, &pgErr):
-			return err
-		case !waiting:
-			cfg.Logger.Warn("cannot create the demo read models yet; retrying", "error", err)
-			waiting = true
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(delay):
-		}
-	}
 }
