@@ -6,7 +6,8 @@
 // port, fsync off) unless PROJECTIONIST_TEST_DATABASE_URL names a server to use
 // instead. Every test then gets a database of its own, created empty and
 // dropped when the test ends. Call [Main] from TestMain so the server stops
-// when the binary exits.
+// when the binary exits. [Restart] restarts the server, for tests of how
+// clients ride out a database restart.
 //
 // When the process runs as root, initdb and postgres run as the "postgres"
 // user, because PostgreSQL refuses to run as root.
@@ -52,6 +53,11 @@ type server struct {
 	adminURL string // a DSN for the "postgres" maintenance database
 	cmd      *exec.Cmd
 	dir      string
+	// How cmd was started, for Restart: the postgres binary's directory,
+	// the port, and the user it runs as (nil: this process's).
+	bin  string
+	port int
+	cred *syscall.Credential
 }
 
 // Main runs the tests and stops the server if one was started. Use it as
@@ -67,21 +73,23 @@ func Main(m *testing.M) {
 // data directory.
 func Stop() {
 	dropMustDatabases()
-	if srv == nil || srv.cmd == nil {
-		return
+	if srv == nil || srv.dir == "" {
+		return // none, or not ours
 	}
-	// SIGINT is PostgreSQL's "fast shutdown": roll back and exit promptly.
-	_ = srv.cmd.Process.Signal(syscall.SIGINT)
-	done := make(chan struct{})
-	go func() { _ = srv.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = srv.cmd.Process.Kill()
-		<-done
+	if srv.cmd != nil { // nil if a Restart failed to start it again
+		// SIGINT is PostgreSQL's "fast shutdown": roll back and exit promptly.
+		_ = srv.cmd.Process.Signal(syscall.SIGINT)
+		done := make(chan struct{})
+		go func() { _ = srv.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = srv.cmd.Process.Kill()
+			<-done
+		}
+		srv.cmd = nil
 	}
 	_ = os.RemoveAll(srv.dir)
-	srv.cmd = nil
 }
 
 // ServerURL returns the DSN of the server's maintenance database, starting
@@ -193,14 +201,32 @@ func start() (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	logf, err := os.Create(filepath.Join(dir, "postgres.log"))
-	if err != nil {
+	s := &server{adminURL: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port),
+		dir: dir, bin: bin, port: port, cred: cred}
+	if err := s.launch(); err != nil {
+		if s.cmd != nil {
+			srv = s
+			Stop()
+		} else {
+			_ = os.RemoveAll(dir)
+		}
 		return nil, err
 	}
-	cmd := exec.Command(filepath.Join(bin, "postgres"),
-		"-D", data,
-		"-p", strconv.Itoa(port),
-		"-k", dir,
+	return s, nil
+}
+
+// launch starts postgres on s's data directory and port, appending to its
+// log, and waits up to 30s for it to accept connections. On failure, s.cmd
+// is the process if one was started.
+func (s *server) launch() error {
+	logf, err := os.OpenFile(filepath.Join(s.dir, "postgres.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(filepath.Join(s.bin, "postgres"),
+		"-D", filepath.Join(s.dir, "data"),
+		"-p", strconv.Itoa(s.port),
+		"-k", s.dir,
 		"-c", "listen_addresses=127.0.0.1",
 		"-c", "fsync=off",
 		"-c", "synchronous_commit=off",
@@ -212,26 +238,64 @@ func start() (*server, error) {
 	// Own process group: a test's Ctrl-C must not kill the server before
 	// Stop can shut it down cleanly, and a killed test binary must not
 	// leave it orphaned for long (Pdeathsig).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setpgid: true, Pdeathsig: syscall.SIGINT}
-	if err := cmd.Start(); err != nil {
-		_ = os.RemoveAll(dir)
-		return nil, fmt.Errorf("starting postgres: %w", err)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred, Setpgid: true, Pdeathsig: syscall.SIGINT}
+	err = cmd.Start()
+	_ = logf.Close() // the child has its own descriptor
+	if err != nil {
+		return fmt.Errorf("starting postgres: %w", err)
 	}
-	s := &server{adminURL: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port), cmd: cmd, dir: dir}
+	s.cmd = cmd
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		conn, err := pgx.Connect(context.Background(), s.adminURL)
 		if err == nil {
 			conn.Close(context.Background())
-			return s, nil
+			return nil
 		}
 		if time.Now().After(deadline) {
-			srv = s
-			Stop()
-			log, _ := os.ReadFile(filepath.Join(dir, "postgres.log"))
-			return nil, fmt.Errorf("postgres did not accept connections within 30s: %w\n%s", err, log)
+			log, _ := os.ReadFile(filepath.Join(s.dir, "postgres.log"))
+			return fmt.Errorf("postgres did not accept connections within 30s: %w\n%s", err, log)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Restart stops the PostgreSQL server this process started, calls
+// whileDown (if not nil) while it is down, and starts it again on the same
+// port and data directory, returning once it accepts connections. The
+// stop is PostgreSQL's fast shutdown (SIGINT to the postmaster): every
+// session is disconnected and transactions in flight roll back, as in
+// `pg_ctl stop -m fast`. The databases survive: this is for tests of how
+// clients ride out a database restart.
+//
+// Every test's database goes down with the server, so no other test may
+// use it meanwhile: do not call Restart from a parallel test. It fails tb
+// when the server was not started by this process (with
+// PROJECTIONIST_TEST_DATABASE_URL set, there is nothing to restart).
+func Restart(tb testing.TB, whileDown func()) {
+	tb.Helper()
+	ServerURL(tb) // start the server if need be
+	switch {
+	case srv.dir == "":
+		tb.Fatalf("pgtest.Restart: the server was not started by this process (%s is set): cannot restart it", EnvDatabaseURL)
+	case srv.cmd == nil:
+		tb.Fatal("pgtest.Restart: the server is down: an earlier Restart failed to start it again")
+	}
+	_ = srv.cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan struct{})
+	go func() { _ = srv.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		_ = srv.cmd.Process.Kill() // an immediate stop: recovery on start
+		<-done
+	}
+	srv.cmd = nil
+	if whileDown != nil {
+		whileDown()
+	}
+	if err := srv.launch(); err != nil {
+		tb.Fatalf("pgtest.Restart: %v", err)
 	}
 }
 
