@@ -41,6 +41,13 @@ bench: ## Run the benchmarks (100k events; see pkg/projection/bench_test.go).
 
 ##@ Build
 
+KUBE_VERSION ?= v1.37.1
+KUBE_BIN ?= $(LOCALBIN)/k8s/$(KUBE_VERSION)
+
+.PHONY: kube-binaries
+kube-binaries: ## Build kube-apiserver, etcd and kubectl from the Go module proxy into bin/k8s (~10 min cold, cached after).
+	KUBE_VERSION=$(KUBE_VERSION) hack/build-kube-binaries.sh $(KUBE_BIN)
+
 .PHONY: build
 build: ## Build every package and example.
 	$(GO) build ./...
