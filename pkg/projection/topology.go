@@ -84,6 +84,18 @@ const MaxPartitions = 1024
 
 func setTopology(ctx context.Context, tx pgx.Tx, projection string, n int) (Topology, error) {
 	t := Topology{Projection: projection}
+	// Nothing to do is the common case (every standalone worker calls this
+	// at start): answer it without the FOR UPDATE lock, which would queue
+	// behind, and could be starved by, the batches' FOR SHARE.
+	var current int32
+	err := tx.QueryRow(ctx, "SELECT generation, total_partitions FROM projection_topology WHERE projection_name = $1", projection).Scan(&t.Generation, &current)
+	if err == nil && int(current) == n {
+		t.TotalPartitions = n
+		return t, nil
+	}
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return t, fmt.Errorf("reading topology: %w", err)
+	}
 	if _, err := tx.Exec(ctx, `INSERT INTO projection_topology (projection_name, generation, total_partitions)
 		VALUES ($1, 1, $2) ON CONFLICT (projection_name) DO NOTHING`, projection, n); err != nil {
 		return t, fmt.Errorf("creating topology: %w", err)
