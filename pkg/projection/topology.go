@@ -96,8 +96,7 @@ func setTopology(ctx context.Context, tx pgx.Tx, projection string, n int) (Topo
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return t, fmt.Errorf("reading topology: %w", err)
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO projection_topology (projection_name, generation, total_partitions)
-		VALUES ($1, 1, $2) ON CONFLICT (projection_name) DO NOTHING`, projection, n); err != nil {
+	if _, err := tx.Exec(ctx, createTopologySQL, projection, n); err != nil {
 		return t, fmt.Errorf("creating topology: %w", err)
 	}
 	var old int32
