@@ -504,7 +504,7 @@ func verifyRevenue(tb testing.TB, pool *pgxpool.Pool) {
 	tb.Helper()
 	var orders, total, wantOrders, wantTotal int64
 	ctx := context.Background()
-	if err := pool.QueryRow(ctx, `SELECT coalesce(sum(orders), 0)::bigint, coalesce(sum(total_cents), 0)::bigint FROM revenue`).Scan(&orders, &total); err != nil {
+	if err := pool.QueryRow(ctx, demo.RevenueTotalSQL).Scan(&orders, &total); err != nil {
 		tb.Fatal(err)
 	}
 	if err := pool.QueryRow(ctx, `SELECT count(*), coalesce(sum((payload->>'amount_cents')::bigint), 0)::bigint

@@ -295,7 +295,7 @@ func TestWorkerRunsDemoProjections(t *testing.T) {
 	}
 	defer pool.Close()
 	const caughtUp = `SELECT (SELECT count(*) FROM activity_log a JOIN events e USING (event_id)) = 300
-		AND (SELECT total_cents FROM revenue) = (SELECT sum((payload->>'amount_cents')::bigint) FROM events WHERE event_type = 'OrderPlaced')
+		AND (SELECT sum(total_cents) FROM revenue) = (SELECT sum((payload->>'amount_cents')::bigint) FROM events WHERE event_type = 'OrderPlaced')
 		AND (SELECT count(*) FROM user_stats) = (SELECT count(*) FROM events WHERE event_type = 'UserCreated')`
 	for {
 		var done bool

@@ -41,7 +41,7 @@ func PrintUserStats(ctx context.Context, db projection.DBTX, out io.Writer) erro
 // PrintRevenue prints the revenue total.
 func PrintRevenue(ctx context.Context, db projection.DBTX, out io.Writer) error {
 	var orders, cents int64
-	err := db.QueryRow(ctx, `SELECT coalesce(sum(orders), 0)::bigint, coalesce(sum(total_cents), 0)::bigint FROM revenue`).Scan(&orders, &cents)
+	err := db.QueryRow(ctx, RevenueTotalSQL).Scan(&orders, &cents)
 	if err != nil {
 		return fmt.Errorf("reading revenue: %w", err)
 	}
