@@ -234,7 +234,18 @@ type batcher struct {
 	// behind floorBase. It lets an idle partition skip rows of other
 	// partitions without writing its checkpoint on every poll.
 	floor, floorBase Position
+
+	// saved is when this run last wrote its checkpoint.
+	saved time.Time
 }
+
+// idleSaveInterval is how often, at most, a partition with nothing to
+// handle records how far it has looked. Without it the stored checkpoint
+// of a scoped projection would stay before the last event in its scope,
+// and lag read from the checkpoints (the operator's status) would never
+// reach 0; with it the cost is one small UPDATE a second per idle
+// partition.
+const idleSaveInterval = time.Second
 
 func (p *Processor) newBatcher(proj Projection) (*batcher, error) {
 	if proj == nil {
@@ -398,7 +409,7 @@ func (b *batcher) step(ctx context.Context) (stepResult, error) {
 		next = events[len(events)-1].Position()
 	}
 	b.frontier = b.frontier.without(next)
-	if handled == 0 && poisoned == 0 {
+	if handled == 0 && poisoned == 0 && (!cp.Less(next) || time.Since(b.saved) < idleSaveInterval) {
 		// Nothing changed in the read model: remember how far we looked
 		// instead of writing a checkpoint on every idle poll.
 		b.floor, b.floorBase = next, cp
@@ -421,6 +432,7 @@ func (b *batcher) step(ctx context.Context) (stepResult, error) {
 		return stepResult{}, b.wrap("saving checkpoint and committing batch", err)
 	}
 	committed = true
+	b.saved = time.Now()
 	b.floor, b.floorBase = next, next
 	for pos := range b.poison {
 		if !next.Less(pos) {
