@@ -7,9 +7,14 @@
 #
 # DIR defaults to bin/k8s/<version>; BINARY defaults to kube-apiserver etcd
 # kubectl. Known binaries: kube-apiserver kube-controller-manager
-# kube-scheduler kubelet kube-proxy kubectl etcd. Binaries already in DIR are
-# kept (delete them to rebuild). A cold build of kube-apiserver takes about
+# kube-scheduler kubelet kube-proxy kubectl etcd kwok. Binaries already in DIR
+# are kept (delete them to rebuild). A cold build of kube-apiserver takes about
 # 9 minutes on 2 cores; once the Go build cache is warm, seconds.
+#
+# kwok (sigs.k8s.io/kwok, KWOK_VERSION) fakes nodes for the local "mini
+# cluster" of internal/kubetest: it marks pods bound to its node Running and
+# Ready without running them. Its go.mod has no replace directives, so a plain
+# pinned `go install` builds it.
 #
 # How: k8s.io/kubernetes is not meant to be imported; its go.mod replaces
 # every k8s.io staging module with a directory of its own repository. A
@@ -20,6 +25,7 @@ set -euo pipefail
 
 KUBE_VERSION="${KUBE_VERSION:-v1.37.1}"
 ETCD_VERSION="${ETCD_VERSION:-v3.7.3}"
+KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="${1:-$root/bin/k8s/$KUBE_VERSION}"
 shift || true
@@ -37,8 +43,8 @@ log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 missing=()
 for b in "${binaries[@]}"; do
   case "$b" in
-    kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy|kubectl|etcd) ;;
-    *) echo "unknown binary $b (known: kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl etcd)" >&2; exit 2 ;;
+    kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy|kubectl|etcd|kwok) ;;
+    *) echo "unknown binary $b (known: kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl etcd kwok)" >&2; exit 2 ;;
   esac
   [ -x "$out/$b" ] || missing+=("$b")
 done
@@ -52,8 +58,13 @@ mkdir -p "$work"
 
 kube=()
 build_etcd=false
+build_kwok=false
 for b in "${missing[@]}"; do
-  if [ "$b" = etcd ]; then build_etcd=true; else kube+=("$b"); fi
+  case "$b" in
+    etcd) build_etcd=true ;;
+    kwok) build_kwok=true ;;
+    *) kube+=("$b") ;;
+  esac
 done
 
 if [ ${#kube[@]} -gt 0 ]; then
@@ -120,6 +131,13 @@ EOF
   fi
   log "building etcd $ETCD_VERSION (~1 min cold)"
   (cd "$mod" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/etcd" .)
+fi
+
+if $build_kwok; then
+  log "building kwok $KWOK_VERSION (~2 min cold)"
+  # go install pkg@version ignores the current module, so this repository's
+  # go.mod does not constrain kwok's dependencies.
+  (cd "$work" && GOBIN="$out" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION")
 fi
 
 for b in "${binaries[@]}"; do
