@@ -5,6 +5,7 @@
 //	projectionist migrate
 //	projectionist worker
 //	projectionist events generate --count 100000 --rate 5000
+//	projectionist operator --leader-elect
 //	projectionist version
 //
 // Every command has -h/--help with examples. Exit codes: 0 success, 1 a
@@ -70,6 +71,7 @@ var commands = []command{
 	{"migrate", "bring the event store's schema up to date", (*cli).migrate},
 	{"worker", "run the demo projections: one partition of each, until stopped", (*cli).runWorker},
 	{"events generate", "append demo events (users, orders) to the log", (*cli).eventsGenerate},
+	{"operator", "run the Kubernetes operator that reconciles Projection resources", (*cli).operator},
 	{"version", "print the version", (*cli).version},
 }
 

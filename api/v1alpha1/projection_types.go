@@ -1,0 +1,311 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// MaxReplicas bounds spec.replicas: the library's maximum partition count.
+const MaxReplicas = 1024
+
+// ErrorPolicy says what a worker does with an event whose handler fails.
+// +kubebuilder:validation:Enum=Stop;Skip;DeadLetter
+type ErrorPolicy string
+
+const (
+	// ErrorPolicyStop stops the partition with an error naming the event;
+	// the pod restarts and retries it. Nothing is skipped.
+	ErrorPolicyStop ErrorPolicy = "Stop"
+	// ErrorPolicySkip logs the event, counts it in a metric and goes on.
+	ErrorPolicySkip ErrorPolicy = "Skip"
+	// ErrorPolicyDeadLetter records the event and its error in the
+	// projection_dead_letters table, in the batch's transaction, and goes on.
+	ErrorPolicyDeadLetter ErrorPolicy = "DeadLetter"
+)
+
+// SecretKeySelector names a key of a Secret in the Projection's namespace.
+type SecretKeySelector struct {
+	// name is the Secret's name, in the Projection's namespace.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// key is the Secret's key whose value is the PostgreSQL connection
+	// string (a URL or key=value DSN). Defaults to "dsn".
+	// +optional
+	// +kubebuilder:default=dsn
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Key string `json:"key,omitempty"`
+}
+
+// DatabaseSpec says how to reach the PostgreSQL database holding the events,
+// the checkpoints and the read models.
+type DatabaseSpec struct {
+	// secretRef names the Secret key holding the connection string. The
+	// operator reads it to switch the topology and report lag; the worker
+	// pods receive it as DATABASE_URL. It never appears in status, events or
+	// logs.
+	// +required
+	SecretRef SecretKeySelector `json:"secretRef"`
+}
+
+// ProjectionSpec is the desired state of a Projection.
+// +kubebuilder:validation:XValidation:rule="has(self.projectionName) == has(oldSelf.projectionName) && (!has(self.projectionName) || self.projectionName == oldSelf.projectionName)",message="projectionName is immutable: it names the projection's checkpoints in the database, and changing it would start the projection over under a new name",fieldPath=".projectionName",reason="FieldValueForbidden"
+type ProjectionSpec struct {
+	// projectionName is the projection the workers run and the name of its
+	// checkpoints in the database: one of the projections built into the
+	// worker image (the stock image has user_count, revenue and
+	// activity_log). Defaults to metadata.name. Immutable. Letters, digits,
+	// '_', '-' and '.', at most 128 characters.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_.-]+$`
+	ProjectionName string `json:"projectionName,omitempty"`
+
+	// replicas is the number of partitions, one worker pod each. Changing it
+	// rescales exactly (no event skipped or applied twice) without
+	// restarting running pods. 0 pauses the projection and keeps its
+	// partition count in the database. Defaults to 1; 0 to 1024.
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1024
+	Replicas *int32 `json:"replicas,omitempty"`
+
+	// batchSize is the most events a partition handles in one transaction.
+	// Defaults to 100; 1 to 10000.
+	// +optional
+	// +kubebuilder:default=100
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10000
+	BatchSize *int32 `json:"batchSize,omitempty"`
+
+	// pollInterval is how long a caught-up partition waits before looking
+	// for new events, as a Go duration ("100ms", "2s", "1m30s"). Defaults
+	// to 100ms; 1ms to 1h.
+	// +optional
+	// +kubebuilder:default="100ms"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || (duration(self) >= duration('1ms') && duration(self) <= duration('1h'))",message="pollInterval must be between 1ms and 1h"
+	PollInterval *metav1.Duration `json:"pollInterval,omitempty"`
+
+	// errorPolicy is what a worker does with an event whose handler fails:
+	// Stop (the partition stops with an error naming the event and retries
+	// it after the pod restarts), Skip (log, count and go on) or DeadLetter
+	// (record it in projection_dead_letters and go on). Defaults to Stop.
+	// +optional
+	// +kubebuilder:default=Stop
+	ErrorPolicy ErrorPolicy `json:"errorPolicy,omitempty"`
+
+	// database names the Secret with the PostgreSQL connection string.
+	// +required
+	Database DatabaseSpec `json:"database"`
+
+	// image is the worker container image. Defaults to the operator's
+	// --worker-image.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Image string `json:"image,omitempty"`
+
+	// imagePullPolicy is the worker container's image pull policy. Defaults
+	// to Kubernetes' default for the image (Always for :latest, else
+	// IfNotPresent).
+	// +optional
+	// +kubebuilder:validation:Enum=Always;Never;IfNotPresent
+	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
+
+	// resources are the worker container's compute resources. Defaults to
+	// none.
+	// +optional
+	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// nodeSelector constrains the worker pods to nodes with these labels.
+	// +optional
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+
+	// tolerations are the worker pods' tolerations.
+	// +optional
+	// +listType=atomic
+	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+
+	// affinity is the worker pods' scheduling affinity.
+	// +optional
+	Affinity *corev1.Affinity `json:"affinity,omitempty"`
+
+	// priorityClassName is the worker pods' priority class.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	PriorityClassName string `json:"priorityClassName,omitempty"`
+
+	// env are extra environment variables of the worker container, e.g.
+	// PGSSLMODE or LOG_LEVEL; an entry named like one the operator sets
+	// (BATCH_SIZE, POLL_INTERVAL, ERROR_POLICY, LOG_FORMAT) replaces it.
+	// DATABASE_URL, PROJECTION, PARTITION_KEY, POD_NAME, TOTAL_PARTITIONS
+	// and HTTP_ADDR are refused: they come from the spec and the pod. At
+	// most 64 entries.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:XValidation:rule="self.all(e, !(e.name in ['DATABASE_URL', 'PROJECTION', 'PARTITION_KEY', 'POD_NAME', 'TOTAL_PARTITIONS', 'HTTP_ADDR']))",message="env may not set DATABASE_URL, PROJECTION, PARTITION_KEY, POD_NAME, TOTAL_PARTITIONS or HTTP_ADDR: the operator sets them from the spec and the pod"
+	Env []corev1.EnvVar `json:"env,omitempty"`
+}
+
+// PartitionStatus is one partition's progress, read from its checkpoint.
+type PartitionStatus struct {
+	// partition is the partition key (the pod ordinal).
+	// +required
+	Partition int32 `json:"partition"`
+
+	// position is the global position of the last event the partition
+	// has passed; 0 until it has passed one.
+	// +optional
+	Position int64 `json:"position,omitempty"`
+
+	// lag is the number of events hashed to this partition after its
+	// position (counted up to 1000000).
+	// +optional
+	Lag int64 `json:"lag,omitempty"`
+}
+
+// ProjectionStatus is the observed state of a Projection.
+type ProjectionStatus struct {
+	// replicas is the number of worker pods that exist.
+	// +optional
+	Replicas int32 `json:"replicas,omitempty"`
+
+	// readyReplicas is the number of worker pods that are ready: connected
+	// to the database, inside the topology and past their first batch.
+	// +optional
+	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
+
+	// selector is the label selector of the worker pods, for the scale
+	// subresource (kubectl scale, HorizontalPodAutoscaler).
+	// +optional
+	Selector string `json:"selector,omitempty"`
+
+	// observedGeneration is the metadata.generation this status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// topologyGeneration is the projection's topology generation in the
+	// database: it grows by one with every change of the partition count.
+	// +optional
+	TopologyGeneration int64 `json:"topologyGeneration,omitempty"`
+
+	// partitions is the partition count in the database.
+	// +optional
+	Partitions int32 `json:"partitions,omitempty"`
+
+	// headPosition is the global position of the newest event in the
+	// database.
+	// +optional
+	HeadPosition int64 `json:"headPosition,omitempty"`
+
+	// lag is the number of events the projection has still to pass, over
+	// all partitions.
+	// +optional
+	Lag int64 `json:"lag,omitempty"`
+
+	// lagSeconds is the age, in whole seconds, of the oldest event the
+	// projection has still to pass; 0 when caught up.
+	// +optional
+	LagSeconds int64 `json:"lagSeconds,omitempty"`
+
+	// partitionStatuses is each partition's position and lag, by
+	// partition key.
+	// +optional
+	// +listType=map
+	// +listMapKey=partition
+	PartitionStatuses []PartitionStatus `json:"partitionStatuses,omitempty"`
+
+	// conditions are Ready, Progressing and Degraded.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// Condition types.
+const (
+	// ConditionReady is True when every desired worker pod is ready and the
+	// database's topology matches spec.replicas.
+	ConditionReady = "Ready"
+	// ConditionProgressing is True while the operator is rolling out a
+	// change: pods being created or removed, or a rescale under way.
+	ConditionProgressing = "Progressing"
+	// ConditionDegraded is True when the operator cannot do what the spec
+	// asks: the Secret or its key is missing, the database is unreachable
+	// or its schema is missing, or the topology switch failed.
+	ConditionDegraded = "Degraded"
+)
+
+// Condition reasons.
+const (
+	ReasonAllReplicasReady    = "AllReplicasReady"
+	ReasonReplicasNotReady    = "ReplicasNotReady"
+	ReasonPaused              = "Paused"
+	ReasonScaling             = "Scaling"
+	ReasonRolledOut           = "RolledOut"
+	ReasonReconciled          = "Reconciled"
+	ReasonSecretNotFound      = "SecretNotFound"
+	ReasonSecretKeyNotFound   = "SecretKeyNotFound"
+	ReasonInvalidDSN          = "InvalidConnectionString"
+	ReasonDatabaseUnreachable = "DatabaseUnreachable"
+	ReasonMigrationFailed     = "SchemaMigrationFailed"
+	ReasonTopologyFailed      = "TopologySwitchFailed"
+	ReasonWorkerFailing       = "WorkerFailing"
+)
+
+// Projection runs an event-sourcing projection as a StatefulSet of
+// partitioned worker pods against PostgreSQL.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas,selectorpath=.status.selector
+// +kubebuilder:resource:shortName=proj,categories=all
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 52 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS label of at most 52 characters starting with a letter (lowercase letters, digits and '-'), since it names the worker StatefulSet, its pods and its Service"
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Pods",type=integer,JSONPath=`.status.readyReplicas`,description="Ready worker pods",priority=1
+// +kubebuilder:printcolumn:name="Partitions",type=integer,JSONPath=`.status.partitions`
+// +kubebuilder:printcolumn:name="Lag",type=integer,JSONPath=`.status.lag`
+// +kubebuilder:printcolumn:name="Projection",type=string,JSONPath=`.spec.projectionName`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type Projection struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the desired state.
+	// +required
+	Spec ProjectionSpec `json:"spec"`
+
+	// status is the observed state, written by the operator.
+	// +optional
+	Status ProjectionStatus `json:"status,omitempty"`
+}
+
+// EffectiveProjectionName is spec.projectionName, or metadata.name when
+// unset.
+func (p *Projection) EffectiveProjectionName() string {
+	if p.Spec.ProjectionName != "" {
+		return p.Spec.ProjectionName
+	}
+	return p.Name
+}
+
+// ProjectionList is a list of Projections.
+//
+// +kubebuilder:object:root=true
+type ProjectionList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Projection `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&Projection{}, &ProjectionList{})
+}

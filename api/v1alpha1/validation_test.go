@@ -1,0 +1,470 @@
+package v1alpha1_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/projectionist/projectionist/api/v1alpha1"
+	"github.com/projectionist/projectionist/internal/kubetest"
+)
+
+// These tests run against a real kube-apiserver with the generated CRD
+// (config/crd/bases) installed: the validation under test is the OpenAPI
+// schema and CEL rules the API server enforces, not Go code. No controller
+// runs.
+
+const namespace = "default"
+
+var (
+	env *kubetest.Env
+	k8s client.Client
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	var err error
+	env, err = kubetest.Start(kubetest.Options{})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "starting the API server: %v\n", err)
+		return 1
+	}
+	defer func() {
+		if err := env.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "stopping the API server: %v\n", err)
+		}
+	}()
+
+	scheme := runtime.NewScheme()
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		fmt.Fprintf(os.Stderr, "building the scheme: %v\n", err)
+		return 1
+	}
+	k8s, err = client.New(env.Config, client.Options{Scheme: scheme})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "creating the client: %v\n", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// validSpec is the smallest spec the API server accepts. The tests send
+// unstructured objects so that a field left out is really absent from the
+// request, as it would be in a user's YAML.
+func validSpec() map[string]any {
+	return map[string]any{
+		"database": map[string]any{
+			"secretRef": map[string]any{"name": "projectionist-db"},
+		},
+	}
+}
+
+func newProjection(name string, spec map[string]any) *unstructured.Unstructured {
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": v1alpha1.GroupVersion.String(),
+		"kind":       "Projection",
+		"metadata":   map[string]any{"name": name, "namespace": namespace},
+		"spec":       spec,
+	}}
+}
+
+// objectName derives a unique, valid Projection name from the test's name:
+// a DNS label of at most 52 characters starting with a letter, keeping the
+// end of the name, where subtests differ.
+func objectName(t *testing.T) string {
+	t.Helper()
+	name := strings.ToLower(t.Name())
+	name = regexp.MustCompile(`[^a-z0-9]+`).ReplaceAllString(name, "-")
+	if len(name) > 52 {
+		name = name[len(name)-52:]
+	}
+	return strings.TrimRight(strings.TrimLeft(name, "-0123456789"), "-")
+}
+
+// create creates a Projection with spec and fails the test unless the API
+// server accepts it.
+func create(t *testing.T, spec map[string]any) string {
+	t.Helper()
+	name := objectName(t)
+	if err := k8s.Create(t.Context(), newProjection(name, spec)); err != nil {
+		t.Fatalf("creating Projection %s: %v", name, err)
+	}
+	return name
+}
+
+func get(t *testing.T, name string) *v1alpha1.Projection {
+	t.Helper()
+	var p v1alpha1.Projection
+	if err := k8s.Get(t.Context(), client.ObjectKey{Namespace: namespace, Name: name}, &p); err != nil {
+		t.Fatalf("getting Projection %s: %v", name, err)
+	}
+	return &p
+}
+
+// assertInvalid fails the test unless err is the API server's Invalid
+// rejection and its message contains every one of want.
+func assertInvalid(t *testing.T, err error, want ...string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("the API server accepted the object; want a rejection containing %q", want)
+	}
+	if !apierrors.IsInvalid(err) {
+		t.Fatalf("got error %v (reason %q); want reason Invalid", err, apierrors.ReasonForError(err))
+	}
+	t.Logf("rejected as expected: %v", err)
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("rejection %q does not contain %q", err.Error(), w)
+		}
+	}
+	// A CEL rule that fails to evaluate (rather than returning false) makes
+	// the API server print the CEL error, which says nothing to a user.
+	if strings.Contains(err.Error(), "evaluating rule") {
+		t.Errorf("rejection %q contains a CEL evaluation error", err.Error())
+	}
+}
+
+func TestCreateRejectsInvalidSpec(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		mutate func(spec map[string]any)
+		want   []string
+	}{
+		{
+			name:   "batchSize 0",
+			mutate: func(s map[string]any) { s["batchSize"] = int64(0) },
+			want:   []string{"spec.batchSize", "should be greater than or equal to 1"},
+		},
+		{
+			name:   "batchSize 10001",
+			mutate: func(s map[string]any) { s["batchSize"] = int64(10001) },
+			want:   []string{"spec.batchSize", "should be less than or equal to 10000"},
+		},
+		{
+			name:   "replicas -1",
+			mutate: func(s map[string]any) { s["replicas"] = int64(-1) },
+			want:   []string{"spec.replicas", "should be greater than or equal to 0"},
+		},
+		{
+			name:   "replicas 1025",
+			mutate: func(s map[string]any) { s["replicas"] = int64(v1alpha1.MaxReplicas + 1) },
+			want:   []string{"spec.replicas", "should be less than or equal to 1024"},
+		},
+		{
+			name:   "unknown errorPolicy",
+			mutate: func(s map[string]any) { s["errorPolicy"] = "Retry" },
+			want:   []string{"spec.errorPolicy", `Unsupported value: "Retry"`, `"Stop", "Skip", "DeadLetter"`},
+		},
+		{
+			name:   "pollInterval 0s",
+			mutate: func(s map[string]any) { s["pollInterval"] = "0s" },
+			want:   []string{"spec.pollInterval", "pollInterval must be between 1ms and 1h"},
+		},
+		{
+			name:   "pollInterval 2h",
+			mutate: func(s map[string]any) { s["pollInterval"] = "2h" },
+			want:   []string{"spec.pollInterval", "pollInterval must be between 1ms and 1h"},
+		},
+		{
+			name:   "pollInterval not a duration",
+			mutate: func(s map[string]any) { s["pollInterval"] = "soon" },
+			want:   []string{"spec.pollInterval", "should match"},
+		},
+		{
+			name:   "missing database.secretRef",
+			mutate: func(s map[string]any) { s["database"] = map[string]any{} },
+			want:   []string{"spec.database.secretRef: Required value"},
+		},
+		{
+			name:   "missing database",
+			mutate: func(s map[string]any) { delete(s, "database") },
+			want:   []string{"spec.database: Required value"},
+		},
+		{
+			name: "empty secretRef name",
+			mutate: func(s map[string]any) {
+				s["database"] = map[string]any{"secretRef": map[string]any{"name": ""}}
+			},
+			want: []string{"spec.database.secretRef.name", "should be at least 1 chars long"},
+		},
+		{
+			name: "env sets DATABASE_URL",
+			mutate: func(s map[string]any) {
+				s["env"] = []any{map[string]any{"name": "DATABASE_URL", "value": "postgres://elsewhere"}}
+			},
+			want: []string{"spec.env", "env may not set DATABASE_URL"},
+		},
+		{
+			name:   "projectionName with a space",
+			mutate: func(s map[string]any) { s["projectionName"] = "user count" },
+			want:   []string{"spec.projectionName", "should match"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			spec := validSpec()
+			tt.mutate(spec)
+			err := k8s.Create(t.Context(), newProjection(objectName(t), spec))
+			assertInvalid(t, err, tt.want...)
+		})
+	}
+}
+
+// TestCreateRejectsInvalidName checks the names the API server would accept
+// for an object but the worker StatefulSet, its pods and Service could not
+// carry.
+func TestCreateRejectsInvalidName(t *testing.T) {
+	t.Parallel()
+	for _, name := range []string{
+		"a" + strings.Repeat("b", 52), // 53 characters
+		"user.count",
+		"1user-count",
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			err := k8s.Create(t.Context(), newProjection(name, validSpec()))
+			assertInvalid(t, err, "metadata.name must be a DNS label of at most 52 characters")
+		})
+	}
+}
+
+// TestCreateAcceptsBounds checks that the bounds are inclusive and that the
+// pollInterval pattern admits the Go durations users write.
+func TestCreateAcceptsBounds(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		field string
+		value any
+	}{
+		{"batchSize 1", "batchSize", int64(1)},
+		{"batchSize 10000", "batchSize", int64(10000)},
+		{"replicas 0", "replicas", int64(0)},
+		{"replicas 1024", "replicas", int64(v1alpha1.MaxReplicas)},
+		{"pollInterval 1ms", "pollInterval", "1ms"},
+		{"pollInterval 1h", "pollInterval", "1h"},
+		{"pollInterval 1m30s", "pollInterval", "1m30s"},
+		{"pollInterval 1.5s", "pollInterval", "1.5s"},
+		{"errorPolicy Skip", "errorPolicy", string(v1alpha1.ErrorPolicySkip)},
+		{"errorPolicy DeadLetter", "errorPolicy", string(v1alpha1.ErrorPolicyDeadLetter)},
+		{"projectionName", "projectionName", "billing.user_count-v2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			spec := validSpec()
+			spec[tt.field] = tt.value
+			create(t, spec)
+		})
+	}
+}
+
+func TestProjectionNameIsImmutable(t *testing.T) {
+	t.Parallel()
+	const immutable = "projectionName is immutable"
+	tests := []struct {
+		name   string
+		before string // "" leaves projectionName unset
+		patch  string // a JSON merge patch
+		want   string // "" when the update must be accepted
+	}{
+		{name: "changed", before: "a", patch: `{"spec":{"projectionName":"b"}}`, want: immutable},
+		{name: "set when unset", before: "", patch: `{"spec":{"projectionName":"b"}}`, want: immutable},
+		{name: "unset when set", before: "a", patch: `{"spec":{"projectionName":null}}`, want: immutable},
+		{name: "unchanged while another field changes", before: "a", patch: `{"spec":{"projectionName":"a","batchSize":500}}`},
+		{name: "still unset while another field changes", before: "", patch: `{"spec":{"batchSize":500}}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			spec := validSpec()
+			if tt.before != "" {
+				spec["projectionName"] = tt.before
+			}
+			name := create(t, spec)
+
+			p := &v1alpha1.Projection{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}}
+			err := k8s.Patch(t.Context(), p, client.RawPatch(types.MergePatchType, []byte(tt.patch)))
+			if tt.want != "" {
+				assertInvalid(t, err, "spec.projectionName: Forbidden: "+tt.want)
+				if got := get(t, name).Spec.ProjectionName; got != tt.before {
+					t.Errorf("after the rejected update, projectionName = %q; want %q", got, tt.before)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("patching %s: %v", tt.patch, err)
+			}
+			if got := get(t, name).Spec.BatchSize; got == nil || *got != 500 {
+				t.Errorf("after the update, batchSize = %v; want 500", got)
+			}
+		})
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	t.Parallel()
+	name := create(t, validSpec())
+
+	want := v1alpha1.ProjectionSpec{
+		Replicas:     ptr[int32](1),
+		BatchSize:    ptr[int32](100),
+		PollInterval: &metav1.Duration{Duration: 100 * time.Millisecond},
+		ErrorPolicy:  v1alpha1.ErrorPolicyStop,
+		Database: v1alpha1.DatabaseSpec{
+			SecretRef: v1alpha1.SecretKeySelector{Name: "projectionist-db", Key: "dsn"},
+		},
+	}
+	if diff := cmp.Diff(want, get(t, name).Spec); diff != "" {
+		t.Errorf("spec read back (-want +got):\n%s", diff)
+	}
+}
+
+func TestScaleSubresource(t *testing.T) {
+	t.Parallel()
+	name := create(t, validSpec())
+
+	out, err := env.Kubectl(t.Context(), "scale", "projection", name, "--replicas=3", "--namespace", namespace)
+	if err != nil {
+		t.Fatalf("kubectl scale: %v\n%s", err, out)
+	}
+	if got := get(t, name).Spec.Replicas; got == nil || *got != 3 {
+		t.Errorf("after kubectl scale --replicas=3, spec.replicas = %v; want 3", deref(got))
+	}
+
+	// A scale is an update of the Projection, validated like any other.
+	out, err = env.Kubectl(t.Context(), "scale", "projection", name, "--replicas=1025", "--namespace", namespace)
+	if err == nil {
+		t.Errorf("kubectl scale --replicas=1025 succeeded; want a rejection\n%s", out)
+	} else if !strings.Contains(out, "less than or equal to 1024") {
+		t.Errorf("kubectl scale --replicas=1025 output %q does not say the bound", out)
+	}
+	if got := get(t, name).Spec.Replicas; got == nil || *got != 3 {
+		t.Errorf("after the rejected scale, spec.replicas = %v; want 3", deref(got))
+	}
+}
+
+// TestExplain checks that `kubectl explain projection.spec` documents every
+// spec field: the API types' comments are the users' reference.
+func TestExplain(t *testing.T) {
+	t.Parallel()
+	// The API server publishes a new CRD's OpenAPI a moment after the CRD is
+	// established.
+	var out string
+	err := poll(t.Context(), 30*time.Second, func(ctx context.Context) error {
+		var err error
+		out, err = env.Kubectl(ctx, "explain", "projection.spec")
+		if err != nil {
+			return fmt.Errorf("kubectl explain projection.spec: %w\n%s", err, out)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	fields := reflect.TypeFor[v1alpha1.ProjectionSpec]()
+	for i := range fields.NumField() {
+		name, _, _ := strings.Cut(fields.Field(i).Tag.Get("json"), ",")
+		// A field's line ("  name\t<type>"), maybe its enum, then its
+		// description, which starts with the field's name (house style).
+		q := regexp.QuoteMeta(name)
+		re := regexp.MustCompile(`(?m)^\s+` + q + `\s+<[^>]+>.*\n(?:\s+enum:.*\n)?\s+` + q + ` \S`)
+		if !re.MatchString(out) {
+			t.Errorf("kubectl explain projection.spec does not describe %q:\n%s", name, out)
+		}
+	}
+}
+
+func TestPrinterColumns(t *testing.T) {
+	t.Parallel()
+	name := create(t, validSpec())
+
+	out, err := env.Kubectl(t.Context(), "get", "projections", name, "--namespace", namespace)
+	if err != nil {
+		t.Fatalf("kubectl get projections: %v\n%s", err, out)
+	}
+	header, _, _ := strings.Cut(out, "\n")
+	want := []string{"NAME", "READY", "PARTITIONS", "LAG", "AGE"}
+	if diff := cmp.Diff(want, strings.Fields(header)); diff != "" {
+		t.Errorf("kubectl get projections columns (-want +got):\n%s\noutput:\n%s", diff, out)
+	}
+}
+
+// TestConfigApplies installs config/default (CRD, RBAC, the operator's
+// Namespace and Deployment) and the samples with kubectl, as a user would:
+// the manifests must pass the API server's validation, and the operator's
+// pod template must meet the restricted Pod Security Standard its namespace
+// enforces (the API server warns at once when a Deployment's would not).
+func TestConfigApplies(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{
+		{"apply", "--server-side", "--kustomize", "../../config/default"},
+		{"apply", "--server-side", "--namespace", namespace, "--filename", "../../config/samples/db-secret.yaml"},
+		{"apply", "--server-side", "--namespace", namespace, "--kustomize", "../../config/samples"},
+	} {
+		out, err := env.Kubectl(t.Context(), args...)
+		if err != nil {
+			t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		if strings.Contains(out, "Warning") {
+			t.Errorf("kubectl %s warns:\n%s", strings.Join(args, " "), out)
+		}
+	}
+
+	p := get(t, "user-count")
+	if got, want := p.EffectiveProjectionName(), "user_count"; got != want {
+		t.Errorf("sample user-count runs projection %q; want %q", got, want)
+	}
+	if got := p.Spec.Replicas; got == nil || *got != 2 {
+		t.Errorf("sample user-count has spec.replicas = %v; want 2", deref(got))
+	}
+	if got, want := get(t, "activity-log").EffectiveProjectionName(), "activity_log"; got != want {
+		t.Errorf("sample activity-log runs projection %q; want %q", got, want)
+	}
+}
+
+// poll calls f until it succeeds or timeout passes, and returns its last
+// error.
+func poll(ctx context.Context, timeout time.Duration, f func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		err := f(ctx)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func deref(p *int32) any {
+	if p == nil {
+		return nil
+	}
+	return *p
+}

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	"github.com/projectionist/projectionist/controllers"
+)
+
+// defaultWorkerImage is the worker image of Projections without
+// spec.image: this binary's own release.
+func defaultWorkerImage() string { return "ghcr.io/projectionist/projectionist:" + version }
+
+func (c *cli) operator(args []string) int {
+	f := newFlags(commandHelp{
+		name: "operator", args: "[flags]",
+		description: `
+Runs the Kubernetes operator: it reconciles Projection resources
+(projectionist.dev/v1alpha1) into StatefulSets of worker pods, one pod per
+partition, switches a projection's partition count in its database before
+adding or removing pods, and reports progress and lag in each
+Projection's status. It connects to the API server in-cluster, or with
+--kubeconfig / $KUBECONFIG / ~/.kube/config outside.`,
+		examples: `  projectionist operator --leader-elect --worker-image ghcr.io/projectionist/projectionist:v0.1.0
+  projectionist operator --kubeconfig ~/.kube/config --watch-namespace demo --metrics-addr 0`,
+	})
+	kubeconfig := f.String("kubeconfig", "", "kubeconfig file (default: in-cluster, else $KUBECONFIG, else ~/.kube/config)")
+	image := f.String("worker-image", envOr(c.getenv, "WORKER_IMAGE", defaultWorkerImage()), "worker image of Projections without spec.image ($WORKER_IMAGE)")
+	namespace := f.String("watch-namespace", c.getenv("WATCH_NAMESPACE"), "only reconcile Projections in this namespace ($WATCH_NAMESPACE; default: all)")
+	leaderElect := f.Bool("leader-elect", false, "elect a leader, so that one of several operator replicas reconciles at a time")
+	leaderNamespace := f.String("leader-election-namespace", "", "namespace of the leader election's Lease (default: the operator's own)")
+	metricsAddr := f.String("metrics-addr", ":8080", `address of /metrics, or "0" to disable`)
+	probeAddr := f.String("health-probe-addr", ":8081", "address of /healthz and /readyz")
+	interval := f.Duration("status-interval", controllers.DefaultStatusInterval, "how often a Projection's status is refreshed from its database")
+	logLevel := f.String("log-level", "info", "debug, info, warn or error")
+	if done, code := c.parse(f, args); done {
+		return code
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return c.fail("operator", usagef("--log-level %q: must be debug, info, warn or error", *logLevel))
+	}
+	if *interval < time.Second {
+		return c.fail("operator", usagef("--status-interval %s: must be at least 1s", *interval))
+	}
+	if *image == "" {
+		return c.fail("operator", usagef("--worker-image is empty"))
+	}
+	logger := slog.New(slog.NewJSONHandler(c.stderr, &slog.HandlerOptions{Level: level}))
+
+	cfg, err := kubeConfig(*kubeconfig)
+	if err != nil {
+		return c.fail("operator", fmt.Errorf("loading the Kubernetes client configuration: %w", err))
+	}
+	logger.Info("operator starting", "version", version, "workerImage", *image, "watchNamespace", *namespace, "leaderElect", *leaderElect)
+	err = controllers.RunManager(c.ctx, cfg, controllers.ManagerOptions{
+		WorkerImage:             *image,
+		WatchNamespace:          *namespace,
+		LeaderElect:             *leaderElect,
+		LeaderElectionNamespace: *leaderNamespace,
+		MetricsAddr:             *metricsAddr,
+		ProbeAddr:               *probeAddr,
+		StatusInterval:          *interval,
+		Logger:                  logger,
+	})
+	if err != nil {
+		return c.fail("operator", err)
+	}
+	logger.Info("operator stopped")
+	return exitOK
+}
+
+func kubeConfig(path string) (*rest.Config, error) {
+	if path != "" {
+		return clientcmd.BuildConfigFromFlags("", path)
+	}
+	return ctrl.GetConfig()
+}
+
+func envOr(getenv func(string) string, key, def string) string {
+	if v := getenv(key); v != "" {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,119 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/projectionist/projectionist/api/v1alpha1"
+	"github.com/projectionist/projectionist/controllers/resources"
+)
+
+// ManagerOptions configure the operator process.
+type ManagerOptions struct {
+	// WorkerImage is the worker image of Projections without spec.image.
+	WorkerImage string
+	// WatchNamespace limits the operator to one namespace; empty watches
+	// all.
+	WatchNamespace string
+	// LeaderElect runs a leader election, so that only one of several
+	// operator replicas reconciles at a time.
+	LeaderElect bool
+	// LeaderElectionNamespace holds the election's Lease; defaults to the
+	// namespace the operator runs in.
+	LeaderElectionNamespace string
+	// MetricsAddr serves /metrics ("0" disables). Defaults to ":8080".
+	MetricsAddr string
+	// ProbeAddr serves /healthz and /readyz. Defaults to ":8081".
+	ProbeAddr string
+	// StatusInterval is how often status is refreshed from the database.
+	// Defaults to DefaultStatusInterval.
+	StatusInterval time.Duration
+	// Logger receives the operator's logs. Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Scheme returns a scheme with the built-in types and the Projection API.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	if err := v1alpha1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	return s
+}
+
+// NewManager builds the operator's controller-runtime manager with the
+// ProjectionReconciler registered.
+func NewManager(cfg *rest.Config, opts ManagerOptions) (ctrl.Manager, error) {
+	if opts.WorkerImage == "" {
+		return nil, fmt.Errorf("the worker image is empty: set --worker-image")
+	}
+	if opts.MetricsAddr == "" {
+		opts.MetricsAddr = ":8080"
+	}
+	if opts.ProbeAddr == "" {
+		opts.ProbeAddr = ":8081"
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	log := logr.FromSlogHandler(opts.Logger.Handler())
+	ctrl.SetLogger(log)
+	mo := ctrl.Options{
+		Scheme:                  Scheme(),
+		Logger:                  log,
+		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsAddr},
+		HealthProbeBindAddress:  opts.ProbeAddr,
+		LeaderElection:          opts.LeaderElect,
+		LeaderElectionID:        "projectionist-operator.projectionist.dev",
+		LeaderElectionNamespace: opts.LeaderElectionNamespace,
+		// Stepping down releases the lease at once, so a new leader takes
+		// over without waiting for it to expire.
+		LeaderElectionReleaseOnCancel: true,
+	}
+	if opts.WatchNamespace != "" {
+		mo.Cache = cache.Options{DefaultNamespaces: map[string]cache.Config{opts.WatchNamespace: {}}}
+	}
+	mgr, err := ctrl.NewManager(cfg, mo)
+	if err != nil {
+		return nil, fmt.Errorf("creating manager: %w", err)
+	}
+	r := &ProjectionReconciler{
+		Client:         mgr.GetClient(),
+		Recorder:       mgr.GetEventRecorder("projectionist-operator"),
+		Options:        resources.Options{WorkerImage: opts.WorkerImage},
+		StatusInterval: opts.StatusInterval,
+	}
+	if err := r.SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the Projection controller: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
+		return nil, err
+	}
+	return mgr, nil
+}
+
+// RunManager runs the operator until ctx ends.
+func RunManager(ctx context.Context, cfg *rest.Config, opts ManagerOptions) error {
+	mgr, err := NewManager(cfg, opts)
+	if err != nil {
+		return err
+	}
+	return mgr.Start(ctx)
+}

@@ -1,0 +1,358 @@
+// Package controllers holds the ProjectionReconciler, which runs each
+// Projection as a StatefulSet of partition workers and switches the
+// projection's topology in its database before changing the number of pods.
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	"github.com/projectionist/projectionist/api/v1alpha1"
+	"github.com/projectionist/projectionist/controllers/resources"
+	"github.com/projectionist/projectionist/pkg/projection"
+)
+
+// FieldOwner is the field manager of everything the operator applies.
+const FieldOwner = resources.FieldOwner
+
+// secretNameField indexes Projections by the Secret they read.
+const secretNameField = ".spec.database.secretRef.name"
+
+// DefaultStatusInterval is how often a Projection's status is refreshed
+// from its database when nothing else happens.
+const DefaultStatusInterval = 10 * time.Second
+
+// ProjectionReconciler runs Projections. Create it with its exported
+// fields set and call SetupWithManager.
+type ProjectionReconciler struct {
+	Client   client.Client
+	Recorder recorder.EventRecorder
+	// Options are the builders' operator-wide settings (the worker image).
+	Options resources.Options
+	// StatusInterval is how often status is refreshed from the database.
+	// Defaults to DefaultStatusInterval.
+	StatusInterval time.Duration
+
+	dbs databases
+}
+
+// SetupWithManager registers the reconciler: it owns StatefulSets and
+// Services, and follows the Secrets Projections name and their pods.
+func (r *ProjectionReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.StatusInterval <= 0 {
+		r.StatusInterval = DefaultStatusInterval
+	}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1alpha1.Projection{}, secretNameField,
+		func(o client.Object) []string {
+			return []string{o.(*v1alpha1.Projection).Spec.Database.SecretRef.Name}
+		}); err != nil {
+		return fmt.Errorf("indexing Projections by Secret: %w", err)
+	}
+	if err := mgr.Add(closer{&r.dbs}); err != nil {
+		return err
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&v1alpha1.Projection{}).
+		Owns(&appsv1.StatefulSet{}).
+		Owns(&corev1.Service{}).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.projectionsForSecret)).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(projectionForPod),
+			builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+				return o.GetLabels()[resources.LabelProjection] != ""
+			}))).
+		Complete(r)
+}
+
+// Reconcile brings one Projection's children, topology and status to
+// where its spec says.
+func (r *ProjectionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var p v1alpha1.Projection
+	if err := r.Client.Get(ctx, req.NamespacedName, &p); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !p.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil // owner references remove the children
+	}
+	s := &state{projection: &p, desired: ptrValue(p.Spec.Replicas, 1)}
+	for _, phase := range []func(context.Context, *state) error{
+		r.applyService,
+		r.observeStatefulSet,
+		r.connect,
+		r.switchTopology,
+		r.applyStatefulSet,
+		r.observeProgress,
+		r.observePods,
+	} {
+		if err := phase(ctx, s); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	status := r.computeStatus(s)
+	before := p.Status.Conditions
+	if !equality.Semantic.DeepEqual(p.Status, status) {
+		patch := client.MergeFrom(p.DeepCopy())
+		p.Status = status
+		if err := r.Client.Status().Patch(ctx, &p, patch); err != nil {
+			return ctrl.Result{}, fmt.Errorf("writing status: %w", err)
+		}
+	}
+	r.emitEvents(s, before)
+	return ctrl.Result{RequeueAfter: r.StatusInterval}, nil
+}
+
+// state is what one reconcile learns, phase by phase.
+type state struct {
+	projection *v1alpha1.Projection
+	desired    int32
+
+	statefulSet *appsv1.StatefulSet // nil if it does not exist
+	pool        poolHandle
+	// degraded, when set, is why the operator cannot do what the spec
+	// asks (reason, message); later phases that need the database skip.
+	degraded *problem
+	// switched is set when this reconcile changed the topology.
+	switched *switchEvent
+	// replicas is what the StatefulSet was given.
+	replicas int32
+	progress *projection.Progress
+	// workerFailure is the last failure of a worker container, if any.
+	workerFailure *problem
+}
+
+type problem struct{ reason, message string }
+
+type switchEvent struct {
+	from, to   int
+	generation int64
+}
+
+// poolHandle is the projection's database pool and the DSN it came from
+// (for redacting errors).
+type poolHandle struct {
+	pool *pgxpool.Pool
+	dsn  string
+}
+
+func (r *ProjectionReconciler) applyService(ctx context.Context, s *state) error {
+	if err := r.Client.Apply(ctx, resources.Service(s.projection), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+		return fmt.Errorf("applying Service: %w", err)
+	}
+	return nil
+}
+
+func (r *ProjectionReconciler) observeStatefulSet(ctx context.Context, s *state) error {
+	var sts appsv1.StatefulSet
+	key := types.NamespacedName{Namespace: s.projection.Namespace, Name: resources.StatefulSetName(s.projection)}
+	err := r.Client.Get(ctx, key, &sts)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil
+	case err != nil:
+		return fmt.Errorf("reading StatefulSet: %w", err)
+	}
+	s.statefulSet = &sts
+	return nil
+}
+
+// connect reads the Secret and opens the database. Failures are the
+// user's to fix and become the Degraded condition, not an error.
+func (r *ProjectionReconciler) connect(ctx context.Context, s *state) error {
+	ref := s.projection.Spec.Database.SecretRef
+	key := ref.Key
+	if key == "" {
+		key = "dsn"
+	}
+	var secret corev1.Secret
+	err := r.Client.Get(ctx, types.NamespacedName{Namespace: s.projection.Namespace, Name: ref.Name}, &secret)
+	switch {
+	case apierrors.IsNotFound(err):
+		s.degraded = &problem{v1alpha1.ReasonSecretNotFound,
+			fmt.Sprintf("Secret %q not found in namespace %q; create it with the database connection string under key %q", ref.Name, s.projection.Namespace, key)}
+		return nil
+	case err != nil:
+		return fmt.Errorf("reading Secret %q: %w", ref.Name, err)
+	}
+	dsn, ok := secret.Data[key]
+	if !ok || len(dsn) == 0 {
+		s.degraded = &problem{v1alpha1.ReasonSecretKeyNotFound,
+			fmt.Sprintf("Secret %q has no key %q (or it is empty); put the database connection string there", ref.Name, key)}
+		return nil
+	}
+	dctx, cancel := context.WithTimeout(ctx, databaseTimeout)
+	defer cancel()
+	pool, err := r.dbs.get(dctx, string(dsn))
+	if err != nil {
+		s.degraded = &problem{reasonOf(err), "database of Secret " + ref.Name + ": " + redactErr(err, string(dsn))}
+		return nil
+	}
+	s.pool = poolHandle{pool: pool, dsn: string(dsn)}
+	return nil
+}
+
+// switchTopology sets the projection's partition count in the database to
+// spec.replicas before any pod is added or removed, so that running
+// workers move to the new generation on their next batch. Replicas 0
+// pauses the projection: the topology is left as it is.
+func (r *ProjectionReconciler) switchTopology(ctx context.Context, s *state) error {
+	if s.degraded != nil || s.desired == 0 {
+		return nil
+	}
+	dctx, cancel := context.WithTimeout(ctx, databaseTimeout)
+	defer cancel()
+	name := s.projection.EffectiveProjectionName()
+	before, err := projection.GetTopology(dctx, s.pool.pool, name)
+	if err != nil && !errors.Is(err, projection.ErrNoTopology) {
+		s.degraded = &problem{v1alpha1.ReasonDatabaseUnreachable, redactErr(err, s.pool.dsn)}
+		return nil
+	}
+	if before.TotalPartitions == int(s.desired) {
+		return nil
+	}
+	after, err := projection.SetTopology(dctx, s.pool.pool, name, int(s.desired))
+	if err != nil {
+		s.degraded = &problem{v1alpha1.ReasonTopologyFailed,
+			fmt.Sprintf("switching projection %s from %d to %d partitions: %s", name, before.TotalPartitions, s.desired, redactErr(err, s.pool.dsn))}
+		return nil
+	}
+	s.switched = &switchEvent{from: before.TotalPartitions, to: after.TotalPartitions, generation: after.Generation}
+	return nil
+}
+
+// applyStatefulSet applies the StatefulSet with spec.replicas pods once the
+// topology has been switched. While the operator cannot switch it, the
+// StatefulSet keeps the pods it has (none for a new Projection).
+func (r *ProjectionReconciler) applyStatefulSet(ctx context.Context, s *state) error {
+	s.replicas = s.desired
+	if s.degraded != nil {
+		s.replicas = 0
+		if s.statefulSet != nil {
+			s.replicas = ptrValue(s.statefulSet.Spec.Replicas, 1)
+		}
+	}
+	sts, err := resources.StatefulSet(s.projection, s.replicas, r.Options)
+	if err != nil {
+		return reconcile.TerminalError(fmt.Errorf("building StatefulSet: %w", err))
+	}
+	if err := r.Client.Apply(ctx, sts, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+		return fmt.Errorf("applying StatefulSet: %w", err)
+	}
+	return nil
+}
+
+// observeProgress reads checkpoints, head and lag for status.
+func (r *ProjectionReconciler) observeProgress(ctx context.Context, s *state) error {
+	if s.pool.pool == nil {
+		return nil
+	}
+	dctx, cancel := context.WithTimeout(ctx, databaseTimeout)
+	defer cancel()
+	progress, err := projection.GetProgress(dctx, s.pool.pool, s.projection.EffectiveProjectionName())
+	if err != nil {
+		if s.degraded == nil {
+			s.degraded = &problem{v1alpha1.ReasonDatabaseUnreachable, "reading progress: " + redactErr(err, s.pool.dsn)}
+		}
+		return nil
+	}
+	s.progress = &progress
+	return nil
+}
+
+// observePods finds the last failure of a worker container, which the
+// worker writes (through FallbackToLogsOnError) as its last log line: an
+// unknown projection name, a poison event under the Stop policy.
+func (r *ProjectionReconciler) observePods(ctx context.Context, s *state) error {
+	var pods corev1.PodList
+	if err := r.Client.List(ctx, &pods, client.InNamespace(s.projection.Namespace),
+		client.MatchingLabels(resources.SelectorLabels(s.projection))); err != nil {
+		return fmt.Errorf("listing worker pods: %w", err)
+	}
+	for _, pod := range pods.Items {
+		for _, cs := range pod.Status.ContainerStatuses {
+			t := cs.LastTerminationState.Terminated
+			if t == nil {
+				t = cs.State.Terminated
+			}
+			if t == nil || t.ExitCode == 0 || (cs.Ready && cs.State.Running != nil && cs.RestartCount == 0) {
+				continue
+			}
+			if cs.State.Running != nil && cs.Ready {
+				continue // recovered since
+			}
+			msg := t.Message
+			if len(msg) > 512 {
+				msg = msg[len(msg)-512:]
+			}
+			if s.pool.dsn != "" {
+				msg = redact(msg, s.pool.dsn)
+			}
+			s.workerFailure = &problem{v1alpha1.ReasonWorkerFailing,
+				fmt.Sprintf("pod %s exited with code %d (restarts: %d): %s", pod.Name, t.ExitCode, cs.RestartCount, msg)}
+			return nil
+		}
+	}
+	return nil
+}
+
+// projectionsForSecret maps a Secret to the Projections that read it.
+func (r *ProjectionReconciler) projectionsForSecret(ctx context.Context, o client.Object) []ctrl.Request {
+	var list v1alpha1.ProjectionList
+	if err := r.Client.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{secretNameField: o.GetName()}); err != nil {
+		log.FromContext(ctx).Error(err, "listing Projections of a Secret", "secret", o.GetName())
+		return nil
+	}
+	reqs := make([]ctrl.Request, 0, len(list.Items))
+	for _, p := range list.Items {
+		reqs = append(reqs, ctrl.Request{NamespacedName: types.NamespacedName{Namespace: p.Namespace, Name: p.Name}})
+	}
+	return reqs
+}
+
+// projectionForPod maps a worker pod to its Projection.
+func projectionForPod(_ context.Context, o client.Object) []ctrl.Request {
+	name := o.GetLabels()[resources.LabelProjection]
+	if name == "" {
+		return nil
+	}
+	return []ctrl.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
+}
+
+func reasonOf(err error) string {
+	var dbErr *databaseError
+	if errors.As(err, &dbErr) {
+		return dbErr.condition
+	}
+	return v1alpha1.ReasonDatabaseUnreachable
+}
+
+func ptrValue(p *int32, def int32) int32 {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+// closer closes the database pools when the manager stops.
+type closer struct{ dbs *databases }
+
+func (c closer) Start(ctx context.Context) error {
+	<-ctx.Done()
+	c.dbs.close()
+	return nil
+}

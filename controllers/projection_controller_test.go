@@ -1,0 +1,347 @@
+package controllers_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/projectionist/projectionist/api/v1alpha1"
+	"github.com/projectionist/projectionist/controllers/resources"
+	"github.com/projectionist/projectionist/internal/pgtest"
+	"github.com/projectionist/projectionist/pkg/projection"
+)
+
+// topologyOf reads the projection's partition count and generation from
+// the database (0, 0 if it has none, or the schema is not there yet).
+func topologyOf(t *testing.T, pool *pgxpool.Pool, name string) (int, int64) {
+	t.Helper()
+	top, err := projection.GetTopology(t.Context(), pool, name)
+	var pgErr *pgconn.PgError
+	if errors.Is(err, projection.ErrNoTopology) || errors.As(err, &pgErr) && pgErr.Code == "42P01" {
+		return 0, 0
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return top.TotalPartitions, top.Generation
+}
+
+// A Projection gets its Service and StatefulSet, its topology in the
+// database, and pods that the kwok node runs and reports Ready; status
+// and the Ready condition follow.
+func TestProjectionComesUpReady(t *testing.T) {
+	ns := newNamespace(t)
+	dsn := pgtest.NewDatabase(t)
+	newSecret(t, ns, "db", map[string]string{"dsn": dsn})
+	newProjection(t, ns, "user-count", "user_count", 2)
+
+	eventually(t, 30*time.Second, "StatefulSet with 2 replicas", func() error {
+		sts, err := getStatefulSet(t, ns, "user-count")
+		if err != nil {
+			return err
+		}
+		if got := *sts.Spec.Replicas; got != 2 {
+			return fmt.Errorf("replicas %d", got)
+		}
+		return nil
+	})
+	var svc corev1.Service
+	if err := k8sClient.Get(t.Context(), types.NamespacedName{Namespace: ns, Name: "user-count-workers"}, &svc); err != nil {
+		t.Fatalf("headless Service: %v", err)
+	}
+	if svc.Spec.ClusterIP != corev1.ClusterIPNone {
+		t.Errorf("Service clusterIP %q, want None", svc.Spec.ClusterIP)
+	}
+	eventually(t, 60*time.Second, "2 ready replicas and Ready=True", func() error {
+		p := getProjection(t, ns, "user-count")
+		if p.Status.ReadyReplicas != 2 || p.Status.Replicas != 2 || !strings.HasPrefix(condition(p, v1alpha1.ConditionReady), "True/") {
+			return fmt.Errorf("status %d/%d ready, Ready %q, Degraded %q", p.Status.ReadyReplicas, p.Status.Replicas,
+				condition(p, v1alpha1.ConditionReady), condition(p, v1alpha1.ConditionDegraded))
+		}
+		return nil
+	})
+	p := getProjection(t, ns, "user-count")
+	if p.Status.Partitions != 2 || p.Status.TopologyGeneration != 1 || p.Status.ObservedGeneration != p.Generation {
+		t.Errorf("status partitions %d topology generation %d observedGeneration %d, want 2, 1, %d",
+			p.Status.Partitions, p.Status.TopologyGeneration, p.Status.ObservedGeneration, p.Generation)
+	}
+	if p.Status.Selector != resources.Selector(p) || p.Status.Selector == "" {
+		t.Errorf("status.selector %q, want %q", p.Status.Selector, resources.Selector(p))
+	}
+	db, err := pgxpool.New(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if n, gen := topologyOf(t, db, "user_count"); n != 2 || gen != 1 {
+		t.Errorf("database topology %d partitions generation %d, want 2 and 1", n, gen)
+	}
+}
+
+// kubectl scale (the real kubectl, through the scale subresource) switches
+// the topology in the database before the StatefulSet's replicas change,
+// and never touches the pod template: running pods are not rolled. A
+// batch in flight holds the topology row FOR SHARE, so while a
+// transaction here holds it the switch must wait — and the StatefulSet
+// must not grow meanwhile.
+func TestScaleSwitchesTopologyFirst(t *testing.T) {
+	ctx := t.Context()
+	ns := newNamespace(t)
+	dsn := pgtest.NewDatabase(t)
+	newSecret(t, ns, "db", map[string]string{"dsn": dsn})
+	newProjection(t, ns, "activity-log", "activity_log", 2)
+	db, err := pgxpool.New(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+
+	eventually(t, 60*time.Second, "2 ready replicas", func() error {
+		p := getProjection(t, ns, "activity-log")
+		if p.Status.ReadyReplicas != 2 || p.Status.Partitions != 2 {
+			return fmt.Errorf("%d ready, %d partitions", p.Status.ReadyReplicas, p.Status.Partitions)
+		}
+		return nil
+	})
+	before, err := getStatefulSet(t, ns, "activity-log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	podUIDs := map[string]types.UID{}
+	var pods corev1.PodList
+	if err := k8sClient.List(ctx, &pods, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	for _, pod := range pods.Items {
+		podUIDs[pod.Name] = pod.UID
+	}
+
+	// Hold the topology as a batch would.
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background()) // before db.Close, which waits for it
+	if _, err := tx.Exec(ctx, "SELECT 1 FROM projection_topology WHERE projection_name = 'activity_log' FOR SHARE"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := env.Kubectl(ctx, "scale", "projection", "activity-log", "-n", ns, "--replicas=3"); err != nil {
+		t.Fatalf("kubectl scale: %v\n%s", err, out)
+	}
+	// While the switch waits, the StatefulSet keeps its 2 replicas.
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		sts, err := getStatefulSet(t, ns, "activity-log")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if *sts.Spec.Replicas != 2 {
+			t.Fatalf("StatefulSet scaled to %d while the topology switch could not run yet", *sts.Spec.Replicas)
+		}
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "3 partitions in the database and 3 ready pods", func() error {
+		p := getProjection(t, ns, "activity-log")
+		if n, _ := topologyOf(t, db, "activity_log"); n != 3 || p.Status.ReadyReplicas != 3 {
+			return fmt.Errorf("database has %d partitions, %d pods ready", n, p.Status.ReadyReplicas)
+		}
+		return nil
+	})
+	after, err := getStatefulSet(t, ns, "activity-log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(before.Spec.Template, after.Spec.Template); diff != "" {
+		t.Errorf("scaling changed the pod template (pods would roll) (-before +after):\n%s", diff)
+	}
+	if _, gen := topologyOf(t, db, "activity_log"); gen != 2 {
+		t.Errorf("topology generation %d after one switch, want 2", gen)
+	}
+
+	// Scale down: switch first, then the StatefulSet drops pods 1 and 2;
+	// pod 0 is the same pod throughout.
+	if out, err := env.Kubectl(ctx, "scale", "projection", "activity-log", "-n", ns, "--replicas=1"); err != nil {
+		t.Fatalf("kubectl scale: %v\n%s", err, out)
+	}
+	eventually(t, 60*time.Second, "1 partition and 1 pod", func() error {
+		p := getProjection(t, ns, "activity-log")
+		if n, _ := topologyOf(t, db, "activity_log"); n != 1 || p.Status.Replicas != 1 || p.Status.Partitions != 1 {
+			return fmt.Errorf("database has %d partitions, %d pods, status partitions %d", n, p.Status.Replicas, p.Status.Partitions)
+		}
+		return nil
+	})
+	var pod0 corev1.Pod
+	if err := k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "activity-log-0"}, &pod0); err != nil {
+		t.Fatal(err)
+	}
+	if pod0.UID != podUIDs["activity-log-0"] {
+		t.Errorf("pod activity-log-0 was replaced across the rescales (uid %s, was %s)", pod0.UID, podUIDs["activity-log-0"])
+	}
+	final, err := getStatefulSet(t, ns, "activity-log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(before.Spec.Template, final.Spec.Template); diff != "" {
+		t.Errorf("scaling down changed the pod template (-before +after):\n%s", diff)
+	}
+}
+
+// A missing Secret, a missing key and an unreachable database each become
+// the Degraded condition with its reason and a message without the
+// password; fixing the Secret recovers by itself.
+func TestBadDatabaseRecovers(t *testing.T) {
+	ctx := t.Context()
+	ns := newNamespace(t)
+	newProjection(t, ns, "user-count", "user_count", 1)
+
+	waitDegraded := func(reason string) *v1alpha1.Projection {
+		t.Helper()
+		var p *v1alpha1.Projection
+		eventually(t, 30*time.Second, "Degraded "+reason, func() error {
+			p = getProjection(t, ns, "user-count")
+			if got := condition(p, v1alpha1.ConditionDegraded); !strings.HasPrefix(got, "True/"+reason+":") {
+				return fmt.Errorf("Degraded is %q", got)
+			}
+			return nil
+		})
+		if got := condition(p, v1alpha1.ConditionReady); !strings.HasPrefix(got, "False/") {
+			t.Errorf("Ready is %q while Degraded %s", got, reason)
+		}
+		return p
+	}
+	p := waitDegraded(v1alpha1.ReasonSecretNotFound)
+	if msg := condition(p, v1alpha1.ConditionDegraded); !strings.Contains(msg, `Secret "db" not found`) {
+		t.Errorf("message %q does not name the Secret", msg)
+	}
+	sts, err := getStatefulSet(t, ns, "user-count")
+	if err != nil {
+		t.Fatalf("StatefulSet of a Projection without its Secret: %v", err)
+	}
+	if *sts.Spec.Replicas != 0 {
+		t.Errorf("StatefulSet has %d replicas before the topology could be set, want 0", *sts.Spec.Replicas)
+	}
+
+	newSecret(t, ns, "db", map[string]string{"url": "unused"})
+	waitDegraded(v1alpha1.ReasonSecretKeyNotFound)
+
+	// A closed port: nothing listens on port 1.
+	const password = "hunter2-s3cret"
+	unreachable := "postgres://app:" + password + "@127.0.0.1:1/app?sslmode=disable&connect_timeout=2"
+	var secret corev1.Secret
+	if err := k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "db"}, &secret); err != nil {
+		t.Fatal(err)
+	}
+	secret.Data = map[string][]byte{"dsn": []byte(unreachable)}
+	if err := k8sClient.Update(ctx, &secret); err != nil {
+		t.Fatal(err)
+	}
+	p = waitDegraded(v1alpha1.ReasonDatabaseUnreachable)
+	if msg := condition(p, v1alpha1.ConditionDegraded); strings.Contains(msg, password) {
+		t.Errorf("the condition shows the password: %q", msg)
+	}
+	var events corev1.EventList // events.k8s.io events are readable as core/v1 Events too
+	if err := k8sClient.List(ctx, &events, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range events.Items {
+		if strings.Contains(e.Message, password) {
+			t.Errorf("event %s shows the password: %q", e.Reason, e.Message)
+		}
+	}
+
+	secret.Data = map[string][]byte{"dsn": []byte(pgtest.NewDatabase(t))}
+	if err := k8sClient.Update(ctx, &secret); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "recovery", func() error {
+		p := getProjection(t, ns, "user-count")
+		if d, r := condition(p, v1alpha1.ConditionDegraded), condition(p, v1alpha1.ConditionReady); !strings.HasPrefix(d, "False/") || !strings.HasPrefix(r, "True/") {
+			return fmt.Errorf("Degraded %q, Ready %q", d, r)
+		}
+		return nil
+	})
+	var reasons []string
+	eventually(t, 10*time.Second, "events", func() error {
+		if err := k8sClient.List(ctx, &events, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		reasons = reasons[:0]
+		for _, e := range events.Items {
+			reasons = append(reasons, e.Reason)
+		}
+		for _, want := range []string{v1alpha1.ReasonSecretNotFound, v1alpha1.ReasonDatabaseUnreachable, "Recovered", "TopologySwitched"} {
+			if !strings.Contains(strings.Join(reasons, " "), want) {
+				return fmt.Errorf("no %s event among %v", want, reasons)
+			}
+		}
+		return nil
+	})
+}
+
+// status.lag and the per-partition positions are the checkpoints' view:
+// compared with counts computed here from the events table.
+func TestLagMatchesCheckpoints(t *testing.T) {
+	ctx := t.Context()
+	ns := newNamespace(t)
+	dsn := pgtest.NewDatabase(t)
+	newSecret(t, ns, "db", map[string]string{"dsn": dsn})
+	db, err := pgxpool.New(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	newProjection(t, ns, "counter", "counter", 2)
+	eventually(t, 30*time.Second, "the topology", func() error {
+		if n, _ := topologyOf(t, db, "counter"); n != 2 {
+			return fmt.Errorf("%d partitions", n)
+		}
+		return nil
+	})
+
+	store := projection.NewStore()
+	for i := range 50 {
+		evs := []projection.Event{{EventType: "Counted", Payload: []byte(`{}`)}, {EventType: "Counted", Payload: []byte(`{}`)}}
+		if _, err := store.Append(ctx, db, "Counter", fmt.Sprintf("c-%d", i), projection.AnyVersion, evs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Partition 0 catches up (the kwok pods run nothing); partition 1
+	// is left with its whole share.
+	cfg := projection.DefaultProcessorConfig()
+	cfg.PartitionKey, cfg.Topology = 0, projection.TopologyFollow
+	if err := projection.NewProcessor(db, store, cfg).CatchUp(ctx, noop{}); err != nil {
+		t.Fatal(err)
+	}
+	var share1, head int64
+	if err := db.QueryRow(ctx, "SELECT count(*) FILTER (WHERE partition_hash % 2 = 1), max(global_position) FROM events").Scan(&share1, &head); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "status lag", func() error {
+		p := getProjection(t, ns, "counter")
+		want := []v1alpha1.PartitionStatus{{Partition: 0, Position: head}, {Partition: 1, Lag: share1}}
+		if diff := cmp.Diff(want, p.Status.PartitionStatuses); diff != "" || p.Status.Lag != share1 || p.Status.HeadPosition != head {
+			return fmt.Errorf("lag %d head %d, want %d and %d; partitions (-want +got):\n%s", p.Status.Lag, p.Status.HeadPosition, share1, head, diff)
+		}
+		if p.Status.LagSeconds < 0 {
+			return fmt.Errorf("lagSeconds %d", p.Status.LagSeconds)
+		}
+		return nil
+	})
+}
+
+type noop struct{}
+
+func (noop) Name() string                                                     { return "counter" }
+func (noop) Handle(context.Context, pgx.Tx, *projection.PersistedEvent) error { return nil }

@@ -1,0 +1,111 @@
+package controllers
+
+import (
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/projectionist/projectionist/api/v1alpha1"
+	"github.com/projectionist/projectionist/controllers/resources"
+)
+
+// computeStatus derives the Projection's status from what the phases
+// observed. Fields the operator could not observe this time (progress,
+// while the database is unreachable) keep their last values.
+func (r *ProjectionReconciler) computeStatus(s *state) v1alpha1.ProjectionStatus {
+	p := s.projection
+	st := *p.Status.DeepCopy()
+	st.ObservedGeneration = p.Generation
+	st.Selector = resources.Selector(p)
+	st.Replicas, st.ReadyReplicas = 0, 0
+	if s.statefulSet != nil {
+		st.Replicas = s.statefulSet.Status.Replicas
+		st.ReadyReplicas = s.statefulSet.Status.ReadyReplicas
+	}
+	if pr := s.progress; pr != nil {
+		st.TopologyGeneration = pr.Topology.Generation
+		st.Partitions = int32(pr.Topology.TotalPartitions)
+		st.HeadPosition = pr.HeadPosition
+		st.Lag = pr.Lag
+		st.LagSeconds = 0
+		if !pr.OldestUnprocessed.IsZero() {
+			st.LagSeconds = int64(time.Since(pr.OldestUnprocessed) / time.Second)
+		}
+		st.PartitionStatuses = nil
+		for _, pp := range pr.Partitions {
+			st.PartitionStatuses = append(st.PartitionStatuses, v1alpha1.PartitionStatus{
+				Partition: int32(pp.PartitionKey), Position: pp.Position, Lag: pp.Lag})
+		}
+	}
+	setDegradedCondition(&st, s)
+	setProgressingCondition(&st, s)
+	setReadyCondition(&st, s)
+	return st
+}
+
+func setDegradedCondition(st *v1alpha1.ProjectionStatus, s *state) {
+	c := metav1.Condition{Type: v1alpha1.ConditionDegraded, Status: metav1.ConditionFalse,
+		Reason: v1alpha1.ReasonReconciled, Message: "the operator can do what the spec asks", ObservedGeneration: s.projection.Generation}
+	switch {
+	case s.degraded != nil:
+		c.Status, c.Reason, c.Message = metav1.ConditionTrue, s.degraded.reason, s.degraded.message
+	case s.workerFailure != nil:
+		c.Status, c.Reason, c.Message = metav1.ConditionTrue, s.workerFailure.reason, s.workerFailure.message
+	}
+	meta.SetStatusCondition(&st.Conditions, c)
+}
+
+func setProgressingCondition(st *v1alpha1.ProjectionStatus, s *state) {
+	c := metav1.Condition{Type: v1alpha1.ConditionProgressing, Status: metav1.ConditionFalse,
+		Reason: v1alpha1.ReasonRolledOut, ObservedGeneration: s.projection.Generation,
+		Message: fmt.Sprintf("%d of %d worker pods exist", st.Replicas, s.desired)}
+	sts := s.statefulSet
+	if sts == nil || s.replicas != s.desired || sts.Status.ObservedGeneration < sts.Generation ||
+		st.Replicas != s.desired || st.ReadyReplicas != s.desired {
+		c.Status, c.Reason = metav1.ConditionTrue, v1alpha1.ReasonScaling
+		c.Message = fmt.Sprintf("%d of %d worker pods ready", st.ReadyReplicas, s.desired)
+	}
+	meta.SetStatusCondition(&st.Conditions, c)
+}
+
+func setReadyCondition(st *v1alpha1.ProjectionStatus, s *state) {
+	c := metav1.Condition{Type: v1alpha1.ConditionReady, ObservedGeneration: s.projection.Generation}
+	switch {
+	case s.desired == 0:
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, v1alpha1.ReasonPaused, "replicas is 0: the projection is paused"
+	case s.degraded != nil:
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, s.degraded.reason, s.degraded.message
+	case st.ReadyReplicas == s.desired && st.Replicas == s.desired && st.Partitions == s.desired:
+		c.Status, c.Reason = metav1.ConditionTrue, v1alpha1.ReasonAllReplicasReady
+		c.Message = fmt.Sprintf("%d of %d partitions ready", st.ReadyReplicas, s.desired)
+	default:
+		c.Status, c.Reason = metav1.ConditionFalse, v1alpha1.ReasonReplicasNotReady
+		c.Message = fmt.Sprintf("%d of %d partitions ready", st.ReadyReplicas, s.desired)
+	}
+	meta.SetStatusCondition(&st.Conditions, c)
+}
+
+// emitEvents reports what this reconcile changed, after the status write.
+// Steady state emits nothing; a problem is reported when it appears or
+// changes, not on every pass.
+func (r *ProjectionReconciler) emitEvents(s *state, before []metav1.Condition) {
+	if r.Recorder == nil {
+		return
+	}
+	p := s.projection
+	if e := s.switched; e != nil {
+		r.Recorder.Eventf(p, nil, corev1.EventTypeNormal, "TopologySwitched", "SwitchTopology",
+			"switched projection %s from %d to %d partitions (topology generation %d)", p.EffectiveProjectionName(), e.from, e.to, e.generation)
+	}
+	now := meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionDegraded)
+	old := meta.FindStatusCondition(before, v1alpha1.ConditionDegraded)
+	if now != nil && now.Status == metav1.ConditionTrue && (old == nil || old.Status != now.Status || old.Reason != now.Reason) {
+		r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, now.Reason, "Reconcile", "%s", now.Message)
+	}
+	if now != nil && now.Status == metav1.ConditionFalse && old != nil && old.Status == metav1.ConditionTrue {
+		r.Recorder.Eventf(p, nil, corev1.EventTypeNormal, "Recovered", "Reconcile", "recovered from %s", old.Reason)
+	}
+}

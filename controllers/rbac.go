@@ -1,0 +1,35 @@
+package controllers
+
+// The manager's ClusterRole (config/rbac/role.yaml, written by `make
+// manifests`) is generated from these markers alone, so that every verb the
+// operator holds is listed, and justified, in one place. Least privilege:
+//
+//   - projections: read through the manager's cache (the reconciler's root
+//     type). No write to the spec: users own it.
+//   - projections/status: the one status write per pass (update, or patch for
+//     a server-side apply of the status).
+//   - projections/finalizers: update, because controller owner references
+//     set blockOwnerDeletion, which the OwnerReferencesPermissionEnforcement
+//     admission plugin allows only to who may update the owner's finalizers.
+//   - statefulsets, services: the children, written by server-side apply
+//     (patch; create when the apply creates the object) and watched through
+//     the cache. No update and no delete: owner references let the garbage
+//     collector remove them with their Projection.
+//   - secrets: read-only, for the database connection string.
+//   - pods: read-only, to report a failing worker (its termination message)
+//     in the Degraded condition.
+//   - events.k8s.io events: mgr.GetEventRecorder writes events.k8s.io/v1
+//     Events (create; patch when an event repeats as a series).
+//
+// Leader election (a Lease and core/v1 Events in the operator's own
+// namespace) is a namespaced Role, config/rbac/leader_election_role.yaml,
+// written by hand.
+
+// +kubebuilder:rbac:groups=projectionist.dev,resources=projections,verbs=get;list;watch
+// +kubebuilder:rbac:groups=projectionist.dev,resources=projections/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=projectionist.dev,resources=projections/finalizers,verbs=update
+// +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;patch
+// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch

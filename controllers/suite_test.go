@@ -1,0 +1,162 @@
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/projectionist/projectionist/api/v1alpha1"
+	"github.com/projectionist/projectionist/controllers"
+	"github.com/projectionist/projectionist/internal/kubetest"
+	"github.com/projectionist/projectionist/internal/pgtest"
+)
+
+// The package's tests share one API server with kube-controller-manager,
+// kube-scheduler and a kwok node beside it (so StatefulSet pods are
+// created, scheduled and become Ready), one operator manager, and one
+// PostgreSQL server; each test has its own namespace and database.
+var (
+	env       *kubetest.Env
+	k8sClient client.Client
+)
+
+const workerImage = "example.invalid/projectionist:test"
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	defer pgtest.Stop()
+	var err error
+	env, err = kubetest.Start(kubetest.Options{Cluster: true})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "starting the test cluster:", err)
+		return 1
+	}
+	defer env.Stop()
+	k8sClient, err = client.New(env.Config, client.Options{Scheme: controllers.Scheme()})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	level := slog.LevelWarn
+	if os.Getenv("OPERATOR_LOG") != "" {
+		level = slog.LevelDebug
+	}
+	mgr, err := controllers.NewManager(env.Config, controllers.ManagerOptions{
+		WorkerImage:    workerImage,
+		MetricsAddr:    "0",
+		ProbeAddr:      "0",
+		StatusInterval: time.Second,
+		Logger:         slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan error, 1)
+	go func() { stopped <- mgr.Start(ctx) }()
+	code := m.Run()
+	cancel()
+	if err := <-stopped; err != nil {
+		fmt.Fprintln(os.Stderr, "operator:", err)
+		code = 1
+	}
+	return code
+}
+
+// newNamespace creates a namespace for one test.
+func newNamespace(t *testing.T) string {
+	t.Helper()
+	name := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
+	if len(name) > 50 {
+		name = name[:50]
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: strings.TrimRight(name, "-") + "-"}}
+	if err := k8sClient.Create(t.Context(), ns); err != nil {
+		t.Fatal(err)
+	}
+	return ns.Name
+}
+
+// newSecret creates Secret name in ns with data.
+func newSecret(t *testing.T, ns, name string, data map[string]string) {
+	t.Helper()
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, StringData: data}
+	if err := k8sClient.Create(t.Context(), s); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// newProjection creates a Projection reading Secret "db".
+func newProjection(t *testing.T, ns, name, projectionName string, replicas int32) *v1alpha1.Projection {
+	t.Helper()
+	p := &v1alpha1.Projection{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: v1alpha1.ProjectionSpec{
+			ProjectionName: projectionName,
+			Replicas:       ptr.To(replicas),
+			Database:       v1alpha1.DatabaseSpec{SecretRef: v1alpha1.SecretKeySelector{Name: "db"}},
+		},
+	}
+	if err := k8sClient.Create(t.Context(), p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// eventually polls cond every 50ms until it returns nil, failing the test
+// with cond's last error after timeout.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting %s for %s: %v", timeout, what, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func getProjection(t *testing.T, ns, name string) *v1alpha1.Projection {
+	t.Helper()
+	var p v1alpha1.Projection
+	if err := k8sClient.Get(t.Context(), types.NamespacedName{Namespace: ns, Name: name}, &p); err != nil {
+		t.Fatal(err)
+	}
+	return &p
+}
+
+func getStatefulSet(t *testing.T, ns, name string) (*appsv1.StatefulSet, error) {
+	var sts appsv1.StatefulSet
+	err := k8sClient.Get(t.Context(), types.NamespacedName{Namespace: ns, Name: name}, &sts)
+	return &sts, err
+}
+
+// condition returns the Projection's condition of type typ, formatted
+// "Status/Reason: message", or "" if it has none.
+func condition(p *v1alpha1.Projection, typ string) string {
+	c := meta.FindStatusCondition(p.Status.Conditions, typ)
+	if c == nil {
+		return ""
+	}
+	return fmt.Sprintf("%s/%s: %s", c.Status, c.Reason, c.Message)
+}
