@@ -13,7 +13,10 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/projectionist/projectionist/api/v1alpha1"
@@ -345,3 +348,76 @@ type noop struct{}
 
 func (noop) Name() string                                                     { return "counter" }
 func (noop) Handle(context.Context, pgx.Tx, *projection.PersistedEvent) error { return nil }
+
+// A worker that exits on an error (here: the image does not know the
+// projection) leaves its last log lines as the container's termination
+// message; the operator shows it in the Degraded condition, and clears it
+// once the worker runs. The pod stands in for a worker: its status is
+// written here, as the kubelet would, since the kwok node runs no
+// containers.
+func TestWorkerFailureIsReported(t *testing.T) {
+	ctx := t.Context()
+	ns := newNamespace(t)
+	dsn := pgtest.NewDatabase(t)
+	newSecret(t, ns, "db", map[string]string{"dsn": dsn})
+	p := newProjection(t, ns, "typo", "user_cuont", 1)
+
+	// A controller owner other than the StatefulSet keeps the StatefulSet
+	// controller from adopting and deleting it; the unmatched node
+	// selector keeps it unscheduled.
+	owner := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "owner"}}
+	if err := k8sClient.Create(ctx, owner); err != nil {
+		t.Fatal(err)
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "typo-worker-standin", Labels: resources.Labels(p),
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "ConfigMap", Name: "owner", UID: owner.UID, Controller: ptr.To(true)}}},
+		Spec: corev1.PodSpec{
+			NodeSelector: map[string]string{"nowhere": "true"},
+			Containers:   []corev1.Container{{Name: "worker", Image: "example.invalid/w:1"}},
+		},
+	}
+	if err := k8sClient.Create(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	// The scheduler writes the pod's status too: retry on conflicts.
+	setStatus := func(cs corev1.ContainerStatus) {
+		t.Helper()
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(pod), pod); err != nil {
+				return err
+			}
+			pod.Status.ContainerStatuses = []corev1.ContainerStatus{cs}
+			return k8sClient.Status().Update(ctx, pod)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	const logLine = `{"level":"ERROR","msg":"invalid worker configuration","error":"invalid worker config: unknown projection \"user_cuont\"; this worker has user_count, revenue, activity_log"}`
+	failing := corev1.ContainerStatus{
+		Name: "worker", Image: "example.invalid/w:1", ImageID: "example.invalid/w@sha256:0", RestartCount: 3,
+		State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}},
+		LastTerminationState: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
+			ExitCode: 2, Reason: "Error", Message: logLine}},
+	}
+	setStatus(failing)
+	eventually(t, 30*time.Second, "Degraded WorkerFailing", func() error {
+		got := condition(getProjection(t, ns, "typo"), v1alpha1.ConditionDegraded)
+		if !strings.HasPrefix(got, "True/"+v1alpha1.ReasonWorkerFailing+":") || !strings.Contains(got, `unknown projection \"user_cuont\"`) {
+			return fmt.Errorf("Degraded is %q", got)
+		}
+		return nil
+	})
+
+	running := failing
+	running.State = corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.Now()}}
+	running.Ready = true
+	setStatus(running)
+	eventually(t, 30*time.Second, "Degraded cleared", func() error {
+		if got := condition(getProjection(t, ns, "typo"), v1alpha1.ConditionDegraded); !strings.HasPrefix(got, "False/") {
+			return fmt.Errorf("Degraded is %q", got)
+		}
+		return nil
+	})
+}
