@@ -340,6 +340,40 @@ func TestLagMatchesCheckpoints(t *testing.T) {
 		if p.Status.LagSeconds < 0 {
 			return fmt.Errorf("lagSeconds %d", p.Status.LagSeconds)
 		}
+		if got := condition(p, v1alpha1.ConditionStalled); !strings.HasPrefix(got, "False/") {
+			return fmt.Errorf("Stalled is %q for a Projection created moments ago", got)
+		}
+		return nil
+	})
+
+	// Partition 1 runs, then falls behind and its checkpoint has not
+	// moved for longer than StalledAfter: Stalled. It catches up: not.
+	cfg.PartitionKey = 1
+	if err := projection.NewProcessor(db, store, cfg).CatchUp(ctx, noop{}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		if _, err := store.Append(ctx, db, "Counter", fmt.Sprintf("c-%d", i), projection.AnyVersion,
+			projection.Event{EventType: "Counted", Payload: []byte(`{}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.Exec(ctx, "UPDATE projection_checkpoints SET updated_at = now() - interval '5 minutes' WHERE projection_name = 'counter' AND partition_key = 1"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "Stalled", func() error {
+		if got := condition(getProjection(t, ns, "counter"), v1alpha1.ConditionStalled); !strings.HasPrefix(got, "True/"+v1alpha1.ReasonNoProgress+": partition 1 ") {
+			return fmt.Errorf("Stalled is %q", got)
+		}
+		return nil
+	})
+	if err := projection.NewProcessor(db, store, cfg).CatchUp(ctx, noop{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "not Stalled", func() error {
+		if got := condition(getProjection(t, ns, "counter"), v1alpha1.ConditionStalled); !strings.HasPrefix(got, "False/") {
+			return fmt.Errorf("Stalled is %q", got)
+		}
 		return nil
 	})
 }

@@ -32,7 +32,7 @@ func (r *ProjectionReconciler) computeStatus(s *state) v1alpha1.ProjectionStatus
 		st.Lag = pr.Lag
 		st.LagSeconds = 0
 		if !pr.OldestUnprocessed.IsZero() {
-			st.LagSeconds = int64(time.Since(pr.OldestUnprocessed) / time.Second)
+			st.LagSeconds = max(0, int64(pr.Now.Sub(pr.OldestUnprocessed)/time.Second))
 		}
 		st.PartitionStatuses = nil
 		for _, pp := range pr.Partitions {
@@ -43,6 +43,7 @@ func (r *ProjectionReconciler) computeStatus(s *state) v1alpha1.ProjectionStatus
 	setDegradedCondition(&st, s)
 	setProgressingCondition(&st, s)
 	setReadyCondition(&st, s)
+	setStalledCondition(&st, s)
 	return st
 }
 
@@ -108,4 +109,43 @@ func (r *ProjectionReconciler) emitEvents(s *state, before []metav1.Condition) {
 	if now != nil && now.Status == metav1.ConditionFalse && old != nil && old.Status == metav1.ConditionTrue {
 		r.Recorder.Eventf(p, nil, corev1.EventTypeNormal, "Recovered", "Reconcile", "recovered from %s", old.Reason)
 	}
+}
+
+// setStalledCondition says whether some partition has events to handle
+// and has not moved its checkpoint for v1alpha1.StalledAfter, on the
+// database's clock. A partition that never ran counts from the
+// Projection's creation. Without a fresh progress reading the condition
+// keeps its last value.
+func setStalledCondition(st *v1alpha1.ProjectionStatus, s *state) {
+	pr := s.progress
+	if pr == nil {
+		return
+	}
+	c := metav1.Condition{Type: v1alpha1.ConditionStalled, Status: metav1.ConditionFalse,
+		Reason: v1alpha1.ReasonProgressing, ObservedGeneration: s.projection.Generation,
+		Message: "every partition with events to handle has moved its checkpoint recently"}
+	if s.desired == 0 {
+		c.Reason, c.Message = v1alpha1.ReasonPaused, "replicas is 0: the projection is paused"
+		meta.SetStatusCondition(&st.Conditions, c)
+		return
+	}
+	for _, pp := range pr.Partitions {
+		if pp.Lag == 0 {
+			continue
+		}
+		since := pp.UpdatedAt
+		if since.IsZero() {
+			since = s.projection.CreationTimestamp.Time
+		}
+		if pr.Now.Sub(since) >= v1alpha1.StalledAfter {
+			// The message stays the same while the stall lasts, so that
+			// it does not cause a status write on every pass.
+			c.Status, c.Reason = metav1.ConditionTrue, v1alpha1.ReasonNoProgress
+			c.Message = fmt.Sprintf("partition %d has events to handle and has not moved its checkpoint for over %s: "+
+				"is its worker pod running, or is a long write transaction holding readers back?",
+				pp.PartitionKey, v1alpha1.StalledAfter)
+			break
+		}
+	}
+	meta.SetStatusCondition(&st.Conditions, c)
 }

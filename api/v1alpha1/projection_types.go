@@ -1,6 +1,8 @@
 package v1alpha1
 
 import (
+	"time"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -223,7 +225,7 @@ type ProjectionStatus struct {
 	// +listMapKey=partition
 	PartitionStatuses []PartitionStatus `json:"partitionStatuses,omitempty"`
 
-	// conditions are Ready, Progressing and Degraded.
+	// conditions are Ready, Progressing, Degraded and Stalled.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -242,7 +244,18 @@ const (
 	// asks: the Secret or its key is missing, the database is unreachable
 	// or its schema is missing, or the topology switch failed.
 	ConditionDegraded = "Degraded"
+	// ConditionStalled is True when a partition has events to handle but
+	// has not moved its checkpoint for StalledAfter: its worker is down
+	// or stuck, or a long-running write transaction holds every reader
+	// back (see the workers' projectionist_horizon_stall_seconds).
+	ConditionStalled = "Stalled"
 )
+
+// StalledAfter is how long a partition with lag may leave its checkpoint
+// unmoved before the Projection is Stalled. A working partition writes its
+// checkpoint after every batch that handles events, and about once a
+// second while it has nothing to handle.
+const StalledAfter = 2 * time.Minute
 
 // Condition reasons.
 const (
@@ -259,6 +272,8 @@ const (
 	ReasonMigrationFailed     = "SchemaMigrationFailed"
 	ReasonTopologyFailed      = "TopologySwitchFailed"
 	ReasonWorkerFailing       = "WorkerFailing"
+	ReasonNoProgress          = "NoProgress"
+	ReasonProgressing         = "CheckpointsMoving"
 )
 
 // Projection runs an event-sourcing projection as a StatefulSet of

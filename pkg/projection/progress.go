@@ -27,6 +27,9 @@ type Progress struct {
 	// OldestUnprocessed is when the oldest event some partition has still
 	// to pass was appended; zero when every partition is caught up.
 	OldestUnprocessed time.Time
+	// Now is the database server's clock when it read the progress: the
+	// times above are on that clock.
+	Now time.Time
 }
 
 // PartitionProgress is one partition's checkpoint and what lies beyond it.
@@ -61,7 +64,7 @@ type PartitionProgress struct {
 // in the processor's query, so that it keeps the ordered index scan that
 // stops at the LIMIT.
 const progressSQL = `
-	SELECT t.generation, t.total_partitions,
+	SELECT now(), t.generation, t.total_partitions,
 	       coalesce((SELECT max(global_position) FROM events), 0),
 	       k.key, c.x, c.p, c.updated_at,
 	       coalesce(passed.global_position, 0), beyond.n, beyond.oldest
@@ -103,7 +106,7 @@ func GetProgress(ctx context.Context, db DBTX, projection string) (Progress, err
 		updated, oldest *time.Time
 		passed          int64
 	)
-	_, err = pgx.ForEachRow(rows, []any{&gen, &total, &p.HeadPosition, &key, &txid, &gpos, &updated, &passed, &lag, &oldest}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&p.Now, &gen, &total, &p.HeadPosition, &key, &txid, &gpos, &updated, &passed, &lag, &oldest}, func() error {
 		if gen == nil {
 			return nil
 		}
