@@ -26,28 +26,44 @@ vet: ## Run go vet.
 	$(GO) vet ./...
 
 .PHONY: manifests
-manifests: controller-gen ## Generate the CRD (config/crd/bases) and the manager's ClusterRole (config/rbac/role.yaml) from the markers.
+manifests: controller-gen ## Generate the CRD (config/crd/bases) and the manager's ClusterRole (config/rbac/role.yaml) from the markers, and copy them into the chart.
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./api/...;./controllers/..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	@$(MAKE) --no-print-directory chart-sync
 
 .PHONY: generate
 generate: controller-gen ## Generate the API's deepcopy methods (api/v1alpha1/zz_generated.deepcopy.go).
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths="./api/..."
 
+CHART ?= charts/projectionist
+
+.PHONY: chart-sync
+chart-sync: ## Copy the CRD and the RBAC rules from config/ into the Helm chart (crds/, files/rbac/); run by manifests.
+	cp config/crd/bases/projectionist.dev_projections.yaml $(CHART)/crds/
+	cp config/rbac/role.yaml config/rbac/leader_election_role.yaml $(CHART)/files/rbac/
+
+.PHONY: helm-lint
+helm-lint: helm ## Lint the Helm chart (helm lint --strict).
+	$(HELM) lint $(CHART) --strict
+
 .PHONY: verify
-verify: manifests generate ## Fail if generated files are stale, code is unformatted, go.mod is untidy, or vet complains.
-	@out=$$(git status --porcelain -- api config); if [ -n "$$out" ]; then echo "generated files are stale or uncommitted (run make manifests generate, then commit):"; echo "$$out"; git --no-pager diff --stat -- api config; exit 1; fi
+verify: manifests generate ## Fail if generated files (including the chart's copies) are stale, code is unformatted, go.mod is untidy, or vet complains.
+	@out=$$(git status --porcelain -- api config charts); if [ -n "$$out" ]; then echo "generated files are stale or uncommitted (run make manifests generate, then commit):"; echo "$$out"; git --no-pager diff --stat -- api config charts; exit 1; fi
 	@out=$$(git ls-files -z '*.go' | xargs -0 gofmt -s -l); if [ -n "$$out" ]; then echo "unformatted files (run make fmt):"; echo "$$out"; exit 1; fi
 	$(GO) mod tidy -diff
 	$(GO) vet ./...
 
 .PHONY: test
-test: envtest-assets ## Run all tests (starts its own PostgreSQL and API servers; needs the postgresql-15 server binaries).
+test: envtest-assets helm ## Run all tests (starts its own PostgreSQL and API servers; needs the postgresql-15 server binaries).
 	KUBEBUILDER_ASSETS=$(KUBE_BIN) $(GO) test -race -count=1 $(GOTEST_FLAGS) ./...
 
 .PHONY: bench
 bench: ## Run the benchmarks (100k events; see pkg/projection/bench_test.go).
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3x -count 3 ./pkg/...
+
+.PHONY: bench-operator
+bench-operator: kube-binaries ## Time the real operator over 1000 Projections on envtest and PostgreSQL; report its peak RSS (see test/bench).
+	KUBEBUILDER_ASSETS=$(KUBE_BIN) $(GO) test -run '^$$' -bench Create1000Projections -benchtime 1x -timeout 30m ./test/bench
 
 ##@ Dependencies
 
@@ -59,6 +75,21 @@ controller-gen: ## Install controller-gen (pinned, v0.23.0) into bin/ unless tha
 	@test -x $(CONTROLLER_GEN) && $(CONTROLLER_GEN) --version | grep -qx 'Version: $(CONTROLLER_TOOLS_VERSION)' || { \
 		echo "installing controller-gen $(CONTROLLER_TOOLS_VERSION) into $(LOCALBIN)"; \
 		rm -f $(CONTROLLER_GEN) && GOBIN=$(LOCALBIN) $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION); }
+
+HELM ?= $(LOCALBIN)/helm
+HELM_VERSION ?= v3.22.0
+# The ldflags of Helm's own release build: without them `helm version` says
+# v3.22 and the default Kubernetes version of `helm template` and of the lint
+# deprecation checks is 1.20 instead of 1.37 (Helm v3.22's client-go).
+HELM_LDFLAGS ?= -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+	-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=37 \
+	-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=37
+
+.PHONY: helm
+helm: ## Install Helm (pinned, v3.22.0) into bin/ unless that version is there (a few minutes the first time).
+	@test -x $(HELM) && $(HELM) version --template '{{.Version}}' | grep -qx '$(HELM_VERSION)' || { \
+		echo "installing helm $(HELM_VERSION) into $(LOCALBIN)"; \
+		rm -f $(HELM) && GOBIN=$(LOCALBIN) $(GO) install -ldflags '$(HELM_LDFLAGS)' helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); }
 
 ##@ Build
 
@@ -76,3 +107,64 @@ envtest-assets: ## Build kube-apiserver, etcd, kubectl, kube-controller-manager,
 .PHONY: build
 build: ## Build every package and example.
 	$(GO) build ./...
+
+# Images are written as OCI image archives by hack/ociimage, without Docker
+# or a registry; `ctr -n k8s.io images import`, `docker load -i` and
+# `kind load image-archive` all take them. The Dockerfile builds the same
+# image for those who have Docker.
+#
+# VERSION is the binary's main.version and the image's tag.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+IMAGE ?= docker.io/projectionist/projectionist:$(VERSION)
+# ARCH is the images' architecture, spelled as GOARCH.
+ARCH ?= $(shell $(GO) env GOARCH)
+IMAGES_DIR ?= $(LOCALBIN)/images
+# Every file and the config carry the last commit's time, so the same binary
+# always gives the same image digest.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+# More hack/ociimage flags, e.g. CA certificates for PostgreSQL's
+# sslmode=verify-full:
+# IMAGE_FLAGS="-extra /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt"
+IMAGE_FLAGS ?=
+# The sandbox image the local cluster's containerd is pinned to (its
+# sandbox_image). registry.k8s.io/pause:3.10 is containerd 2.x's default;
+# Debian's containerd 1.6 defaults to pause:3.6, so pin it either way.
+PAUSE_IMAGE ?= registry.k8s.io/pause:3.10
+
+.PHONY: image
+image: ## Build a static linux binary (bin/linux-ARCH/projectionist) and the image archive bin/images/projectionist-VERSION.tar (+ .sha256) named IMAGE.
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(ARCH) $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" \
+		-o $(LOCALBIN)/linux-$(ARCH)/projectionist ./cmd/projectionist
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./hack/ociimage -binary $(LOCALBIN)/linux-$(ARCH)/projectionist \
+		-arch $(ARCH) -name $(IMAGE) -out $(IMAGES_DIR)/projectionist-$(VERSION).tar $(IMAGE_FLAGS)
+	cd $(IMAGES_DIR) && sha256sum projectionist-$(VERSION).tar > projectionist-$(VERSION).tar.sha256
+	@echo "load it: ctr -n k8s.io images import $(IMAGES_DIR)/projectionist-$(VERSION).tar (or docker load -i, kind load image-archive)"
+
+# The pause binary carries no VCS stamp and the image no commit time, so its
+# digest changes only with hack/pause or the Go version, and a cluster keeps
+# the sandbox image it already imported.
+.PHONY: pause-image
+pause-image: ## Build the local cluster's sandbox image bin/images/pause.tar from hack/pause, named PAUSE_IMAGE (registry.k8s.io/pause:3.10).
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(ARCH) $(GO) build -trimpath -buildvcs=false -ldflags "-s -w" \
+		-o $(LOCALBIN)/linux-$(ARCH)/pause ./hack/pause
+	SOURCE_DATE_EPOCH=0 $(GO) run ./hack/ociimage -binary $(LOCALBIN)/linux-$(ARCH)/pause -path /pause -user 65535:65535 \
+		-arch $(ARCH) -name $(PAUSE_IMAGE) -out $(IMAGES_DIR)/pause.tar
+
+##@ Local cluster
+
+# A real single-node Kubernetes cluster on this machine (no Docker needed):
+# etcd, the control plane, containerd, kubelet and kube-proxy as processes of
+# hack/local-cluster.sh, state in bin/local-cluster. `up` imports every archive
+# in bin/images (make image pause-image) plus IMAGES="a.tar b.tar".
+
+.PHONY: cluster-up
+cluster-up: pause-image ## Start the local cluster; writes bin/local-cluster/kubeconfig and bin/local-cluster/env (HOST_IP, POD_CIDR, SERVICE_CIDR, KUBECONFIG).
+	KUBE_VERSION=$(KUBE_VERSION) KUBE_BIN=$(KUBE_BIN) hack/local-cluster.sh up
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local cluster and remove every trace of it (processes, mounts, iptables chains, bridge, sysctls); safe when nothing runs.
+	KUBE_VERSION=$(KUBE_VERSION) KUBE_BIN=$(KUBE_BIN) hack/local-cluster.sh down
+
+.PHONY: cluster-status
+cluster-status: ## Show what of the local cluster runs.
+	KUBE_VERSION=$(KUBE_VERSION) KUBE_BIN=$(KUBE_BIN) hack/local-cluster.sh status

@@ -14,7 +14,7 @@ import (
 
 // defaultWorkerImage is the worker image of Projections without
 // spec.image: this binary's own release.
-func defaultWorkerImage() string { return "ghcr.io/projectionist/projectionist:" + version }
+func defaultWorkerImage() string { return "docker.io/projectionist/projectionist:" + version }
 
 func (c *cli) operator(args []string) int {
 	f := newFlags(commandHelp{
@@ -26,7 +26,7 @@ partition, switches a projection's partition count in its database before
 adding or removing pods, and reports progress and lag in each
 Projection's status. It connects to the API server in-cluster, or with
 --kubeconfig / $KUBECONFIG / ~/.kube/config outside.`,
-		examples: `  projectionist operator --leader-elect --worker-image ghcr.io/projectionist/projectionist:v0.1.0
+		examples: `  projectionist operator --leader-elect --worker-image docker.io/projectionist/projectionist:v0.1.0
   projectionist operator --kubeconfig ~/.kube/config --watch-namespace demo --metrics-addr 0`,
 	})
 	kubeconfig := f.String("kubeconfig", "", "kubeconfig file (default: in-cluster, else $KUBECONFIG, else ~/.kube/config)")

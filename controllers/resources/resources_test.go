@@ -20,7 +20,7 @@ import (
 )
 
 const (
-	defaultImage = "ghcr.io/projectionist/projectionist:v0.1.0"
+	defaultImage = "docker.io/projectionist/projectionist:v0.1.0"
 	uid          = "6f1c1f5e-8a43-4c1e-9a53-0d7b6f1e2a10"
 )
 
@@ -151,7 +151,7 @@ spec:
     spec:
       containers:
       - name: worker
-        image: ghcr.io/projectionist/projectionist:v0.1.0
+        image: docker.io/projectionist/projectionist:v0.1.0
         args: [worker]
         terminationMessagePolicy: FallbackToLogsOnError
         env:

@@ -1,0 +1,579 @@
+// Tests of the Helm chart in projectionist/: they render it with the pinned
+// Helm in bin/ (make helm) and assert on the objects it produces.
+package charts_test
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/yaml"
+)
+
+const (
+	chartDir = "projectionist"
+	release  = "test"
+	// namespace is the release namespace of every rendering.
+	namespace = "ops"
+	// fullname is the object name prefix for release "test".
+	fullname = "test-projectionist"
+	// defaultImage is image.repository:appVersion, the chart's defaults.
+	defaultImage = "docker.io/projectionist/projectionist:dev"
+)
+
+// helm returns the path of bin/helm, failing the test when it is missing.
+func helm(t *testing.T) string {
+	t.Helper()
+	path, err := filepath.Abs(filepath.Join("..", "bin", "helm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode()&0o111 == 0 {
+		t.Fatalf("%s not found or not executable: run make helm", path)
+	}
+	return path
+}
+
+// runHelm runs bin/helm with args and returns its standard output, failing
+// the test (with standard error) when it exits non-zero.
+func runHelm(t *testing.T, args ...string) []byte {
+	t.Helper()
+	cmd := exec.Command(helm(t), args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("helm %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
+	}
+	if stderr.Len() > 0 {
+		t.Errorf("helm %s wrote to stderr:\n%s", strings.Join(args, " "), stderr.String())
+	}
+	return stdout.Bytes()
+}
+
+// rendered is the output of helm template: the YAML and its objects.
+type rendered struct {
+	yaml    []byte
+	objects []object
+}
+
+// object is one rendered document.
+type object struct {
+	Kind, Name, Namespace string
+	raw                   []byte
+}
+
+// render runs helm template for release "test" in namespace "ops" with
+// values given as YAML (empty for the chart's defaults).
+func render(t *testing.T, values string) rendered {
+	t.Helper()
+	args := []string{"template", release, chartDir, "--namespace", namespace}
+	if values != "" {
+		// Not in t.TempDir(): its name holds the test's, and helm splits
+		// --values at commas.
+		dir, err := os.MkdirTemp("", "chart-values-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		file := filepath.Join(dir, "values.yaml")
+		if err := os.WriteFile(file, []byte(values), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--values", file)
+	}
+	out := runHelm(t, args...)
+	return rendered{yaml: out, objects: splitObjects(t, out)}
+}
+
+// splitObjects parses a multi-document YAML stream, skipping empty documents.
+func splitObjects(t *testing.T, stream []byte) []object {
+	t.Helper()
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(stream)))
+	var objs []object
+	for {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return objs
+		}
+		if err != nil {
+			t.Fatalf("reading rendered YAML: %v", err)
+		}
+		var meta struct {
+			Kind     string `json:"kind"`
+			Metadata struct {
+				Name      string `json:"name"`
+				Namespace string `json:"namespace"`
+			} `json:"metadata"`
+		}
+		if err := yaml.Unmarshal(doc, &meta); err != nil {
+			t.Fatalf("parsing rendered document: %v\n%s", err, doc)
+		}
+		if meta.Kind == "" {
+			continue // comments only
+		}
+		objs = append(objs, object{Kind: meta.Kind, Name: meta.Metadata.Name, Namespace: meta.Metadata.Namespace, raw: doc})
+	}
+}
+
+// get decodes the rendered object of kind and name into into, strictly (an
+// unknown field is a template mistake), failing the test when it is absent.
+func (r rendered) get(t *testing.T, kind, name string, into any) {
+	t.Helper()
+	for _, o := range r.objects {
+		if o.Kind == kind && o.Name == name {
+			if err := yaml.UnmarshalStrict(o.raw, into); err != nil {
+				t.Fatalf("decoding %s %s: %v\n%s", kind, name, err, o.raw)
+			}
+			return
+		}
+	}
+	t.Fatalf("no %s %s in the rendered chart; have %v", kind, name, r.names())
+}
+
+// has reports whether an object of kind and name was rendered.
+func (r rendered) has(kind, name string) bool {
+	return slices.ContainsFunc(r.objects, func(o object) bool { return o.Kind == kind && o.Name == name })
+}
+
+func (r rendered) names() []string {
+	var names []string
+	for _, o := range r.objects {
+		names = append(names, o.Kind+"/"+o.Name)
+	}
+	return names
+}
+
+// operator returns the rendered Deployment and its container.
+func (r rendered) operator(t *testing.T) (appsv1.Deployment, corev1.Container) {
+	t.Helper()
+	var d appsv1.Deployment
+	r.get(t, "Deployment", fullname, &d)
+	if n := len(d.Spec.Template.Spec.Containers); n != 1 {
+		t.Fatalf("Deployment has %d containers, want 1", n)
+	}
+	return d, d.Spec.Template.Spec.Containers[0]
+}
+
+// readObject decodes a YAML file of the repository (path relative to its
+// root) into into.
+func readObject(t *testing.T, path string, into any) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.UnmarshalStrict(b, into); err != nil {
+		t.Fatalf("decoding %s: %v", path, err)
+	}
+}
+
+func TestCRDIsTheGeneratedOne(t *testing.T) {
+	const name = "projectionist.dev_projections.yaml"
+	want, err := os.ReadFile(filepath.Join("..", "config", "crd", "bases", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(chartDir, "crds", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s/crds/%s differs from config/crd/bases/%s: run make manifests (or make chart-sync)\n%s",
+			chartDir, name, name, cmp.Diff(string(want), string(got)))
+	}
+	// Exactly one CRD: a stale extra file in crds/ would be installed too.
+	entries, err := os.ReadDir(filepath.Join(chartDir, "crds"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []string
+	for _, e := range entries {
+		files = append(files, e.Name())
+	}
+	if diff := cmp.Diff([]string{name}, files); diff != "" {
+		t.Errorf("files in crds/ (-want +got):\n%s", diff)
+	}
+}
+
+func TestRBACIsTheGeneratedOne(t *testing.T) {
+	r := render(t, "")
+
+	var wantManager rbacv1.ClusterRole
+	readObject(t, "config/rbac/role.yaml", &wantManager)
+	var manager rbacv1.ClusterRole
+	r.get(t, "ClusterRole", fullname+"-manager", &manager)
+	if len(wantManager.Rules) == 0 {
+		t.Fatal("config/rbac/role.yaml has no rules")
+	}
+	if diff := cmp.Diff(wantManager.Rules, manager.Rules); diff != "" {
+		t.Errorf("ClusterRole rules differ from config/rbac/role.yaml (run make manifests) (-want +got):\n%s", diff)
+	}
+
+	var wantLeader rbacv1.Role
+	readObject(t, "config/rbac/leader_election_role.yaml", &wantLeader)
+	var leader rbacv1.Role
+	r.get(t, "Role", fullname+"-leader-election", &leader)
+	if len(wantLeader.Rules) == 0 {
+		t.Fatal("config/rbac/leader_election_role.yaml has no rules")
+	}
+	if diff := cmp.Diff(wantLeader.Rules, leader.Rules); diff != "" {
+		t.Errorf("leader-election Role rules differ from config/rbac/leader_election_role.yaml (run make chart-sync) (-want +got):\n%s", diff)
+	}
+
+	// Both bindings grant their role to the operator's ServiceAccount.
+	subjects := []rbacv1.Subject{{Kind: "ServiceAccount", Name: fullname, Namespace: namespace}}
+	var crb rbacv1.ClusterRoleBinding
+	r.get(t, "ClusterRoleBinding", fullname+"-manager", &crb)
+	if diff := cmp.Diff(rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: fullname + "-manager"}, crb.RoleRef); diff != "" {
+		t.Errorf("ClusterRoleBinding roleRef (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(subjects, crb.Subjects); diff != "" {
+		t.Errorf("ClusterRoleBinding subjects (-want +got):\n%s", diff)
+	}
+	var rb rbacv1.RoleBinding
+	r.get(t, "RoleBinding", fullname+"-leader-election", &rb)
+	if diff := cmp.Diff(rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: fullname + "-leader-election"}, rb.RoleRef); diff != "" {
+		t.Errorf("RoleBinding roleRef (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(subjects, rb.Subjects); diff != "" {
+		t.Errorf("RoleBinding subjects (-want +got):\n%s", diff)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	r := render(t, "")
+
+	want := []string{
+		"ServiceAccount/" + fullname,
+		"ClusterRole/" + fullname + "-manager",
+		"ClusterRoleBinding/" + fullname + "-manager",
+		"Role/" + fullname + "-leader-election",
+		"RoleBinding/" + fullname + "-leader-election",
+		"Service/" + fullname + "-metrics",
+		"Deployment/" + fullname,
+	}
+	if diff := cmp.Diff(want, r.names(), cmpopts.SortSlices(func(a, b string) bool { return a < b })); diff != "" {
+		t.Errorf("rendered objects (-want +got):\n%s", diff)
+	}
+	for _, o := range r.objects {
+		clusterScoped := o.Kind == "ClusterRole" || o.Kind == "ClusterRoleBinding"
+		if got, want := o.Namespace, namespace; !clusterScoped && got != want {
+			t.Errorf("%s %s: namespace %q, want the release namespace %q", o.Kind, o.Name, got, want)
+		}
+	}
+
+	d, c := r.operator(t)
+	if d.Spec.Replicas == nil || *d.Spec.Replicas != 1 {
+		t.Errorf("replicas = %v, want 1", d.Spec.Replicas)
+	}
+	pod := d.Spec.Template.Spec
+	if pod.ServiceAccountName != fullname {
+		t.Errorf("serviceAccountName = %q, want %q", pod.ServiceAccountName, fullname)
+	}
+	for k, v := range d.Spec.Selector.MatchLabels {
+		if d.Spec.Template.Labels[k] != v {
+			t.Errorf("selector label %s=%s is not on the pod template (labels %v)", k, v, d.Spec.Template.Labels)
+		}
+	}
+	if c.Image != defaultImage {
+		t.Errorf("image = %q, want %q", c.Image, defaultImage)
+	}
+	if c.ImagePullPolicy != corev1.PullIfNotPresent {
+		t.Errorf("imagePullPolicy = %q, want IfNotPresent", c.ImagePullPolicy)
+	}
+	wantArgs := []string{
+		"operator",
+		"--leader-elect",
+		"--metrics-addr=:8080",
+		"--health-probe-addr=:8081",
+		"--worker-image=" + defaultImage,
+		"--log-level=info",
+	}
+	if diff := cmp.Diff(wantArgs, c.Args); diff != "" {
+		t.Errorf("args (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]corev1.EnvVar{{Name: "WORKER_IMAGE", Value: defaultImage}}, c.Env); diff != "" {
+		t.Errorf("env (-want +got):\n%s", diff)
+	}
+	wantPorts := []corev1.ContainerPort{
+		{Name: "metrics", ContainerPort: 8080, Protocol: corev1.ProtocolTCP},
+		{Name: "health", ContainerPort: 8081, Protocol: corev1.ProtocolTCP},
+	}
+	if diff := cmp.Diff(wantPorts, c.Ports); diff != "" {
+		t.Errorf("ports (-want +got):\n%s", diff)
+	}
+	probe := func(path string, delay, period int32) *corev1.Probe {
+		return &corev1.Probe{
+			ProbeHandler:        corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString("health")}},
+			InitialDelaySeconds: delay,
+			PeriodSeconds:       period,
+		}
+	}
+	if diff := cmp.Diff(probe("/healthz", 15, 20), c.LivenessProbe); diff != "" {
+		t.Errorf("livenessProbe (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(probe("/readyz", 5, 10), c.ReadinessProbe); diff != "" {
+		t.Errorf("readinessProbe (-want +got):\n%s", diff)
+	}
+
+	// The restricted Pod Security Standard.
+	yes, no := true, false
+	wantPodSC := &corev1.PodSecurityContext{
+		RunAsNonRoot:   &yes,
+		SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+	}
+	if diff := cmp.Diff(wantPodSC, pod.SecurityContext); diff != "" {
+		t.Errorf("pod securityContext (-want +got):\n%s", diff)
+	}
+	wantSC := &corev1.SecurityContext{
+		AllowPrivilegeEscalation: &no,
+		ReadOnlyRootFilesystem:   &yes,
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+	}
+	if diff := cmp.Diff(wantSC, c.SecurityContext); diff != "" {
+		t.Errorf("container securityContext (-want +got):\n%s", diff)
+	}
+
+	wantResources := corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
+		Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("500m"), corev1.ResourceMemory: resource.MustParse("256Mi")},
+	}
+	if diff := cmp.Diff(wantResources, c.Resources); diff != "" {
+		t.Errorf("resources (-want +got):\n%s", diff)
+	}
+	if pod.NodeSelector != nil || pod.Tolerations != nil || pod.Affinity != nil {
+		t.Errorf("nodeSelector %v, tolerations %v, affinity %v: want none by default", pod.NodeSelector, pod.Tolerations, pod.Affinity)
+	}
+
+	var svc corev1.Service
+	r.get(t, "Service", fullname+"-metrics", &svc)
+	if diff := cmp.Diff(d.Spec.Selector.MatchLabels, svc.Spec.Selector); diff != "" {
+		t.Errorf("metrics Service selector, against the Deployment's (-want +got):\n%s", diff)
+	}
+	wantSvcPorts := []corev1.ServicePort{{Name: "metrics", Port: 8080, TargetPort: intstr.FromString("metrics"), Protocol: corev1.ProtocolTCP}}
+	if diff := cmp.Diff(wantSvcPorts, svc.Spec.Ports); diff != "" {
+		t.Errorf("metrics Service ports (-want +got):\n%s", diff)
+	}
+}
+
+func TestValues(t *testing.T) {
+	tests := []struct {
+		name   string
+		values string
+		check  func(t *testing.T, r rendered)
+	}{{
+		name:   "image tag is also the worker image's",
+		values: "image: {tag: v1.2.3, pullPolicy: Always}",
+		check: func(t *testing.T, r rendered) {
+			_, c := r.operator(t)
+			const want = "docker.io/projectionist/projectionist:v1.2.3"
+			if c.Image != want {
+				t.Errorf("image = %q, want %q", c.Image, want)
+			}
+			if c.ImagePullPolicy != corev1.PullAlways {
+				t.Errorf("imagePullPolicy = %q, want Always", c.ImagePullPolicy)
+			}
+			wantWorker(t, c, want)
+		},
+	}, {
+		name:   "image repository is also the worker image's",
+		values: "image: {repository: registry.example/p}",
+		check: func(t *testing.T, r rendered) {
+			_, c := r.operator(t)
+			const want = "registry.example/p:dev"
+			if c.Image != want {
+				t.Errorf("image = %q, want %q", c.Image, want)
+			}
+			wantWorker(t, c, want)
+		},
+	}, {
+		name:   "worker image",
+		values: "workerImage: {repository: registry.example/workers, tag: w1}",
+		check: func(t *testing.T, r rendered) {
+			_, c := r.operator(t)
+			if c.Image != defaultImage {
+				t.Errorf("image = %q, want %q", c.Image, defaultImage)
+			}
+			wantWorker(t, c, "registry.example/workers:w1")
+		},
+	}, {
+		name:   "worker image repository with the operator's tag",
+		values: "image: {tag: v2}\nworkerImage: {repository: registry.example/workers}",
+		check: func(t *testing.T, r rendered) {
+			_, c := r.operator(t)
+			wantWorker(t, c, "registry.example/workers:v2")
+		},
+	}, {
+		name:   "watch namespace, log level, status interval",
+		values: "watchNamespace: demo\nlogLevel: debug\nstatusInterval: 30s",
+		check: func(t *testing.T, r rendered) {
+			_, c := r.operator(t)
+			for _, arg := range []string{"--watch-namespace=demo", "--log-level=debug", "--status-interval=30s"} {
+				if !slices.Contains(c.Args, arg) {
+					t.Errorf("args %q lack %s", c.Args, arg)
+				}
+			}
+		},
+	}, {
+		name:   "no watch namespace by default",
+		values: "",
+		check: func(t *testing.T, r rendered) {
+			_, c := r.operator(t)
+			for _, arg := range c.Args {
+				if strings.HasPrefix(arg, "--watch-namespace") || strings.HasPrefix(arg, "--status-interval") {
+					t.Errorf("args %q have %s", c.Args, arg)
+				}
+			}
+		},
+	}, {
+		name:   "leader election off",
+		values: "leaderElection: {enabled: false}\nreplicaCount: 1",
+		check: func(t *testing.T, r rendered) {
+			_, c := r.operator(t)
+			if slices.Contains(c.Args, "--leader-elect") {
+				t.Errorf("args %q have --leader-elect", c.Args)
+			}
+			if r.has("Role", fullname+"-leader-election") || r.has("RoleBinding", fullname+"-leader-election") {
+				t.Errorf("leader-election Role or RoleBinding rendered: %v", r.names())
+			}
+		},
+	}, {
+		name:   "replicas",
+		values: "replicaCount: 3",
+		check: func(t *testing.T, r rendered) {
+			d, _ := r.operator(t)
+			if d.Spec.Replicas == nil || *d.Spec.Replicas != 3 {
+				t.Errorf("replicas = %v, want 3", d.Spec.Replicas)
+			}
+		},
+	}, {
+		name:   "metrics port, no Service",
+		values: "metrics: {port: 9090, service: {enabled: false}}",
+		check: func(t *testing.T, r rendered) {
+			_, c := r.operator(t)
+			if !slices.Contains(c.Args, "--metrics-addr=:9090") {
+				t.Errorf("args %q lack --metrics-addr=:9090", c.Args)
+			}
+			if c.Ports[0].Name != "metrics" || c.Ports[0].ContainerPort != 9090 {
+				t.Errorf("first port = %+v, want metrics on 9090", c.Ports[0])
+			}
+			if r.has("Service", fullname+"-metrics") {
+				t.Errorf("metrics Service rendered: %v", r.names())
+			}
+		},
+	}, {
+		name: "resources",
+		values: `
+resources:
+  requests: {cpu: 100m, memory: 128Mi}
+  limits: {cpu: null, memory: 1Gi}`,
+		check: func(t *testing.T, r rendered) {
+			_, c := r.operator(t)
+			want := corev1.ResourceRequirements{
+				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")},
+				Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")},
+			}
+			if diff := cmp.Diff(want, c.Resources); diff != "" {
+				t.Errorf("resources (-want +got):\n%s", diff)
+			}
+		},
+	}, {
+		name: "scheduling and pod annotations",
+		values: `
+nodeSelector: {kubernetes.io/os: linux}
+tolerations: [{key: dedicated, operator: Equal, value: ops, effect: NoSchedule}]
+affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{matchExpressions: [{key: zone, operator: In, values: [a]}]}]}}}
+podAnnotations: {prometheus.io/scrape: "true"}`,
+		check: func(t *testing.T, r rendered) {
+			d, _ := r.operator(t)
+			pod := d.Spec.Template.Spec
+			if diff := cmp.Diff(map[string]string{"kubernetes.io/os": "linux"}, pod.NodeSelector); diff != "" {
+				t.Errorf("nodeSelector (-want +got):\n%s", diff)
+			}
+			wantTol := []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpEqual, Value: "ops", Effect: corev1.TaintEffectNoSchedule}}
+			if diff := cmp.Diff(wantTol, pod.Tolerations); diff != "" {
+				t.Errorf("tolerations (-want +got):\n%s", diff)
+			}
+			wantAff := &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
+				RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
+					MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "zone", Operator: corev1.NodeSelectorOpIn, Values: []string{"a"}}},
+				}}},
+			}}
+			if diff := cmp.Diff(wantAff, pod.Affinity); diff != "" {
+				t.Errorf("affinity (-want +got):\n%s", diff)
+			}
+			wantAnn := map[string]string{"kubectl.kubernetes.io/default-container": "manager", "prometheus.io/scrape": "true"}
+			if diff := cmp.Diff(wantAnn, d.Spec.Template.Annotations); diff != "" {
+				t.Errorf("pod annotations (-want +got):\n%s", diff)
+			}
+		},
+	}, {
+		name:   "existing ServiceAccount",
+		values: "serviceAccount: {create: false, name: ops-operator}",
+		check: func(t *testing.T, r rendered) {
+			d, _ := r.operator(t)
+			if got := d.Spec.Template.Spec.ServiceAccountName; got != "ops-operator" {
+				t.Errorf("serviceAccountName = %q, want ops-operator", got)
+			}
+			if r.has("ServiceAccount", "ops-operator") || r.has("ServiceAccount", fullname) {
+				t.Errorf("ServiceAccount rendered: %v", r.names())
+			}
+			var crb rbacv1.ClusterRoleBinding
+			r.get(t, "ClusterRoleBinding", fullname+"-manager", &crb)
+			want := []rbacv1.Subject{{Kind: "ServiceAccount", Name: "ops-operator", Namespace: namespace}}
+			if diff := cmp.Diff(want, crb.Subjects); diff != "" {
+				t.Errorf("ClusterRoleBinding subjects (-want +got):\n%s", diff)
+			}
+		},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tt.check(t, render(t, tt.values))
+		})
+	}
+}
+
+// wantWorker checks the worker image in --worker-image and $WORKER_IMAGE.
+func wantWorker(t *testing.T, c corev1.Container, want string) {
+	t.Helper()
+	if !slices.Contains(c.Args, "--worker-image="+want) {
+		t.Errorf("args %q lack --worker-image=%s", c.Args, want)
+	}
+	if diff := cmp.Diff([]corev1.EnvVar{{Name: "WORKER_IMAGE", Value: want}}, c.Env); diff != "" {
+		t.Errorf("env (-want +got):\n%s", diff)
+	}
+}
+
+func TestExistingServiceAccountNeedsAName(t *testing.T) {
+	cmd := exec.Command(helm(t), "template", release, chartDir, "--set", "serviceAccount.create=false")
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("helm template succeeded without serviceAccount.name:\n%s", out)
+	}
+	if !strings.Contains(string(out), "serviceAccount.name is required") {
+		t.Errorf("helm template failed without naming serviceAccount.name:\n%s", out)
+	}
+}
+
+func TestLint(t *testing.T) {
+	out := runHelm(t, "lint", chartDir, "--strict")
+	if !strings.Contains(string(out), "1 chart(s) linted, 0 chart(s) failed") {
+		t.Errorf("helm lint --strict:\n%s", out)
+	}
+}
