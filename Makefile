@@ -168,3 +168,37 @@ cluster-down: ## Stop the local cluster and remove every trace of it (processes,
 .PHONY: cluster-status
 cluster-status: ## Show what of the local cluster runs.
 	KUBE_VERSION=$(KUBE_VERSION) KUBE_BIN=$(KUBE_BIN) hack/local-cluster.sh status
+
+# A throwaway PostgreSQL 15 for the local cluster's pods: it listens on
+# 127.0.0.1 and on HOST_IP (which pods reach un-NATed), pg_hba allows the pod
+# CIDR, passwords everywhere. LOCAL_POSTGRES_DIR (default bin/local-postgres)
+# holds its data and env; PGPORT, HOST_IP, POD_CIDR override what
+# hack/local-postgres.sh picks.
+
+.PHONY: postgres-up
+postgres-up: ## Start a local PostgreSQL for the cluster's pods; writes bin/local-postgres/env (DATABASE_URL for the host, POD_DATABASE_URL for pods).
+	hack/local-postgres.sh start
+
+.PHONY: postgres-down
+postgres-down: ## Stop the local PostgreSQL and delete its data; safe when nothing runs.
+	hack/local-postgres.sh stop
+
+##@ End-to-end tests
+
+# The suite (test/e2e, build tag e2e) installs the chart into a fresh
+# namespace of the cluster $KUBECONFIG names and drives it with helm, kubectl
+# and `projectionist events generate`. It needs E2E_DATABASE_URL (PostgreSQL
+# as this host reaches it, a user with CREATEDB) and, when pods reach it by
+# another address, E2E_POD_DATABASE_URL; see test/e2e/main_test.go.
+E2E_IMAGE ?= $(IMAGE)
+E2E_PULL_POLICY ?= IfNotPresent
+E2E_KUBECTL ?= $(if $(wildcard $(KUBE_BIN)/kubectl),$(KUBE_BIN)/kubectl)
+
+.PHONY: test-e2e
+test-e2e: helm ## Run the end-to-end suite against $KUBECONFIG with image E2E_IMAGE (default IMAGE) and PostgreSQL E2E_DATABASE_URL / E2E_POD_DATABASE_URL.
+	E2E_IMAGE=$(E2E_IMAGE) E2E_PULL_POLICY=$(E2E_PULL_POLICY) E2E_HELM=$(HELM) E2E_KUBECTL=$(E2E_KUBECTL) \
+		$(GO) test -tags e2e -count=1 -v -timeout 30m ./test/e2e/
+
+.PHONY: test-e2e-local
+test-e2e-local: image pause-image helm ## Build the image, start the local cluster and a local PostgreSQL, run test-e2e against them, and always tear both down (hack/e2e-local.sh).
+	VERSION=$(VERSION) IMAGE=$(IMAGE) KUBE_VERSION=$(KUBE_VERSION) KUBE_BIN=$(KUBE_BIN) hack/e2e-local.sh

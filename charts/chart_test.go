@@ -327,7 +327,7 @@ func TestDefaults(t *testing.T) {
 	if diff := cmp.Diff(probe("/healthz", 15, 20), c.LivenessProbe); diff != "" {
 		t.Errorf("livenessProbe (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff(probe("/readyz", 5, 10), c.ReadinessProbe); diff != "" {
+	if diff := cmp.Diff(probe("/readyz", 0, 2), c.ReadinessProbe); diff != "" {
 		t.Errorf("readinessProbe (-want +got):\n%s", diff)
 	}
 

@@ -178,12 +178,12 @@ type PartitionStatus struct {
 type ProjectionStatus struct {
 	// replicas is the number of worker pods that exist.
 	// +optional
-	Replicas int32 `json:"replicas,omitempty"`
+	Replicas int32 `json:"replicas"`
 
 	// readyReplicas is the number of worker pods that are ready: connected
 	// to the database, inside the topology and past their first batch.
 	// +optional
-	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
+	ReadyReplicas int32 `json:"readyReplicas"`
 
 	// selector is the label selector of the worker pods, for the scale
 	// subresource (kubectl scale, HorizontalPodAutoscaler).
@@ -201,7 +201,7 @@ type ProjectionStatus struct {
 
 	// partitions is the partition count in the database.
 	// +optional
-	Partitions int32 `json:"partitions,omitempty"`
+	Partitions int32 `json:"partitions"`
 
 	// headPosition is the global position of the newest event in the
 	// database.
@@ -211,7 +211,7 @@ type ProjectionStatus struct {
 	// lag is the number of events the projection has still to pass, over
 	// all partitions.
 	// +optional
-	Lag int64 `json:"lag,omitempty"`
+	Lag int64 `json:"lag"`
 
 	// lagSeconds is the age, in whole seconds, of the oldest event the
 	// projection has still to pass; 0 when caught up.
