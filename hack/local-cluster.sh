@@ -226,6 +226,8 @@ ensure_packages() {
     printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod 755 "$policy"; made_policy=true
   fi
   local rc=0
+  # A fresh machine may have no package lists yet.
+  apt-get update -q >/dev/null || log "apt-get update failed; trying the install anyway"
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${pkgs[@]}" || rc=$?
   if $made_policy; then rm -f "$policy"; fi
   [ "$rc" -eq 0 ] || die "apt-get install failed"
