@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -41,7 +42,14 @@ type ManagerOptions struct {
 	StatusInterval time.Duration
 	// Logger receives the operator's logs. Defaults to slog.Default().
 	Logger *slog.Logger
+	// MaxConcurrentReconciles is how many Projections are reconciled at
+	// once. Defaults to DefaultMaxConcurrentReconciles.
+	MaxConcurrentReconciles int
 }
+
+// DefaultMaxConcurrentReconciles lets a reconcile waiting on the API
+// server or the database not hold up the others.
+const DefaultMaxConcurrentReconciles = 4
 
 // Scheme returns a scheme with the built-in types and the Projection API.
 func Scheme() *runtime.Scheme {
@@ -70,6 +78,9 @@ func NewManager(cfg *rest.Config, opts ManagerOptions) (ctrl.Manager, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.MaxConcurrentReconciles <= 0 {
+		opts.MaxConcurrentReconciles = DefaultMaxConcurrentReconciles
+	}
 	log := logr.FromSlogHandler(opts.Logger.Handler())
 	ctrl.SetLogger(log)
 	mo := ctrl.Options{
@@ -83,6 +94,7 @@ func NewManager(cfg *rest.Config, opts ManagerOptions) (ctrl.Manager, error) {
 		// Stepping down releases the lease at once, so a new leader takes
 		// over without waiting for it to expire.
 		LeaderElectionReleaseOnCancel: true,
+		Controller:                    config.Controller{MaxConcurrentReconciles: opts.MaxConcurrentReconciles},
 	}
 	if opts.WatchNamespace != "" {
 		mo.Cache = cache.Options{DefaultNamespaces: map[string]cache.Config{opts.WatchNamespace: {}}}

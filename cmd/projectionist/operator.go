@@ -37,6 +37,7 @@ Projection's status. It connects to the API server in-cluster, or with
 	metricsAddr := f.String("metrics-addr", ":8080", `address of /metrics, or "0" to disable`)
 	probeAddr := f.String("health-probe-addr", ":8081", "address of /healthz and /readyz")
 	interval := f.Duration("status-interval", controllers.DefaultStatusInterval, "how often a Projection's status is refreshed from its database")
+	maxReconciles := f.Int("max-concurrent-reconciles", controllers.DefaultMaxConcurrentReconciles, "how many Projections are reconciled at once")
 	logLevel := f.String("log-level", "info", "debug, info, warn or error")
 	if done, code := c.parse(f, args); done {
 		return code
@@ -50,6 +51,9 @@ Projection's status. It connects to the API server in-cluster, or with
 	}
 	if *image == "" {
 		return c.fail("operator", usagef("--worker-image is empty"))
+	}
+	if *maxReconciles < 1 {
+		return c.fail("operator", usagef("--max-concurrent-reconciles %d: must be at least 1", *maxReconciles))
 	}
 	logger := slog.New(slog.NewJSONHandler(c.stderr, &slog.HandlerOptions{Level: level}))
 
@@ -67,6 +71,7 @@ Projection's status. It connects to the API server in-cluster, or with
 		ProbeAddr:               *probeAddr,
 		StatusInterval:          *interval,
 		Logger:                  logger,
+		MaxConcurrentReconciles: *maxReconciles,
 	})
 	if err != nil {
 		return c.fail("operator", err)
@@ -76,10 +81,21 @@ Projection's status. It connects to the API server in-cluster, or with
 }
 
 func kubeConfig(path string) (*rest.Config, error) {
-	if path != "" {
-		return clientcmd.BuildConfigFromFlags("", path)
+	if path == "" {
+		return ctrl.GetConfig()
 	}
-	return ctrl.GetConfig()
+	cfg, err := clientcmd.BuildConfigFromFlags("", path)
+	if err != nil {
+		return nil, err
+	}
+	// As ctrl.GetConfig does: no client-side rate limit, the API server's
+	// priority and fairness is the limit. client-go's default (5 requests/s
+	// per resource type) caps reconciles at 5/s, fewer than 1000
+	// Projections' status refreshes need.
+	if cfg.QPS == 0 {
+		cfg.QPS = -1
+	}
+	return cfg, nil
 }
 
 func envOr(getenv func(string) string, key, def string) string {
