@@ -202,3 +202,13 @@ test-e2e: helm ## Run the end-to-end suite against $KUBECONFIG with image E2E_IM
 .PHONY: test-e2e-local
 test-e2e-local: image pause-image helm ## Build the image, start the local cluster and a local PostgreSQL, run test-e2e against them, and always tear both down (hack/e2e-local.sh).
 	VERSION=$(VERSION) IMAGE=$(IMAGE) KUBE_VERSION=$(KUBE_VERSION) KUBE_BIN=$(KUBE_BIN) hack/e2e-local.sh
+
+##@ Demo
+
+.PHONY: demo
+demo: ## Bring up cluster, PostgreSQL, operator and samples under .demo, stream events, rescale, show the read models; leaves it running (hack/demo.sh up).
+	VERSION=$(VERSION) KUBE_VERSION=$(KUBE_VERSION) KUBE_BIN=$(KUBE_BIN) hack/demo.sh up
+
+.PHONY: demo-down
+demo-down: ## Remove everything make demo started (cluster, PostgreSQL, .demo); safe when nothing runs (hack/demo.sh down).
+	KUBE_VERSION=$(KUBE_VERSION) KUBE_BIN=$(KUBE_BIN) hack/demo.sh down

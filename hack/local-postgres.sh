@@ -193,7 +193,23 @@ EOF
 # current_port: the port of the running server, from postmaster.pid.
 current_port() { sed -n 4p "$DATA/postmaster.pid"; }
 
+# install_postgres installs Debian's postgresql-15 when its server binaries
+# are missing and PG_BIN is the default, without creating or starting a
+# system cluster (the same way .ci/run does).
+install_postgres() {
+  [ "$PG_BIN" = /usr/lib/postgresql/15/bin ] && command -v apt-get >/dev/null || return 0
+  log "installing postgresql-15 (server binaries only; no system cluster is created)"
+  mkdir -p /etc/postgresql-common
+  [ -e /etc/postgresql-common/createcluster.conf ] || echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf
+  apt-get update -q >/dev/null || true
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold postgresql-15 >/dev/null
+}
+
 cmd_start() {
+  if [ ! -x "$PG_BIN/initdb" ] || [ ! -x "$PG_BIN/postgres" ]; then
+    install_postgres
+  fi
   if [ ! -x "$PG_BIN/initdb" ] || [ ! -x "$PG_BIN/postgres" ]; then
     die "no PostgreSQL server binaries in $PG_BIN: apt-get install postgresql-15 (or set PG_BIN)"
   fi
