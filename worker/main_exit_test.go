@@ -1,35 +1,16 @@
 package worker
 
 import (
-	"bytes"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/projectionist/projectionist/internal/proctest"
 	"github.com/projectionist/projectionist/pkg/projection"
 )
-
-// syncBuffer is a bytes.Buffer for several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func TestMainExitCodes(t *testing.T) {
 	dsn, pool := newDatabase(t)
@@ -53,7 +34,7 @@ func TestMainExitCodes(t *testing.T) {
 			want: []string{`"msg":"worker failed"`, evs[1].EventID.String(), "Poison"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var stderr syncBuffer
+			var stderr proctest.SyncBuffer
 			if got := exitCode(tc.args, env(tc.env), &stderr, projections); got != tc.code {
 				t.Errorf("exit code = %d, want %d", got, tc.code)
 			}
@@ -69,7 +50,7 @@ func TestMainExitCodes(t *testing.T) {
 func TestMainExitsZeroOnSIGTERM(t *testing.T) {
 	dsn, pool := newDatabase(t)
 	mustAppend(t, pool, repeat("Happened", 5)...)
-	var stderr syncBuffer
+	var stderr proctest.SyncBuffer
 	code := make(chan int, 1)
 	go func() {
 		code <- exitCode(nil, env(map[string]string{"DATABASE_URL": dsn, "TOTAL_PARTITIONS": "1", "HTTP_ADDR": "127.0.0.1:0",
@@ -102,7 +83,7 @@ func TestUnreachableDatabase(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close() // nothing listens there now
-	var logs syncBuffer
+	var logs proctest.SyncBuffer
 	cfg := Config{DatabaseURL: "postgres://alice:s3cret@" + addr + "/app?connect_timeout=5", TotalPartitions: 1, LogLevel: slog.LevelDebug}
 	cfg.Logger = cfg.newLogger(&logs)
 	r := start(t, cfg, applyOnce{name: "patient"})

@@ -19,10 +19,8 @@ package main
 // batch 1000 is under 40 MiB.
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,6 +29,7 @@ import (
 
 	"github.com/projectionist/projectionist/internal/demo"
 	"github.com/projectionist/projectionist/internal/pgtest"
+	"github.com/projectionist/projectionist/internal/proctest"
 	"github.com/projectionist/projectionist/pkg/projection"
 )
 
@@ -73,23 +72,6 @@ func benchLog(b *testing.B) string {
 		b.Fatal(benchLogErr)
 	}
 	return benchLogDSN
-}
-
-// vmHWM returns a process's peak resident set size in bytes.
-func vmHWM(pid int) (int64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			return kb * 1024, err
-		}
-	}
-	return 0, fmt.Errorf("/proc/%d/status has no VmHWM", pid)
 }
 
 func BenchmarkWorkerProcesses(b *testing.B) {
@@ -156,7 +138,7 @@ func BenchmarkWorkerProcesses(b *testing.B) {
 					elapsed += time.Since(began)
 					b.StopTimer()
 					for _, w := range workers {
-						hwm, err := vmHWM(w.pid())
+						hwm, err := proctest.PeakRSS(w.pid())
 						if err != nil {
 							b.Fatal(err)
 						}

@@ -7,7 +7,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,7 +18,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -27,26 +25,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/projectionist/projectionist/internal/demo"
+	"github.com/projectionist/projectionist/internal/proctest"
 	"github.com/projectionist/projectionist/pkg/projection"
 )
-
-// syncBuffer is a bytes.Buffer that a child's output and the test share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // process is a running projectionist binary.
 type process struct {
@@ -56,7 +37,7 @@ type process struct {
 	key  int
 	addr string
 	cmd  *exec.Cmd
-	out  *syncBuffer // stdout and stderr together
+	out  *proctest.SyncBuffer // stdout and stderr together
 	done chan struct{}
 	// state is set once done is closed.
 	state *os.ProcessState
@@ -73,7 +54,7 @@ func startProcess(tb testing.TB, name string, env map[string]string, args ...str
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	p := &process{name: name, key: -1, cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
+	p := &process{name: name, key: -1, cmd: cmd, out: &proctest.SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

@@ -35,10 +35,8 @@ package bench_test
 // where every Projection's status is refreshed every --status-interval.
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -69,6 +67,7 @@ import (
 	"github.com/projectionist/projectionist/controllers"
 	"github.com/projectionist/projectionist/internal/kubetest"
 	"github.com/projectionist/projectionist/internal/pgtest"
+	"github.com/projectionist/projectionist/internal/proctest"
 )
 
 const (
@@ -116,7 +115,7 @@ func BenchmarkCreate1000Projections(b *testing.B) {
 			b.Logf("holding the operator for %s ($BENCH_HOLD)", hold)
 			time.Sleep(hold)
 		}
-		rss, err := vmHWM(r.operator.Process.Pid)
+		rss, err := proctest.PeakRSS(r.operator.Process.Pid)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -459,26 +458,6 @@ func (r *run) logTail() string {
 	}
 	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
 	return strings.Join(lines[max(0, len(lines)-40):], "\n")
-}
-
-// vmHWM returns a process's peak resident set size in bytes.
-func vmHWM(pid int) (int64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			return kb * 1024, err
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return 0, err
-	}
-	return 0, errors.New("no VmHWM in /proc/" + strconv.Itoa(pid) + "/status")
 }
 
 // freePort returns a loopback port that was free a moment ago.

@@ -3,16 +3,16 @@
 package e2e_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/projectionist/projectionist/internal/proctest"
 )
 
 // projectionist runs the host-side projectionist binary against the run's
@@ -34,7 +34,7 @@ func projectionist(t *testing.T, db *database, args ...string) string {
 // generator is `projectionist events generate` running in the background.
 type generator struct {
 	cmd  *exec.Cmd
-	out  syncBuffer
+	out  proctest.SyncBuffer
 	done chan struct{}
 	err  error
 }
@@ -97,23 +97,6 @@ func (g *generator) stop(t *testing.T) {
 		t.Fatalf("events generate failed: %v\n%s", g.err, out)
 	}
 	t.Logf("events generate stopped:\n%s", out)
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // waitForEvents waits until n more events than now are in the log: events
