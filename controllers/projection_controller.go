@@ -5,6 +5,7 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -107,7 +108,7 @@ func (r *ProjectionReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	status := r.computeStatus(s)
 	before := p.Status.Conditions
 	if !equality.Semantic.DeepEqual(p.Status, status) {
-		patch := client.MergeFrom(p.DeepCopy())
+		patch := statusPatch{client.MergeFrom(p.DeepCopy())}
 		p.Status = status
 		if err := r.Client.Status().Patch(ctx, &p, patch); err != nil {
 			return ctrl.Result{}, fmt.Errorf("writing status: %w", err)
@@ -355,4 +356,30 @@ func (c closer) Start(ctx context.Context) error {
 	<-ctx.Done()
 	c.dbs.close()
 	return nil
+}
+
+// statusPatch is a JSON merge patch of the status that always carries
+// replicas, readyReplicas, partitions and lag. A plain merge patch from
+// the typed object leaves out fields that did not change in Go — and a
+// zero that the server has never stored is "unchanged" in Go — so a new
+// Projection's LAG column stayed empty until its lag first moved off 0.
+type statusPatch struct{ client.Patch }
+
+func (p statusPatch) Data(obj client.Object) ([]byte, error) {
+	data, err := p.Patch.Data(obj)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, err
+	}
+	st, _ := m["status"].(map[string]any)
+	if st == nil {
+		st = map[string]any{}
+		m["status"] = st
+	}
+	s := obj.(*v1alpha1.Projection).Status
+	st["replicas"], st["readyReplicas"], st["partitions"], st["lag"] = s.Replicas, s.ReadyReplicas, s.Partitions, s.Lag
+	return json.Marshal(m)
 }

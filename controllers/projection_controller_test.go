@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -81,6 +82,13 @@ func TestProjectionComesUpReady(t *testing.T) {
 	}
 	if p.Status.Selector != resources.Selector(p) || p.Status.Selector == "" {
 		t.Errorf("status.selector %q, want %q", p.Status.Selector, resources.Selector(p))
+	}
+	// The counters are stored even while they are 0: the LAG column reads
+	// 0, not blank, for a Projection that has nothing to do.
+	out, err := env.Kubectl(t.Context(), "get", "projection", "user-count", "-n", ns, "-o",
+		"jsonpath={.status.lag}/{.status.partitions}/{.status.readyReplicas}/{.status.replicas}")
+	if err != nil || out != "0/2/2/2" {
+		t.Errorf("status lag/partitions/readyReplicas/replicas as stored: %q (%v), want 0/2/2/2", out, err)
 	}
 	db, err := pgxpool.New(t.Context(), dsn)
 	if err != nil {
@@ -199,6 +207,30 @@ func TestScaleSwitchesTopologyFirst(t *testing.T) {
 	if diff := cmp.Diff(before.Spec.Template, final.Spec.Template); diff != "" {
 		t.Errorf("scaling down changed the pod template (-before +after):\n%s", diff)
 	}
+
+	// Each switch is one event that says what happened.
+	eventually(t, 10*time.Second, "TopologySwitched events", func() error {
+		var events corev1.EventList
+		if err := k8sClient.List(ctx, &events, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		var got []string
+		for _, e := range events.Items {
+			if e.Reason == "TopologySwitched" {
+				got = append(got, e.Message)
+			}
+		}
+		slices.Sort(got)
+		want := []string{
+			"set up projection activity_log in 2 partitions (topology generation 1)",
+			"switched projection activity_log from 2 to 3 partitions (topology generation 2)",
+			"switched projection activity_log from 3 to 1 partitions (topology generation 3)",
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			return fmt.Errorf("TopologySwitched messages (-want +got):\n%s", diff)
+		}
+		return nil
+	})
 }
 
 // A missing Secret, a missing key and an unreachable database each become

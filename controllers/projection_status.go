@@ -97,7 +97,10 @@ func (r *ProjectionReconciler) emitEvents(s *state, before []metav1.Condition) {
 		return
 	}
 	p := s.projection
-	if e := s.switched; e != nil {
+	if e := s.switched; e != nil && e.from == 0 {
+		r.Recorder.Eventf(p, nil, corev1.EventTypeNormal, "TopologySwitched", "SwitchTopology",
+			"set up projection %s in %d partitions (topology generation %d)", p.EffectiveProjectionName(), e.to, e.generation)
+	} else if e != nil {
 		r.Recorder.Eventf(p, nil, corev1.EventTypeNormal, "TopologySwitched", "SwitchTopology",
 			"switched projection %s from %d to %d partitions (topology generation %d)", p.EffectiveProjectionName(), e.from, e.to, e.generation)
 	}

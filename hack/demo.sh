@@ -13,12 +13,16 @@
 #  3. starts a throwaway PostgreSQL (hack/local-postgres.sh, data in
 #     .demo/postgres) that the pods reach on the host's address;
 #  4. installs the operator with the Helm chart (statusInterval 2s), creates
-#     the Secret with the pods' DSN and applies the samples user-count (2
-#     partitions) and activity-log (1 replica);
+#     the Secret with the pods' DSN and applies config/samples: user-count
+#     (2 partitions), activity-log (1) and revenue (2, batch size 500);
 #  5. appends EVENTS events at RATE/s in the background while printing the
 #     Projections' lag every 2 s, scales activity-log from 1 to 4 partitions
 #     halfway, and shows that lag stays bounded and no pod restarted;
-#  6. waits for lag 0 and prints what the read models hold.
+#  6. waits for lag 0 and prints what the read models hold, checked against
+#     the event log.
+# KUBECONFIG and DATABASE_URL for exploring afterwards are in .demo/env
+# (mode 0600; it holds the throwaway database's password, which this script
+# never prints).
 # The demo stays up afterwards for exploring; `down` removes it. A failed `up`
 # tears down on its way out unless KEEP_ON_FAILURE is set.
 #
@@ -158,6 +162,15 @@ up() {
   export DATABASE_URL
   "$PROJECTIONIST" migrate >/dev/null
   log "PostgreSQL up and migrated in $((SECONDS - t))s"
+  (
+    umask 077
+    cat >"$DEMO_DIR/env" <<EOF
+# source .demo/env: the demo's cluster and database (a throwaway password).
+export KUBECONFIG='$KUBECONFIG_FILE'
+export DATABASE_URL='$DATABASE_URL'
+export PATH='$KUBE_BIN:$(dirname "$HELM"):$(dirname "$PSQL"):$(dirname "$PROJECTIONIST")':"\$PATH"
+EOF
+  )
 
   say "installing the operator with the Helm chart into namespace $NS (statusInterval 2s; ~10-30 s)"
   t=$SECONDS
@@ -169,15 +182,17 @@ up() {
   k get deploy
   log "operator running in $((SECONDS - t))s"
 
-  say "creating the Secret projectionist-db (the pods' DSN) and applying the samples user-count (2 partitions) and activity-log (1)"
+  say "creating the Secret projectionist-db (the pods' DSN) and applying config/samples: user-count (2 partitions), activity-log (1), revenue (2)"
   k create secret generic projectionist-db --from-literal=dsn="$(pg_env POD_DATABASE_URL)" >/dev/null
-  k apply -f config/samples/projectionist_v1alpha1_projection.yaml -f config/samples/activity-log.yaml
+  k apply -k config/samples
   log "waiting for the worker pods (a few seconds)"
+  local ready=false
   for _ in $(seq 1 90); do
-    if [ "$(k get projections -o jsonpath='{range .items[*]}{.status.readyReplicas}{" "}{end}')" = "2 1 " ] \
-      || [ "$(k get projections -o jsonpath='{range .items[*]}{.status.readyReplicas}{" "}{end}')" = "1 2 " ]; then break; fi
+    if k get projections -o jsonpath='{range .items[*]}{.spec.replicas} {.status.readyReplicas}{"\n"}{end}' \
+      | awk 'NF < 2 || $1 != $2 { bad = 1 } END { exit bad || NR != 3 }'; then ready=true; break; fi
     sleep 1
   done
+  $ready || { k get projections -o wide; k describe projections; die "the worker pods did not become ready in 90 s"; }
   k get projections -o wide
   k get pods
 
@@ -212,35 +227,48 @@ up() {
   say "pods and restart counts (before the scale: ${before:-none})"
   k get pods -o custom-columns='NAME:.metadata.name,READY:.status.containerStatuses[0].ready,RESTARTS:.status.containerStatuses[0].restartCount,STARTED:.status.startTime'
 
-  say "what the read models hold"
+  local restarted
+  restarted="$(k get pods -o jsonpath='{range .items[*]}{.metadata.name} {.status.containerStatuses[0].restartCount}{"\n"}{end}' | awk '$2 != "0" { print $1 "=" $2 }')"
+  if [ -n "$restarted" ]; then
+    log "WARNING: pods restarted: $restarted (kubectl -n $NS describe pod NAME says why)"
+  else
+    log "no worker pod restarted: activity-log-0 ran through the scale"
+  fi
+
+  say "what the read models hold, against the event log"
   sql <<'EOF'
-\echo 'user_stats (user_count): users, active'
-SELECT count(*) AS users, count(*) FILTER (WHERE active) AS active FROM user_stats;
+\echo 'user_stats (user_count): one row per UserCreated event'
+SELECT (SELECT count(*) FROM user_stats) AS users,
+       (SELECT count(*) FROM user_stats WHERE active) AS active,
+       (SELECT count(*) FROM events WHERE event_type = 'UserCreated') AS user_created_events;
 SELECT user_id, email, created_at, active FROM user_stats ORDER BY user_id LIMIT 5;
-\echo 'activity_log vs events'
-SELECT (SELECT count(*) FROM activity_log) AS activity_log_rows, (SELECT count(*) FROM events) AS events;
-\echo 'activity_log by generation and partition (generation 1: 1 partition, then 4 after the scale)'
+\echo 'activity_log: one row per event, each exactly once'
+SELECT (SELECT count(*) FROM activity_log) AS activity_log_rows,
+       (SELECT count(DISTINCT event_id) FROM activity_log) AS distinct_events,
+       (SELECT count(*) FROM events) AS events;
+\echo 'activity_log by generation and partition (generation 1: 1 partition; after the scale, 4)'
 SELECT generation, total_partitions, partition_key, count(*) AS events
   FROM activity_log GROUP BY 1, 2, 3 ORDER BY 1, 2, 3;
+\echo 'revenue (two partitions, one row each): the orders and their total, against the OrderPlaced events'
+SELECT partition_key, orders, total_cents FROM revenue ORDER BY partition_key;
+SELECT (SELECT sum(orders) FROM revenue) AS orders,
+       (SELECT sum(total_cents) FROM revenue) AS total_cents,
+       (SELECT count(*) FROM events WHERE event_type = 'OrderPlaced') AS order_placed_events,
+       (SELECT sum((payload->>'amount_cents')::bigint) FROM events WHERE event_type = 'OrderPlaced') AS their_amount_cents;
 EOF
-  # The workers create every built-in read model's table; revenue fills only
-  # when a Projection with projectionName revenue runs.
-  if [ "$(sql -tAc "SELECT to_regclass('revenue') IS NOT NULL AND EXISTS (SELECT FROM revenue)")" = t ]; then
-    sql -c 'SELECT sum(orders) AS orders, sum(total_cents) AS revenue_cents FROM revenue' || true
-  else
-    echo "revenue: empty (the revenue projection is not among the samples; the generator's amount_cents above is what it would sum)"
-  fi
 
   say "the demo is up ($((SECONDS - t0))s in all) and stays up"
   cat <<EOF
-Look around:
-  export KUBECONFIG=$KUBECONFIG_FILE
-  $KUBECTL -n $NS get projections -o wide
-  $KUBECTL -n $NS get pods
-  $KUBECTL -n $NS logs deploy/$RELEASE
-  $KUBECTL -n $NS scale projection user-count --replicas=3
-  DATABASE_URL='$DATABASE_URL' $PROJECTIONIST events generate --count 5000 --rate 500
-  $PSQL '$DATABASE_URL'
+Look around (.demo/env sets KUBECONFIG, DATABASE_URL, and PATH for kubectl, helm, psql and projectionist):
+  source .demo/env
+  kubectl -n $NS get projections -o wide
+  kubectl -n $NS describe projection activity-log
+  kubectl -n $NS get pods
+  kubectl -n $NS logs deploy/$RELEASE
+  kubectl -n $NS logs activity-log-0
+  kubectl -n $NS scale projection user-count --replicas=3
+  projectionist events generate --count 5000 --rate 500
+  psql "\$DATABASE_URL" -c 'SELECT * FROM revenue'
 Logs: $DEMO_DIR/*.log, $CLUSTER_DIR/logs/
 Remove everything: make demo-down
 EOF

@@ -440,6 +440,13 @@ func TestConfigApplies(t *testing.T) {
 	if got, want := get(t, "activity-log").EffectiveProjectionName(), "activity_log"; got != want {
 		t.Errorf("sample activity-log runs projection %q; want %q", got, want)
 	}
+	r := get(t, "revenue")
+	if got, want := r.EffectiveProjectionName(), "revenue"; got != want {
+		t.Errorf("sample revenue runs projection %q; want %q", got, want)
+	}
+	if got := r.Spec.BatchSize; got == nil || *got != 500 {
+		t.Errorf("sample revenue has spec.batchSize = %v; want 500", deref(got))
+	}
 }
 
 // poll calls f until it succeeds or timeout passes, and returns its last
