@@ -430,7 +430,7 @@ func (w *worker) ready(ctx context.Context) (string, bool) {
 // outside says how an idle partition is outside its projection's topology.
 func outside(st projection.Stats) string {
 	if st.TotalPartitions == 0 {
-		return "the projection has no topology yet"
+		return "the projection has no partition count in the database yet (set TOTAL_PARTITIONS on one worker, or create a Projection resource)"
 	}
 	return fmt.Sprintf("outside the topology (generation %d has %d partitions)", st.Generation, st.TotalPartitions)
 }

@@ -283,7 +283,7 @@ func TestIdlePartitionFollowsTopology(t *testing.T) {
 			return code == http.StatusServiceUnavailable && strings.Contains(body, want)
 		}
 	}
-	waitFor(t, "not ready: no topology", readyz(`projection "followed" partition 3: idle: the projection has no topology yet`))
+	waitFor(t, "not ready: no topology", readyz(`projection "followed" partition 3: idle: the projection has no partition count in the database yet (set TOTAL_PARTITIONS on one worker, or create a Projection resource)`))
 
 	if _, err := projection.SetTopology(t.Context(), pool, "followed", 2); err != nil {
 		t.Fatal(err)

@@ -27,8 +27,8 @@ partition count recorded in the database (the operator's mode).
 
 const workerExamples = `
 Examples:
-  # One worker for everything:
-  DATABASE_URL='postgres://app@localhost:5432/app?sslmode=disable' projectionist worker
+  # One worker for everything (one partition):
+  DATABASE_URL='postgres://app@localhost:5432/app?sslmode=disable' TOTAL_PARTITIONS=1 projectionist worker
 
   # The separate-processes pattern: four partitions, one process each.
   PARTITION_KEY=0 TOTAL_PARTITIONS=4 HTTP_ADDR=:8080 projectionist worker

@@ -549,7 +549,12 @@ func (b *batcher) lockState(ctx context.Context, tx pgx.Tx) (Position, uint64, e
 }
 
 func (b *batcher) setIdle(idle bool, gen int64, total int) {
-	if idle && !b.idle {
+	if idle && !b.idle && gen == 0 {
+		b.log.Warn("projection partition idle: the projection has no partition count in the database yet; "+
+			"waiting for one (a processor with TopologyApply and TotalPartitions sets it: "+
+			"projectionist worker --total-partitions N, or the operator for a Projection resource)",
+			"generation", gen, "totalPartitions", total)
+	} else if idle && !b.idle {
 		b.log.Info("projection partition idle: outside the topology", "generation", gen, "totalPartitions", total)
 	}
 	if idle {
