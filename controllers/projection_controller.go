@@ -114,7 +114,7 @@ func (r *ProjectionReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 			return ctrl.Result{}, fmt.Errorf("writing status: %w", err)
 		}
 	}
-	r.emitEvents(s, before)
+	r.emitEvents(ctx, s, before)
 	return ctrl.Result{RequeueAfter: r.StatusInterval}, nil
 }
 

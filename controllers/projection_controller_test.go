@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -323,6 +324,29 @@ func TestBadDatabaseRecovers(t *testing.T) {
 		}
 		return nil
 	})
+
+	// The operator's log has one line per change, in order, and no
+	// password; a few more status refreshes add nothing.
+	time.Sleep(3 * time.Second)
+	var logged []string
+	for line := range strings.Lines(operatorLog.String()) {
+		var l struct{ Namespace, Reason, Msg string }
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			t.Fatalf("operator log line is not JSON: %v: %q", err, line)
+		}
+		if l.Namespace != ns || l.Reason == "" {
+			continue
+		}
+		logged = append(logged, l.Reason)
+		if strings.Contains(line, password) {
+			t.Errorf("the operator log shows the password: %s", line)
+		}
+	}
+	want := []string{v1alpha1.ReasonSecretNotFound, v1alpha1.ReasonSecretKeyNotFound, v1alpha1.ReasonDatabaseUnreachable,
+		"TopologySwitched", "Recovered"}
+	if diff := cmp.Diff(want, logged); diff != "" {
+		t.Errorf("operator log lines about the Projection, by reason (-want +got):\n%s", diff)
+	}
 }
 
 // status.lag and the per-partition positions are the checkpoints' view:

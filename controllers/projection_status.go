@@ -1,12 +1,14 @@
 package controllers
 
 import (
+	"context"
 	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/projectionist/projectionist/api/v1alpha1"
 	"github.com/projectionist/projectionist/controllers/resources"
@@ -89,28 +91,46 @@ func setReadyCondition(st *v1alpha1.ProjectionStatus, s *state) {
 	meta.SetStatusCondition(&st.Conditions, c)
 }
 
-// emitEvents reports what this reconcile changed, after the status write.
+// emitEvents reports what this reconcile changed, after the status write,
+// as Events on the Projection and as operator log lines (one per change).
 // Steady state emits nothing; a problem is reported when it appears or
 // changes, not on every pass.
-func (r *ProjectionReconciler) emitEvents(s *state, before []metav1.Condition) {
-	if r.Recorder == nil {
-		return
-	}
+func (r *ProjectionReconciler) emitEvents(ctx context.Context, s *state, before []metav1.Condition) {
 	p := s.projection
+	emit := func(eventType, reason, action, format string, args ...any) {
+		msg := fmt.Sprintf(format, args...)
+		logger := log.FromContext(ctx).WithValues("reason", reason)
+		if eventType == corev1.EventTypeWarning {
+			logger.Info("projection problem: "+msg, "severity", "warning")
+		} else {
+			logger.Info(msg)
+		}
+		if r.Recorder != nil {
+			r.Recorder.Eventf(p, nil, eventType, reason, action, "%s", msg)
+		}
+	}
 	if e := s.switched; e != nil && e.from == 0 {
-		r.Recorder.Eventf(p, nil, corev1.EventTypeNormal, "TopologySwitched", "SwitchTopology",
+		emit(corev1.EventTypeNormal, "TopologySwitched", "SwitchTopology",
 			"set up projection %s in %d partitions (topology generation %d)", p.EffectiveProjectionName(), e.to, e.generation)
 	} else if e != nil {
-		r.Recorder.Eventf(p, nil, corev1.EventTypeNormal, "TopologySwitched", "SwitchTopology",
+		emit(corev1.EventTypeNormal, "TopologySwitched", "SwitchTopology",
 			"switched projection %s from %d to %d partitions (topology generation %d)", p.EffectiveProjectionName(), e.from, e.to, e.generation)
 	}
 	now := meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionDegraded)
 	old := meta.FindStatusCondition(before, v1alpha1.ConditionDegraded)
 	if now != nil && now.Status == metav1.ConditionTrue && (old == nil || old.Status != now.Status || old.Reason != now.Reason) {
-		r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, now.Reason, "Reconcile", "%s", now.Message)
+		emit(corev1.EventTypeWarning, now.Reason, "Reconcile", "%s", now.Message)
 	}
 	if now != nil && now.Status == metav1.ConditionFalse && old != nil && old.Status == metav1.ConditionTrue {
-		r.Recorder.Eventf(p, nil, corev1.EventTypeNormal, "Recovered", "Reconcile", "recovered from %s", old.Reason)
+		emit(corev1.EventTypeNormal, "Recovered", "Reconcile", "recovered from %s", old.Reason)
+	}
+	now = meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionStalled)
+	old = meta.FindStatusCondition(before, v1alpha1.ConditionStalled)
+	if now != nil && now.Status == metav1.ConditionTrue && (old == nil || old.Status != now.Status) {
+		emit(corev1.EventTypeWarning, now.Reason, "ObserveProgress", "%s", now.Message)
+	}
+	if now != nil && now.Status == metav1.ConditionFalse && old != nil && old.Status == metav1.ConditionTrue {
+		emit(corev1.EventTypeNormal, now.Reason, "ObserveProgress", "%s", now.Message)
 	}
 }
 

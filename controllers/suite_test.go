@@ -21,6 +21,7 @@ import (
 	"github.com/projectionist/projectionist/controllers"
 	"github.com/projectionist/projectionist/internal/kubetest"
 	"github.com/projectionist/projectionist/internal/pgtest"
+	"github.com/projectionist/projectionist/internal/proctest"
 )
 
 // The package's tests share one API server with kube-controller-manager,
@@ -30,6 +31,8 @@ import (
 var (
 	env       *kubetest.Env
 	k8sClient client.Client
+	// operatorLog has the operator's log at level Info, as JSON lines.
+	operatorLog = &proctest.SyncBuffer{}
 )
 
 const workerImage = "example.invalid/projectionist:test"
@@ -61,7 +64,9 @@ func run(m *testing.M) int {
 		MetricsAddr:    "0",
 		ProbeAddr:      "0",
 		StatusInterval: time.Second,
-		Logger:         slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+		Logger: slog.New(slog.NewMultiHandler(
+			slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}),
+			slog.NewJSONHandler(operatorLog, &slog.HandlerOptions{Level: slog.LevelInfo}))),
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
