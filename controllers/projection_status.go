@@ -99,12 +99,7 @@ func (r *ProjectionReconciler) emitEvents(ctx context.Context, s *state, before 
 	p := s.projection
 	emit := func(eventType, reason, action, format string, args ...any) {
 		msg := fmt.Sprintf(format, args...)
-		logger := log.FromContext(ctx).WithValues("reason", reason)
-		if eventType == corev1.EventTypeWarning {
-			logger.Info("projection problem: "+msg, "severity", "warning")
-		} else {
-			logger.Info(msg)
-		}
+		log.FromContext(ctx).Info(msg, "event", eventType, "reason", reason)
 		if r.Recorder != nil {
 			r.Recorder.Eventf(p, nil, eventType, reason, action, "%s", msg)
 		}

@@ -120,6 +120,32 @@ all_caught_up() {
   lags | awk 'NF < 2 || $2 != "0" { bad = 1 } END { exit bad }'
 }
 
+# run_logged LOG CMD... runs CMD with its output in LOG and, while it runs,
+# shows the timestamped progress lines the hack/ scripts write ("13:02:11
+# building kube-apiserver ...") as they appear, and a line at least once a
+# minute, so a long cold build is never silent.
+run_logged() {
+  local logf=$1 pid shown=0 n start=$SECONDS quiet_since=$SECONDS
+  shift
+  "$@" >"$logf" 2>&1 &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 2
+    n=$(wc -l <"$logf")
+    if [ "$n" -gt "$shown" ]; then
+      if sed -n "$((shown + 1)),${n}p" "$logf" | grep -E '^[0-9]{2}:[0-9]{2}:[0-9]{2} ' | sed 's/^/    /' | grep .; then
+        quiet_since=$SECONDS
+      fi
+      shown=$n
+    fi
+    if [ $((SECONDS - quiet_since)) -ge 60 ]; then
+      log "still at it: $((SECONDS - start))s so far (log: $logf)"
+      quiet_since=$SECONDS
+    fi
+  done
+  wait "$pid"
+}
+
 restarts() { k get pods -o jsonpath='{range .items[*]}{.metadata.name}={.status.containerStatuses[0].restartCount} {end}'; }
 
 up() {
@@ -138,15 +164,27 @@ up() {
   chmod 755 "$DEMO_DIR"
   local t0=$SECONDS t
 
-  say "building the image, the pause image and helm (a minute or two cold, seconds when cached)"
+  say "building the projectionist image, the pause image and helm (BUILD_ESTIMATE cold, seconds when cached)"
   t=$SECONDS
-  make --no-print-directory image pause-image helm VERSION="$VERSION" >"$DEMO_DIR/build.log" 2>&1 \
+  run_logged "$DEMO_DIR/build.log" make --no-print-directory image pause-image helm VERSION="$VERSION" \
     || { tail -n 30 "$DEMO_DIR/build.log"; die "build failed (log: $DEMO_DIR/build.log)"; }
   log "built in $((SECONDS - t))s: image $IMAGE_REPO:$VERSION"
 
-  say "starting a single-node Kubernetes cluster: etcd, control plane, containerd, kubelet, kube-proxy as local processes (~15-60 s; building the Kubernetes binaries first takes ~10-30 min on a cold machine, seconds when cached)"
+  local b missing=()
+  for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl; do
+    [ -x "$KUBE_BIN/$b" ] || missing+=("$b")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    say "building Kubernetes $KUBE_VERSION from the Go module proxy: ${missing[*]} (KUBE_ESTIMATE on 2 cores, once; cached in $KUBE_BIN)"
+    t=$SECONDS
+    run_logged "$DEMO_DIR/kube-build.log" env KUBE_VERSION="$KUBE_VERSION" hack/build-kube-binaries.sh "$KUBE_BIN" "${missing[@]}" \
+      || { tail -n 30 "$DEMO_DIR/kube-build.log"; die "building Kubernetes failed (log: $DEMO_DIR/kube-build.log)"; }
+    log "Kubernetes binaries built in $((SECONDS - t))s"
+  fi
+
+  say "starting a single-node Kubernetes cluster: etcd, control plane, containerd, kubelet, kube-proxy as local processes (~15-60 s)"
   t=$SECONDS
-  hack/local-cluster.sh up >"$DEMO_DIR/cluster.log" 2>&1 \
+  run_logged "$DEMO_DIR/cluster.log" hack/local-cluster.sh up \
     || { tail -n 30 "$DEMO_DIR/cluster.log"; die "cluster failed (log: $DEMO_DIR/cluster.log)"; }
   cluster_env() { sed -n "s/^$1=//p" "$CLUSTER_DIR/env" | tail -n 1; }
   KUBECONFIG_FILE="$(cluster_env KUBECONFIG)"
