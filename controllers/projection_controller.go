@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -52,6 +53,11 @@ type ProjectionReconciler struct {
 	StatusInterval time.Duration
 
 	dbs databases
+	// reported is what emitEvents last reported per Projection
+	// (types.NamespacedName -> reported): the cache may not show the
+	// previous reconcile's status write yet, and comparing against it
+	// alone would report one change twice.
+	reported sync.Map
 }
 
 // SetupWithManager registers the reconciler: it owns StatefulSets and
@@ -86,6 +92,9 @@ func (r *ProjectionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 func (r *ProjectionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var p v1alpha1.Projection
 	if err := r.Client.Get(ctx, req.NamespacedName, &p); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.reported.Delete(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !p.DeletionTimestamp.IsZero() {

@@ -432,6 +432,25 @@ func TestLagMatchesCheckpoints(t *testing.T) {
 		}
 		return nil
 	})
+	// Both changes are Events, one each.
+	eventually(t, 10*time.Second, "NoProgress and CheckpointsMoving events", func() error {
+		var events corev1.EventList
+		if err := k8sClient.List(ctx, &events, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		var got []string
+		for _, e := range events.Items {
+			if e.Reason == v1alpha1.ReasonNoProgress || e.Reason == v1alpha1.ReasonProgressing {
+				got = append(got, fmt.Sprintf("%s %s x%d", e.Type, e.Reason, max(e.Count, 1)))
+			}
+		}
+		slices.Sort(got)
+		want := []string{"Normal CheckpointsMoving x1", "Warning NoProgress x1"}
+		if diff := cmp.Diff(want, got); diff != "" {
+			return fmt.Errorf("Stalled events (-want +got):\n%s", diff)
+		}
+		return nil
+	})
 }
 
 type noop struct{}

@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/projectionist/projectionist/api/v1alpha1"
@@ -111,22 +112,40 @@ func (r *ProjectionReconciler) emitEvents(ctx context.Context, s *state, before 
 		emit(corev1.EventTypeNormal, "TopologySwitched", "SwitchTopology",
 			"switched projection %s from %d to %d partitions (topology generation %d)", p.EffectiveProjectionName(), e.from, e.to, e.generation)
 	}
-	now := meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionDegraded)
-	old := meta.FindStatusCondition(before, v1alpha1.ConditionDegraded)
-	if now != nil && now.Status == metav1.ConditionTrue && (old == nil || old.Status != now.Status || old.Reason != now.Reason) {
-		emit(corev1.EventTypeWarning, now.Reason, "Reconcile", "%s", now.Message)
+	key := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
+	old := reportedOf(before)
+	if v, ok := r.reported.Load(key); ok {
+		old = v.(reported)
 	}
-	if now != nil && now.Status == metav1.ConditionFalse && old != nil && old.Status == metav1.ConditionTrue {
-		emit(corev1.EventTypeNormal, "Recovered", "Reconcile", "recovered from %s", old.Reason)
+	now := reportedOf(p.Status.Conditions)
+	r.reported.Store(key, now)
+	if now.degraded != nil && now.degraded.Status == metav1.ConditionTrue &&
+		(old.degraded == nil || old.degraded.Status != metav1.ConditionTrue || old.degraded.Reason != now.degraded.Reason) {
+		emit(corev1.EventTypeWarning, now.degraded.Reason, "Reconcile", "%s", now.degraded.Message)
 	}
-	now = meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionStalled)
-	old = meta.FindStatusCondition(before, v1alpha1.ConditionStalled)
-	if now != nil && now.Status == metav1.ConditionTrue && (old == nil || old.Status != now.Status) {
-		emit(corev1.EventTypeWarning, now.Reason, "ObserveProgress", "%s", now.Message)
+	if now.degraded != nil && now.degraded.Status == metav1.ConditionFalse && old.degraded != nil && old.degraded.Status == metav1.ConditionTrue {
+		emit(corev1.EventTypeNormal, "Recovered", "Reconcile", "recovered from %s", old.degraded.Reason)
 	}
-	if now != nil && now.Status == metav1.ConditionFalse && old != nil && old.Status == metav1.ConditionTrue {
-		emit(corev1.EventTypeNormal, now.Reason, "ObserveProgress", "%s", now.Message)
+	if now.stalled != nil && now.stalled.Status == metav1.ConditionTrue && (old.stalled == nil || old.stalled.Status != metav1.ConditionTrue) {
+		emit(corev1.EventTypeWarning, now.stalled.Reason, "ObserveProgress", "%s", now.stalled.Message)
 	}
+	if now.stalled != nil && now.stalled.Status == metav1.ConditionFalse && old.stalled != nil && old.stalled.Status == metav1.ConditionTrue {
+		emit(corev1.EventTypeNormal, now.stalled.Reason, "ObserveProgress", "%s", now.stalled.Message)
+	}
+}
+
+// reported is the part of a status that Events report changes of.
+type reported struct{ degraded, stalled *metav1.Condition }
+
+func reportedOf(conditions []metav1.Condition) reported {
+	find := func(t string) *metav1.Condition {
+		if c := meta.FindStatusCondition(conditions, t); c != nil {
+			copied := *c
+			return &copied
+		}
+		return nil
+	}
+	return reported{degraded: find(v1alpha1.ConditionDegraded), stalled: find(v1alpha1.ConditionStalled)}
 }
 
 // setStalledCondition says whether some partition has events to handle
