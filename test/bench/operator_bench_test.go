@@ -232,8 +232,9 @@ func startRun(b *testing.B, bin string) *run {
 	go func() { _ = r.operator.Wait(); close(r.exited) }()
 	b.Logf("operator: %s %s", bin, strings.Join(args, " "))
 
-	// /readyz answers before the operator's informers have synced, and a
-	// Projection created before then arrives in the initial list, which
+	// /readyz answers once the informers have synced, a moment before the
+	// controller starts its workers, and a Projection created before then
+	// arrives in the initial list, which
 	// controller-runtime's priority queue serves last: behind every other
 	// Projection's status refreshes, for minutes once those keep the
 	// workers busy. Start when the controller has started its workers, as
