@@ -241,8 +241,10 @@ const (
 	// change: pods being created or removed, or a rescale under way.
 	ConditionProgressing = "Progressing"
 	// ConditionDegraded is True when the operator cannot do what the spec
-	// asks: the Secret or its key is missing, the database is unreachable
-	// or its schema is missing, or the topology switch failed.
+	// asks: the Secret or its key is missing, the connection string is
+	// invalid, the database is unreachable or its schema cannot be brought
+	// up to date, the topology switch failed, or a worker keeps exiting
+	// with an error.
 	ConditionDegraded = "Degraded"
 	// ConditionStalled is True when a partition has events to handle but
 	// has not moved its checkpoint for StalledAfter: its worker is down

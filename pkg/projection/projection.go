@@ -14,7 +14,10 @@ type Projection interface {
 	// Handle applies one event. tx is the batch's transaction: write the
 	// read model through it and the write commits atomically with the
 	// checkpoint, so each event's effect lands exactly once. Returning an
-	// error rolls the whole batch back and stops the processor.
+	// error rolls the whole batch back; then the ErrorPolicy decides:
+	// ErrorPolicyStop (the default) stops the processor with a
+	// *HandlerError, ErrorPolicySkip and ErrorPolicyDeadLetter redo the
+	// batch without the event and go on.
 	Handle(ctx context.Context, tx pgx.Tx, event *PersistedEvent) error
 }
 
