@@ -5,6 +5,7 @@ package controllers
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,7 +17,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -58,6 +61,9 @@ type ProjectionReconciler struct {
 	// previous reconcile's status write yet, and comparing against it
 	// alone would report one change twice.
 	reported sync.Map
+	// applied is what apply last sent per child (appliedKey ->
+	// appliedObject).
+	applied sync.Map
 }
 
 // SetupWithManager registers the reconciler: it owns StatefulSets and
@@ -94,6 +100,8 @@ func (r *ProjectionReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err := r.Client.Get(ctx, req.NamespacedName, &p); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.reported.Delete(req.NamespacedName)
+			r.applied.Delete(appliedKey{"StatefulSet", req.NamespacedName})
+			r.applied.Delete(appliedKey{"Service", req.NamespacedName})
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -161,10 +169,56 @@ type poolHandle struct {
 }
 
 func (r *ProjectionReconciler) applyService(ctx context.Context, s *state) error {
-	if err := r.Client.Apply(ctx, resources.Service(s.projection), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+	svc := resources.Service(s.projection)
+	var observed corev1.Service
+	err := r.Client.Get(ctx, types.NamespacedName{Namespace: *svc.Namespace, Name: *svc.Name}, &observed)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("reading Service: %w", err)
+	}
+	if err := r.apply(ctx, s, "Service", svc, svc.ObjectMetaApplyConfiguration, observed.ResourceVersion); err != nil {
 		return fmt.Errorf("applying Service: %w", err)
 	}
 	return nil
+}
+
+// apply server-side applies obj unless the same desired object was
+// applied before and the object has not changed since (the observed
+// resourceVersion is the one that apply returned). Every status refresh
+// would otherwise send both children again: with 1000 Projections, 200
+// no-op requests a second. meta is obj's metadata, which Apply fills in
+// from the response.
+func (r *ProjectionReconciler) apply(ctx context.Context, s *state, kind string, obj runtime.ApplyConfiguration,
+	meta *metav1ac.ObjectMetaApplyConfiguration, observedVersion string) error {
+	data, err := json.Marshal(obj)
+	if err != nil {
+		return err
+	}
+	key := appliedKey{kind, types.NamespacedName{Namespace: s.projection.Namespace, Name: s.projection.Name}}
+	sum := sha256.Sum256(data)
+	if v, ok := r.applied.Load(key); ok && observedVersion != "" {
+		if last := v.(appliedObject); last.sum == sum && last.resourceVersion == observedVersion {
+			return nil
+		}
+	}
+	if err := r.Client.Apply(ctx, obj, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+		r.applied.Delete(key)
+		return err
+	}
+	if meta.ResourceVersion != nil {
+		r.applied.Store(key, appliedObject{sum: sum, resourceVersion: *meta.ResourceVersion})
+	}
+	return nil
+}
+
+// appliedKey is a child's kind and the Projection's namespace and name.
+type appliedKey struct {
+	kind       string
+	projection types.NamespacedName
+}
+
+type appliedObject struct {
+	sum             [sha256.Size]byte
+	resourceVersion string
 }
 
 func (r *ProjectionReconciler) observeStatefulSet(ctx context.Context, s *state) error {
@@ -260,7 +314,11 @@ func (r *ProjectionReconciler) applyStatefulSet(ctx context.Context, s *state) e
 	if err != nil {
 		return reconcile.TerminalError(fmt.Errorf("building StatefulSet: %w", err))
 	}
-	if err := r.Client.Apply(ctx, sts, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+	observedVersion := ""
+	if s.statefulSet != nil {
+		observedVersion = s.statefulSet.ResourceVersion
+	}
+	if err := r.apply(ctx, s, "StatefulSet", sts, sts.ObjectMetaApplyConfiguration, observedVersion); err != nil {
 		return fmt.Errorf("applying StatefulSet: %w", err)
 	}
 	return nil

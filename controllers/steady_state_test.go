@@ -1,0 +1,95 @@
+package controllers_test
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/projectionist/projectionist/api/v1alpha1"
+	"github.com/projectionist/projectionist/internal/pgtest"
+)
+
+// At steady state the status refresh (every second in these tests) sends
+// no apply requests for the children; a change to a child made by someone
+// else is still undone.
+func TestSteadyStateSendsNoApplies(t *testing.T) {
+	ns := newNamespace(t)
+	newSecret(t, ns, "db", map[string]string{"dsn": pgtest.NewDatabase(t)})
+	newProjection(t, ns, "steady", "user_count", 1)
+	eventually(t, 60*time.Second, "Ready", func() error {
+		if got := condition(getProjection(t, ns, "steady"), v1alpha1.ConditionReady); !strings.HasPrefix(got, "True/") {
+			return fmt.Errorf("Ready is %q", got)
+		}
+		return nil
+	})
+
+	before := applyRequests(t)
+	time.Sleep(4 * time.Second) // four status refreshes
+	after := applyRequests(t)
+	if before != after {
+		t.Errorf("the API server counted %v apply requests for StatefulSets and Services over 4 s of steady state, want 0", after-before)
+	}
+
+	// Someone scales the StatefulSet behind the operator's back.
+	sts, err := getStatefulSet(t, ns, "steady")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sts.Spec.Replicas = ptr.To(int32(3))
+	if err := k8sClient.Update(t.Context(), sts, client.FieldOwner("someone-else")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the StatefulSet back at 1 replica", func() error {
+		sts, err := getStatefulSet(t, ns, "steady")
+		if err != nil {
+			return err
+		}
+		if got := *sts.Spec.Replicas; got != 1 {
+			return fmt.Errorf("replicas %d", got)
+		}
+		return nil
+	})
+}
+
+// applyRequests is the API server's count of apply requests for
+// StatefulSets and Services so far (apiserver_request_total).
+func applyRequests(t *testing.T) float64 {
+	t.Helper()
+	cs, err := kubernetes.NewForConfig(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := cs.RESTClient().Get().AbsPath("/metrics").DoRaw(t.Context())
+	if err != nil {
+		t.Fatalf("reading the API server's metrics: %v", err)
+	}
+	var sum float64
+	found := false
+	sc := bufio.NewScanner(bytes.NewReader(body))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "apiserver_request_total{") || !strings.Contains(line, `verb="APPLY"`) ||
+			!(strings.Contains(line, `resource="statefulsets"`) || strings.Contains(line, `resource="services"`)) {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if err != nil {
+			t.Fatalf("metrics line %q: %v", line, err)
+		}
+		sum += v
+		found = true
+	}
+	if !found {
+		t.Fatal("the API server's metrics have no apply requests for StatefulSets or Services")
+	}
+	return sum
+}
