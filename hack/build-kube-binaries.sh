@@ -98,8 +98,13 @@ if [ ${#kube[@]} -gt 0 ]; then
     (cd "$mod" && go mod tidy 2> "$work/tidy-kubernetes.log") || { cat "$work/tidy-kubernetes.log" >&2; exit 1; }
   fi
   ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=$major -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$KUBE_VERSION"
+  i=0
   for b in "${kube[@]}"; do
-    log "building $b $KUBE_VERSION (kube-apiserver: ~9 min cold on 2 cores, seconds when cached)"
+    i=$((i + 1))
+    # Cold on 2 cores: the first binary compiles most of Kubernetes (5-11
+    # min); the next ones reuse it (seconds to 2 min each).
+    if [ "$i" -eq 1 ]; then est="the first compiles most of Kubernetes: 5-11 min cold on 2 cores"; else est="reuses the first: under 2 min"; fi
+    log "building $b $KUBE_VERSION ($i of ${#kube[@]}; $est; seconds when cached)"
     (cd "$mod" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$out/$b" "k8s.io/kubernetes/cmd/$b")
   done
 fi
