@@ -287,6 +287,7 @@ const (
 // +kubebuilder:resource:shortName=proj,categories=all
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 52 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS label of at most 52 characters starting with a letter (lowercase letters, digits and '-'), since it names the worker StatefulSet, its pods and its Service"
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,description="Why the Projection is or is not ready: AllReplicasReady, ReplicasNotReady, Paused, or the Degraded reason (SecretNotFound, DatabaseUnreachable, WorkerFailing, ...)"
 // +kubebuilder:printcolumn:name="Pods",type=integer,JSONPath=`.status.readyReplicas`,description="Ready worker pods",priority=1
 // +kubebuilder:printcolumn:name="Partitions",type=integer,JSONPath=`.status.partitions`
 // +kubebuilder:printcolumn:name="Lag",type=integer,JSONPath=`.status.lag`

@@ -403,7 +403,7 @@ func TestPrinterColumns(t *testing.T) {
 		t.Fatalf("kubectl get projections: %v\n%s", err, out)
 	}
 	header, _, _ := strings.Cut(out, "\n")
-	want := []string{"NAME", "READY", "PARTITIONS", "LAG", "AGE"}
+	want := []string{"NAME", "READY", "STATUS", "PARTITIONS", "LAG", "AGE"}
 	if diff := cmp.Diff(want, strings.Fields(header)); diff != "" {
 		t.Errorf("kubectl get projections columns (-want +got):\n%s\noutput:\n%s", diff, out)
 	}

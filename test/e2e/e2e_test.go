@@ -253,12 +253,12 @@ func (s *suite) applySample(t *testing.T, file string) {
 func (s *suite) printerColumns(t *testing.T) {
 	rows := getTable(t, "projections", "-n", s.ns)
 	t.Logf("kubectl get projections:\n%s", formatTable(rows))
-	if want := []string{"NAME", "READY", "PARTITIONS", "LAG", "AGE"}; !slices.Equal(rows[0], want) {
+	if want := []string{"NAME", "READY", "STATUS", "PARTITIONS", "LAG", "AGE"}; !slices.Equal(rows[0], want) {
 		t.Errorf("kubectl get projections: columns %v, want %v", rows[0], want)
 	}
 	want := map[string][]string{
-		"activity-log": {"activity-log", "True", "1", "0"},
-		"user-count":   {"user-count", "True", "2", "0"},
+		"activity-log": {"activity-log", "True", v1alpha1.ReasonAllReplicasReady, "1", "0"},
+		"user-count":   {"user-count", "True", v1alpha1.ReasonAllReplicasReady, "2", "0"},
 	}
 	for _, r := range rows[1:] {
 		w, ok := want[r[0]]
@@ -266,7 +266,7 @@ func (s *suite) printerColumns(t *testing.T) {
 			continue
 		}
 		delete(want, r[0])
-		if !slices.Equal(r[:4], w) || r[4] == "" {
+		if !slices.Equal(r[:5], w) || r[5] == "" {
 			t.Errorf("kubectl get projections: row %q, want %q and an age", r, w)
 		}
 	}
@@ -276,7 +276,7 @@ func (s *suite) printerColumns(t *testing.T) {
 
 	wide := getTable(t, "proj", "-n", s.ns, "-o", "wide")
 	t.Logf("kubectl get proj -o wide:\n%s", formatTable(wide))
-	if want := []string{"NAME", "READY", "PODS", "PARTITIONS", "LAG", "PROJECTION", "AGE"}; !slices.Equal(wide[0], want) {
+	if want := []string{"NAME", "READY", "STATUS", "PODS", "PARTITIONS", "LAG", "PROJECTION", "AGE"}; !slices.Equal(wide[0], want) {
 		t.Errorf("kubectl get proj -o wide: columns %v, want %v", wide[0], want)
 	}
 }
@@ -536,7 +536,11 @@ spec:
 		return nil
 	})
 	recordTiming(t, "kubectl apply of a Projection without its Secret to Degraded/SecretNotFound", time.Since(begin))
-	t.Logf("kubectl get projection %s:\n%s", name, formatTable(getTable(t, "projection", name, "-n", s.ns)))
+	rows := getTable(t, "projection", name, "-n", s.ns)
+	t.Logf("kubectl get projection %s:\n%s", name, formatTable(rows))
+	if len(rows) != 2 || len(rows[1]) < 3 || rows[1][1] != "False" || rows[1][2] != v1alpha1.ReasonSecretNotFound {
+		t.Errorf("kubectl get projection %s: want READY False and STATUS %s, got %q", name, v1alpha1.ReasonSecretNotFound, rows)
+	}
 	kubectl(t, "delete", "projection", name, "-n", s.ns, "--wait")
 }
 
