@@ -426,10 +426,13 @@ func (c closer) Start(ctx context.Context) error {
 }
 
 // statusPatch is a JSON merge patch of the status that always carries
-// replicas, readyReplicas, partitions and lag. A plain merge patch from
-// the typed object leaves out fields that did not change in Go — and a
-// zero that the server has never stored is "unchanged" in Go — so a new
-// Projection's LAG column stayed empty until its lag first moved off 0.
+// replicas and readyReplicas, and partitions and lag once the operator has
+// read them from the database (the projection has a topology). A plain
+// merge patch from the typed object leaves out fields that did not change
+// in Go — and a zero that the server has never stored is "unchanged" in
+// Go — so a new Projection's LAG column stayed empty until its lag first
+// moved off 0. Before the first reading they stay unset: a Projection
+// whose database is unreachable shows no lag rather than a lag of 0.
 type statusPatch struct{ client.Patch }
 
 func (p statusPatch) Data(obj client.Object) ([]byte, error) {
@@ -447,6 +450,9 @@ func (p statusPatch) Data(obj client.Object) ([]byte, error) {
 		m["status"] = st
 	}
 	s := obj.(*v1alpha1.Projection).Status
-	st["replicas"], st["readyReplicas"], st["partitions"], st["lag"] = s.Replicas, s.ReadyReplicas, s.Partitions, s.Lag
+	st["replicas"], st["readyReplicas"] = s.Replicas, s.ReadyReplicas
+	if s.TopologyGeneration > 0 {
+		st["partitions"], st["lag"] = s.Partitions, s.Lag
+	}
 	return json.Marshal(m)
 }

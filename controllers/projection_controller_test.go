@@ -255,11 +255,20 @@ func TestBadDatabaseRecovers(t *testing.T) {
 		if got := condition(p, v1alpha1.ConditionReady); !strings.HasPrefix(got, "False/") {
 			t.Errorf("Ready is %q while Degraded %s", got, reason)
 		}
+		if got := condition(p, v1alpha1.ConditionProgressing); !strings.HasPrefix(got, "False/"+v1alpha1.ReasonBlocked+": 0 of 1 worker pods exist") {
+			t.Errorf("Progressing is %q while Degraded %s blocks the first pod", got, reason)
+		}
 		return p
 	}
 	p := waitDegraded(v1alpha1.ReasonSecretNotFound)
 	if msg := condition(p, v1alpha1.ConditionDegraded); !strings.Contains(msg, `Secret "db" not found`) {
 		t.Errorf("message %q does not name the Secret", msg)
+	}
+	// Never read from the database: lag and partitions are unknown, not 0.
+	out, err := env.Kubectl(ctx, "get", "projection", "user-count", "-n", ns, "-o",
+		"jsonpath={.status.lag}/{.status.partitions}/{.status.replicas}")
+	if err != nil || out != "//0" {
+		t.Errorf("status lag/partitions/replicas as stored without a database: %q (%v), want //0", out, err)
 	}
 	sts, err := getStatefulSet(t, ns, "user-count")
 	if err != nil {

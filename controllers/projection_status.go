@@ -67,7 +67,13 @@ func setProgressingCondition(st *v1alpha1.ProjectionStatus, s *state) {
 		Reason: v1alpha1.ReasonRolledOut, ObservedGeneration: s.projection.Generation,
 		Message: fmt.Sprintf("%d of %d worker pods exist", st.Replicas, s.desired)}
 	sts := s.statefulSet
-	if sts == nil || s.replicas != s.desired || sts.Status.ObservedGeneration < sts.Generation ||
+	if s.degraded != nil && s.replicas != s.desired {
+		// Not progressing: the pods stay as they are until the problem is
+		// fixed.
+		c.Reason = v1alpha1.ReasonBlocked
+		c.Message = fmt.Sprintf("%d of %d worker pods exist; the operator adds or removes none until %s is resolved (see Degraded)",
+			st.Replicas, s.desired, s.degraded.reason)
+	} else if sts == nil || s.replicas != s.desired || sts.Status.ObservedGeneration < sts.Generation ||
 		st.Replicas != s.desired || st.ReadyReplicas != s.desired {
 		c.Status, c.Reason = metav1.ConditionTrue, v1alpha1.ReasonScaling
 		c.Message = fmt.Sprintf("%d of %d worker pods ready", st.ReadyReplicas, s.desired)

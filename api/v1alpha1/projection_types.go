@@ -265,6 +265,7 @@ const (
 	ReasonReplicasNotReady    = "ReplicasNotReady"
 	ReasonPaused              = "Paused"
 	ReasonScaling             = "Scaling"
+	ReasonBlocked             = "Blocked"
 	ReasonRolledOut           = "RolledOut"
 	ReasonReconciled          = "Reconciled"
 	ReasonSecretNotFound      = "SecretNotFound"
