@@ -164,7 +164,7 @@ up() {
   chmod 755 "$DEMO_DIR"
   local t0=$SECONDS t
 
-  say "building the projectionist image, the pause image and helm (BUILD_ESTIMATE cold, seconds when cached)"
+  say "building the projectionist image, the pause image and helm (about 4 min on a cold machine: modules from the proxy, then compiling; seconds when cached)"
   t=$SECONDS
   run_logged "$DEMO_DIR/build.log" make --no-print-directory image pause-image helm VERSION="$VERSION" \
     || { tail -n 30 "$DEMO_DIR/build.log"; die "build failed (log: $DEMO_DIR/build.log)"; }
@@ -175,7 +175,7 @@ up() {
     [ -x "$KUBE_BIN/$b" ] || missing+=("$b")
   done
   if [ "${#missing[@]}" -gt 0 ]; then
-    say "building Kubernetes $KUBE_VERSION from the Go module proxy: ${missing[*]} (KUBE_ESTIMATE on 2 cores, once; cached in $KUBE_BIN)"
+    say "building Kubernetes $KUBE_VERSION from the Go module proxy: ${missing[*]} (about 9 min on 2 cores, once; cached in $KUBE_BIN)"
     t=$SECONDS
     run_logged "$DEMO_DIR/kube-build.log" env KUBE_VERSION="$KUBE_VERSION" hack/build-kube-binaries.sh "$KUBE_BIN" "${missing[@]}" \
       || { tail -n 30 "$DEMO_DIR/kube-build.log"; die "building Kubernetes failed (log: $DEMO_DIR/kube-build.log)"; }
