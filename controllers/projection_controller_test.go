@@ -225,7 +225,7 @@ func TestScaleSwitchesTopologyFirst(t *testing.T) {
 		want := []string{
 			"set up projection activity_log in 2 partitions (topology generation 1)",
 			"switched projection activity_log from 2 to 3 partitions (topology generation 2)",
-			"switched projection activity_log from 3 to 1 partitions (topology generation 3)",
+			"switched projection activity_log from 3 to 1 partition (topology generation 3)",
 		}
 		if diff := cmp.Diff(want, got); diff != "" {
 			return fmt.Errorf("TopologySwitched messages (-want +got):\n%s", diff)

@@ -113,10 +113,10 @@ func (r *ProjectionReconciler) emitEvents(ctx context.Context, s *state, before 
 	}
 	if e := s.switched; e != nil && e.from == 0 {
 		emit(corev1.EventTypeNormal, "TopologySwitched", "SwitchTopology",
-			"set up projection %s in %d partitions (topology generation %d)", p.EffectiveProjectionName(), e.to, e.generation)
+			"set up projection %s in %s (topology generation %d)", p.EffectiveProjectionName(), partitions(e.to), e.generation)
 	} else if e != nil {
 		emit(corev1.EventTypeNormal, "TopologySwitched", "SwitchTopology",
-			"switched projection %s from %d to %d partitions (topology generation %d)", p.EffectiveProjectionName(), e.from, e.to, e.generation)
+			"switched projection %s from %d to %s (topology generation %d)", p.EffectiveProjectionName(), e.from, partitions(e.to), e.generation)
 	}
 	key := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
 	old := reportedOf(before)
@@ -191,4 +191,12 @@ func setStalledCondition(st *v1alpha1.ProjectionStatus, s *state) {
 		}
 	}
 	meta.SetStatusCondition(&st.Conditions, c)
+}
+
+// partitions is "1 partition" or "n partitions".
+func partitions(n int) string {
+	if n == 1 {
+		return "1 partition"
+	}
+	return fmt.Sprintf("%d partitions", n)
 }

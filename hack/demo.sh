@@ -245,7 +245,7 @@ EOF
   while [ $((SECONDS - t_load)) -lt "$half" ]; do status_line; sleep 2; done
 
   before="$(restarts)"
-  say "scaling activity-log from 1 to 4 partitions while events keep coming (the operator drains, re-partitions and restarts no pod)"
+  say "scaling activity-log from 1 to 4 partitions while events keep coming (the operator switches the partition count in the database, then adds pods; none restarts)"
   k scale projection activity-log --replicas=4
   while kill -0 "$gen_pid" 2>/dev/null; do status_line; sleep 2; done
   wait "$gen_pid" || { cat "$DEMO_DIR/generator.log"; die "the event generator failed"; }
