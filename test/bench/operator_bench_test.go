@@ -33,6 +33,10 @@ package bench_test
 // $BENCH_HOLD (a duration) keeps the operator running that much longer
 // after all were observed, before its peak RSS is read: the steady state,
 // where every Projection's status is refreshed every --status-interval.
+// Over the hold the API server's own request counter
+// (apiserver_request_total) gives two more metrics: api-req/s-steady (all
+// requests but the bench's own) and apply-req/s-steady (server-side
+// applies).
 
 import (
 	"context"
@@ -57,6 +61,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -104,6 +111,7 @@ func BenchmarkCreate1000Projections(b *testing.B) {
 	b.ResetTimer()
 	var created, allSTS, allObserved time.Duration
 	var peakRSS int64
+	var steadyRequests, steadyApplies float64
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		r := startRun(b, bin)
@@ -113,7 +121,17 @@ func BenchmarkCreate1000Projections(b *testing.B) {
 		r.verify(b)
 		if hold > 0 {
 			b.Logf("holding the operator for %s ($BENCH_HOLD)", hold)
+			before := r.apiRequests(b)
 			time.Sleep(hold)
+			after := r.apiRequests(b)
+			var all float64
+			for verb, n := range after {
+				all += n - before[verb]
+			}
+			steadyRequests += all / hold.Seconds()
+			steadyApplies += (after["APPLY"] - before["APPLY"]) / hold.Seconds()
+			b.Logf("steady state: %.1f API requests/s, %.1f applies/s over %s", all/hold.Seconds(),
+				(after["APPLY"]-before["APPLY"])/hold.Seconds(), hold)
 		}
 		rss, err := proctest.PeakRSS(r.operator.Process.Pid)
 		if err != nil {
@@ -134,6 +152,50 @@ func BenchmarkCreate1000Projections(b *testing.B) {
 	b.ReportMetric(allSTS.Seconds()/n, "s-to-all-statefulsets")
 	b.ReportMetric(allObserved.Seconds()/n, "s-to-all-observed")
 	b.ReportMetric(float64(peakRSS)/mib, "MiB-peak-rss")
+	if hold > 0 {
+		b.ReportMetric(steadyRequests/n, "api-req/s-steady")
+		b.ReportMetric(steadyApplies/n, "apply-req/s-steady")
+	}
+}
+
+// apiRequests reads the API server's count of requests so far by verb
+// (apiserver_request_total; the GET that reads it is one of them).
+func (r *run) apiRequests(b *testing.B) map[string]float64 {
+	b.Helper()
+	rc, err := rest.RESTClientFor(restConfigForMetrics(r.env.Config))
+	if err != nil {
+		b.Fatal(err)
+	}
+	body, err := rc.Get().AbsPath("/metrics").DoRaw(context.Background())
+	if err != nil {
+		b.Fatalf("reading the API server's metrics: %v", err)
+	}
+	counts := map[string]float64{}
+	for line := range strings.Lines(string(body)) {
+		if !strings.HasPrefix(line, "apiserver_request_total{") {
+			continue
+		}
+		_, labels, _ := strings.Cut(line, "{")
+		verb := ""
+		if _, v, ok := strings.Cut(labels, `verb="`); ok {
+			verb, _, _ = strings.Cut(v, `"`)
+		}
+		n, err := strconv.ParseFloat(strings.TrimSpace(line[strings.LastIndexByte(line, ' ')+1:]), 64)
+		if err != nil {
+			b.Fatalf("metrics line %q: %v", line, err)
+		}
+		counts[verb] += n
+	}
+	return counts
+}
+
+// restConfigForMetrics is cfg for a plain REST client on the API server's
+// non-resource paths.
+func restConfigForMetrics(cfg *rest.Config) *rest.Config {
+	c := rest.CopyConfig(cfg)
+	c.GroupVersion = &schema.GroupVersion{}
+	c.NegotiatedSerializer = serializer.NewCodecFactory(runtime.NewScheme()).WithoutConversion()
+	return c
 }
 
 // buildOperator builds the projectionist binary.
