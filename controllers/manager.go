@@ -9,11 +9,16 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -98,8 +103,20 @@ func NewManager(cfg *rest.Config, opts ManagerOptions) (ctrl.Manager, error) {
 		LeaderElectionReleaseOnCancel: true,
 		Controller:                    config.Controller{MaxConcurrentReconciles: opts.MaxConcurrentReconciles},
 	}
+	// The informers hold only what the operator needs: Pods, StatefulSets
+	// and Services that carry the projection label (its children and
+	// their pods), not every one in the cluster; of Secrets, only metadata
+	// (see SetupWithManager).
+	hasProjection, err := labels.NewRequirement(resources.LabelProjection, selection.Exists, nil)
+	if err != nil {
+		return nil, err
+	}
+	children := cache.ByObject{Label: labels.NewSelector().Add(*hasProjection)}
+	mo.Cache.ByObject = map[client.Object]cache.ByObject{
+		&corev1.Pod{}: children, &appsv1.StatefulSet{}: children, &corev1.Service{}: children,
+	}
 	if opts.WatchNamespace != "" {
-		mo.Cache = cache.Options{DefaultNamespaces: map[string]cache.Config{opts.WatchNamespace: {}}}
+		mo.Cache.DefaultNamespaces = map[string]cache.Config{opts.WatchNamespace: {}}
 	}
 	mgr, err := ctrl.NewManager(cfg, mo)
 	if err != nil {
@@ -107,6 +124,7 @@ func NewManager(cfg *rest.Config, opts ManagerOptions) (ctrl.Manager, error) {
 	}
 	r := &ProjectionReconciler{
 		Client:         mgr.GetClient(),
+		APIReader:      mgr.GetAPIReader(),
 		Recorder:       mgr.GetEventRecorder("projectionist-operator"),
 		Options:        resources.Options{WorkerImage: opts.WorkerImage},
 		StatusInterval: opts.StatusInterval,

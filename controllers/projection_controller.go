@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
@@ -47,8 +48,12 @@ const DefaultStatusInterval = 10 * time.Second
 // ProjectionReconciler runs Projections. Create it with its exported
 // fields set and call SetupWithManager.
 type ProjectionReconciler struct {
-	Client   client.Client
-	Recorder recorder.EventRecorder
+	Client client.Client
+	// APIReader reads Secrets from the API server (the manager's
+	// GetAPIReader); the operator caches only their metadata. Defaults to
+	// Client.
+	APIReader client.Reader
+	Recorder  recorder.EventRecorder
 	// Options are the builders' operator-wide settings (the worker image).
 	Options resources.Options
 	// StatusInterval is how often status is refreshed from the database.
@@ -64,13 +69,28 @@ type ProjectionReconciler struct {
 	// applied is what apply last sent per child (appliedKey ->
 	// appliedObject).
 	applied sync.Map
+	// secrets holds the data of the Secrets Projections read, by
+	// namespace/name (types.NamespacedName -> secretData), as of a
+	// resourceVersion.
+	secrets sync.Map
+}
+
+type secretData struct {
+	resourceVersion string
+	data            map[string][]byte
 }
 
 // SetupWithManager registers the reconciler: it owns StatefulSets and
-// Services, and follows the Secrets Projections name and their pods.
+// Services, and follows the Secrets Projections name and their pods. Of
+// Secrets it watches only metadata: caching every Secret's data in the
+// cluster (Helm's release Secrets among them) would grow the operator with
+// the cluster; it reads a Secret it needs when its resourceVersion changes.
 func (r *ProjectionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.StatusInterval <= 0 {
 		r.StatusInterval = DefaultStatusInterval
+	}
+	if r.APIReader == nil {
+		r.APIReader = r.Client
 	}
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1alpha1.Projection{}, secretNameField,
 		func(o client.Object) []string {
@@ -85,7 +105,7 @@ func (r *ProjectionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&v1alpha1.Projection{}).
 		Owns(&appsv1.StatefulSet{}).
 		Owns(&corev1.Service{}).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.projectionsForSecret)).
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.projectionsForSecret)).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(projectionForPod),
 			builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 				return o.GetLabels()[resources.LabelProjection] != ""
@@ -243,8 +263,7 @@ func (r *ProjectionReconciler) connect(ctx context.Context, s *state) error {
 	if key == "" {
 		key = "dsn"
 	}
-	var secret corev1.Secret
-	err := r.Client.Get(ctx, types.NamespacedName{Namespace: s.projection.Namespace, Name: ref.Name}, &secret)
+	data, err := r.secretData(ctx, types.NamespacedName{Namespace: s.projection.Namespace, Name: ref.Name})
 	switch {
 	case apierrors.IsNotFound(err):
 		s.degraded = &problem{v1alpha1.ReasonSecretNotFound,
@@ -253,7 +272,7 @@ func (r *ProjectionReconciler) connect(ctx context.Context, s *state) error {
 	case err != nil:
 		return fmt.Errorf("reading Secret %q: %w", ref.Name, err)
 	}
-	dsn, ok := secret.Data[key]
+	dsn, ok := data[key]
 	if !ok || len(dsn) == 0 {
 		s.degraded = &problem{v1alpha1.ReasonSecretKeyNotFound,
 			fmt.Sprintf("Secret %q has no key %q (or it is empty); put the database connection string there", ref.Name, key)}
@@ -268,6 +287,32 @@ func (r *ProjectionReconciler) connect(ctx context.Context, s *state) error {
 	}
 	s.pool = poolHandle{pool: pool, dsn: string(dsn)}
 	return nil
+}
+
+// secretData returns a Secret's data: from memory while the cached
+// metadata shows the resourceVersion it was read at, else read from the
+// API server.
+func (r *ProjectionReconciler) secretData(ctx context.Context, key types.NamespacedName) (map[string][]byte, error) {
+	var m metav1.PartialObjectMetadata
+	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+	if err := r.Client.Get(ctx, key, &m); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.secrets.Delete(key)
+		}
+		return nil, err
+	}
+	if v, ok := r.secrets.Load(key); ok && v.(secretData).resourceVersion == m.ResourceVersion {
+		return v.(secretData).data, nil
+	}
+	var secret corev1.Secret
+	if err := r.APIReader.Get(ctx, key, &secret); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.secrets.Delete(key)
+		}
+		return nil, err
+	}
+	r.secrets.Store(key, secretData{resourceVersion: secret.ResourceVersion, data: secret.Data})
+	return secret.Data, nil
 }
 
 // switchTopology sets the projection's partition count in the database to

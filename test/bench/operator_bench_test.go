@@ -30,6 +30,9 @@ package bench_test
 // $BENCH_OPERATOR_FLAGS adds flags to the operator's command line (split at
 // spaces), for comparing settings; a later flag wins, so
 // "--metrics-addr 127.0.0.1:8080" serves the operator's metrics.
+// $BENCH_BIG_SECRETS=N creates N unrelated Secrets of 512 KiB each (as
+// Helm's release Secrets are) before the operator starts: its peak RSS
+// shows whether it caches Secrets it does not read.
 // $BENCH_HOLD (a duration) keeps the operator running that much longer
 // after all were observed, before its peak RSS is read: the steady state,
 // where every Projection's status is refreshed every --status-interval.
@@ -254,6 +257,7 @@ func startRun(b *testing.B, bin string) *run {
 	if err := r.client.Create(ctx, secret); err != nil {
 		b.Fatal(err)
 	}
+	createBigSecrets(b, r.client)
 	r.watched, err = cache.New(cfg, cache.Options{Scheme: controllers.Scheme(),
 		DefaultNamespaces: map[string]cache.Config{benchNamespace: {}}})
 	if err != nil {
@@ -531,4 +535,34 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// createBigSecrets creates $BENCH_BIG_SECRETS Secrets of 512 KiB of
+// random-looking data in namespace "other".
+func createBigSecrets(b *testing.B, c client.Client) {
+	b.Helper()
+	v := os.Getenv("BENCH_BIG_SECRETS")
+	if v == "" {
+		return
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		b.Fatalf("$BENCH_BIG_SECRETS %q: want a count", v)
+	}
+	ctx := context.Background()
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "other"}}); err != nil {
+		b.Fatal(err)
+	}
+	data := make([]byte, 512<<10)
+	for i := range data {
+		data[i] = byte(i*7919 + i>>8)
+	}
+	for i := range n {
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "other", Name: fmt.Sprintf("release-%03d", i)},
+			Data: map[string][]byte{"release": data}}
+		if err := c.Create(ctx, s); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Logf("created %d Secrets of 512 KiB in namespace other ($BENCH_BIG_SECRETS)", n)
 }
