@@ -123,7 +123,7 @@ all_caught_up() {
 # run_logged LOG CMD... runs CMD with its output in LOG and, while it runs,
 # shows the timestamped progress lines the hack/ scripts write ("13:02:11
 # building kube-apiserver ...") as they appear, and a line at least once a
-# minute, so a long cold build is never silent.
+# minute with the log's last line, so a long cold build is never silent.
 run_logged() {
   local logf=$1 pid shown=0 n start=$SECONDS quiet_since=$SECONDS
   shift
@@ -139,7 +139,7 @@ run_logged() {
       shown=$n
     fi
     if [ $((SECONDS - quiet_since)) -ge 60 ]; then
-      log "still at it: $((SECONDS - start))s so far (log: $logf)"
+      log "still at it: $((SECONDS - start))s so far; last: $(tail -n 1 "$logf" | cut -c1-100) (log: $logf)"
       quiet_since=$SECONDS
     fi
   done
