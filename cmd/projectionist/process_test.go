@@ -130,6 +130,19 @@ func TestSigtermMidRun(t *testing.T) {
 		workers = startPair(t, dsn, fmt.Sprintf("round %d", round), env)
 		before, _ := query(pool, "SELECT count(*) FROM activity_log")
 		waitApplied(t, pool, before+300, workers...)
+		// Both must be past start-up: a SIGTERM that arrives while the Go
+		// runtime is still initialising (before main installs its handler)
+		// kills the process, as it would any Go program. Seen once: one
+		// worker of a pair had applied 300 events while the other was not
+		// yet running main.
+		for _, w := range workers {
+			waitFor(t, time.Minute, w.name+` logging "worker started"`, func() (bool, error) {
+				if err := mustRunning(w); err != nil {
+					t.Fatal(err)
+				}
+				return len(w.logLines("worker started")) == 1, nil
+			})
+		}
 		for _, w := range workers {
 			w.signal(t, syscall.SIGTERM)
 		}
