@@ -1,19 +1,16 @@
 package controllers_test
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/projectionist/projectionist/api/v1alpha1"
+	"github.com/projectionist/projectionist/internal/kubetest"
 	"github.com/projectionist/projectionist/internal/pgtest"
 )
 
@@ -60,36 +57,12 @@ func TestSteadyStateSendsNoApplies(t *testing.T) {
 }
 
 // applyRequests is the API server's count of apply requests for
-// StatefulSets and Services so far (apiserver_request_total).
+// StatefulSets and Services so far.
 func applyRequests(t *testing.T) float64 {
 	t.Helper()
-	cs, err := kubernetes.NewForConfig(env.Config)
+	counts, err := kubetest.RequestCounts(t.Context(), env.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, err := cs.RESTClient().Get().AbsPath("/metrics").DoRaw(t.Context())
-	if err != nil {
-		t.Fatalf("reading the API server's metrics: %v", err)
-	}
-	var sum float64
-	found := false
-	sc := bufio.NewScanner(bytes.NewReader(body))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, "apiserver_request_total{") || !strings.Contains(line, `verb="APPLY"`) ||
-			!(strings.Contains(line, `resource="statefulsets"`) || strings.Contains(line, `resource="services"`)) {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-		if err != nil {
-			t.Fatalf("metrics line %q: %v", line, err)
-		}
-		sum += v
-		found = true
-	}
-	if !found {
-		t.Fatal("the API server's metrics have no apply requests for StatefulSets or Services")
-	}
-	return sum
+	return counts["APPLY statefulsets"] + counts["APPLY services"]
 }

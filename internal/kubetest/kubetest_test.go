@@ -117,6 +117,15 @@ func TestStartAPIServer(t *testing.T) {
 		t.Errorf("kubectl get of a missing ConfigMap: err = %v, want one quoting kubectl's not found", err)
 	}
 
+	// The API server counted the two creates above.
+	counts, err := RequestCounts(ctx, env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if counts["POST configmaps"] < 1 || counts["POST namespaces"] < 1 {
+		t.Errorf("RequestCounts: POST configmaps %v, POST namespaces %v, want at least 1 each", counts["POST configmaps"], counts["POST namespaces"])
+	}
+
 	// Stop removes the temp dir and is safe to call twice.
 	if err := env.Stop(); err != nil {
 		t.Fatalf("Stop: %v", err)

@@ -64,9 +64,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -124,17 +121,19 @@ func BenchmarkCreate1000Projections(b *testing.B) {
 		r.verify(b)
 		if hold > 0 {
 			b.Logf("holding the operator for %s ($BENCH_HOLD)", hold)
-			before := r.apiRequests(b)
+			before := requestCounts(b, r.env)
 			time.Sleep(hold)
-			after := r.apiRequests(b)
-			var all float64
-			for verb, n := range after {
-				all += n - before[verb]
+			after := requestCounts(b, r.env)
+			var all, applies float64
+			for key, n := range after {
+				all += n - before[key]
+				if strings.HasPrefix(key, "APPLY ") {
+					applies += n - before[key]
+				}
 			}
 			steadyRequests += all / hold.Seconds()
-			steadyApplies += (after["APPLY"] - before["APPLY"]) / hold.Seconds()
-			b.Logf("steady state: %.1f API requests/s, %.1f applies/s over %s", all/hold.Seconds(),
-				(after["APPLY"]-before["APPLY"])/hold.Seconds(), hold)
+			steadyApplies += applies / hold.Seconds()
+			b.Logf("steady state: %.1f API requests/s, %.1f applies/s over %s", all/hold.Seconds(), applies/hold.Seconds(), hold)
 		}
 		rss, err := proctest.PeakRSS(r.operator.Process.Pid)
 		if err != nil {
@@ -161,44 +160,14 @@ func BenchmarkCreate1000Projections(b *testing.B) {
 	}
 }
 
-// apiRequests reads the API server's count of requests so far by verb
-// (apiserver_request_total; the GET that reads it is one of them).
-func (r *run) apiRequests(b *testing.B) map[string]float64 {
+// requestCounts is kubetest.RequestCounts for the run's API server.
+func requestCounts(b *testing.B, env *kubetest.Env) map[string]float64 {
 	b.Helper()
-	rc, err := rest.RESTClientFor(restConfigForMetrics(r.env.Config))
+	counts, err := kubetest.RequestCounts(context.Background(), env.Config)
 	if err != nil {
 		b.Fatal(err)
 	}
-	body, err := rc.Get().AbsPath("/metrics").DoRaw(context.Background())
-	if err != nil {
-		b.Fatalf("reading the API server's metrics: %v", err)
-	}
-	counts := map[string]float64{}
-	for line := range strings.Lines(string(body)) {
-		if !strings.HasPrefix(line, "apiserver_request_total{") {
-			continue
-		}
-		_, labels, _ := strings.Cut(line, "{")
-		verb := ""
-		if _, v, ok := strings.Cut(labels, `verb="`); ok {
-			verb, _, _ = strings.Cut(v, `"`)
-		}
-		n, err := strconv.ParseFloat(strings.TrimSpace(line[strings.LastIndexByte(line, ' ')+1:]), 64)
-		if err != nil {
-			b.Fatalf("metrics line %q: %v", line, err)
-		}
-		counts[verb] += n
-	}
 	return counts
-}
-
-// restConfigForMetrics is cfg for a plain REST client on the API server's
-// non-resource paths.
-func restConfigForMetrics(cfg *rest.Config) *rest.Config {
-	c := rest.CopyConfig(cfg)
-	c.GroupVersion = &schema.GroupVersion{}
-	c.NegotiatedSerializer = serializer.NewCodecFactory(runtime.NewScheme()).WithoutConversion()
-	return c
 }
 
 // buildOperator builds the projectionist binary.
