@@ -9,12 +9,14 @@ import (
 	"log/slog"
 	"net"
 	"regexp"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/projectionist/projectionist/pkg/projection"
 )
@@ -74,6 +76,15 @@ type Config struct {
 	// logger on standard error in LogFormat at LogLevel, which masks
 	// passwords in connection strings (see [RedactDSN]).
 	Logger *slog.Logger
+	// Collectors are extra Prometheus collectors /metrics serves beside the
+	// worker's own; one that collides with another is a configuration
+	// error. Defaults to none.
+	Collectors []prometheus.Collector
+	// Version is logged when the worker starts and exported as the version
+	// label of projectionist_build_info. Defaults to the main module's
+	// version in the binary's build information ("(devel)" for a build
+	// outside a module version).
+	Version string
 }
 
 // LogFormat is the format of the default logger.
@@ -121,7 +132,7 @@ type setting struct {
 }
 
 var settings = []setting{
-	{"database-url", "DATABASE_URL", "dsn", "PostgreSQL connection string, URL or key=value (default: the PG* variables)", func(c *Config, v string) error {
+	{"database-url", EnvDatabaseURL, "dsn", "PostgreSQL connection string, URL or key=value (default: the PG* variables)", func(c *Config, v string) error {
 		if _, err := pgxpool.ParseConfig(v); err != nil {
 			// pgx says "cannot parse `<the DSN>`: <problem>"; the DSN is
 			// in the error already.
@@ -134,7 +145,7 @@ var settings = []setting{
 		c.DatabaseURL = v
 		return nil
 	}},
-	{"projection", "PROJECTION", "names", "comma-separated projections to run, each with its own checkpoint (default: all)", func(c *Config, v string) error {
+	{"projection", EnvProjection, "names", "comma-separated projections to run, each with its own checkpoint (default: all)", func(c *Config, v string) error {
 		seen := map[string]bool{}
 		for name := range strings.SplitSeq(v, ",") {
 			name = strings.TrimSpace(name)
@@ -149,24 +160,24 @@ var settings = []setting{
 		}
 		return nil
 	}},
-	{"batch-size", "BATCH_SIZE", "n", "most events per transaction (default 100)", func(c *Config, v string) (err error) {
+	{"batch-size", EnvBatchSize, "n", "most events per transaction (default 100)", func(c *Config, v string) (err error) {
 		c.BatchSize, err = parseInt(v, projection.MinBatchSize, projection.MaxBatchSize)
 		return err
 	}},
-	{"poll-interval", "POLL_INTERVAL", "duration", "wait between polls once caught up (default 100ms)", func(c *Config, v string) (err error) {
+	{"poll-interval", EnvPollInterval, "duration", "wait between polls once caught up (default 100ms)", func(c *Config, v string) (err error) {
 		c.PollInterval, err = parseDuration(v)
 		return err
 	}},
-	{"partition-key", "PARTITION_KEY", "n", "this worker's partition (default: the ordinal of POD_NAME, or 0)", func(c *Config, v string) (err error) {
+	{"partition-key", EnvPartitionKey, "n", "this worker's partition (default: the ordinal of POD_NAME, or 0)", func(c *Config, v string) (err error) {
 		c.PartitionKey, err = parseKey(v)
 		return err
 	}},
-	{"total-partitions", "TOTAL_PARTITIONS", "n", "switch to this partition count at start (default: follow the database)", func(c *Config, v string) (err error) {
+	{"total-partitions", EnvTotalPartitions, "n", "switch to this partition count at start (default: follow the database)", func(c *Config, v string) (err error) {
 		c.TotalPartitions, err = parseInt(v, 1, projection.MaxPartitions)
 		return err
 	}},
-	{"pod-name", "POD_NAME", "name", "StatefulSet pod name; its ordinal suffix is the partition key when PARTITION_KEY is unset", nil},
-	{"error-policy", "ERROR_POLICY", "policy", "what a failing Handle does: stop, skip or dead-letter (default stop)", func(c *Config, v string) error {
+	{"pod-name", EnvPodName, "name", "StatefulSet pod name; its ordinal suffix is the partition key when PARTITION_KEY is unset", nil},
+	{"error-policy", EnvErrorPolicy, "policy", "what a failing Handle does: stop, skip or dead-letter (default stop)", func(c *Config, v string) error {
 		p, err := projection.ParseErrorPolicy(v)
 		if err != nil {
 			return errors.New("must be stop, skip or dead-letter")
@@ -174,7 +185,7 @@ var settings = []setting{
 		c.ErrorPolicy = p
 		return nil
 	}},
-	{"http-addr", "HTTP_ADDR", "addr", "address of /healthz, /readyz and /metrics (default " + DefaultHTTPAddr + ")", func(c *Config, v string) error {
+	{"http-addr", EnvHTTPAddr, "addr", "address of /healthz, /readyz and /metrics (default " + DefaultHTTPAddr + ")", func(c *Config, v string) error {
 		if _, _, err := net.SplitHostPort(v); err != nil {
 			return errors.New("must be host:port, such as :8080 or 127.0.0.1:8080")
 		}
@@ -191,7 +202,7 @@ var settings = []setting{
 		}
 		return nil
 	}},
-	{"log-format", "LOG_FORMAT", "format", "json or text (default json)", func(c *Config, v string) error {
+	{"log-format", EnvLogFormat, "format", "json or text (default json)", func(c *Config, v string) error {
 		c.LogFormat = LogFormat(strings.ToLower(v))
 		if c.LogFormat != LogFormatJSON && c.LogFormat != LogFormatText {
 			return errors.New("must be json or text")
@@ -205,13 +216,20 @@ var settings = []setting{
 // os.Getenv). A flag wins over its variable; an empty value counts as
 // unset. Every error matches [ErrInvalidConfig] and, for a bad value, is a
 // [*ConfigError] naming the flag or variable, the value and what is
-// allowed. -h or --help returns [flag.ErrHelp]; see [Usage].
+// allowed. -h or --help returns [flag.ErrHelp]; see [Usage]. A first
+// argument of [Subcommand] ("worker", which the operator passes to every
+// worker image) is skipped.
 func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors are returned, usage is Usage's
 	flags := map[string]*string{}
 	for _, s := range settings {
 		flags[s.env] = fs.String(s.flag, "", s.usage)
+	}
+	// The operator starts every worker image with the stock binary's
+	// subcommand (see [Args]); a worker program takes it as a no-op.
+	if len(args) > 0 && args[0] == Subcommand {
+		args = args[1:]
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -242,22 +260,22 @@ func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 			continue
 		}
 		if err := s.parse(&c, v); err != nil {
-			if s.env == "DATABASE_URL" {
+			if s.env == EnvDatabaseURL {
 				v = RedactDSN(v)
 			}
 			return Config{}, &ConfigError{Setting: src, Value: v, Problem: err.Error()}
 		}
 	}
 
-	key, keyIs := found["PARTITION_KEY"], ""
-	if pod, ok := found["POD_NAME"]; ok && key.value == "" {
+	key, keyIs := found[EnvPartitionKey], ""
+	if pod, ok := found[EnvPodName]; ok && key.value == "" {
 		ordinal, err := podOrdinal(pod.value)
 		if err != nil {
 			return Config{}, &ConfigError{Setting: pod.source, Value: pod.value, Problem: err.Error()}
 		}
 		c.PartitionKey, key, keyIs = ordinal, pod, fmt.Sprintf("ordinal %d ", ordinal)
 	}
-	if total, ok := found["TOTAL_PARTITIONS"]; ok && c.PartitionKey >= c.TotalPartitions {
+	if total, ok := found[EnvTotalPartitions]; ok && c.PartitionKey >= c.TotalPartitions {
 		return Config{}, &ConfigError{Setting: key.source, Value: key.value,
 			Problem: fmt.Sprintf("%smust be below %s (%d)", keyIs, total.source, c.TotalPartitions)}
 	}
@@ -336,6 +354,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.LogFormat == "" {
 		c.LogFormat = LogFormatJSON
+	}
+	if c.Version == "" {
+		c.Version = "(devel)"
+		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+			c.Version = bi.Main.Version
+		}
 	}
 	return c
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"log/slog"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -52,6 +53,11 @@ func TestParseConfig(t *testing.T) {
 			args: []string{"--batch-size="},
 			env:  map[string]string{"BATCH_SIZE": "7"},
 			want: Config{BatchSize: 7},
+		},
+		{
+			name: "the operator's subcommand argument, then flags",
+			args: []string{Subcommand, "--batch-size=20"},
+			want: Config{BatchSize: 20},
 		},
 		{
 			name: "partition key from the pod ordinal",
@@ -178,5 +184,20 @@ func TestPodOrdinal(t *testing.T) {
 		if err != nil || got != want {
 			t.Errorf("podOrdinal(%q) = %d, %v; want %d", pod, got, err, want)
 		}
+	}
+}
+
+// TestContractDefaults: the address the worker listens on by default is the
+// contract's port, and the subcommand is accepted only first.
+func TestContractDefaults(t *testing.T) {
+	if want := ":" + strconv.Itoa(Port); DefaultHTTPAddr != want {
+		t.Errorf("DefaultHTTPAddr = %q, want %q (the contract's Port)", DefaultHTTPAddr, want)
+	}
+	if got := Args(); len(got) != 1 || got[0] != Subcommand {
+		t.Errorf("Args() = %q, want [%s]", got, Subcommand)
+	}
+	_, err := ParseConfig([]string{"--batch-size=20", Subcommand}, func(string) string { return "" })
+	if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), `unexpected argument "worker"`) {
+		t.Errorf("ParseConfig(flags, worker) = %v, want an unexpected argument error", err)
 	}
 }

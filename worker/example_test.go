@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/projectionist/projectionist/pkg/projection"
 	"github.com/projectionist/projectionist/worker"
@@ -37,6 +38,27 @@ func ExampleMain() {
 	//
 	// func main() { worker.Main(UserCount{}) }
 	worker.Main(UserCount{})
+}
+
+// A worker program with a setup hook for its read-model tables, a metric
+// of its own and a version. The operator runs its image as it runs the
+// stock image; PROJECTION selects one of its projections.
+func ExampleProgram() {
+	// package main
+	//
+	// var version = "dev" // -ldflags "-X main.version=v1.2.3"
+	//
+	// func main() { ... }
+	seen := prometheus.NewCounter(prometheus.CounterOpts{Name: "shop_user_events_total", Help: "User events seen."})
+	worker.Program{
+		Projections: []projection.Projection{UserCount{}},
+		Setup: func(ctx context.Context, db projection.DBTX) error {
+			_, err := db.Exec(ctx, "CREATE TABLE IF NOT EXISTS user_stats (user_id text PRIMARY KEY, active boolean NOT NULL)")
+			return err
+		},
+		Collectors: []prometheus.Collector{seen},
+		Version:    "v1.2.3",
+	}.Main()
 }
 
 func ExampleParseConfig() {

@@ -35,7 +35,7 @@ func TestMainExitCodes(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stderr proctest.SyncBuffer
-			if got := exitCode(tc.args, env(tc.env), &stderr, projections); got != tc.code {
+			if got := (Program{Projections: projections}).exitCode(tc.args, env(tc.env), &stderr); got != tc.code {
 				t.Errorf("exit code = %d, want %d", got, tc.code)
 			}
 			for _, want := range tc.want {
@@ -53,8 +53,8 @@ func TestMainExitsZeroOnSIGTERM(t *testing.T) {
 	var stderr proctest.SyncBuffer
 	code := make(chan int, 1)
 	go func() {
-		code <- exitCode(nil, env(map[string]string{"DATABASE_URL": dsn, "TOTAL_PARTITIONS": "1", "HTTP_ADDR": "127.0.0.1:0",
-			"POLL_INTERVAL": "10ms", "LOG_FORMAT": "text"}), &stderr, []projection.Projection{applyOnce{name: "calm"}})
+		code <- Program{Projections: []projection.Projection{applyOnce{name: "calm"}}}.exitCode(nil, env(map[string]string{"DATABASE_URL": dsn, "TOTAL_PARTITIONS": "1", "HTTP_ADDR": "127.0.0.1:0",
+			"POLL_INTERVAL": "10ms", "LOG_FORMAT": "text"}), &stderr)
 	}()
 	// Events applied: Main is running and handles signals.
 	waitFor(t, "every event applied", func() bool { return count(t, pool, "SELECT count(*) FROM applied") == 5 })

@@ -2,6 +2,8 @@ package worker
 
 import (
 	"context"
+	"fmt"
+	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -55,16 +57,32 @@ func newBatchDuration() *prometheus.HistogramVec {
 }
 
 // newRegistry returns the registry /metrics serves: the worker's metrics,
-// and the Go runtime's and the process's.
-func (w *worker) newRegistry() *prometheus.Registry {
+// the build information, the Go runtime's and the process's, and
+// cfg.Collectors.
+func (w *worker) newRegistry() (*prometheus.Registry, error) {
 	reg := prometheus.NewRegistry()
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "projectionist_build_info",
+		Help:        "Always 1; its labels are the worker program's version and the Go version it was built with.",
+		ConstLabels: prometheus.Labels{"version": w.cfg.Version, "goversion": runtime.Version()},
+	})
+	buildInfo.Set(1)
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfo,
 		w.batchDuration,
 		statsCollector{w},
 	)
-	return reg
+	for i, c := range w.cfg.Collectors {
+		if c == nil {
+			return nil, fmt.Errorf("%w: Collectors[%d] is nil", ErrInvalidConfig, i)
+		}
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("%w: registering Collectors[%d]: %v", ErrInvalidConfig, i, err)
+		}
+	}
+	return reg, nil
 }
 
 // statsCollector exports the processors' Stats, and the lag and the

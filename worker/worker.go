@@ -107,7 +107,8 @@ type worker struct {
 	pool          *pgxpool.Pool
 	procs         []*proc
 	batchDuration *prometheus.HistogramVec
-	migrated      bool // schema migrated and Setup done; by attempt only
+	registry      *prometheus.Registry // what /metrics serves
+	migrated      bool                 // schema migrated and Setup done; by attempt only
 
 	mu sync.Mutex
 	// failure is why the projections are not running, from the moment an
@@ -157,6 +158,10 @@ func newWorker(cfg Config, projections []projection.Projection) (*worker, error)
 	}
 
 	w := &worker{cfg: cfg, log: cfg.Logger, pool: pool, batchDuration: newBatchDuration()}
+	if w.registry, err = w.newRegistry(); err != nil {
+		pool.Close()
+		return nil, err
+	}
 	for _, proj := range selected {
 		p := &proc{projection: proj, name: proj.Name(), partition: strconv.Itoa(cfg.PartitionKey)}
 		if sp, ok := proj.(projection.ScopedProjection); ok {
@@ -220,7 +225,7 @@ func (w *worker) run(ctx context.Context, ln net.Listener) error {
 	for i, p := range w.procs {
 		names[i] = p.name
 	}
-	w.log.Info("worker started", "projections", names, "partition", w.cfg.PartitionKey,
+	w.log.Info("worker started", "version", w.cfg.Version, "projections", names, "partition", w.cfg.PartitionKey,
 		"totalPartitions", w.cfg.TotalPartitions, "errorPolicy", w.cfg.ErrorPolicy.String(), "httpAddr", ln.Addr().String())
 
 	runCtx, cancel := context.WithCancel(ctx)
@@ -379,11 +384,11 @@ func (w *worker) batchDone(p *proc, r projection.BatchResult) {
 
 func (w *worker) handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET "+PathHealthz, func(rw http.ResponseWriter, _ *http.Request) {
 		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(rw, "ok\n")
 	})
-	mux.HandleFunc("GET /readyz", func(rw http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+PathReadyz, func(rw http.ResponseWriter, r *http.Request) {
 		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		reason, ok := w.ready(r.Context())
 		if !ok {
@@ -391,7 +396,7 @@ func (w *worker) handler() http.Handler {
 		}
 		io.WriteString(rw, reason+"\n")
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(w.newRegistry(), promhttp.HandlerOpts{}))
+	mux.Handle("GET "+PathMetrics, promhttp.HandlerFor(w.registry, promhttp.HandlerOpts{}))
 	return mux
 }
 

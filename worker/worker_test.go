@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/projectionist/projectionist/internal/pgtest"
 	"github.com/projectionist/projectionist/pkg/projection"
@@ -514,4 +516,29 @@ func TestDatabaseLoss(t *testing.T) {
 		t.Errorf("run = %v, want nil", err)
 	}
 	t.Logf("%d events, %d readiness drops", total, drops.Load())
+}
+
+// TestProgramCollectorsAndVersion: a program's own collectors are served
+// beside the worker's metrics, with the build information, and a collector
+// that collides with another is a configuration error.
+func TestProgramCollectorsAndVersion(t *testing.T) {
+	dsn, pool := newDatabase(t)
+	mustAppend(t, pool, "Happened")
+	own := prometheus.NewCounter(prometheus.CounterOpts{Name: "shop_orders_total", Help: "Orders."})
+	own.Add(3)
+	r := start(t, Config{DatabaseURL: dsn, TotalPartitions: 1, Collectors: []prometheus.Collector{own}, Version: "v1.2.3"},
+		applyOnce{name: "p"})
+	waitFor(t, "the event applied", func() bool { return count(t, pool, "SELECT count(*) FROM applied") == 1 })
+	if v, ok := r.metric("shop_orders_total"); !ok || v != 3 {
+		t.Errorf("shop_orders_total = %v (found %v), want 3", v, ok)
+	}
+	if v, ok := r.metric(fmt.Sprintf(`projectionist_build_info{goversion=%q,version="v1.2.3"}`, runtime.Version())); !ok || v != 1 {
+		t.Errorf("projectionist_build_info with version v1.2.3 = %v (found %v), want 1", v, ok)
+	}
+
+	dup := prometheus.NewCounter(prometheus.CounterOpts{Name: "projectionist_batch_duration_seconds", Help: "Collides."})
+	err := Run(t.Context(), Config{DatabaseURL: dsn, Collectors: []prometheus.Collector{dup}}, applyOnce{name: "p"})
+	if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "registering Collectors[0]") {
+		t.Errorf("Run with a colliding collector = %v, want an ErrInvalidConfig naming Collectors[0]", err)
+	}
 }

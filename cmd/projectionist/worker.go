@@ -53,7 +53,7 @@ func (c *cli) runWorker(args []string) int {
 	if err != nil {
 		return c.fail("worker", &usageError{err.Error()})
 	}
-	cfg.Setup = demo.EnsureSchema
+	cfg.Setup, cfg.Version = demo.EnsureSchema, version
 	err = worker.Run(c.ctx, cfg, demo.Projections()...)
 	switch {
 	case err == nil:
