@@ -55,6 +55,7 @@ type DatabaseSpec struct {
 
 // ProjectionSpec is the desired state of a Projection.
 // +kubebuilder:validation:XValidation:rule="has(self.projectionName) == has(oldSelf.projectionName) && (!has(self.projectionName) || self.projectionName == oldSelf.projectionName)",message="projectionName is immutable: it names the projection's checkpoints in the database, and changing it would start the projection over under a new name",fieldPath=".projectionName",reason="FieldValueForbidden"
+// +kubebuilder:validation:XValidation:rule="!has(self.volumeMounts) || self.volumeMounts.all(m, has(self.volumes) && self.volumes.exists(v, v.name == m.name))",message="every volumeMounts entry must name an entry of volumes",fieldPath=".volumeMounts",reason="FieldValueInvalid"
 type ProjectionSpec struct {
 	// projectionName is the projection the workers run and the name of its
 	// checkpoints in the database: one of the projections built into the
@@ -155,6 +156,77 @@ type ProjectionSpec struct {
 	// +kubebuilder:validation:MaxItems=64
 	// +kubebuilder:validation:XValidation:rule="self.all(e, !(e.name in ['DATABASE_URL', 'PROJECTION', 'PARTITION_KEY', 'POD_NAME', 'TOTAL_PARTITIONS', 'HTTP_ADDR']))",message="env may not set DATABASE_URL, PROJECTION, PARTITION_KEY, POD_NAME, TOTAL_PARTITIONS or HTTP_ADDR: the operator sets them from the spec and the pod"
 	Env []corev1.EnvVar `json:"env,omitempty"`
+
+	// imagePullSecrets name Secrets of type kubernetes.io/dockerconfigjson
+	// in the Projection's namespace that the kubelet uses to pull a private
+	// worker image. Defaults to none (the service account's, if any). At
+	// most 16 entries.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	ImagePullSecrets []corev1.LocalObjectReference `json:"imagePullSecrets,omitempty"`
+
+	// serviceAccountName is the worker pods' service account, e.g. one a
+	// cloud provider maps to a database identity or one holding
+	// imagePullSecrets. Naming one also leaves mounting its API token to
+	// the service account's automountServiceAccountToken. Defaults to the
+	// namespace's "default" service account, with no token mounted: the
+	// workers talk to PostgreSQL only.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	ServiceAccountName string `json:"serviceAccountName,omitempty"`
+
+	// volumes are extra volumes of the worker pods, mounted into the worker
+	// container by volumeMounts: for example a CA bundle from a ConfigMap
+	// or Secret for sslmode=verify-full (with sslrootcert in the connection
+	// string or PGSSLROOTCERT in env), or an emptyDir for a scratch
+	// directory (the container's root filesystem is read-only). Only the
+	// types the restricted Pod Security Standard allows: configMap, secret,
+	// emptyDir, projected, downwardAPI, persistentVolumeClaim, csi,
+	// ephemeral. Defaults to none. At most 32 entries, with unique names.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:XValidation:rule="self.all(v, has(v.configMap) || has(v.secret) || has(v.emptyDir) || has(v.projected) || has(v.downwardAPI) || has(v.persistentVolumeClaim) || has(v.csi) || has(v.ephemeral))",message="volumes may be configMap, secret, emptyDir, projected, downwardAPI, persistentVolumeClaim, csi or ephemeral: the volume types the restricted Pod Security Standard allows"
+	Volumes []corev1.Volume `json:"volumes,omitempty"`
+
+	// volumeMounts mount volumes into the worker container. Each names an
+	// entry of volumes. Defaults to none. At most 32 entries, with unique
+	// mount paths.
+	// +optional
+	// +listType=map
+	// +listMapKey=mountPath
+	// +kubebuilder:validation:MaxItems=32
+	VolumeMounts []corev1.VolumeMount `json:"volumeMounts,omitempty"`
+
+	// podLabels are extra labels of the worker pods, e.g. for a service
+	// mesh or a network policy. The operator's own labels
+	// (app.kubernetes.io/name, app.kubernetes.io/instance,
+	// app.kubernetes.io/managed-by, app.kubernetes.io/component,
+	// projectionist.dev/projection) cannot be set: they select the pods.
+	// Changing them rolls the pods. Defaults to none. At most 64 entries.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=64
+	// +kubebuilder:validation:XValidation:rule="!self.exists(k, k in ['app.kubernetes.io/name', 'app.kubernetes.io/instance', 'app.kubernetes.io/managed-by', 'app.kubernetes.io/component', 'projectionist.dev/projection'])",message="podLabels may not set app.kubernetes.io/name, app.kubernetes.io/instance, app.kubernetes.io/managed-by, app.kubernetes.io/component or projectionist.dev/projection: the operator sets them to select the worker pods"
+	PodLabels map[string]string `json:"podLabels,omitempty"`
+
+	// podAnnotations are extra annotations of the worker pods, e.g. for a
+	// service mesh or a metrics scraper (prometheus.io/scrape,
+	// prometheus.io/port: "8080"). Changing them rolls the pods. Defaults
+	// to none. At most 64 entries.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=64
+	PodAnnotations map[string]string `json:"podAnnotations,omitempty"`
+
+	// topologySpreadConstraints spread the worker pods across zones or
+	// nodes. Select the pods with the label projectionist.dev/projection:
+	// <metadata.name>. Defaults to none. At most 8 entries.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=8
+	TopologySpreadConstraints []corev1.TopologySpreadConstraint `json:"topologySpreadConstraints,omitempty"`
 }
 
 // PartitionStatus is one partition's progress, read from its checkpoint.

@@ -212,6 +212,59 @@ func TestCreateRejectsInvalidSpec(t *testing.T) {
 			want: []string{"spec.env", "env may not set DATABASE_URL"},
 		},
 		{
+			name: "podLabels set a selector label",
+			mutate: func(s map[string]any) {
+				s["podLabels"] = map[string]any{"team": "shop", "projectionist.dev/projection": "other"}
+			},
+			want: []string{"spec.podLabels", "podLabels may not set app.kubernetes.io/name"},
+		},
+		{
+			name: "volumeMount names no volume",
+			mutate: func(s map[string]any) {
+				s["volumes"] = []any{map[string]any{"name": "ca", "configMap": map[string]any{"name": "db-ca"}}}
+				s["volumeMounts"] = []any{map[string]any{"name": "db-ca", "mountPath": "/etc/db-ca"}}
+			},
+			want: []string{"spec.volumeMounts", "every volumeMounts entry must name an entry of volumes"},
+		},
+		{
+			name: "volumeMounts without volumes",
+			mutate: func(s map[string]any) {
+				s["volumeMounts"] = []any{map[string]any{"name": "db-ca", "mountPath": "/etc/db-ca"}}
+			},
+			want: []string{"spec.volumeMounts", "every volumeMounts entry must name an entry of volumes"},
+		},
+		{
+			name: "two volumes of one name",
+			mutate: func(s map[string]any) {
+				v := map[string]any{"name": "scratch", "emptyDir": map[string]any{}}
+				s["volumes"] = []any{v, v}
+			},
+			want: []string{"spec.volumes[1]", "Duplicate value"},
+		},
+		{
+			name: "hostPath volume",
+			mutate: func(s map[string]any) {
+				s["volumes"] = []any{map[string]any{"name": "host", "hostPath": map[string]any{"path": "/etc"}}}
+			},
+			want: []string{"spec.volumes", "the volume types the restricted Pod Security Standard allows"},
+		},
+		{
+			name:   "serviceAccountName not a DNS subdomain",
+			mutate: func(s map[string]any) { s["serviceAccountName"] = "Projections_SA" },
+			want:   []string{"spec.serviceAccountName", "should match"},
+		},
+		{
+			name: "17 imagePullSecrets",
+			mutate: func(s map[string]any) {
+				var l []any
+				for i := range 17 {
+					l = append(l, map[string]any{"name": fmt.Sprintf("registry-%d", i)})
+				}
+				s["imagePullSecrets"] = l
+			},
+			want: []string{"spec.imagePullSecrets", "must have at most 16 items"},
+		},
+		{
 			name:   "projectionName with a space",
 			mutate: func(s map[string]any) { s["projectionName"] = "user count" },
 			want:   []string{"spec.projectionName", "should match"},
@@ -266,6 +319,14 @@ func TestCreateAcceptsBounds(t *testing.T) {
 		{"errorPolicy Skip", "errorPolicy", string(v1alpha1.ErrorPolicySkip)},
 		{"errorPolicy DeadLetter", "errorPolicy", string(v1alpha1.ErrorPolicyDeadLetter)},
 		{"projectionName", "projectionName", "billing.user_count-v2"},
+		{"imagePullSecrets", "imagePullSecrets", []any{map[string]any{"name": "registry-credentials"}}},
+		{"serviceAccountName", "serviceAccountName", "projections.shop-v2"},
+		{"podLabels", "podLabels", map[string]any{"team": "shop", "app.kubernetes.io/part-of": "shop"}},
+		{"podAnnotations", "podAnnotations", map[string]any{"prometheus.io/scrape": "true"}},
+		{"topologySpreadConstraints", "topologySpreadConstraints", []any{map[string]any{
+			"maxSkew": int64(1), "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway",
+			"labelSelector": map[string]any{"matchLabels": map[string]any{"projectionist.dev/projection": "x"}},
+		}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -274,6 +335,29 @@ func TestCreateAcceptsBounds(t *testing.T) {
 			spec[tt.field] = tt.value
 			create(t, spec)
 		})
+	}
+}
+
+// TestCreateAcceptsCABundle: a CA bundle mounted from a ConfigMap, the
+// example of volumes and volumeMounts that the docs give, is stored as
+// written.
+func TestCreateAcceptsCABundle(t *testing.T) {
+	t.Parallel()
+	spec := validSpec()
+	spec["volumes"] = []any{
+		map[string]any{"name": "db-ca", "configMap": map[string]any{"name": "db-ca-bundle"}},
+		map[string]any{"name": "scratch", "emptyDir": map[string]any{}},
+	}
+	spec["volumeMounts"] = []any{
+		map[string]any{"name": "db-ca", "mountPath": "/etc/db-ca", "readOnly": true},
+		map[string]any{"name": "scratch", "mountPath": "/tmp/scratch"},
+	}
+	p := get(t, create(t, spec))
+	if len(p.Spec.Volumes) != 2 || p.Spec.Volumes[0].ConfigMap == nil || p.Spec.Volumes[0].ConfigMap.Name != "db-ca-bundle" {
+		t.Errorf("volumes = %+v, want the db-ca ConfigMap volume and the emptyDir", p.Spec.Volumes)
+	}
+	if len(p.Spec.VolumeMounts) != 2 || p.Spec.VolumeMounts[0].MountPath != "/etc/db-ca" || !p.Spec.VolumeMounts[0].ReadOnly {
+		t.Errorf("volumeMounts = %+v, want db-ca read-only at /etc/db-ca and scratch", p.Spec.VolumeMounts)
 	}
 }
 

@@ -93,6 +93,23 @@ func full() *v1alpha1.Projection {
 				}},
 				{Name: "PGAPPNAME", Value: "$(POD_NAME)"},
 			},
+			ImagePullSecrets:   []corev1.LocalObjectReference{{Name: "registry-credentials"}},
+			ServiceAccountName: "projections",
+			Volumes: []corev1.Volume{{
+				Name: "db-ca",
+				VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+					LocalObjectReference: corev1.LocalObjectReference{Name: "db-ca-bundle"},
+				}},
+			}},
+			VolumeMounts:   []corev1.VolumeMount{{Name: "db-ca", MountPath: "/etc/db-ca", ReadOnly: true}},
+			PodLabels:      map[string]string{"team": "shop", "sidecar.istio.io/inject": "false"},
+			PodAnnotations: map[string]string{"prometheus.io/scrape": "true", "prometheus.io/port": "8080"},
+			TopologySpreadConstraints: []corev1.TopologySpreadConstraint{{
+				MaxSkew:           1,
+				TopologyKey:       "topology.kubernetes.io/zone",
+				WhenUnsatisfiable: corev1.ScheduleAnyway,
+				LabelSelector:     &metav1.LabelSelector{MatchLabels: map[string]string{"projectionist.dev/projection": "user-count"}},
+			}},
 		},
 	}
 }
@@ -230,6 +247,11 @@ spec:
         app.kubernetes.io/managed-by: projectionist
         app.kubernetes.io/component: worker
         projectionist.dev/projection: user-count
+        team: shop
+        sidecar.istio.io/inject: "false"
+      annotations:
+        prometheus.io/scrape: "true"
+        prometheus.io/port: "8080"
     spec:
       containers:
       - name: worker
@@ -275,14 +297,28 @@ spec:
           capabilities:
             drop: [ALL]
           seccompProfile: {type: RuntimeDefault}
+        volumeMounts:
+        - {name: db-ca, mountPath: /etc/db-ca, readOnly: true}
       securityContext:
         runAsNonRoot: true
         runAsUser: 65532
         runAsGroup: 65532
         seccompProfile: {type: RuntimeDefault}
       terminationGracePeriodSeconds: 30
-      automountServiceAccountToken: false
       enableServiceLinks: false
+      serviceAccountName: projections
+      imagePullSecrets:
+      - name: registry-credentials
+      volumes:
+      - name: db-ca
+        configMap: {name: db-ca-bundle}
+      topologySpreadConstraints:
+      - maxSkew: 1
+        topologyKey: topology.kubernetes.io/zone
+        whenUnsatisfiable: ScheduleAnyway
+        labelSelector:
+          matchLabels:
+            projectionist.dev/projection: user-count
       nodeSelector:
         kubernetes.io/os: linux
         pool: projections
@@ -454,6 +490,15 @@ func TestStatefulSetErrors(t *testing.T) {
 			wantMsg: "spec.env[0] sets PARTITION_KEY",
 		},
 		{
+			name: "spec.podLabels sets a selector label",
+			p: with(minimal(), func(p *v1alpha1.Projection) {
+				p.Spec.PodLabels = map[string]string{"team": "shop", LabelProjection: "other"}
+			}),
+			opts:    opts,
+			wantErr: ErrInvalidSpec,
+			wantMsg: "spec.podLabels sets projectionist.dev/projection",
+		},
+		{
 			name: "spec.env sets the database",
 			p: with(minimal(), func(p *v1alpha1.Projection) {
 				p.Spec.Env = []corev1.EnvVar{{Name: "DATABASE_URL", Value: "postgres://elsewhere/db"}}
@@ -537,8 +582,16 @@ func TestRestrictedSecurityContext(t *testing.T) {
 				t.Fatalf("StatefulSet: %v", err)
 			}
 			pod := sts.Spec.Template.Spec
-			if pod.HostNetwork != nil || pod.HostPID != nil || pod.HostIPC != nil || len(pod.Volumes) > 0 || pod.SecurityContext.Sysctls != nil {
-				t.Errorf("pod uses host namespaces, volumes or sysctls")
+			if pod.HostNetwork != nil || pod.HostPID != nil || pod.HostIPC != nil || pod.SecurityContext.Sysctls != nil {
+				t.Errorf("pod uses host namespaces or sysctls")
+			}
+			// The volume types the restricted Pod Security Standard allows
+			// (the CRD refuses the others).
+			for _, v := range pod.Volumes {
+				if v.ConfigMap == nil && v.Secret == nil && v.EmptyDir == nil && v.Projected == nil && v.DownwardAPI == nil &&
+					v.PersistentVolumeClaim == nil && v.CSI == nil && v.Ephemeral == nil {
+					t.Errorf("volume %s is of a type the restricted standard forbids", *v.Name)
+				}
 			}
 			if !ptr.Deref(pod.SecurityContext.RunAsNonRoot, false) || ptr.Deref(pod.SecurityContext.RunAsUser, 0) == 0 {
 				t.Errorf("pod may run as root: %+v", pod.SecurityContext)
@@ -568,8 +621,13 @@ func TestRestrictedSecurityContext(t *testing.T) {
 			if !ptr.Deref(c.ReadOnlyRootFilesystem, false) {
 				t.Errorf("container root filesystem is writable")
 			}
-			if ptr.Deref(pod.AutomountServiceAccountToken, true) {
+			// No token unless spec.serviceAccountName names an account,
+			// whose own setting then decides.
+			if p.Spec.ServiceAccountName == "" && ptr.Deref(pod.AutomountServiceAccountToken, true) {
 				t.Errorf("pod mounts a service account token")
+			}
+			if p.Spec.ServiceAccountName != "" && pod.AutomountServiceAccountToken != nil {
+				t.Errorf("automountServiceAccountToken = %v, want it left to service account %s", *pod.AutomountServiceAccountToken, p.Spec.ServiceAccountName)
 			}
 		})
 	}
@@ -652,6 +710,9 @@ func TestNoAliasing(t *testing.T) {
 	p.Spec.Resources.Limits[corev1.ResourceMemory] = resource.MustParse("1Gi")
 	p.Spec.Tolerations[0].Value = "changed"
 	p.Spec.Env[0].Value = "changed"
+	p.Spec.PodLabels["team"] = "changed"
+	p.Spec.PodAnnotations["prometheus.io/port"] = "9090"
+	p.Spec.Volumes[0].ConfigMap.Name = "changed"
 	again, err := StatefulSet(full(), 1, Options{})
 	if err != nil {
 		t.Fatalf("StatefulSet: %v", err)

@@ -6,6 +6,7 @@ import (
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 
 	"github.com/projectionist/projectionist/api/v1alpha1"
+	"github.com/projectionist/projectionist/worker"
 )
 
 // Service is the Projection's headless Service: the StatefulSet's
@@ -25,6 +26,6 @@ func Service(p *v1alpha1.Projection) *corev1ac.ServiceApplyConfiguration {
 			WithPorts(corev1ac.ServicePort().
 				WithName(PortName).
 				WithProtocol(corev1.ProtocolTCP).
-				WithPort(Port).
+				WithPort(worker.Port).
 				WithTargetPort(intstr.FromString(PortName))))
 }

@@ -3,6 +3,7 @@ package resources
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 
@@ -14,14 +15,17 @@ import (
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 
 	"github.com/projectionist/projectionist/api/v1alpha1"
+	"github.com/projectionist/projectionist/pkg/projection"
+	"github.com/projectionist/projectionist/worker"
 )
 
-// The worker container's name and its HTTP port (/healthz, /readyz,
-// /metrics).
+// The worker container's name and the name of its HTTP port. The port
+// number, the probes' paths, the arguments and the environment come from
+// the operator-to-worker contract in package worker (worker.Args,
+// worker.Port, worker.PathReadyz, worker.Env*).
 const (
 	ContainerName = "worker"
 	PortName      = "http"
-	Port          = 8080
 )
 
 // Defaults of the spec's optional fields, matching the CRD's defaults, for
@@ -57,12 +61,12 @@ const (
 // topology it switches, the partition identity, the partition count
 // (DESIGN rule 5: the workers follow the database) and the probes' port.
 var reservedEnv = map[string]string{
-	"DATABASE_URL":     "the workers must use the database the operator switches the topology in; set spec.database.secretRef",
-	"PROJECTION":       "the workers must run the projection the operator manages; set spec.projectionName",
-	"PARTITION_KEY":    "the partition key is the pod's ordinal",
-	"POD_NAME":         "the partition key is the pod's ordinal",
-	"TOTAL_PARTITIONS": "the workers follow the partition count the operator records in the database; set spec.replicas",
-	"HTTP_ADDR":        "the probes and the Service use port 8080",
+	worker.EnvDatabaseURL:     "the workers must use the database the operator switches the topology in; set spec.database.secretRef",
+	worker.EnvProjection:      "the workers must run the projection the operator manages; set spec.projectionName",
+	worker.EnvPartitionKey:    "the partition key is the pod's ordinal",
+	worker.EnvPodName:         "the partition key is the pod's ordinal",
+	worker.EnvTotalPartitions: "the workers follow the partition count the operator records in the database; set spec.replicas",
+	worker.EnvHTTPAddr:        "the probes and the Service use port " + strconv.Itoa(worker.Port),
 }
 
 // StatefulSet is the Projection's worker StatefulSet with the given replica
@@ -95,7 +99,9 @@ func StatefulSet(p *v1alpha1.Projection, replicas int32, opts Options) (*appsv1a
 	container := corev1ac.Container().
 		WithName(ContainerName).
 		WithImage(image).
-		WithArgs("worker").
+		// The image's own entrypoint: a user's worker.Main image keeps its
+		// binary wherever its Dockerfile put it.
+		WithArgs(worker.Args()...).
 		// A worker that exits on an error (an unknown projection, a poison
 		// event under the Stop policy) logs it last; the kubelet copies the
 		// log's tail into the termination message, which the operator
@@ -104,15 +110,15 @@ func StatefulSet(p *v1alpha1.Projection, replicas int32, opts Options) (*appsv1a
 		WithEnv(env...).
 		WithPorts(corev1ac.ContainerPort().
 			WithName(PortName).
-			WithContainerPort(Port).
+			WithContainerPort(worker.Port).
 			WithProtocol(corev1.ProtocolTCP)).
 		WithLivenessProbe(corev1ac.Probe().
 			WithHTTPGet(corev1ac.HTTPGetAction().
-				WithPath("/healthz").
+				WithPath(worker.PathHealthz).
 				WithPort(intstr.FromString(PortName)))).
 		WithReadinessProbe(corev1ac.Probe().
 			WithHTTPGet(corev1ac.HTTPGetAction().
-				WithPath("/readyz").
+				WithPath(worker.PathReadyz).
 				WithPort(intstr.FromString(PortName))).
 			WithPeriodSeconds(readinessPeriodSeconds)).
 		WithSecurityContext(corev1ac.SecurityContext().
@@ -134,6 +140,11 @@ func StatefulSet(p *v1alpha1.Projection, replicas int32, opts Options) (*appsv1a
 		container.WithResources(res)
 	}
 
+	if err := convertEach(container.WithVolumeMounts, "spec.volumeMounts", p.Spec.VolumeMounts); err != nil {
+		return nil, err
+	}
+
+	// WithContainers copies the container: it is complete from here on.
 	pod := corev1ac.PodSpec().
 		WithContainers(container).
 		WithSecurityContext(corev1ac.PodSecurityContext().
@@ -142,19 +153,31 @@ func StatefulSet(p *v1alpha1.Projection, replicas int32, opts Options) (*appsv1a
 			WithRunAsGroup(nonRootID).
 			WithSeccompProfile(corev1ac.SeccompProfile().WithType(corev1.SeccompProfileTypeRuntimeDefault))).
 		WithTerminationGracePeriodSeconds(terminationGracePeriodSeconds).
-		// The worker talks to PostgreSQL only, never to the API server,
-		// and needs no Service variables.
-		WithAutomountServiceAccountToken(false).
+		// The worker needs no Service variables.
 		WithEnableServiceLinks(false)
+	if p.Spec.ServiceAccountName != "" {
+		// The user's service account decides whether its token is
+		// mounted (its automountServiceAccountToken, default true).
+		pod.WithServiceAccountName(p.Spec.ServiceAccountName)
+	} else {
+		// The stock worker talks to PostgreSQL only, never to the API
+		// server.
+		pod.WithAutomountServiceAccountToken(false)
+	}
+	for _, s := range p.Spec.ImagePullSecrets {
+		pod.WithImagePullSecrets(corev1ac.LocalObjectReference().WithName(s.Name))
+	}
+	if err := convertEach(pod.WithVolumes, "spec.volumes", p.Spec.Volumes); err != nil {
+		return nil, err
+	}
+	if err := convertEach(pod.WithTopologySpreadConstraints, "spec.topologySpreadConstraints", p.Spec.TopologySpreadConstraints); err != nil {
+		return nil, err
+	}
 	if len(p.Spec.NodeSelector) > 0 {
 		pod.WithNodeSelector(p.Spec.NodeSelector)
 	}
-	for i := range p.Spec.Tolerations {
-		t, err := convert[corev1ac.TolerationApplyConfiguration](p.Spec.Tolerations[i])
-		if err != nil {
-			return nil, fmt.Errorf("converting spec.tolerations[%d]: %w", i, err)
-		}
-		pod.WithTolerations(t)
+	if err := convertEach(pod.WithTolerations, "spec.tolerations", p.Spec.Tolerations); err != nil {
+		return nil, err
 	}
 	if p.Spec.Affinity != nil {
 		a, err := convert[corev1ac.AffinityApplyConfiguration](p.Spec.Affinity)
@@ -167,6 +190,17 @@ func StatefulSet(p *v1alpha1.Projection, replicas int32, opts Options) (*appsv1a
 		pod.WithPriorityClassName(p.Spec.PriorityClassName)
 	}
 
+	podLabels, err := podLabels(p)
+	if err != nil {
+		return nil, err
+	}
+	template := corev1ac.PodTemplateSpec().
+		WithLabels(podLabels).
+		WithSpec(pod)
+	if len(p.Spec.PodAnnotations) > 0 {
+		template.WithAnnotations(p.Spec.PodAnnotations)
+	}
+
 	return appsv1ac.StatefulSet(StatefulSetName(p), p.Namespace).
 		WithLabels(Labels(p)).
 		WithOwnerReferences(ownerReference(p)).
@@ -176,9 +210,25 @@ func StatefulSet(p *v1alpha1.Projection, replicas int32, opts Options) (*appsv1a
 			WithPodManagementPolicy(appsv1.ParallelPodManagement).
 			WithServiceName(ServiceName(p)).
 			WithSelector(metav1ac.LabelSelector().WithMatchLabels(SelectorLabels(p))).
-			WithTemplate(corev1ac.PodTemplateSpec().
-				WithLabels(Labels(p)).
-				WithSpec(pod))), nil
+			WithTemplate(template)), nil
+}
+
+// podLabels are the pod template's labels: spec.podLabels plus [Labels],
+// which spec.podLabels must not set (the CRD refuses them too).
+func podLabels(p *v1alpha1.Projection) (map[string]string, error) {
+	own := Labels(p)
+	if len(p.Spec.PodLabels) == 0 {
+		return own, nil
+	}
+	l := make(map[string]string, len(own)+len(p.Spec.PodLabels))
+	for _, k := range slices.Sorted(maps.Keys(p.Spec.PodLabels)) {
+		if _, ok := own[k]; ok {
+			return nil, fmt.Errorf("%w: spec.podLabels sets %s, which the operator sets to select the worker pods", ErrInvalidSpec, k)
+		}
+		l[k] = p.Spec.PodLabels[k]
+	}
+	maps.Copy(l, own)
+	return l, nil
 }
 
 // workerEnv is the worker container's environment: the operator's
@@ -204,20 +254,20 @@ func workerEnv(p *v1alpha1.Projection) ([]*corev1ac.EnvVarApplyConfiguration, er
 	}
 
 	env := []*corev1ac.EnvVarApplyConfiguration{
-		corev1ac.EnvVar().WithName("DATABASE_URL").WithValueFrom(corev1ac.EnvVarSource().
+		corev1ac.EnvVar().WithName(worker.EnvDatabaseURL).WithValueFrom(corev1ac.EnvVarSource().
 			WithSecretKeyRef(corev1ac.SecretKeySelector().
 				WithName(p.Spec.Database.SecretRef.Name).
 				WithKey(secretKey))),
-		corev1ac.EnvVar().WithName("PROJECTION").WithValue(p.EffectiveProjectionName()),
-		corev1ac.EnvVar().WithName("BATCH_SIZE").WithValue(batchSize),
-		corev1ac.EnvVar().WithName("POLL_INTERVAL").WithValue(pollInterval),
-		corev1ac.EnvVar().WithName("ERROR_POLICY").WithValue(errorPolicy),
-		corev1ac.EnvVar().WithName("PARTITION_KEY").WithValueFrom(corev1ac.EnvVarSource().
+		corev1ac.EnvVar().WithName(worker.EnvProjection).WithValue(p.EffectiveProjectionName()),
+		corev1ac.EnvVar().WithName(worker.EnvBatchSize).WithValue(batchSize),
+		corev1ac.EnvVar().WithName(worker.EnvPollInterval).WithValue(pollInterval),
+		corev1ac.EnvVar().WithName(worker.EnvErrorPolicy).WithValue(errorPolicy),
+		corev1ac.EnvVar().WithName(worker.EnvPartitionKey).WithValueFrom(corev1ac.EnvVarSource().
 			WithFieldRef(corev1ac.ObjectFieldSelector().WithFieldPath(podIndexField))),
-		corev1ac.EnvVar().WithName("POD_NAME").WithValueFrom(corev1ac.EnvVarSource().
+		corev1ac.EnvVar().WithName(worker.EnvPodName).WithValueFrom(corev1ac.EnvVarSource().
 			WithFieldRef(corev1ac.ObjectFieldSelector().WithFieldPath("metadata.name"))),
-		corev1ac.EnvVar().WithName("HTTP_ADDR").WithValue(":" + strconv.Itoa(Port)),
-		corev1ac.EnvVar().WithName("LOG_FORMAT").WithValue("json"),
+		corev1ac.EnvVar().WithName(worker.EnvHTTPAddr).WithValue(":" + strconv.Itoa(worker.Port)),
+		corev1ac.EnvVar().WithName(worker.EnvLogFormat).WithValue(string(worker.LogFormatJSON)),
 	}
 	for i, e := range p.Spec.Env {
 		if why, ok := reservedEnv[e.Name]; ok {
@@ -237,13 +287,27 @@ func workerEnv(p *v1alpha1.Projection) ([]*corev1ac.EnvVarApplyConfiguration, er
 func workerErrorPolicy(p v1alpha1.ErrorPolicy) (string, error) {
 	switch p {
 	case "", v1alpha1.ErrorPolicyStop:
-		return "stop", nil
+		return projection.ErrorPolicyStop.String(), nil
 	case v1alpha1.ErrorPolicySkip:
-		return "skip", nil
+		return projection.ErrorPolicySkip.String(), nil
 	case v1alpha1.ErrorPolicyDeadLetter:
-		return "dead-letter", nil
+		return projection.ErrorPolicyDeadLetter.String(), nil
 	}
 	return "", fmt.Errorf("%w: spec.errorPolicy %q: must be Stop, Skip or DeadLetter", ErrInvalidSpec, p)
+}
+
+// convertEach converts every element of a spec list (named field, for
+// errors) into its apply configuration and adds it with add, such as
+// pod.WithVolumes.
+func convertEach[T, A any, R any](add func(...*A) R, field string, in []T) error {
+	for i := range in {
+		v, err := convert[A](in[i])
+		if err != nil {
+			return fmt.Errorf("converting %s[%d]: %w", field, i, err)
+		}
+		add(v)
+	}
+	return nil
 }
 
 // convert turns a typed API value of the spec into the apply configuration
