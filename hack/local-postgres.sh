@@ -21,6 +21,7 @@
 #   HOST_IP=...
 #   DATABASE_URL=postgres://projectionist:PW@127.0.0.1:PORT/projectionist?sslmode=disable
 #   POD_DATABASE_URL=postgres://projectionist:PW@HOST_IP:PORT/projectionist?sslmode=disable
+#   CA_FILE=STATE/tls/ca.crt   (the CA of the server's certificate)
 #
 # Settings (environment):
 #   LOCAL_POSTGRES_DIR  the state directory (default bin/local-postgres); the
@@ -32,6 +33,11 @@
 #   POD_CIDR            default: POD_CIDR of bin/local-cluster/env, else
 #                       10.244.0.0/16
 #   PG_BIN              default: /usr/lib/postgresql/15/bin
+#
+# TLS is on, with a certificate for 127.0.0.1 and HOST_IP signed by a CA
+# made at each start (openssl), so clients may use sslmode=verify-full with
+# sslrootcert=STATE/tls/ca.crt (CA_FILE in the env); sslmode=disable keeps
+# working.
 #
 # Throwaway means: fsync off, and `stop` deletes the data. `start` and
 # `stop` are idempotent; `start` on a running server re-applies the listen
@@ -47,6 +53,7 @@ CLUSTER_ENV="${CLUSTER_ENV:-$root/bin/local-cluster/env}"
 DATA="$STATE/data"
 SOCKET_DIR="$STATE/run"
 LOG="$STATE/postgres.log"
+TLS_DIR="$STATE/tls"
 ENV_FILE="$STATE/env"
 PASSWORD_FILE="$STATE/password"
 DB_NAME=projectionist
@@ -115,6 +122,30 @@ psql_admin() {
   as_pg "$PG_BIN/psql" -h "$SOCKET_DIR" -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -qtA
 }
 
+# write_tls: a CA and a server certificate for 127.0.0.1 and HOST_ADDR,
+# made anew on every start (the host address may have changed).
+write_tls() {
+  command -v openssl >/dev/null || die "openssl is needed for the server's TLS certificate: apt-get install openssl"
+  rm -rf "$TLS_DIR"
+  mkdir -p "$TLS_DIR"
+  (
+    cd "$TLS_DIR"
+    umask 077
+    openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -days 7 \
+      -subj "/CN=projectionist local CA" -keyout ca.key -out ca.crt 2>/dev/null
+    openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+      -subj "/CN=$HOST_ADDR" -keyout server.key -out server.csr 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,IP:%s,DNS:localhost\nextendedKeyUsage=serverAuth\n' "$HOST_ADDR" > server.ext
+    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 7 \
+      -extfile server.ext -out server.crt 2>/dev/null
+    rm -f server.csr server.ext ca.srl ca.key
+    chmod 644 ca.crt
+  )
+  if [ "$(id -u)" -eq 0 ]; then
+    chown postgres:postgres "$TLS_DIR" "$TLS_DIR/server.key" "$TLS_DIR/server.crt"
+  fi
+}
+
 # write_config: the settings that depend on this run (port, addresses,
 # clients); rewritten on every start, included from postgresql.conf.
 write_config() {
@@ -131,6 +162,9 @@ synchronous_commit = off
 full_page_writes = off
 log_min_messages = warning
 log_connections = off
+ssl = on
+ssl_cert_file = '$TLS_DIR/server.crt'
+ssl_key_file = '$TLS_DIR/server.key'
 EOF
   cat > "$DATA/pg_hba.conf" <<EOF
 # Written by hack/local-postgres.sh on every start.
@@ -186,6 +220,7 @@ HOST_IP=$HOST_ADDR
 POD_CIDR=$CIDR
 DATABASE_URL=postgres://$DB_USER:$password@127.0.0.1:$PORT/$DB_NAME?sslmode=disable
 POD_DATABASE_URL=postgres://$DB_USER:$password@$HOST_ADDR:$PORT/$DB_NAME?sslmode=disable
+CA_FILE=$TLS_DIR/ca.crt
 EOF
   )
 }
@@ -228,7 +263,8 @@ cmd_start() {
     if [ -n "${PGPORT:-}" ] && [ "$PGPORT" != "$PORT" ]; then
       die "already running on port $PORT, not PGPORT=$PGPORT: stop it first"
     fi
-    log "already running (pid $(postmaster_pid), port $PORT); re-applying pg_hba.conf"
+    log "already running (pid $(postmaster_pid), port $PORT); re-applying pg_hba.conf and the certificate"
+    write_tls
     write_config
     as_pg "$PG_BIN/pg_ctl" -D "$DATA" reload >/dev/null
   else
@@ -237,6 +273,7 @@ cmd_start() {
     if [ ! -f "$DATA/PG_VERSION" ] || [ ! -s "$PASSWORD_FILE" ]; then
       init_cluster
     fi
+    write_tls
     write_config
     log "starting PostgreSQL on 127.0.0.1:$PORT and $HOST_ADDR:$PORT (clients: localhost, $HOST_ADDR, $CIDR)"
     if ! as_pg "$PG_BIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t 60 start >/dev/null; then
