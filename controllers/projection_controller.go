@@ -133,6 +133,7 @@ func (r *ProjectionReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		r.applyService,
 		r.observeStatefulSet,
 		r.connect,
+		r.checkSpec,
 		r.switchTopology,
 		r.applyStatefulSet,
 		r.observeProgress,
@@ -172,6 +173,8 @@ type state struct {
 	progress *projection.Progress
 	// workerFailure is the last failure of a worker container, if any.
 	workerFailure *problem
+	// invalidSpec: the spec cannot make a StatefulSet; nothing is applied.
+	invalidSpec bool
 }
 
 type problem struct{ reason, message string }
@@ -344,10 +347,31 @@ func (r *ProjectionReconciler) switchTopology(ctx context.Context, s *state) err
 	return nil
 }
 
+// checkSpec builds the StatefulSet once, before anything changes, to find
+// what passes the API server's validation but cannot make a pod (a
+// volumeMounts entry naming no volume, no image anywhere): the user's to
+// fix, so a Degraded condition rather than an error, and neither the
+// topology nor the StatefulSet is touched.
+func (r *ProjectionReconciler) checkSpec(_ context.Context, s *state) error {
+	if _, err := resources.StatefulSet(s.projection, 0, r.Options); err != nil {
+		s.invalidSpec = true
+		if s.degraded == nil {
+			s.degraded = &problem{v1alpha1.ReasonInvalidSpec, err.Error()}
+		}
+	}
+	return nil
+}
+
 // applyStatefulSet applies the StatefulSet with spec.replicas pods once the
 // topology has been switched. While the operator cannot switch it, the
 // StatefulSet keeps the pods it has (none for a new Projection).
 func (r *ProjectionReconciler) applyStatefulSet(ctx context.Context, s *state) error {
+	if s.invalidSpec {
+		if s.statefulSet != nil {
+			s.replicas = ptrValue(s.statefulSet.Spec.Replicas, 1)
+		}
+		return nil
+	}
 	s.replicas = s.desired
 	if s.degraded != nil {
 		s.replicas = 0

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
@@ -535,6 +536,67 @@ func TestWorkerFailureIsReported(t *testing.T) {
 	eventually(t, 30*time.Second, "Degraded cleared", func() error {
 		if got := condition(getProjection(t, ns, "typo"), v1alpha1.ConditionDegraded); !strings.HasPrefix(got, "False/") {
 			return fmt.Errorf("Degraded is %q", got)
+		}
+		return nil
+	})
+}
+
+// A spec that the API server accepts but that cannot make a pod (a mount of
+// a volume the spec does not have) is reported as Degraded InvalidSpec,
+// and neither the topology nor a StatefulSet is made until it is fixed.
+func TestInvalidSpecIsReported(t *testing.T) {
+	ns := newNamespace(t)
+	dsn := pgtest.NewDatabase(t)
+	newSecret(t, ns, "db", map[string]string{"dsn": dsn})
+	p := &v1alpha1.Projection{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "orders"},
+		Spec: v1alpha1.ProjectionSpec{
+			ProjectionName: "order_ledger",
+			Replicas:       ptr.To[int32](2),
+			Database:       v1alpha1.DatabaseSpec{SecretRef: v1alpha1.SecretKeySelector{Name: "db"}},
+			VolumeMounts:   []corev1.VolumeMount{{Name: "db-ca", MountPath: "/etc/db-ca"}},
+		},
+	}
+	if err := k8sClient.Create(t.Context(), p); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "Degraded InvalidSpec", func() error {
+		got := condition(getProjection(t, ns, "orders"), v1alpha1.ConditionDegraded)
+		if !strings.HasPrefix(got, "True/"+v1alpha1.ReasonInvalidSpec+":") || !strings.Contains(got, `spec.volumeMounts[0] mounts volume "db-ca"`) {
+			return fmt.Errorf("Degraded is %q", got)
+		}
+		return nil
+	})
+	if got := condition(getProjection(t, ns, "orders"), v1alpha1.ConditionReady); !strings.HasPrefix(got, "False/"+v1alpha1.ReasonInvalidSpec) {
+		t.Errorf("Ready is %q, want False/InvalidSpec", got)
+	}
+	if _, err := getStatefulSet(t, ns, "orders"); !apierrors.IsNotFound(err) {
+		t.Errorf("StatefulSet of an invalid spec: %v, want none", err)
+	}
+	db, err := pgxpool.New(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if n, _ := topologyOf(t, db, "order_ledger"); n != 0 {
+		t.Errorf("topology of an invalid spec has %d partitions, want none", n)
+	}
+
+	// Fixed: the volume is added, and the Projection comes up.
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		p := getProjection(t, ns, "orders")
+		p.Spec.Volumes = []corev1.Volume{{Name: "db-ca", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+		return k8sClient.Update(t.Context(), p)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "StatefulSet with 2 replicas and no Degraded", func() error {
+		sts, err := getStatefulSet(t, ns, "orders")
+		if err != nil {
+			return err
+		}
+		if got := condition(getProjection(t, ns, "orders"), v1alpha1.ConditionDegraded); *sts.Spec.Replicas != 2 || !strings.HasPrefix(got, "False/") {
+			return fmt.Errorf("replicas %d, Degraded %q", *sts.Spec.Replicas, got)
 		}
 		return nil
 	})

@@ -55,7 +55,6 @@ type DatabaseSpec struct {
 
 // ProjectionSpec is the desired state of a Projection.
 // +kubebuilder:validation:XValidation:rule="has(self.projectionName) == has(oldSelf.projectionName) && (!has(self.projectionName) || self.projectionName == oldSelf.projectionName)",message="projectionName is immutable: it names the projection's checkpoints in the database, and changing it would start the projection over under a new name",fieldPath=".projectionName",reason="FieldValueForbidden"
-// +kubebuilder:validation:XValidation:rule="!has(self.volumeMounts) || self.volumeMounts.all(m, has(self.volumes) && self.volumes.exists(v, v.name == m.name))",message="every volumeMounts entry must name an entry of volumes",fieldPath=".volumeMounts",reason="FieldValueInvalid"
 type ProjectionSpec struct {
 	// projectionName is the projection the workers run and the name of its
 	// checkpoints in the database: one of the projections built into the
@@ -192,9 +191,11 @@ type ProjectionSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self.all(v, has(v.configMap) || has(v.secret) || has(v.emptyDir) || has(v.projected) || has(v.downwardAPI) || has(v.persistentVolumeClaim) || has(v.csi) || has(v.ephemeral))",message="volumes may be configMap, secret, emptyDir, projected, downwardAPI, persistentVolumeClaim, csi or ephemeral: the volume types the restricted Pod Security Standard allows"
 	Volumes []corev1.Volume `json:"volumes,omitempty"`
 
-	// volumeMounts mount volumes into the worker container. Each names an
-	// entry of volumes. Defaults to none. At most 32 entries, with unique
-	// mount paths.
+	// volumeMounts mount volumes into the worker container. Each must name
+	// an entry of volumes; the operator reports one that does not as
+	// Degraded with reason InvalidSpec and creates no pods (a CEL rule for
+	// it would exceed the API server's cost budget). Defaults to none. At
+	// most 32 entries, with unique mount paths.
 	// +optional
 	// +listType=map
 	// +listMapKey=mountPath
@@ -347,6 +348,9 @@ const (
 	ReasonMigrationFailed     = "SchemaMigrationFailed"
 	ReasonTopologyFailed      = "TopologySwitchFailed"
 	ReasonWorkerFailing       = "WorkerFailing"
+	// ReasonInvalidSpec: the spec passed the API server's validation but
+	// cannot make a pod, e.g. a volumeMounts entry naming no volume.
+	ReasonInvalidSpec = "InvalidSpec"
 	ReasonNoProgress          = "NoProgress"
 	ReasonProgressing         = "CheckpointsMoving"
 )

@@ -219,21 +219,6 @@ func TestCreateRejectsInvalidSpec(t *testing.T) {
 			want: []string{"spec.podLabels", "podLabels may not set app.kubernetes.io/name"},
 		},
 		{
-			name: "volumeMount names no volume",
-			mutate: func(s map[string]any) {
-				s["volumes"] = []any{map[string]any{"name": "ca", "configMap": map[string]any{"name": "db-ca"}}}
-				s["volumeMounts"] = []any{map[string]any{"name": "db-ca", "mountPath": "/etc/db-ca"}}
-			},
-			want: []string{"spec.volumeMounts", "every volumeMounts entry must name an entry of volumes"},
-		},
-		{
-			name: "volumeMounts without volumes",
-			mutate: func(s map[string]any) {
-				s["volumeMounts"] = []any{map[string]any{"name": "db-ca", "mountPath": "/etc/db-ca"}}
-			},
-			want: []string{"spec.volumeMounts", "every volumeMounts entry must name an entry of volumes"},
-		},
-		{
 			name: "two volumes of one name",
 			mutate: func(s map[string]any) {
 				v := map[string]any{"name": "scratch", "emptyDir": map[string]any{}}

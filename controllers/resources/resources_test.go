@@ -499,6 +499,16 @@ func TestStatefulSetErrors(t *testing.T) {
 			wantMsg: "spec.podLabels sets projectionist.dev/projection",
 		},
 		{
+			name: "spec.volumeMounts names no volume",
+			p: with(minimal(), func(p *v1alpha1.Projection) {
+				p.Spec.Volumes = []corev1.Volume{{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+				p.Spec.VolumeMounts = []corev1.VolumeMount{{Name: "scratch", MountPath: "/tmp"}, {Name: "db-ca", MountPath: "/etc/db-ca"}}
+			}),
+			opts:    opts,
+			wantErr: ErrInvalidSpec,
+			wantMsg: `spec.volumeMounts[1] mounts volume "db-ca", which spec.volumes does not have`,
+		},
+		{
 			name: "spec.env sets the database",
 			p: with(minimal(), func(p *v1alpha1.Projection) {
 				p.Spec.Env = []corev1.EnvVar{{Name: "DATABASE_URL", Value: "postgres://elsewhere/db"}}

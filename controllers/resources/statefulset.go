@@ -77,9 +77,10 @@ var reservedEnv = map[string]string{
 // template does not depend on it, so scaling never rolls the pods.
 //
 // The errors match [ErrInvalidName] (see [ValidateName]), [ErrNoImage], or
-// [ErrInvalidSpec] (an unknown spec.errorPolicy, or spec.env setting a
+// [ErrInvalidSpec] (an unknown spec.errorPolicy; spec.env setting a
 // variable the operator owns: DATABASE_URL, PROJECTION, PARTITION_KEY,
-// POD_NAME, TOTAL_PARTITIONS or HTTP_ADDR).
+// POD_NAME, TOTAL_PARTITIONS or HTTP_ADDR; spec.podLabels setting a
+// selector label; a spec.volumeMounts entry naming no volume).
 func StatefulSet(p *v1alpha1.Projection, replicas int32, opts Options) (*appsv1ac.StatefulSetApplyConfiguration, error) {
 	if err := ValidateName(p.Name); err != nil {
 		return nil, err
@@ -140,6 +141,11 @@ func StatefulSet(p *v1alpha1.Projection, replicas int32, opts Options) (*appsv1a
 		container.WithResources(res)
 	}
 
+	for i, m := range p.Spec.VolumeMounts {
+		if !slices.ContainsFunc(p.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == m.Name }) {
+			return nil, fmt.Errorf("%w: spec.volumeMounts[%d] mounts volume %q, which spec.volumes does not have", ErrInvalidSpec, i, m.Name)
+		}
+	}
 	if err := convertEach(container.WithVolumeMounts, "spec.volumeMounts", p.Spec.VolumeMounts); err != nil {
 		return nil, err
 	}
