@@ -52,6 +52,8 @@ verify: manifests generate ## Fail if generated files (including the chart's cop
 	@out=$$(git ls-files -z '*.go' | xargs -0 gofmt -s -l); if [ -n "$$out" ]; then echo "unformatted files (run make fmt):"; echo "$$out"; exit 1; fi
 	$(GO) mod tidy -diff
 	$(GO) vet ./...
+	@# examples/custom-worker is a module of its own, as a user's would be.
+	cd examples/custom-worker && $(GO) mod tidy -diff && $(GO) vet ./...
 
 .PHONY: test
 test: envtest-assets helm ## Run all tests (starts its own PostgreSQL and API servers; needs the postgresql-15 server binaries).
@@ -150,6 +152,17 @@ pause-image: ## Build the local cluster's sandbox image bin/images/pause.tar fro
 	SOURCE_DATE_EPOCH=0 $(GO) run ./hack/ociimage -binary $(LOCALBIN)/linux-$(ARCH)/pause -path /pause -user 65535:65535 \
 		-arch $(ARCH) -name $(PAUSE_IMAGE) -out $(IMAGES_DIR)/pause.tar
 
+# A user's own worker image: examples/custom-worker, a module of its own
+# around worker.Program, built the way its README tells a user to.
+CUSTOM_WORKER_IMAGE ?= docker.io/projectionist/custom-worker:$(VERSION)
+
+.PHONY: image-custom-worker
+image-custom-worker: ## Build examples/custom-worker and its image archive bin/images/custom-worker-VERSION.tar named CUSTOM_WORKER_IMAGE (the end-to-end suite runs it).
+	cd examples/custom-worker && CGO_ENABLED=0 GOOS=linux GOARCH=$(ARCH) $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" \
+		-o $(LOCALBIN)/linux-$(ARCH)/custom-worker .
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./hack/ociimage -binary $(LOCALBIN)/linux-$(ARCH)/custom-worker -path /custom-worker \
+		-arch $(ARCH) -name $(CUSTOM_WORKER_IMAGE) -out $(IMAGES_DIR)/custom-worker-$(VERSION).tar $(IMAGE_FLAGS)
+
 ##@ Local cluster
 
 # A real single-node Kubernetes cluster on this machine (no Docker needed):
@@ -191,17 +204,18 @@ postgres-down: ## Stop the local PostgreSQL and delete its data; safe when nothi
 # as this host reaches it, a user with CREATEDB) and, when pods reach it by
 # another address, E2E_POD_DATABASE_URL; see test/e2e/main_test.go.
 E2E_IMAGE ?= $(IMAGE)
+E2E_CUSTOM_IMAGE ?= $(CUSTOM_WORKER_IMAGE)
 E2E_PULL_POLICY ?= IfNotPresent
 E2E_KUBECTL ?= $(if $(wildcard $(KUBE_BIN)/kubectl),$(KUBE_BIN)/kubectl)
 
 .PHONY: test-e2e
 test-e2e: helm ## Run the end-to-end suite against $KUBECONFIG with image E2E_IMAGE (default IMAGE) and PostgreSQL E2E_DATABASE_URL / E2E_POD_DATABASE_URL.
-	E2E_IMAGE=$(E2E_IMAGE) E2E_PULL_POLICY=$(E2E_PULL_POLICY) E2E_HELM=$(HELM) E2E_KUBECTL=$(E2E_KUBECTL) \
+	E2E_IMAGE=$(E2E_IMAGE) E2E_CUSTOM_IMAGE=$(E2E_CUSTOM_IMAGE) E2E_PULL_POLICY=$(E2E_PULL_POLICY) E2E_HELM=$(HELM) E2E_KUBECTL=$(E2E_KUBECTL) \
 		$(GO) test -tags e2e -count=1 -v -timeout 30m ./test/e2e/
 
 .PHONY: test-e2e-local
-test-e2e-local: image pause-image helm ## Build the image, start the local cluster and a local PostgreSQL, run test-e2e against them, and always tear both down (hack/e2e-local.sh).
-	VERSION=$(VERSION) IMAGE=$(IMAGE) KUBE_VERSION=$(KUBE_VERSION) KUBE_BIN=$(KUBE_BIN) hack/e2e-local.sh
+test-e2e-local: image image-custom-worker pause-image helm ## Build the image, start the local cluster and a local PostgreSQL, run test-e2e against them, and always tear both down (hack/e2e-local.sh).
+	VERSION=$(VERSION) IMAGE=$(IMAGE) CUSTOM_WORKER_IMAGE=$(CUSTOM_WORKER_IMAGE) KUBE_VERSION=$(KUBE_VERSION) KUBE_BIN=$(KUBE_BIN) hack/e2e-local.sh
 
 ##@ Demo
 

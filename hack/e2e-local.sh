@@ -22,6 +22,9 @@
 #   IMAGE               the image to test (default
 #                       docker.io/projectionist/projectionist:$VERSION); its
 #                       archive must be bin/images/projectionist-$VERSION.tar
+#   CUSTOM_WORKER_IMAGE the image of examples/custom-worker (default
+#                       docker.io/projectionist/custom-worker:$VERSION); its
+#                       archive must be bin/images/custom-worker-$VERSION.tar
 #   VERSION             default: git describe --tags --always --dirty
 #   E2E_POSTGRES_DIR    the PostgreSQL's state (default bin/e2e-local/postgres)
 #   KEEP_ON_FAILURE     non-empty: on failure leave the cluster, the database
@@ -36,6 +39,8 @@ cd "$root"
 VERSION="${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo dev)}"
 IMAGE="${IMAGE:-docker.io/projectionist/projectionist:$VERSION}"
 ARCHIVE="$root/bin/images/projectionist-$VERSION.tar"
+CUSTOM_WORKER_IMAGE="${CUSTOM_WORKER_IMAGE:-docker.io/projectionist/custom-worker:$VERSION}"
+CUSTOM_ARCHIVE="$root/bin/images/custom-worker-$VERSION.tar"
 CLUSTER_DIR="$root/bin/local-cluster"
 PG_DIR="${E2E_POSTGRES_DIR:-$root/bin/e2e-local/postgres}"
 export KUBE_VERSION="${KUBE_VERSION:-v1.37.1}"
@@ -91,6 +96,7 @@ trap 'exit 143' TERM
 
 [ "$(id -u)" -eq 0 ] || die "run as root: the local cluster needs it"
 [ -f "$ARCHIVE" ] || die "no image archive $ARCHIVE: run make image (or make test-e2e-local, which does)"
+[ -f "$CUSTOM_ARCHIVE" ] || die "no image archive $CUSTOM_ARCHIVE: run make image-custom-worker (or make test-e2e-local, which does)"
 if [ -e "$CLUSTER_DIR" ]; then
   die "a local cluster exists already ($CLUSTER_DIR); this script would tear it down afterwards. Run the suite against it with
   KUBECONFIG=$CLUSTER_DIR/kubeconfig E2E_IMAGE=$IMAGE E2E_DATABASE_URL=... E2E_POD_DATABASE_URL=... make test-e2e
@@ -120,6 +126,8 @@ t1=$SECONDS
 # Through the environment, not make's command line: the DSNs hold a password.
 KUBECONFIG="$KUBECONFIG_FILE" \
   E2E_IMAGE="$IMAGE" \
+  E2E_CUSTOM_IMAGE="$CUSTOM_WORKER_IMAGE" \
+  E2E_DATABASE_CA="$(pg_env CA_FILE)" \
   E2E_PULL_POLICY="${E2E_PULL_POLICY:-IfNotPresent}" \
   E2E_DATABASE_URL="$(pg_env DATABASE_URL)" \
   E2E_POD_DATABASE_URL="$(pg_env POD_DATABASE_URL)" \

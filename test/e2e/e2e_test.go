@@ -86,6 +86,7 @@ func TestProjectionist(t *testing.T) {
 		{"PrinterColumns", s.printerColumns},
 		{"ScaleUnderLoad", s.scaleUnderLoad},
 		{"DeletePodUnderLoad", s.deletePodUnderLoad},
+		{"CustomWorkerImage", s.customWorkerImage},
 		{"MissingSecret", s.missingSecret},
 		{"HelmUninstall", s.helmUninstall},
 	} {
@@ -335,14 +336,14 @@ func (s *suite) scaleUnderLoad(t *testing.T) {
 	sts := s.mustStatefulSet(t, name)
 	revision := sts.Status.UpdateRevision
 
-	s.scale(t, name, 1, 4)
+	s.scale(t, name, "activity_log", 1, 4)
 	after4 := s.mustPods(t, name, 4)
 	checkSurvivors(t, "scale 1 -> 4", identities(before), after4)
 
 	// Let the four partitions work under load for a moment.
 	waitForEvents(t, s.db, gen, 500)
 
-	s.scale(t, name, 4, 2)
+	s.scale(t, name, "activity_log", 4, 2)
 	after2 := s.mustPods(t, name, 2)
 	survivors := identities(after4)
 	delete(survivors, name+"-2")
@@ -376,17 +377,17 @@ func (s *suite) scaleUnderLoad(t *testing.T) {
 }
 
 // scale runs `kubectl scale projection NAME --replicas=to` and times the
-// milestones: the topology switched in the database, every partition of
-// the new topology processing (its checkpoint moved), the pods Ready, the
-// status saying so.
-func (s *suite) scale(t *testing.T, name string, from, to int32) {
+// milestones: the topology of projection (its spec.projectionName)
+// switched in the database, every partition of the new topology processing
+// (its checkpoint moved), the pods Ready, the status saying so.
+func (s *suite) scale(t *testing.T, name, projection string, from, to int32) {
 	t.Helper()
 	label := fmt.Sprintf("scale %s %d -> %d", name, from, to)
 	begin := time.Now()
 	t.Logf("%s: %s", label, strings.TrimSpace(kubectl(t, "scale", "projection", name, "-n", s.ns, fmt.Sprintf("--replicas=%d", to))))
 
 	d := eventually(t, label+": topology switched in the database", readyTimeout, func(ctx context.Context) error {
-		tp, err := s.db.topology(ctx, "activity_log")
+		tp, err := s.db.topology(ctx, projection)
 		if err != nil {
 			return err
 		}
@@ -397,7 +398,7 @@ func (s *suite) scale(t *testing.T, name string, from, to int32) {
 	})
 	recordTiming(t, label+": to topology switched", d)
 	eventually(t, label+": every partition processing", readyTimeout, func(ctx context.Context) error {
-		_, err := s.db.allProcessing(ctx, "activity_log", to)
+		_, err := s.db.allProcessing(ctx, projection, to)
 		return err
 	})
 	recordTiming(t, fmt.Sprintf("%s: to all %d partitions' checkpoints moved", label, to), time.Since(begin))

@@ -15,6 +15,14 @@
 //	KUBECONFIG            the cluster (required)
 //	E2E_IMAGE             the projectionist image the cluster's nodes hold
 //	                      (default docker.io/projectionist/projectionist:$VERSION)
+//	E2E_CUSTOM_IMAGE      the image of examples/custom-worker, a user's own
+//	                      worker.Main program (default
+//	                      docker.io/projectionist/custom-worker:$VERSION)
+//	E2E_DATABASE_CA       a CA file that verifies the database server's
+//	                      certificate for the pods' address: the custom
+//	                      worker then connects with sslmode=verify-full and
+//	                      that CA mounted from a ConfigMap (default: none;
+//	                      the CA is mounted but the DSN is E2E_POD_DATABASE_URL's)
 //	E2E_PULL_POLICY       pull policy of operator and workers (default IfNotPresent)
 //	E2E_DATABASE_URL      PostgreSQL as this process reaches it (required); its
 //	                      user needs CREATEDB: every run makes a database of its
@@ -58,6 +66,8 @@ type config struct {
 	bin                 string // the projectionist binary, built by TestMain
 	kubectl, helm       string
 	image               string // repository:tag
+	customImage         string // examples/custom-worker's image
+	databaseCA          []byte // E2E_DATABASE_CA's contents, if set
 	imageRepo, imageTag string
 	pullPolicy          string
 	databaseURL         string // for this process
@@ -113,6 +123,19 @@ func configure(tmp string) error {
 	}
 	cfg.imageRepo, cfg.imageTag = cfg.image[:colon], cfg.image[colon+1:]
 	cfg.pullPolicy = envOr("E2E_PULL_POLICY", "IfNotPresent")
+	cfg.customImage = os.Getenv("E2E_CUSTOM_IMAGE")
+	if cfg.customImage == "" {
+		v := os.Getenv("VERSION")
+		if v == "" {
+			return fmt.Errorf("E2E_CUSTOM_IMAGE is not set (nor VERSION, for docker.io/projectionist/custom-worker:$VERSION): name the image of examples/custom-worker the cluster's nodes hold (make image-custom-worker builds it)")
+		}
+		cfg.customImage = "docker.io/projectionist/custom-worker:" + v
+	}
+	if f := os.Getenv("E2E_DATABASE_CA"); f != "" {
+		if cfg.databaseCA, err = os.ReadFile(f); err != nil {
+			return fmt.Errorf("E2E_DATABASE_CA: %w", err)
+		}
+	}
 
 	cfg.databaseURL = os.Getenv("E2E_DATABASE_URL")
 	if cfg.databaseURL == "" {
