@@ -108,10 +108,10 @@ envtest-assets: ## Build kube-apiserver, etcd, kubectl, kube-controller-manager,
 build: ## Build every package and example.
 	$(GO) build ./...
 
-# Images are written as OCI image archives by hack/ociimage, without Docker
-# or a registry; `ctr -n k8s.io images import`, `docker load -i` and
-# `kind load image-archive` all take them. The Dockerfile builds the same
-# image for those who have Docker.
+# Images are written as OCI image archives by cmd/projectionist-image,
+# without Docker or a registry; `ctr -n k8s.io images import`,
+# `docker load -i` and `kind load image-archive` all take them. The
+# Dockerfile builds the same image for those who have Docker.
 #
 # VERSION is the binary's main.version and the image's tag.
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -122,7 +122,7 @@ IMAGES_DIR ?= $(LOCALBIN)/images
 # Every file and the config carry the last commit's time, so the same binary
 # always gives the same image digest.
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
-# More hack/ociimage flags, e.g. CA certificates for PostgreSQL's
+# More cmd/projectionist-image flags, e.g. CA certificates for PostgreSQL's
 # sslmode=verify-full:
 # IMAGE_FLAGS="-extra /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt"
 IMAGE_FLAGS ?=
@@ -135,7 +135,7 @@ PAUSE_IMAGE ?= registry.k8s.io/pause:3.10
 image: ## Build a static linux binary (bin/linux-ARCH/projectionist) and the image archive bin/images/projectionist-VERSION.tar (+ .sha256) named IMAGE.
 	CGO_ENABLED=0 GOOS=linux GOARCH=$(ARCH) $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" \
 		-o $(LOCALBIN)/linux-$(ARCH)/projectionist ./cmd/projectionist
-	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./hack/ociimage -binary $(LOCALBIN)/linux-$(ARCH)/projectionist \
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./cmd/projectionist-image -binary $(LOCALBIN)/linux-$(ARCH)/projectionist \
 		-arch $(ARCH) -name $(IMAGE) -out $(IMAGES_DIR)/projectionist-$(VERSION).tar $(IMAGE_FLAGS)
 	cd $(IMAGES_DIR) && sha256sum projectionist-$(VERSION).tar > projectionist-$(VERSION).tar.sha256
 	@echo "load it: ctr -n k8s.io images import $(IMAGES_DIR)/projectionist-$(VERSION).tar (or docker load -i, kind load image-archive)"
@@ -147,7 +147,7 @@ image: ## Build a static linux binary (bin/linux-ARCH/projectionist) and the ima
 pause-image: ## Build the local cluster's sandbox image bin/images/pause.tar from hack/pause, named PAUSE_IMAGE (registry.k8s.io/pause:3.10).
 	CGO_ENABLED=0 GOOS=linux GOARCH=$(ARCH) $(GO) build -trimpath -buildvcs=false -ldflags "-s -w" \
 		-o $(LOCALBIN)/linux-$(ARCH)/pause ./hack/pause
-	SOURCE_DATE_EPOCH=0 $(GO) run ./hack/ociimage -binary $(LOCALBIN)/linux-$(ARCH)/pause -path /pause -user 65535:65535 \
+	SOURCE_DATE_EPOCH=0 $(GO) run ./cmd/projectionist-image -binary $(LOCALBIN)/linux-$(ARCH)/pause -path /pause -user 65535:65535 \
 		-arch $(ARCH) -name $(PAUSE_IMAGE) -out $(IMAGES_DIR)/pause.tar
 
 ##@ Local cluster

@@ -109,9 +109,11 @@ Examples:
   projectionist-image -binary bin/worker-arm64 -arch arm64 \
       -name docker.io/acme/worker:1-arm64 -out worker-arm64.tar
 
-To pin the tool in your go.mod: go get -tool
-github.com/projectionist/projectionist/cmd/projectionist-image, then run it
-as 'go tool projectionist-image'.
+From a module of your own, first record the tool and its dependencies
+in go.mod and go.sum (else 'go run' stops at "missing go.sum entry"):
+
+  go get -tool github.com/projectionist/projectionist/cmd/projectionist-image
+  go tool projectionist-image -binary bin/worker -name docker.io/acme/worker:1 -out worker.tar
 
 Exit status: 0 on success, 2 for bad flags, 1 when building, writing or
 pushing fails.

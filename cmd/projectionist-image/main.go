@@ -9,6 +9,10 @@
 //	go run github.com/projectionist/projectionist/cmd/projectionist-image \
 //		-binary bin/worker -name docker.io/acme/worker:1 -out worker.tar
 //
+// (once `go get -tool github.com/projectionist/projectionist/cmd/projectionist-image`
+// has put its dependencies in the module's go.sum; then `go tool
+// projectionist-image` runs it too).
+//
 // The image has one layer on top of an empty base (or of -base): the
 // executable, an empty /tmp, and an /etc/passwd and /etc/group naming the
 // image's numeric user, so that tools print a name and the kubelet's
