@@ -122,9 +122,12 @@ IMAGES_DIR ?= $(LOCALBIN)/images
 # Every file and the config carry the last commit's time, so the same binary
 # always gives the same image digest.
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
-# More cmd/projectionist-image flags, e.g. CA certificates for PostgreSQL's
-# sslmode=verify-full:
-# IMAGE_FLAGS="-extra /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt"
+# The projectionist image carries this machine's CA certificates (Debian's
+# package ca-certificates) at the path Go's crypto/x509 reads on Linux, so
+# that sslmode=verify-full works against a server with a public CA. The
+# image's digest then also follows the package's version.
+CA_CERTS ?= /etc/ssl/certs/ca-certificates.crt
+# More cmd/projectionist-image flags for the projectionist image.
 IMAGE_FLAGS ?=
 # The sandbox image the local cluster's containerd is pinned to (its
 # sandbox_image). registry.k8s.io/pause:3.10 is containerd 2.x's default;
@@ -132,11 +135,13 @@ IMAGE_FLAGS ?=
 PAUSE_IMAGE ?= registry.k8s.io/pause:3.10
 
 .PHONY: image
-image: ## Build a static linux binary (bin/linux-ARCH/projectionist) and the image archive bin/images/projectionist-VERSION.tar (+ .sha256) named IMAGE.
+image: ## Build a static linux binary (bin/linux-ARCH/projectionist) and the image archive bin/images/projectionist-VERSION.tar (+ .sha256) named IMAGE, with CA_CERTS.
+	@test -f $(CA_CERTS) || { echo "make image: no CA certificates at $(CA_CERTS) for the image: apt-get install ca-certificates (or set CA_CERTS)" >&2; exit 1; }
 	CGO_ENABLED=0 GOOS=linux GOARCH=$(ARCH) $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" \
 		-o $(LOCALBIN)/linux-$(ARCH)/projectionist ./cmd/projectionist
 	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./cmd/projectionist-image -binary $(LOCALBIN)/linux-$(ARCH)/projectionist \
-		-arch $(ARCH) -name $(IMAGE) -out $(IMAGES_DIR)/projectionist-$(VERSION).tar $(IMAGE_FLAGS)
+		-arch $(ARCH) -name $(IMAGE) -out $(IMAGES_DIR)/projectionist-$(VERSION).tar \
+		-extra $(CA_CERTS):/etc/ssl/certs/ca-certificates.crt $(IMAGE_FLAGS)
 	cd $(IMAGES_DIR) && sha256sum projectionist-$(VERSION).tar > projectionist-$(VERSION).tar.sha256
 	@echo "load it: ctr -n k8s.io images import $(IMAGES_DIR)/projectionist-$(VERSION).tar (or docker load -i, kind load image-archive)"
 
