@@ -155,7 +155,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "projectionist-image: %v\n", err)
 			return exitError
 		}
-		fmt.Fprintf(stdout, "pushed:   %s@%s\n", opts.ref.Context().Name(), digest)
+		fmt.Fprintf(stdout, "pushed:   %s@%s\n", strings.TrimSuffix(opts.name, ":"+opts.tag), digest)
 	}
 	return exitOK
 }
