@@ -9,7 +9,8 @@
 # kept correct by reading. `make image` writes the same kind of image without
 # Docker, as an OCI archive: one static binary at /projectionist, user
 # 65532:65532, no shell. The bases differ: distroless here (CA certificates,
-# tzdata, /etc/passwd), only what hack/ociimage writes there.
+# tzdata, /etc/passwd), only what cmd/projectionist-image writes there (CA
+# certificates, /etc/passwd, /tmp; no tzdata).
 
 # The builder runs on the build machine's platform and cross-compiles, which
 # a static Go binary allows, so multi-platform builds need no emulation.

@@ -110,10 +110,10 @@ envtest-assets: ## Build kube-apiserver, etcd, kubectl, kube-controller-manager,
 build: ## Build every package and example.
 	$(GO) build ./...
 
-# Images are written as OCI image archives by hack/ociimage, without Docker
-# or a registry; `ctr -n k8s.io images import`, `docker load -i` and
-# `kind load image-archive` all take them. The Dockerfile builds the same
-# image for those who have Docker.
+# Images are written as OCI image archives by cmd/projectionist-image,
+# without Docker or a registry; `ctr -n k8s.io images import`,
+# `docker load -i` and `kind load image-archive` all take them. The
+# Dockerfile builds the same image for those who have Docker.
 #
 # VERSION is the binary's main.version and the image's tag.
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -124,9 +124,12 @@ IMAGES_DIR ?= $(LOCALBIN)/images
 # Every file and the config carry the last commit's time, so the same binary
 # always gives the same image digest.
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
-# More hack/ociimage flags, e.g. CA certificates for PostgreSQL's
-# sslmode=verify-full:
-# IMAGE_FLAGS="-extra /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt"
+# The projectionist image carries this machine's CA certificates (Debian's
+# package ca-certificates) at the path Go's crypto/x509 reads on Linux, so
+# that sslmode=verify-full works against a server with a public CA. The
+# image's digest then also follows the package's version.
+CA_CERTS ?= /etc/ssl/certs/ca-certificates.crt
+# More cmd/projectionist-image flags for the projectionist image.
 IMAGE_FLAGS ?=
 # The sandbox image the local cluster's containerd is pinned to (its
 # sandbox_image). registry.k8s.io/pause:3.10 is containerd 2.x's default;
@@ -134,11 +137,13 @@ IMAGE_FLAGS ?=
 PAUSE_IMAGE ?= registry.k8s.io/pause:3.10
 
 .PHONY: image
-image: ## Build a static linux binary (bin/linux-ARCH/projectionist) and the image archive bin/images/projectionist-VERSION.tar (+ .sha256) named IMAGE.
+image: ## Build a static linux binary (bin/linux-ARCH/projectionist) and the image archive bin/images/projectionist-VERSION.tar (+ .sha256) named IMAGE, with CA_CERTS.
+	@test -f $(CA_CERTS) || { echo "make image: no CA certificates at $(CA_CERTS) for the image: apt-get install ca-certificates (or set CA_CERTS)" >&2; exit 1; }
 	CGO_ENABLED=0 GOOS=linux GOARCH=$(ARCH) $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" \
 		-o $(LOCALBIN)/linux-$(ARCH)/projectionist ./cmd/projectionist
-	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./hack/ociimage -binary $(LOCALBIN)/linux-$(ARCH)/projectionist \
-		-arch $(ARCH) -name $(IMAGE) -out $(IMAGES_DIR)/projectionist-$(VERSION).tar $(IMAGE_FLAGS)
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./cmd/projectionist-image -binary $(LOCALBIN)/linux-$(ARCH)/projectionist \
+		-arch $(ARCH) -name $(IMAGE) -out $(IMAGES_DIR)/projectionist-$(VERSION).tar \
+		-extra $(CA_CERTS):/etc/ssl/certs/ca-certificates.crt $(IMAGE_FLAGS)
 	cd $(IMAGES_DIR) && sha256sum projectionist-$(VERSION).tar > projectionist-$(VERSION).tar.sha256
 	@echo "load it: ctr -n k8s.io images import $(IMAGES_DIR)/projectionist-$(VERSION).tar (or docker load -i, kind load image-archive)"
 
@@ -149,7 +154,7 @@ image: ## Build a static linux binary (bin/linux-ARCH/projectionist) and the ima
 pause-image: ## Build the local cluster's sandbox image bin/images/pause.tar from hack/pause, named PAUSE_IMAGE (registry.k8s.io/pause:3.10).
 	CGO_ENABLED=0 GOOS=linux GOARCH=$(ARCH) $(GO) build -trimpath -buildvcs=false -ldflags "-s -w" \
 		-o $(LOCALBIN)/linux-$(ARCH)/pause ./hack/pause
-	SOURCE_DATE_EPOCH=0 $(GO) run ./hack/ociimage -binary $(LOCALBIN)/linux-$(ARCH)/pause -path /pause -user 65535:65535 \
+	SOURCE_DATE_EPOCH=0 $(GO) run ./cmd/projectionist-image -binary $(LOCALBIN)/linux-$(ARCH)/pause -path /pause -user 65535:65535 \
 		-arch $(ARCH) -name $(PAUSE_IMAGE) -out $(IMAGES_DIR)/pause.tar
 
 # A user's own worker image: examples/custom-worker, a module of its own
@@ -158,10 +163,13 @@ CUSTOM_WORKER_IMAGE ?= docker.io/projectionist/custom-worker:$(VERSION)
 
 .PHONY: image-custom-worker
 image-custom-worker: ## Build examples/custom-worker and its image archive bin/images/custom-worker-VERSION.tar named CUSTOM_WORKER_IMAGE (the end-to-end suite runs it).
+	@test -f $(CA_CERTS) || { echo "make image-custom-worker: no CA certificates at $(CA_CERTS) for the image: apt-get install ca-certificates (or set CA_CERTS)" >&2; exit 1; }
 	cd examples/custom-worker && CGO_ENABLED=0 GOOS=linux GOARCH=$(ARCH) $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" \
 		-o $(LOCALBIN)/linux-$(ARCH)/custom-worker .
-	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./hack/ociimage -binary $(LOCALBIN)/linux-$(ARCH)/custom-worker -path /custom-worker \
-		-arch $(ARCH) -name $(CUSTOM_WORKER_IMAGE) -out $(IMAGES_DIR)/custom-worker-$(VERSION).tar $(IMAGE_FLAGS)
+	@# From the example's module, through its go.mod's tool line, as a user runs it.
+	cd examples/custom-worker && SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) tool projectionist-image \
+		-binary $(LOCALBIN)/linux-$(ARCH)/custom-worker -path /custom-worker -arch $(ARCH) -name $(CUSTOM_WORKER_IMAGE) \
+		-extra $(CA_CERTS):/etc/ssl/certs/ca-certificates.crt -out $(IMAGES_DIR)/custom-worker-$(VERSION).tar
 
 ##@ Local cluster
 

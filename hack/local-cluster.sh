@@ -252,7 +252,7 @@ ensure_images() {
     log "building the netcheck image"
     mkdir -p "$IMAGES_DIR"
     (cd "$root" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$bin" ./hack/netcheck)
-    (cd "$root" && go run ./hack/ociimage -binary "$bin" -path /netcheck -name "$NETCHECK_IMAGE" -out "$tar") >/dev/null
+    (cd "$root" && go run ./cmd/projectionist-image -binary "$bin" -path /netcheck -name "$NETCHECK_IMAGE" -out "$tar") >/dev/null
   fi
 }
 

@@ -7,7 +7,9 @@
 // instead. Every test then gets a database of its own, created empty and
 // dropped when the test ends. Call [Main] from TestMain so the server stops
 // when the binary exits. [Restart] restarts the server, for tests of how
-// clients ride out a database restart.
+// clients ride out a database restart. [StartTLS] starts a separate server
+// that takes only TLS connections, with a certificate from a [CA] made for
+// the test, for tests of clients' sslmode.
 //
 // When the process runs as root, initdb and postgres run as the "postgres"
 // user, because PostgreSQL refuses to run as root.
@@ -54,10 +56,12 @@ type server struct {
 	cmd      *exec.Cmd
 	dir      string
 	// How cmd was started, for Restart: the postgres binary's directory,
-	// the port, and the user it runs as (nil: this process's).
-	bin  string
-	port int
-	cred *syscall.Credential
+	// the port, the user it runs as (nil: this process's), and settings
+	// beyond the common ones (-c name=value).
+	bin      string
+	port     int
+	cred     *syscall.Credential
+	settings []string
 }
 
 // Main runs the tests and stops the server if one was started. Use it as
@@ -76,20 +80,25 @@ func Stop() {
 	if srv == nil || srv.dir == "" {
 		return // none, or not ours
 	}
-	if srv.cmd != nil { // nil if a Restart failed to start it again
+	srv.stop()
+}
+
+// stop stops s's postgres, if it runs, and removes its directory.
+func (s *server) stop() {
+	if s.cmd != nil { // nil if a Restart failed to start it again
 		// SIGINT is PostgreSQL's "fast shutdown": roll back and exit promptly.
-		_ = srv.cmd.Process.Signal(syscall.SIGINT)
+		_ = s.cmd.Process.Signal(syscall.SIGINT)
 		done := make(chan struct{})
-		go func() { _ = srv.cmd.Wait(); close(done) }()
+		go func() { _ = s.cmd.Wait(); close(done) }()
 		select {
 		case <-done:
 		case <-time.After(10 * time.Second):
-			_ = srv.cmd.Process.Kill()
+			_ = s.cmd.Process.Kill()
 			<-done
 		}
-		srv.cmd = nil
+		s.cmd = nil
 	}
-	_ = os.RemoveAll(srv.dir)
+	_ = os.RemoveAll(s.dir)
 }
 
 // ServerURL returns the DSN of the server's maintenance database, starting
@@ -190,12 +199,9 @@ func start() (*server, error) {
 			return nil, fmt.Errorf("chown %s to postgres: %w", dir, err)
 		}
 	}
-	data := filepath.Join(dir, "data")
-	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync")
-	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-	if out, err := initdb.CombinedOutput(); err != nil {
+	if err := initdb(bin, cred, filepath.Join(dir, "data"), "-A", "trust"); err != nil {
 		_ = os.RemoveAll(dir)
-		return nil, fmt.Errorf("initdb: %w\n%s", err, out)
+		return nil, err
 	}
 	port, err := freePort()
 	if err != nil {
@@ -204,15 +210,21 @@ func start() (*server, error) {
 	s := &server{adminURL: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port),
 		dir: dir, bin: bin, port: port, cred: cred}
 	if err := s.launch(); err != nil {
-		if s.cmd != nil {
-			srv = s
-			Stop()
-		} else {
-			_ = os.RemoveAll(dir)
-		}
+		s.stop()
 		return nil, err
 	}
 	return s, nil
+}
+
+// initdb creates a cluster in data, its superuser named postgres, with
+// args added.
+func initdb(bin string, cred *syscall.Credential, data string, args ...string) error {
+	cmd := exec.Command(filepath.Join(bin, "initdb"), append([]string{"-D", data, "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("initdb: %w\n%s", err, out)
+	}
+	return nil
 }
 
 // launch starts postgres on s's data directory and port, appending to its
@@ -223,7 +235,7 @@ func (s *server) launch() error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(filepath.Join(s.bin, "postgres"),
+	args := []string{
 		"-D", filepath.Join(s.dir, "data"),
 		"-p", strconv.Itoa(s.port),
 		"-k", s.dir,
@@ -233,7 +245,11 @@ func (s *server) launch() error {
 		"-c", "full_page_writes=off",
 		"-c", "max_connections=300",
 		"-c", "shared_buffers=256MB",
-	)
+	}
+	for _, kv := range s.settings { // the last of a name wins
+		args = append(args, "-c", kv)
+	}
+	cmd := exec.Command(filepath.Join(s.bin, "postgres"), args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Own process group: a test's Ctrl-C must not kill the server before
 	// Stop can shut it down cleanly, and a killed test binary must not

@@ -1,24 +1,7 @@
-// Command ociimage writes a one-layer container image of a static executable
-// as an OCI image archive, without Docker or a registry: the local cluster
-// imports it with `ctr -n k8s.io images import`, and `docker load` and
-// `kind load image-archive` take it too.
-//
-//	go run ./hack/ociimage -binary bin/linux-amd64/projectionist \
-//		-name docker.io/projectionist/projectionist:dev -out bin/images/projectionist-dev.tar
-//
-// The archive is a tar of an OCI image layout (oci-layout, index.json,
-// blobs/sha256/...) plus a Docker-style manifest.json beside it, both
-// pointing at the same config and layer blobs. The layer holds the
-// executable, an empty /tmp, and an /etc/passwd and /etc/group naming the
-// image's user, so that tools print a name and kubelet's runAsNonRoot check
-// sees a numeric user.
-//
-// The output depends only on the inputs: every timestamp is
-// SOURCE_DATE_EPOCH (0 when unset), entries are sorted and owned by 0:0, so
-// the same executable gives the same digests.
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -26,12 +9,13 @@ import (
 	"io"
 	"os"
 	"path"
-	"path/filepath"
 	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
 )
 
 const (
@@ -40,17 +24,16 @@ const (
 	exitUsage = 2
 )
 
-func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
-}
-
 // options are the parsed and validated flags.
 type options struct {
 	binary     string   // -binary: the executable on this machine
 	path       string   // -path: where it lands in the image
 	name       string   // -name: fully qualified reference with a tag
 	tag        string   // the tag of name
-	out        string   // -out: the archive to write
+	ref        name.Tag // name, parsed, for -push
+	out        string   // -out: the archive to write, "" for none
+	push       bool     // -push: write the image to the registry of name
+	base       string   // -base: a reference or an archive, "" for none
 	entrypoint []string // -entrypoint: defaults to []string{path}
 	user       string   // -user: numeric uid[:gid]
 	uid, gid   int      // of user
@@ -85,37 +68,100 @@ func (e *extraFlag) Set(s string) error {
 	return nil
 }
 
-const usage = `Usage: ociimage -binary PATH -name REGISTRY/REPO:TAG -out FILE [flags]
+const usage = `Usage: projectionist-image -binary PATH -name REGISTRY/REPO:TAG (-out FILE | -push) [flags]
 
-Writes a one-layer OCI image archive holding a static executable, for
-'ctr -n k8s.io images import', 'docker load -i' and 'kind load image-archive'.
-Timestamps come from SOURCE_DATE_EPOCH (0 when unset), so the same executable
-gives the same bytes.
+Builds a container image of one static executable, without Docker, and
+writes it as an image archive for 'ctr -n k8s.io images import',
+'docker load -i' and 'kind load image-archive' (-out), pushes it to the
+registry that -name names (-push), or both. Timestamps come from
+SOURCE_DATE_EPOCH (0 when unset), so the same inputs give the same bytes
+and digests.
+
+The image holds the executable at -path, /etc/passwd and /etc/group naming
+the numeric -user, an empty /tmp, and the -extra files. With -base, it is
+one layer on top of that image instead, holding the executable and the
+-extra files only (the base brings /etc and /tmp); the base's environment
+is kept, and -entrypoint and -user replace its entrypoint, command and user.
+
+-push authenticates as 'docker login' and the credential helpers of
+$DOCKER_CONFIG/config.json (default ~/.docker) say, anonymously if they
+name nothing for the registry. Registries on localhost, loopback and
+private addresses are spoken to over plain HTTP.
+
+Examples:
+
+  # A worker image from your own module, loaded into kind:
+  CGO_ENABLED=0 GOOS=linux go build -trimpath -o bin/worker ./cmd/worker
+  go run github.com/projectionist/projectionist/cmd/projectionist-image \
+      -binary bin/worker -name docker.io/acme/worker:1 -out worker.tar
+  kind load image-archive worker.tar
+
+  # Pushed, with CA certificates for PostgreSQL's sslmode=verify-full:
+  projectionist-image -binary bin/worker -name ghcr.io/acme/worker:1 -push \
+      -extra /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt
+
+  # On top of a base image (a reference, or an archive this tool wrote):
+  projectionist-image -binary bin/worker -name docker.io/acme/worker:1 \
+      -base gcr.io/distroless/static-debian12:nonroot -out worker.tar
+
+  # For arm64 nodes:
+  GOARCH=arm64 CGO_ENABLED=0 go build -trimpath -o bin/worker-arm64 ./cmd/worker
+  projectionist-image -binary bin/worker-arm64 -arch arm64 \
+      -name docker.io/acme/worker:1-arm64 -out worker-arm64.tar
+
+From a module of your own, first record the tool and its dependencies
+in go.mod and go.sum (else 'go run' stops at "missing go.sum entry"):
+
+  go get -tool github.com/projectionist/projectionist/cmd/projectionist-image
+  go tool projectionist-image -binary bin/worker -name docker.io/acme/worker:1 -out worker.tar
+
+Exit status: 0 on success, 2 for bad flags, 1 when building, writing or
+pushing fails.
 
 Flags:
 `
 
 // run is main without the process: it returns the exit code.
-func run(args []string, stdout, stderr io.Writer) int {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	opts, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "ociimage: %v\n", err)
+		fmt.Fprintf(stderr, "projectionist-image: %v\n", err)
 		return exitUsage
 	}
-	img, err := writeArchive(opts)
+	img, err := buildImage(ctx, opts)
 	if err != nil {
-		fmt.Fprintf(stderr, "ociimage: %v\n", err)
+		fmt.Fprintf(stderr, "projectionist-image: %v\n", err)
 		return exitError
 	}
-	fmt.Fprintf(stdout, "image:    %s\ndigest:   %s\narchive:  %s (%s)\n", opts.name, img.manifestDigest, opts.out, humanSize(img.archiveSize))
+	digest, err := img.Digest()
+	if err != nil {
+		fmt.Fprintf(stderr, "projectionist-image: %v\n", err)
+		return exitError
+	}
+	fmt.Fprintf(stdout, "image:    %s\ndigest:   %s\n", opts.name, digest)
+	if opts.out != "" {
+		size, err := writeArchive(opts, img)
+		if err != nil {
+			fmt.Fprintf(stderr, "projectionist-image: %v\n", err)
+			return exitError
+		}
+		fmt.Fprintf(stdout, "archive:  %s (%s)\n", opts.out, humanSize(size))
+	}
+	if opts.push {
+		if err := push(ctx, opts.ref, img); err != nil {
+			fmt.Fprintf(stderr, "projectionist-image: %v\n", err)
+			return exitError
+		}
+		fmt.Fprintf(stdout, "pushed:   %s@%s\n", strings.TrimSuffix(opts.name, ":"+opts.tag), digest)
+	}
 	return exitOK
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
-	fs := flag.NewFlagSet("ociimage", flag.ContinueOnError)
+	fs := flag.NewFlagSet("projectionist-image", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, usage)
@@ -129,12 +175,14 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&opts.binary, "binary", "", "the static executable to put in the image (required)")
 	fs.StringVar(&opts.path, "path", "/projectionist", "where the executable lands in the image (mode 0755, owner 0:0)")
 	fs.StringVar(&opts.name, "name", "", "the image's fully qualified name with a tag, like docker.io/projectionist/projectionist:dev (required)")
-	fs.StringVar(&opts.out, "out", "", "the archive to write (required)")
+	fs.StringVar(&opts.out, "out", "", "the archive to write (required unless -push)")
+	fs.BoolVar(&opts.push, "push", false, "push the image to the registry -name names (as well as writing -out, if given)")
+	fs.StringVar(&opts.base, "base", "", "put the layer on the base image `REF|FILE`: a reference (pulled for -os/-arch), or an archive file ('docker save', or -out of this tool) (default: none)")
 	fs.StringVar(&entrypoint, "entrypoint", "", "the entrypoint: a path, space-separated words, or a JSON array (default: -path)")
 	fs.StringVar(&opts.user, "user", "65532:65532", "the numeric UID[:GID] the container runs as")
 	fs.StringVar(&opts.arch, "arch", runtime.GOARCH, "the image's architecture, spelled as GOARCH")
 	fs.StringVar(&opts.os, "os", "linux", "the image's operating system")
-	fs.Var(&extras, "extra", "SRC:DST: also copy the regular file SRC to DST in the image (repeatable; e.g. CA certificates)")
+	fs.Var(&extras, "extra", "copy the regular file SRC to DST in the image too (`SRC:DST`, repeatable; e.g. CA certificates)")
 	if err := fs.Parse(args); err != nil {
 		return options{}, err
 	}
@@ -144,10 +192,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	opts.extras = extras
 
 	var missing []string
-	for _, f := range []struct{ name, value string }{{"-binary", opts.binary}, {"-name", opts.name}, {"-out", opts.out}} {
+	for _, f := range []struct{ name, value string }{{"-binary", opts.binary}, {"-name", opts.name}} {
 		if f.value == "" {
 			missing = append(missing, f.name)
 		}
+	}
+	if opts.out == "" && !opts.push {
+		missing = append(missing, "-out")
 	}
 	if len(missing) > 0 {
 		return options{}, fmt.Errorf("missing %s (see -help)", strings.Join(missing, ", "))
@@ -156,6 +207,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var err error
 	if opts.tag, err = checkName(opts.name); err != nil {
 		return options{}, err
+	}
+	if opts.ref, err = name.NewTag(opts.name, name.StrictValidation); err != nil {
+		return options{}, fmt.Errorf("-name %q: %w", opts.name, err)
 	}
 	if opts.path, err = imagePath("-path", opts.path); err != nil {
 		return options{}, err
@@ -275,42 +329,6 @@ func sourceDateEpoch() (time.Time, error) {
 		return time.Time{}, fmt.Errorf("SOURCE_DATE_EPOCH=%q is not a non-negative count of seconds", v)
 	}
 	return time.Unix(sec, 0).UTC(), nil
-}
-
-// writeFileAtomic writes the archive beside out and renames it into place, so
-// a failed run never leaves a truncated archive under the final name.
-func writeFileAtomic(out string, write func(io.Writer) error) (size int64, err error) {
-	dir := filepath.Dir(out)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return 0, err
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(out)+".*")
-	if err != nil {
-		return 0, err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err := write(f); err != nil {
-		return 0, err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		return 0, err
-	}
-	info, err := f.Stat()
-	if err != nil {
-		return 0, err
-	}
-	if err := f.Close(); err != nil {
-		return 0, err
-	}
-	if err := os.Rename(f.Name(), out); err != nil {
-		return 0, err
-	}
-	return info.Size(), nil
 }
 
 func humanSize(n int64) string {

@@ -25,7 +25,7 @@ import (
 var tinyBinary string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "ociimage-test-")
+	dir, err := os.MkdirTemp("", "projectionist-image-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -64,8 +64,8 @@ func buildTinyBinary(dir string) (int, error) {
 func runOK(t *testing.T, args ...string) (stdout string) {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	if code := run(args, &out, &errOut); code != exitOK {
-		t.Fatalf("ociimage %s: exit %d\n%s", strings.Join(args, " "), code, errOut.String())
+	if code := run(t.Context(), args, &out, &errOut); code != exitOK {
+		t.Fatalf("projectionist-image %s: exit %d\n%s", strings.Join(args, " "), code, errOut.String())
 	}
 	return out.String()
 }
@@ -270,7 +270,7 @@ func TestArchiveLayout(t *testing.T) {
 		"rootfs": map[string]any{"type": "layers", "diff_ids": []any{digestOf(layerTar)}},
 		"history": []any{map[string]any{
 			"created":    "1970-01-01T00:00:00Z",
-			"created_by": "hack/ociimage: COPY tiny /projectionist",
+			"created_by": "projectionist-image: COPY tiny /projectionist",
 		}},
 	}
 	if diff := cmp.Diff(wantConfig, decode(t, "the config", configBlob)); diff != "" {
@@ -468,6 +468,7 @@ func TestRejects(t *testing.T) {
 		{"other architecture", []string{"-binary", tinyBinary, "-name", good, "-arch", otherArch}, exitError, `not for -arch ` + otherArch},
 		{"extra over the binary", []string{"-binary", tinyBinary, "-name", good, "-extra", text + ":/projectionist"}, exitError, `/projectionist is put in the image twice`},
 		{"extra under the binary", []string{"-binary", tinyBinary, "-name", good, "-extra", text + ":/projectionist/x"}, exitError, `/projectionist is a file in the image`},
+		{"bad base", []string{"-binary", tinyBinary, "-name", good, "-base", "Not A Reference"}, exitError, `-base "Not A Reference" is neither a file nor an image reference`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "image.tar")
@@ -476,9 +477,9 @@ func TestRejects(t *testing.T) {
 				args = append([]string{"-out", out}, args...)
 			}
 			var stdout, stderr bytes.Buffer
-			code := run(args, &stdout, &stderr)
+			code := run(t.Context(), args, &stdout, &stderr)
 			if code != tc.wantCode || !strings.Contains(stderr.String(), tc.wantErr) {
-				t.Errorf("ociimage %s: exit %d, stderr %q; want exit %d and %q", strings.Join(args, " "), code, stderr.String(), tc.wantCode, tc.wantErr)
+				t.Errorf("projectionist-image %s: exit %d, stderr %q; want exit %d and %q", strings.Join(args, " "), code, stderr.String(), tc.wantCode, tc.wantErr)
 			}
 			if entries, _ := os.ReadDir(filepath.Dir(out)); len(entries) != 0 {
 				t.Errorf("a failed run left files behind: %v", entries)
@@ -498,6 +499,24 @@ func TestCheckNameAccepts(t *testing.T) {
 	} {
 		if tag, err := checkName(name); err != nil || tag != wantTag {
 			t.Errorf("checkName(%q) = %q, %v; want %q", name, tag, err, wantTag)
+		}
+	}
+}
+
+// TestHelp: -h exits 0 and documents every flag, with examples.
+func TestHelp(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := run(t.Context(), []string{"-h"}, &stdout, &stderr); code != exitOK {
+		t.Fatalf("-h: exit %d, want 0\n%s", code, stderr.String())
+	}
+	help := stderr.String()
+	for _, want := range []string{
+		"Usage: projectionist-image", "Examples:", "go run github.com/projectionist/projectionist/cmd/projectionist-image",
+		"kind load image-archive", "SOURCE_DATE_EPOCH", "Exit status",
+		"-binary", "-path", "-name", "-out", "-push", "-base", "-entrypoint", "-user", "-arch", "-os", "-extra",
+	} {
+		if !strings.Contains(help, want) {
+			t.Errorf("-h does not mention %q:\n%s", want, help)
 		}
 	}
 }
