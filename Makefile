@@ -116,7 +116,10 @@ build: ## Build every package and example.
 # Dockerfile builds the same image for those who have Docker.
 #
 # VERSION is the binary's main.version and the image's tag.
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# Expanded once: a commit during a long target must not rename its images.
+ifndef VERSION
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+endif
 IMAGE ?= docker.io/projectionist/projectionist:$(VERSION)
 # ARCH is the images' architecture, spelled as GOARCH.
 ARCH ?= $(shell $(GO) env GOARCH)
