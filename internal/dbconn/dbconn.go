@@ -189,9 +189,9 @@ type ConnectError struct {
 	Err error
 }
 
-func (e *ConnectError) Error() string {
-	return fmt.Sprintf("connecting to the database %s: %v", e.Target, e.Err)
-}
+// Error reads "connecting to the database: <why>"; pgx's why names the
+// user, database and host.
+func (e *ConnectError) Error() string { return "connecting to the database: " + e.Err.Error() }
 
 func (e *ConnectError) Unwrap() error { return e.Err }
 
