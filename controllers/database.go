@@ -93,7 +93,7 @@ func (d *databases) get(ctx context.Context, dsn string) (*database, error) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	if !db.migrated {
-		err := d.do(ctx, db, "connecting", databaseTimeout, func(ctx context.Context) error { return db.pool.Ping(ctx) })
+		err := d.do(ctx, db, "connecting to the database", databaseTimeout, func(ctx context.Context) error { return db.pool.Ping(ctx) })
 		if err != nil {
 			return db, err
 		}
