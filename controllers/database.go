@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -13,12 +12,26 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/projectionist/projectionist/api/v1alpha1"
+	"github.com/projectionist/projectionist/internal/dbconn"
 	"github.com/projectionist/projectionist/pkg/projection"
 )
 
-// databaseTimeout bounds what one reconcile does in a database: connect,
-// migrate, switch the topology, read progress.
-const databaseTimeout = 10 * time.Second
+// Bounds on what one reconcile waits for in a database. A database that
+// does not answer within them is checked with a ping of pingTimeout; if
+// that fails too, it is marked not responding: reconciles of its
+// Projections report DatabaseNotResponding at once, without waiting, and
+// one prober per database pings it every probeInterval until it answers.
+// So a hung database costs the reconcile workers (shared by every
+// Projection) one bounded wait, not one per reconcile.
+const (
+	// databaseTimeout bounds connecting, migrating and each read.
+	databaseTimeout = 5 * time.Second
+	// topologyTimeout bounds a topology switch, which waits for the
+	// workers' batches in flight (each within its own BatchTimeout).
+	topologyTimeout = 30 * time.Second
+	pingTimeout     = 2 * time.Second
+	probeInterval   = time.Second
+)
 
 // databases keeps one small pool per connection string, shared by every
 // Projection whose Secret holds it, so that a reconcile does not pay a
@@ -26,66 +39,168 @@ const databaseTimeout = 10 * time.Second
 type databases struct {
 	mu    sync.Mutex
 	pools map[[sha256.Size]byte]*database
+	// stop ends the probers; set on first use.
+	ctx  context.Context
+	stop context.CancelFunc
 }
 
 type database struct {
-	pool *pgxpool.Pool
+	pool   *pgxpool.Pool
+	redact *dbconn.Redactor
 	// migrated is set once the event store's schema has been brought up
 	// to date through this pool.
 	migrated bool
 	mu       sync.Mutex
+
+	// hung, while not nil, is why the database is marked not
+	// responding, and since when; a prober runs meanwhile.
+	hungMu    sync.Mutex
+	hung      error
+	hungSince time.Time
 }
 
-// get returns the pool for dsn, migrating the schema the first time.
-func (d *databases) get(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
+// get returns the database of dsn, migrating the schema the first time.
+func (d *databases) get(ctx context.Context, dsn string) (*database, error) {
 	key := sha256.Sum256([]byte(dsn))
 	d.mu.Lock()
 	if d.pools == nil {
 		d.pools = map[[sha256.Size]byte]*database{}
+		d.ctx, d.stop = context.WithCancel(context.Background())
 	}
 	db, ok := d.pools[key]
 	if !ok {
-		cfg, err := pgxpool.ParseConfig(dsn)
+		cfg, err := dbconn.ParseConfig(dsn, dbconn.Options{Application: "projectionist-operator", ConnectTimeout: databaseTimeout})
 		if err != nil {
 			d.mu.Unlock()
-			return nil, &databaseError{condition: v1alpha1.ReasonInvalidDSN, what: "parsing the connection string", err: err, dsn: dsn}
+			return nil, &databaseError{condition: v1alpha1.ReasonInvalidDSN, what: "parsing the connection string", err: err}
 		}
 		cfg.MaxConns = 4
 		cfg.MinConns = 0
 		cfg.MaxConnIdleTime = time.Minute
-		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
-		if cfg.ConnConfig.RuntimeParams == nil {
-			cfg.ConnConfig.RuntimeParams = map[string]string{}
-		}
-		cfg.ConnConfig.RuntimeParams["application_name"] = "projectionist-operator"
 		pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 		if err != nil {
 			d.mu.Unlock()
-			return nil, &databaseError{condition: v1alpha1.ReasonInvalidDSN, what: "parsing the connection string", err: err, dsn: dsn}
+			return nil, &databaseError{condition: v1alpha1.ReasonInvalidDSN, what: "parsing the connection string", err: dbconn.NewRedactor(dsn).Error(err)}
 		}
-		db = &database{pool: pool}
+		db = &database{pool: pool, redact: dbconn.NewRedactor(dsn)}
 		d.pools[key] = db
 	}
 	d.mu.Unlock()
 
+	if err := db.hungErr(); err != nil {
+		return db, err
+	}
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	if !db.migrated {
-		if err := db.pool.Ping(ctx); err != nil {
-			return nil, &databaseError{condition: v1alpha1.ReasonDatabaseUnreachable, what: "connecting", err: err, dsn: dsn}
+		err := d.do(ctx, db, "connecting to the database", databaseTimeout, func(ctx context.Context) error { return db.pool.Ping(ctx) })
+		if err != nil {
+			return db, err
 		}
-		if _, err := projection.Migrate(ctx, db.pool); err != nil {
-			return nil, &databaseError{condition: v1alpha1.ReasonMigrationFailed, what: "migrating the event store's schema", err: err, dsn: dsn}
+		err = d.do(ctx, db, "migrating the event store's schema", databaseTimeout, func(ctx context.Context) error {
+			_, err := projection.Migrate(ctx, db.pool)
+			return err
+		})
+		if err != nil {
+			return db, err
 		}
 		db.migrated = true
 	}
-	return db.pool, nil
+	return db, nil
 }
 
-// close closes every pool.
+// do runs fn within timeout. Its error is a *databaseError without the
+// password: DatabaseNotResponding when fn ran out of time and a ping
+// failed too (the database is then marked as such, and probed), else
+// DatabaseUnreachable for a connection failure, else what's reason.
+func (d *databases) do(ctx context.Context, db *database, what string, timeout time.Duration, fn func(context.Context) error) error {
+	if err := db.hungErr(); err != nil {
+		return err
+	}
+	fctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	err := fn(fctx)
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() == nil && fctx.Err() != nil {
+		if perr := dbconn.Ping(ctx, db.pool, pingTimeout); perr != nil && ctx.Err() == nil {
+			return d.markHung(db, what, timeout, err)
+		}
+		// It answers: something else was slow (a lock).
+		return &databaseError{condition: reasonFor(what), what: what, err: db.redact.Error(fmt.Errorf("no result within %s: %w", timeout, err))}
+	}
+	if isConnectFailure(err) {
+		return &databaseError{condition: v1alpha1.ReasonDatabaseUnreachable, what: what, err: db.redact.Error(err)}
+	}
+	return &databaseError{condition: reasonFor(what), what: what, err: db.redact.Error(err)}
+}
+
+// reasonFor is the Degraded reason of a failure to do what.
+func reasonFor(what string) string {
+	switch what {
+	case "migrating the event store's schema":
+		return v1alpha1.ReasonMigrationFailed
+	case "switching the topology":
+		return v1alpha1.ReasonTopologyFailed
+	}
+	return v1alpha1.ReasonDatabaseUnreachable
+}
+
+// markHung marks db as not responding and starts its prober.
+func (d *databases) markHung(db *database, what string, timeout time.Duration, err error) error {
+	db.hungMu.Lock()
+	defer db.hungMu.Unlock()
+	if db.hung == nil {
+		db.hung = &dbconn.TimeoutError{Op: what, Timeout: timeout, Err: err}
+		db.hungSince = time.Now()
+		go d.probe(db)
+	}
+	return db.hungErrLocked()
+}
+
+// probe pings db until it answers, then clears its mark.
+func (d *databases) probe(db *database) {
+	t := time.NewTicker(probeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.ctx.Done():
+			return
+		case <-t.C:
+		}
+		if dbconn.Ping(d.ctx, db.pool, pingTimeout) == nil {
+			db.hungMu.Lock()
+			db.hung = nil
+			db.hungMu.Unlock()
+			return
+		}
+	}
+}
+
+// hungErr is the error of every use of db while it is marked not
+// responding, nil otherwise.
+func (db *database) hungErr() error {
+	db.hungMu.Lock()
+	defer db.hungMu.Unlock()
+	return db.hungErrLocked()
+}
+
+func (db *database) hungErrLocked() error {
+	if db.hung == nil {
+		return nil
+	}
+	return &databaseError{condition: v1alpha1.ReasonDatabaseNotResponding,
+		what: fmt.Sprintf("not responding since %s", db.hungSince.UTC().Format(time.RFC3339)), err: db.redact.Error(db.hung)}
+}
+
+// close closes every pool and stops the probers.
 func (d *databases) close() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.stop != nil {
+		d.stop()
+	}
 	for k, db := range d.pools {
 		db.pool.Close()
 		delete(d.pools, k)
@@ -93,39 +208,32 @@ func (d *databases) close() {
 }
 
 // databaseError is a failure to use a projection's database. Its message
-// never holds the connection string's password.
+// never holds the connection string's password: err is redacted when the
+// error is made.
 type databaseError struct {
 	condition string // the Degraded condition's reason
 	what      string // what was attempted
 	err       error
-	dsn       string
 }
 
-func (e *databaseError) Error() string {
-	return redact(fmt.Sprintf("%s: %v", e.what, e.err), e.dsn)
-}
+func (e *databaseError) Error() string { return fmt.Sprintf("%s: %v", e.what, e.err) }
 
 func (e *databaseError) Unwrap() error { return e.err }
 
-// redact removes the password of dsn from msg. pgx already masks it in
-// its own parse errors; this also covers messages that quote the
-// connection string some other way.
-func redact(msg, dsn string) string {
-	cfg, err := pgconn.ParseConfig(dsn)
-	if err != nil || cfg.Password == "" {
-		return msg
-	}
-	return strings.ReplaceAll(msg, cfg.Password, "xxxxx")
+// redact removes the password of dsn from msg, whether dsn parses or not.
+func redact(msg, dsn string) string { return dbconn.NewRedactor(dsn).String(msg) }
+
+// isConnectFailure reports whether err is a failure to connect (refused,
+// unknown host, authentication) rather than an SQL error.
+func isConnectFailure(err error) bool {
+	var ce *pgconn.ConnectError
+	return errors.Is(err, dbconn.ErrUnreachable) || errors.As(err, &ce)
 }
 
 // redactErr is redact for an error that may come from any pgx call.
 func redactErr(err error, dsn string) string {
 	if err == nil {
 		return ""
-	}
-	var dbErr *databaseError
-	if errors.As(err, &dbErr) {
-		return dbErr.Error()
 	}
 	return redact(err.Error(), dsn)
 }

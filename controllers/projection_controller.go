@@ -189,6 +189,7 @@ type switchEvent struct {
 type poolHandle struct {
 	pool *pgxpool.Pool
 	dsn  string
+	db   *database
 }
 
 func (r *ProjectionReconciler) applyService(ctx context.Context, s *state) error {
@@ -281,14 +282,13 @@ func (r *ProjectionReconciler) connect(ctx context.Context, s *state) error {
 			fmt.Sprintf("Secret %q has no key %q (or it is empty); put the database connection string there", ref.Name, key)}
 		return nil
 	}
-	dctx, cancel := context.WithTimeout(ctx, databaseTimeout)
-	defer cancel()
-	pool, err := r.dbs.get(dctx, string(dsn))
+	s.pool.dsn = string(dsn) // for redacting what the workers report
+	db, err := r.dbs.get(ctx, string(dsn))
 	if err != nil {
 		s.degraded = &problem{reasonOf(err), "database of Secret " + ref.Name + ": " + redactErr(err, string(dsn))}
 		return nil
 	}
-	s.pool = poolHandle{pool: pool, dsn: string(dsn)}
+	s.pool = poolHandle{pool: db.pool, dsn: string(dsn), db: db}
 	return nil
 }
 
@@ -326,20 +326,28 @@ func (r *ProjectionReconciler) switchTopology(ctx context.Context, s *state) err
 	if s.degraded != nil || s.desired == 0 {
 		return nil
 	}
-	dctx, cancel := context.WithTimeout(ctx, databaseTimeout)
-	defer cancel()
 	name := s.projection.EffectiveProjectionName()
-	before, err := projection.GetTopology(dctx, s.pool.pool, name)
-	if err != nil && !errors.Is(err, projection.ErrNoTopology) {
-		s.degraded = &problem{v1alpha1.ReasonDatabaseUnreachable, redactErr(err, s.pool.dsn)}
+	var before, after projection.Topology
+	err := r.dbs.do(ctx, s.pool.db, "reading the topology", databaseTimeout, func(ctx context.Context) (err error) {
+		before, err = projection.GetTopology(ctx, s.pool.pool, name)
+		if errors.Is(err, projection.ErrNoTopology) {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		s.degraded = &problem{reasonOf(err), redactErr(err, s.pool.dsn)}
 		return nil
 	}
 	if before.TotalPartitions == int(s.desired) {
 		return nil
 	}
-	after, err := projection.SetTopology(dctx, s.pool.pool, name, int(s.desired))
+	err = r.dbs.do(ctx, s.pool.db, "switching the topology", topologyTimeout, func(ctx context.Context) (err error) {
+		after, err = projection.SetTopology(ctx, s.pool.pool, name, int(s.desired))
+		return err
+	})
 	if err != nil {
-		s.degraded = &problem{v1alpha1.ReasonTopologyFailed,
+		s.degraded = &problem{reasonOf(err),
 			fmt.Sprintf("switching projection %s from %d to %d partitions: %s", name, before.TotalPartitions, s.desired, redactErr(err, s.pool.dsn))}
 		return nil
 	}
@@ -398,12 +406,14 @@ func (r *ProjectionReconciler) observeProgress(ctx context.Context, s *state) er
 	if s.pool.pool == nil {
 		return nil
 	}
-	dctx, cancel := context.WithTimeout(ctx, databaseTimeout)
-	defer cancel()
-	progress, err := projection.GetProgress(dctx, s.pool.pool, s.projection.EffectiveProjectionName())
+	var progress projection.Progress
+	err := r.dbs.do(ctx, s.pool.db, "reading progress", databaseTimeout, func(ctx context.Context) (err error) {
+		progress, err = projection.GetProgress(ctx, s.pool.pool, s.projection.EffectiveProjectionName())
+		return err
+	})
 	if err != nil {
 		if s.degraded == nil {
-			s.degraded = &problem{v1alpha1.ReasonDatabaseUnreachable, "reading progress: " + redactErr(err, s.pool.dsn)}
+			s.degraded = &problem{reasonOf(err), redactErr(err, s.pool.dsn)}
 		}
 		return nil
 	}

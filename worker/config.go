@@ -15,9 +15,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/projectionist/projectionist/internal/dbconn"
 	"github.com/projectionist/projectionist/pkg/projection"
 )
 
@@ -58,6 +58,19 @@ type Config struct {
 	// HTTPAddr is where /healthz, /readyz and /metrics are served.
 	// Defaults to ":8080".
 	HTTPAddr string
+	// ConnectTimeout bounds establishing a database connection (TCP, TLS,
+	// authentication), unless DatabaseURL sets connect_timeout. Defaults
+	// to 10s.
+	ConnectTimeout time.Duration
+	// StatementTimeout bounds each of the worker's own round trips to the
+	// database (a readiness check, a batch's statements); a database that
+	// does not answer within it is reported, and retried, as not
+	// responding. Defaults to 10s ([projection.DefaultStatementTimeout]).
+	StatementTimeout time.Duration
+	// BatchTimeout bounds a whole batch, the projections' Handle calls
+	// included, and the schema migration and Setup. Defaults to 1m
+	// ([projection.DefaultBatchTimeout]).
+	BatchTimeout time.Duration
 	// ShutdownTimeout bounds how long Run takes to return once its
 	// context is cancelled. Defaults to 25s, below Kubernetes' default
 	// grace period of 30s.
@@ -111,14 +124,20 @@ type ConfigError struct {
 	// Setting is the flag (--batch-size) or variable (BATCH_SIZE) that held
 	// the value.
 	Setting string
-	// Value is the bad value, with any password masked.
+	// Value is the bad value; empty for DATABASE_URL, which is never
+	// shown.
 	Value string
 	// Problem says what is allowed.
 	Problem string
 }
 
 // Error reads like `PARTITION_KEY "abc": must be a non-negative integer`.
-func (e *ConfigError) Error() string { return fmt.Sprintf("%s %q: %s", e.Setting, e.Value, e.Problem) }
+func (e *ConfigError) Error() string {
+	if e.Value == "" {
+		return e.Setting + ": " + e.Problem
+	}
+	return fmt.Sprintf("%s %q: %s", e.Setting, e.Value, e.Problem)
+}
 
 // Is makes a ConfigError match [ErrInvalidConfig].
 func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
@@ -133,14 +152,8 @@ type setting struct {
 
 var settings = []setting{
 	{"database-url", EnvDatabaseURL, "dsn", "PostgreSQL connection string, URL or key=value (default: the PG* variables)", func(c *Config, v string) error {
-		if _, err := pgxpool.ParseConfig(v); err != nil {
-			// pgx says "cannot parse `<the DSN>`: <problem>"; the DSN is
-			// in the error already.
-			msg := RedactDSN(err.Error())
-			if _, problem, ok := strings.Cut(msg, "`: "); ok {
-				msg = problem
-			}
-			return errors.New(msg)
+		if _, err := dbconn.ParseConfig(v, dbconn.Options{}); err != nil {
+			return err // says what is wrong without quoting v
 		}
 		c.DatabaseURL = v
 		return nil
@@ -191,6 +204,18 @@ var settings = []setting{
 		}
 		c.HTTPAddr = v
 		return nil
+	}},
+	{"connect-timeout", "CONNECT_TIMEOUT", "duration", "bound on establishing a database connection (default 10s)", func(c *Config, v string) (err error) {
+		c.ConnectTimeout, err = parseDuration(v)
+		return err
+	}},
+	{"statement-timeout", "STATEMENT_TIMEOUT", "duration", "bound on each of the worker's own database round trips (default 10s)", func(c *Config, v string) (err error) {
+		c.StatementTimeout, err = parseDuration(v)
+		return err
+	}},
+	{"batch-timeout", "BATCH_TIMEOUT", "duration", "bound on a whole batch, Handle calls included (default 1m)", func(c *Config, v string) (err error) {
+		c.BatchTimeout, err = parseDuration(v)
+		return err
 	}},
 	{"shutdown-timeout", "SHUTDOWN_TIMEOUT", "duration", "bound on a graceful shutdown (default 25s)", func(c *Config, v string) (err error) {
 		c.ShutdownTimeout, err = parseDuration(v)
@@ -261,7 +286,7 @@ func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 		}
 		if err := s.parse(&c, v); err != nil {
 			if s.env == EnvDatabaseURL {
-				v = RedactDSN(v)
+				v = "" // never shown: it may hold a password
 			}
 			return Config{}, &ConfigError{Setting: src, Value: v, Problem: err.Error()}
 		}
@@ -351,6 +376,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = dbconn.DefaultConnectTimeout
+	}
+	if c.StatementTimeout == 0 {
+		c.StatementTimeout = def.StatementTimeout
+	}
+	if c.BatchTimeout == 0 {
+		c.BatchTimeout = def.BatchTimeout
 	}
 	if c.LogFormat == "" {
 		c.LogFormat = LogFormatJSON

@@ -121,6 +121,9 @@ func TestParseConfigErrors(t *testing.T) {
 		{args: []string{"--batch-size=lots"}, want: `--batch-size "lots": must be an integer between 1 and 10000`},
 		{env: map[string]string{"POLL_INTERVAL": "5"}, want: `POLL_INTERVAL "5": must be a positive duration such as 500ms, 2s or 1m`},
 		{env: map[string]string{"POLL_INTERVAL": "-1s"}, want: `POLL_INTERVAL "-1s": must be a positive duration such as 500ms, 2s or 1m`},
+		{env: map[string]string{"STATEMENT_TIMEOUT": "0s"}, want: `STATEMENT_TIMEOUT "0s": must be a positive duration such as 500ms, 2s or 1m`},
+		{args: []string{"--batch-timeout=forever"}, want: `--batch-timeout "forever": must be a positive duration such as 500ms, 2s or 1m`},
+		{env: map[string]string{"CONNECT_TIMEOUT": "5"}, want: `CONNECT_TIMEOUT "5": must be a positive duration such as 500ms, 2s or 1m`},
 		{env: map[string]string{"SHUTDOWN_TIMEOUT": "soon"}, want: `SHUTDOWN_TIMEOUT "soon": must be a positive duration such as 500ms, 2s or 1m`},
 		{env: map[string]string{"ERROR_POLICY": "halt"}, want: `ERROR_POLICY "halt": must be stop, skip or dead-letter`},
 		{env: map[string]string{"HTTP_ADDR": "8080"}, want: `HTTP_ADDR "8080": must be host:port, such as :8080 or 127.0.0.1:8080`},
@@ -130,11 +133,11 @@ func TestParseConfigErrors(t *testing.T) {
 		{env: map[string]string{"PROJECTION": "a, b,a"}, want: `PROJECTION "a, b,a": names "a" twice`},
 		{
 			env:  map[string]string{"DATABASE_URL": "postgres://alice:s3cret@db:notaport/app"},
-			want: `DATABASE_URL "postgres://alice:xxxxx@db:notaport/app": invalid port`,
+			want: `DATABASE_URL: invalid database connection string: invalid port: must be a number between 1 and 65535`,
 		},
 		{
 			args: []string{"--database-url", "host=db password=s3cret sslmode=sometimes"},
-			want: `--database-url "host=db password=xxxxx sslmode=sometimes": failed to configure TLS (sslmode is invalid)`,
+			want: `--database-url: invalid database connection string: the TLS settings are invalid (sslmode must be disable, allow, prefer, require, verify-ca or verify-full, and the certificate and key files must be readable)`,
 		},
 		{args: []string{"--nope"}, want: `invalid worker config: flag provided but not defined: -nope`},
 		{args: []string{"--batch-size"}, want: `invalid worker config: flag needs an argument: -batch-size`},

@@ -90,7 +90,7 @@ func TestUnreachableDatabase(t *testing.T) {
 
 	waitFor(t, "not ready: retrying", func() bool {
 		code, body := get(r.url + "/readyz")
-		return code == 503 && strings.Contains(body, "not running, retrying: connecting to the database")
+		return code == 503 && strings.Contains(body, "not running (database unreachable), retrying: connecting to the database")
 	})
 	waitFor(t, "two more attempts", func() bool { return strings.Count(logs.String(), "projections still not running") >= 2 })
 	if code, _ := get(r.url + "/healthz"); code != 200 {

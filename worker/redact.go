@@ -2,46 +2,37 @@ package worker
 
 import (
 	"log/slog"
-	"regexp"
-)
 
-// mask replaces a password.
-const mask = "xxxxx"
-
-var (
-	// The password of a URL's user info, up to the last @ before
-	// whitespace: an unencoded @ in a password must not leak the rest.
-	urlPassword = regexp.MustCompile(`(?i)(postgres(?:ql)?://[^:@/\s]*:)\S*@`)
-	// A password among a URL's query parameters, which & separates.
-	queryPassword = regexp.MustCompile(`(?i)([?&](?:ssl)?password=)[^&#\s]*`)
-	// A password among key=value pairs, quoted or up to whitespace, and
-	// not preceded by ? or & (a query parameter, above).
-	keywordPassword = regexp.MustCompile(`(?i)(^|[^?&\w])((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)`)
+	"github.com/projectionist/projectionist/internal/dbconn"
 )
 
 // RedactDSN masks the passwords in s: a PostgreSQL connection string in URL
 // form (postgres://user:password@host, ?password=, ?sslpassword=) or
 // key=value form (password=secret, password='with spaces'), or any text
-// that contains such strings, such as an error message that echoes one.
-// Everything else is left as it was.
-func RedactDSN(s string) string {
-	s = urlPassword.ReplaceAllString(s, "${1}"+mask+"@")
-	s = queryPassword.ReplaceAllString(s, "${1}"+mask)
-	return keywordPassword.ReplaceAllString(s, "${1}${2}"+mask)
-}
+// that contains such strings, such as an error message that echoes one. It
+// errs on the side of masking too much: a malformed URL's user info is
+// masked up to its last @, an unterminated quote to the end. The worker
+// itself never echoes a connection string; its logger and errors also
+// remove the configured password wherever it appears.
+func RedactDSN(s string) string { return dbconn.Redact(s) }
 
-// redactAttr is a slog ReplaceAttr that applies RedactDSN to every string
-// and error in a log line, the message included.
-func redactAttr(_ []string, a slog.Attr) slog.Attr {
-	switch v := a.Value; v.Kind() {
-	case slog.KindString:
-		a.Value = slog.StringValue(RedactDSN(v.String()))
-	case slog.KindAny:
-		if err, ok := v.Any().(error); ok {
-			a.Value = slog.StringValue(RedactDSN(err.Error()))
+// redactor removes the password of dsn (and PGPASSWORD) from text.
+func redactor(dsn string) *dbconn.Redactor { return dbconn.NewRedactor(dsn) }
+
+// redactAttr returns a slog ReplaceAttr that applies r to every string and
+// error in a log line, the message included.
+func redactAttr(r *dbconn.Redactor) func([]string, slog.Attr) slog.Attr {
+	return func(_ []string, a slog.Attr) slog.Attr {
+		switch v := a.Value; v.Kind() {
+		case slog.KindString:
+			a.Value = slog.StringValue(r.String(v.String()))
+		case slog.KindAny:
+			if err, ok := v.Any().(error); ok {
+				a.Value = slog.StringValue(r.String(err.Error()))
+			}
 		}
+		return a
 	}
-	return a
 }
 
 // errAttr logs an error with its passwords masked, whatever the logger.

@@ -63,6 +63,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/projectionist/projectionist/internal/dbconn"
 	"github.com/projectionist/projectionist/pkg/projection"
 	"github.com/projectionist/projectionist/pkg/projection/runner"
 )
@@ -109,6 +110,8 @@ type worker struct {
 	batchDuration *prometheus.HistogramVec
 	registry      *prometheus.Registry // what /metrics serves
 	migrated      bool                 // schema migrated and Setup done; by attempt only
+	// redact removes the database's password from errors and readiness.
+	redact *dbconn.Redactor
 
 	mu sync.Mutex
 	// failure is why the projections are not running, from the moment an
@@ -142,22 +145,18 @@ func newWorker(cfg Config, projections []projection.Projection) (*worker, error)
 	if cfg.ShutdownTimeout < 0 {
 		return nil, fmt.Errorf("%w: ShutdownTimeout is %s, must not be negative", ErrInvalidConfig, cfg.ShutdownTimeout)
 	}
-	poolCfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
-	if err != nil {
-		return nil, fmt.Errorf("%w: database URL: %s", ErrInvalidConfig, RedactDSN(err.Error()))
-	}
-	if poolCfg.ConnConfig.RuntimeParams["application_name"] == "" {
-		poolCfg.ConnConfig.RuntimeParams["application_name"] = "projectionist-worker"
-	}
 	// One connection per processor, one for readiness, one for metrics.
-	poolCfg.MaxConns = max(poolCfg.MaxConns, int32(len(selected)+2))
-
+	poolCfg, err := dbconn.ParseConfig(cfg.DatabaseURL, dbconn.Options{Application: "projectionist-worker",
+		MinMaxConns: int32(len(selected) + 2), ConnectTimeout: cfg.ConnectTimeout})
+	if err != nil {
+		return nil, fmt.Errorf("%w: DATABASE_URL: %w", ErrInvalidConfig, err)
+	}
 	pool, err := pgxpool.NewWithConfig(context.Background(), poolCfg)
 	if err != nil {
-		return nil, fmt.Errorf("%w: database URL: %s", ErrInvalidConfig, RedactDSN(err.Error()))
+		return nil, fmt.Errorf("%w: DATABASE_URL: %w", ErrInvalidConfig, redactor(cfg.DatabaseURL).Error(err))
 	}
 
-	w := &worker{cfg: cfg, log: cfg.Logger, pool: pool, batchDuration: newBatchDuration()}
+	w := &worker{cfg: cfg, log: cfg.Logger, pool: pool, batchDuration: newBatchDuration(), redact: redactor(cfg.DatabaseURL)}
 	if w.registry, err = w.newRegistry(); err != nil {
 		pool.Close()
 		return nil, err
@@ -169,6 +168,7 @@ func newWorker(cfg Config, projections []projection.Projection) (*worker, error)
 		}
 		pc := projection.DefaultProcessorConfig()
 		pc.BatchSize, pc.PollInterval, pc.ErrorPolicy = cfg.BatchSize, cfg.PollInterval, cfg.ErrorPolicy
+		pc.StatementTimeout, pc.BatchTimeout = cfg.StatementTimeout, cfg.BatchTimeout
 		pc.PartitionKey, pc.Topology = cfg.PartitionKey, projection.TopologyFollow
 		if cfg.TotalPartitions > 0 {
 			pc.TotalPartitions, pc.Topology = cfg.TotalPartitions, projection.TopologyApply
@@ -265,7 +265,7 @@ func (w *worker) run(ctx context.Context, ln net.Listener) error {
 	}
 	w.pool.Close()
 	if err != nil {
-		return redactedError{err}
+		return w.redact.Error(err)
 	}
 	w.log.Info("worker stopped")
 	return nil
@@ -304,17 +304,12 @@ func (w *worker) runProjections(ctx context.Context) error {
 // until one fails or ctx is cancelled. Checking the connection first keeps
 // an outage from starting (and logging) every processor on every retry.
 func (w *worker) attempt(ctx context.Context) error {
-	if err := w.pool.Ping(ctx); err != nil {
+	if err := dbconn.Ping(ctx, w.pool, w.cfg.StatementTimeout); err != nil {
 		return fmt.Errorf("connecting to the database: %w", err)
 	}
 	if !w.migrated {
-		if _, err := projection.Migrate(ctx, w.pool); err != nil {
-			return fmt.Errorf("migrating the schema: %w", err)
-		}
-		if w.cfg.Setup != nil {
-			if err := w.cfg.Setup(ctx, w.pool); err != nil {
-				return fmt.Errorf("setting up: %w", err)
-			}
+		if err := w.setUp(ctx); err != nil {
+			return err
 		}
 		w.migrated = true
 	}
@@ -358,15 +353,20 @@ func (w *worker) batches() int64 {
 	return sum
 }
 
-// failed records a failed attempt, logging only the first of a series.
+// failed records a failed attempt, logging the first of a series and
+// every change of state (say, from unreachable to not responding).
 func (w *worker) failed(err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.failure == nil {
-		w.log.Warn("projections not running; retrying with backoff", errAttr(err))
+	state := failureState(err)
+	switch {
+	case w.failure == nil:
+		w.log.Warn("projections not running; retrying with backoff", "state", state, errAttr(w.redact.Error(err)))
 		w.failedAt = time.Now()
-	} else {
-		w.log.Debug("projections still not running; retrying with backoff", errAttr(err))
+	case failureState(w.failure) != state:
+		w.log.Warn("projections still not running; retrying with backoff", "state", state, errAttr(w.redact.Error(err)))
+	default:
+		w.log.Debug("projections still not running; retrying with backoff", "state", state, errAttr(w.redact.Error(err)))
 	}
 	w.failure = err
 }
@@ -413,7 +413,7 @@ func (w *worker) ready(ctx context.Context) (string, bool) {
 	case stopping:
 		return "shutting down", false
 	case failure != nil:
-		return "not running, retrying: " + RedactDSN(failure.Error()), false
+		return "not running (" + failureState(failure) + "), retrying: " + w.redact.String(failure.Error()), false
 	}
 	for i, p := range w.procs {
 		st := p.processor.Stats()
@@ -424,10 +424,8 @@ func (w *worker) ready(ctx context.Context) (string, bool) {
 			return fmt.Sprintf("projection %q partition %s: idle: %s", p.name, p.partition, outside(st)), false
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, pingTimeout)
-	defer cancel()
-	if err := w.pool.Ping(ctx); err != nil {
-		return "database unreachable: " + RedactDSN(err.Error()), false
+	if err := dbconn.Ping(ctx, w.pool, pingTimeout); err != nil {
+		return failureState(err) + ": " + w.redact.String(err.Error()), false
 	}
 	return "ok", true
 }

@@ -135,7 +135,7 @@ type running struct {
 func start(t *testing.T, cfg Config, projections ...projection.Projection) *running {
 	t.Helper()
 	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug, ReplaceAttr: redactAttr}))
+		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug, ReplaceAttr: redactAttr(redactor(cfg.DatabaseURL))}))
 	}
 	w, err := newWorker(cfg, projections)
 	if err != nil {
@@ -433,7 +433,7 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		{Config{PartitionKey: 2, TotalPartitions: 2}, []projection.Projection{a},
 			`projection "a": invalid processor config: PartitionKey is 2, must be in [0, 2) for TotalPartitions 2`},
 		{Config{DatabaseURL: "postgres://alice:s3cret@db:x/app"}, []projection.Projection{a},
-			"invalid worker config: database URL: cannot parse `postgres://alice:xxxxx@db:x/app`: invalid port"},
+			"invalid worker config: DATABASE_URL: invalid database connection string: invalid port: must be a number between 1 and 65535"},
 	} {
 		err := Run(t.Context(), tc.cfg, tc.projections...)
 		if err == nil || err.Error() != tc.want {

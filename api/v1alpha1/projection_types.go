@@ -355,6 +355,11 @@ const (
 	ReasonProgressing         = "CheckpointsMoving"
 )
 
+// ReasonDatabaseNotResponding is the Degraded reason of a database that
+// accepts connections but does not answer in time (stopped, overloaded, a
+// network blackhole); ReasonDatabaseUnreachable is one that refuses them.
+const ReasonDatabaseNotResponding = "DatabaseNotResponding"
+
 // Projection runs an event-sourcing projection as a StatefulSet of
 // partitioned worker pods against PostgreSQL.
 //

@@ -25,12 +25,11 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/projectionist/projectionist/worker"
+	"github.com/projectionist/projectionist/internal/dbconn"
 )
 
 // Exit codes.
@@ -57,6 +56,9 @@ type cli struct {
 	ctx            context.Context
 	stdout, stderr io.Writer
 	getenv         func(string) string
+	// redact removes the password of the connection string in use from
+	// whatever the command reports; set by databaseURL.
+	redact *dbconn.Redactor
 }
 
 // command is a subcommand.
@@ -171,7 +173,7 @@ func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(f
 // usage error, 1 otherwise. Passwords in connection strings are masked,
 // whatever the error echoes.
 func (c *cli) fail(name string, err error) int {
-	msg := worker.RedactDSN(err.Error())
+	msg := c.redact.String(err.Error())
 	var ue *usageError
 	if errors.As(err, &ue) {
 		fmt.Fprintf(c.stderr, "projectionist %s: %s\nRun 'projectionist %s --help' for usage.\n", name, msg, name)
@@ -253,6 +255,7 @@ func databaseURLFlag(f *flags) *string {
 // databaseURL returns the connection string to use: --database-url, else
 // $DATABASE_URL, else "" if the PG* variables name a server.
 func (c *cli) databaseURL(flagValue string) (string, error) {
+	c.redact = dbconn.NewRedactor(flagValue, c.getenv("DATABASE_URL"), "password="+c.getenv("PGPASSWORD"))
 	if flagValue != "" {
 		return flagValue, nil
 	}
@@ -270,28 +273,14 @@ func (c *cli) databaseURL(flagValue string) (string, error) {
 }
 
 // connect opens a pool on dsn with at least minConns connections and checks
-// that the server answers.
+// that the server answers, within the connect timeout (connect_timeout,
+// else 10s). A bad dsn is a usage error that does not quote it.
 func (c *cli) connect(dsn, application string, minConns int32) (*pgxpool.Pool, error) {
-	cfg, err := pgxpool.ParseConfig(dsn)
-	if err != nil {
-		return nil, usagef("invalid database URL: %v", err)
+	pool, err := dbconn.Open(c.ctx, dsn, dbconn.Options{Application: application, MinMaxConns: minConns})
+	if errors.Is(err, dbconn.ErrInvalidDSN) {
+		return nil, &usageError{err.Error()}
 	}
-	if _, ok := cfg.ConnConfig.RuntimeParams["application_name"]; !ok {
-		cfg.ConnConfig.RuntimeParams["application_name"] = application
-	}
-	if cfg.ConnConfig.ConnectTimeout == 0 {
-		cfg.ConnConfig.ConnectTimeout = 10 * time.Second
-	}
-	cfg.MaxConns = max(cfg.MaxConns, minConns)
-	pool, err := pgxpool.NewWithConfig(c.ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("connecting to the database: %w", err)
-	}
-	if err := pool.Ping(c.ctx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("connecting to the database: %w", err)
-	}
-	return pool, nil
+	return pool, err
 }
 
 // withSchemaHint adds advice to an error that says the event store's

@@ -84,14 +84,15 @@ func TestMigrateTwice(t *testing.T) {
 	want := "applied 0001_events_and_checkpoints.up.sql\n" +
 		"applied 0002_topology.up.sql\n" +
 		"applied 0003_dead_letters.up.sql\n" +
-		"the schema is at version 3 (0003_dead_letters.up.sql)\n"
+		"applied 0004_event_field_limits.up.sql\n" +
+		"the schema is at version 4 (0004_event_field_limits.up.sql)\n"
 	if r.code != 0 || r.stdout != want || r.stderr != "" {
 		t.Fatalf("first migrate:\n%s\nwant stdout:\n%s", r, want)
 	}
 
 	// Again, with the flag instead of the variable: nothing to apply.
 	r = run(t, nil, "migrate", "--database-url", dsn)
-	want = "nothing to apply: the schema is at version 3 (0003_dead_letters.up.sql)\n"
+	want = "nothing to apply: the schema is at version 4 (0004_event_field_limits.up.sql)\n"
 	if r.code != 0 || r.stdout != want || r.stderr != "" {
 		t.Fatalf("second migrate:\n%s\nwant stdout:\n%s", r, want)
 	}
@@ -102,8 +103,8 @@ func TestMigrateTwice(t *testing.T) {
 	}
 	defer conn.Close(ctx)
 	var n int
-	if err := conn.QueryRow(ctx, "SELECT count(*) FROM projectionist_schema_migrations").Scan(&n); err != nil || n != 3 {
-		t.Errorf("projectionist_schema_migrations has %d rows (%v), want 3", n, err)
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM projectionist_schema_migrations").Scan(&n); err != nil || n != 4 {
+		t.Errorf("projectionist_schema_migrations has %d rows (%v), want 4", n, err)
 	}
 }
 
@@ -240,7 +241,7 @@ func TestBadInput(t *testing.T) {
 		{"extra argument", nil, []string{"migrate", "now"}, 2, `projectionist migrate: unexpected argument "now"`},
 		{"migrate without database", nil, []string{"migrate"}, 2, "projectionist migrate: no database: set DATABASE_URL or pass --database-url"},
 		{"generate without database", nil, []string{"events", "generate", "--count", "10"}, 2, "projectionist events generate: no database: set DATABASE_URL"},
-		{"malformed URL", nil, []string{"migrate", "--database-url", "postgres://app:" + secret + "@127.0.0.1:notaport/app"}, 2, "projectionist migrate: invalid database URL: "},
+		{"malformed URL", nil, []string{"migrate", "--database-url", "postgres://app:" + secret + "@127.0.0.1:notaport/app"}, 2, "projectionist migrate: invalid database connection string: invalid port"},
 		{"unreachable server, URL", map[string]string{"DATABASE_URL": "postgres://app:" + secret + "@127.0.0.1:1/app?sslmode=disable"}, []string{"migrate"}, 1, "projectionist migrate: connecting to the database: "},
 		{"unreachable server, key=value", nil, []string{"events", "generate", "--database-url", "host=127.0.0.1 port=1 user=app password=" + secret + " sslmode=disable"}, 1, "projectionist events generate: connecting to the database: "},
 	} {

@@ -340,7 +340,7 @@ func TestWorkerBadInput(t *testing.T) {
 		{"projection twice", nil, []string{"--projection", "revenue,revenue"}, `--projection "revenue,revenue": names "revenue" twice`},
 		{"unknown flag", nil, []string{"--partitions", "3"}, "flag provided but not defined: -partitions"},
 		{"extra argument", nil, []string{"now"}, `unexpected argument "now"`},
-		{"malformed URL", map[string]string{"DATABASE_URL": "postgres://app:" + secret + "@127.0.0.1:notaport/app"}, nil, `DATABASE_URL "postgres://app:xxxxx@127.0.0.1:notaport/app": `},
+		{"malformed URL", map[string]string{"DATABASE_URL": "postgres://app:" + secret + "@127.0.0.1:notaport/app"}, nil, `DATABASE_URL: invalid database connection string: invalid port`},
 		{"unknown projection", map[string]string{"DATABASE_URL": dsn, "PROJECTION": "user_count,revnue"}, nil, `unknown projection "revnue"; this worker has activity_log, revenue, user_count`},
 		// Reported at once, not after waiting for a database that is not there.
 		{"unknown projection, no database", map[string]string{"DATABASE_URL": "postgres://app:" + secret + "@127.0.0.1:1/app?sslmode=disable", "PROJECTION": "activity"}, nil,

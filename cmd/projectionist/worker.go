@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 
+	"github.com/projectionist/projectionist/internal/dbconn"
 	"github.com/projectionist/projectionist/internal/demo"
 	"github.com/projectionist/projectionist/pkg/projection"
 	"github.com/projectionist/projectionist/worker"
@@ -43,6 +44,8 @@ Examples:
 // built-in demo projections, demo.Projections(), after creating their
 // tables (demo.EnsureSchema).
 func (c *cli) runWorker(args []string) int {
+	// Whatever the flags and variables hold, the password is removed.
+	c.redact = dbconn.NewRedactor(append([]string{c.getenv("DATABASE_URL"), "password=" + c.getenv("PGPASSWORD")}, args...)...)
 	cfg, err := worker.ParseConfig(args, c.getenv)
 	if errors.Is(err, flag.ErrHelp) {
 		fmt.Fprint(c.stdout, workerHelp)

@@ -33,6 +33,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/projectionist/projectionist/internal/dbconn"
 	"github.com/projectionist/projectionist/internal/demo"
 	"github.com/projectionist/projectionist/pkg/projection"
 )
@@ -309,13 +310,17 @@ func (g *generator) appendOne(ctx context.Context) error {
 		if aggType == demo.AggregateUser && g.opts.beforeAppend != nil {
 			g.opts.beforeAppend(id)
 		}
-		out, err := g.opts.Store.Append(ctx, g.pool, aggType, aggID, expected, ev)
+		var out []projection.PersistedEvent
+		err = bounded(ctx, "appending an event", func(ctx context.Context) (err error) {
+			out, err = g.opts.Store.Append(ctx, g.pool, aggType, aggID, expected, ev)
+			return err
+		})
 		if errors.Is(err, projection.ErrConcurrencyConflict) {
 			g.conflicts.Add(1)
 			if attempt >= MaxAttempts {
 				return fmt.Errorf("giving up after %d concurrency conflicts: %w", attempt, err)
 			}
-			if err := g.reload(ctx, i); err != nil {
+			if err := bounded(ctx, "reading a user's stream", func(ctx context.Context) error { return g.reload(ctx, i) }); err != nil {
 				return err
 			}
 			continue
@@ -393,7 +398,9 @@ func (g *generator) load(ctx context.Context) error {
 			ids = append(ids, UserID(i))
 			index[UserID(i)] = i
 		}
-		rows, err := g.pool.Query(ctx, `
+		qctx, cancel := context.WithTimeout(ctx, StatementTimeout)
+		defer cancel()
+		rows, err := g.pool.Query(qctx, `
 			SELECT aggregate_id, max(aggregate_version),
 			       bool_or(event_type = $3), bool_or(event_type = $4), bool_or(event_type = $5)
 			FROM events
@@ -413,11 +420,31 @@ func (g *generator) load(ctx context.Context) error {
 			}
 			return nil
 		})
+		if err != nil && ctx.Err() == nil && qctx.Err() != nil {
+			err = &dbconn.TimeoutError{Op: "reading the users' streams", Timeout: StatementTimeout, Err: err}
+		}
 		if err != nil {
 			return fmt.Errorf("reading the users' streams: %w", err)
 		}
 	}
 	return nil
+}
+
+// StatementTimeout bounds each of the generator's round trips to the
+// database: one that does not answer within it fails the run with a
+// *dbconn.TimeoutError instead of hanging it.
+const StatementTimeout = 10 * time.Second
+
+// bounded runs fn within StatementTimeout, reporting a database that did
+// not answer in time as a *dbconn.TimeoutError.
+func bounded(ctx context.Context, what string, fn func(context.Context) error) error {
+	fctx, cancel := context.WithTimeout(ctx, StatementTimeout)
+	defer cancel()
+	err := fn(fctx)
+	if err != nil && ctx.Err() == nil && fctx.Err() != nil {
+		return &dbconn.TimeoutError{Op: what, Timeout: StatementTimeout, Err: err}
+	}
+	return err
 }
 
 // reload reads the part of user i's stream the generator has not seen.

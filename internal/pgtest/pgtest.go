@@ -182,6 +182,11 @@ func start() (*server, error) {
 	if dsn := os.Getenv(EnvDatabaseURL); dsn != "" {
 		return &server{adminURL: dsn}, nil
 	}
+	return startServer()
+}
+
+// startServer initdbs and starts a server of this process's own.
+func startServer() (*server, error) {
 	bin, err := findBin()
 	if err != nil {
 		return nil, err
@@ -225,6 +230,108 @@ func initdb(bin string, cred *syscall.Credential, data string, args ...string) e
 		return fmt.Errorf("initdb: %w\n%s", err, out)
 	}
 	return nil
+}
+
+// Server is a PostgreSQL server of one test's own, apart from the one
+// [NewDatabase] shares between the tests of a binary: for tests that
+// freeze it, which would stall every other test's database.
+type Server struct{ s *server }
+
+// NewServer starts a server for this test (always one of this process's
+// own, even with PROJECTIONIST_TEST_DATABASE_URL set), stopped and removed
+// when the test ends.
+func NewServer(tb testing.TB) *Server {
+	tb.Helper()
+	s, err := startServer()
+	if err != nil {
+		tb.Fatalf("starting a test PostgreSQL server: %v", err)
+	}
+	srv := &Server{s: s}
+	tb.Cleanup(func() {
+		srv.signal(syscall.SIGCONT) // a frozen server cannot shut down
+		s.stop()
+	})
+	return srv
+}
+
+// NewDatabase creates an empty database on the server and returns its
+// DSN.
+func (s *Server) NewDatabase(tb testing.TB) string {
+	tb.Helper()
+	dsn, _, err := createDatabase(s.s.adminURL)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return dsn
+}
+
+// Freeze stops the server's postmaster and every backend with SIGSTOP:
+// connections are accepted by the kernel and then nothing answers, as with
+// a hung or overloaded server or a network blackhole. (Stopping the
+// postmaster alone leaves its backends answering their sessions.)
+func (s *Server) Freeze(tb testing.TB) {
+	tb.Helper()
+	if err := s.signal(syscall.SIGSTOP); err != nil {
+		tb.Fatalf("freezing PostgreSQL: %v", err)
+	}
+}
+
+// Thaw resumes a frozen server with SIGCONT.
+func (s *Server) Thaw(tb testing.TB) {
+	tb.Helper()
+	if err := s.signal(syscall.SIGCONT); err != nil {
+		tb.Fatalf("thawing PostgreSQL: %v", err)
+	}
+}
+
+// signal sends sig to the postmaster, then to each of its children (every
+// backend calls setsid, so they share no process group with it). Stopped
+// first, the postmaster forks no child the loop would miss.
+func (s *Server) signal(sig syscall.Signal) error {
+	if s.s.cmd == nil {
+		return errors.New("the server is not running")
+	}
+	pid := s.s.cmd.Process.Pid
+	if err := syscall.Kill(pid, sig); err != nil {
+		return err
+	}
+	children, err := childPIDs(pid)
+	if err != nil {
+		return err
+	}
+	for _, c := range children {
+		_ = syscall.Kill(c, sig) // it may have exited since
+	}
+	return nil
+}
+
+// childPIDs lists the processes whose parent is pid, from /proc.
+func childPIDs(pid int) ([]int, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// "pid (comm) state ppid ...": comm may hold spaces and parens.
+		i := strings.LastIndexByte(string(stat), ')')
+		if i < 0 {
+			continue
+		}
+		fields := strings.Fields(string(stat[i+1:]))
+		if len(fields) > 1 && fields[1] == strconv.Itoa(pid) {
+			out = append(out, child)
+		}
+	}
+	return out, nil
 }
 
 // launch starts postgres on s's data directory and port, appending to its

@@ -7,6 +7,12 @@ import (
 	"time"
 )
 
+// Defaults of ProcessorConfig's bounds on waiting for the database.
+const (
+	DefaultStatementTimeout = 10 * time.Second
+	DefaultBatchTimeout     = time.Minute
+)
+
 // Bounds on ProcessorConfig.BatchSize.
 const (
 	MinBatchSize = 1
@@ -44,6 +50,18 @@ type ProcessorConfig struct {
 	// ErrorPolicy says what a failing Handle does to the processor.
 	// Defaults to [ErrorPolicyStop].
 	ErrorPolicy ErrorPolicy
+	// StatementTimeout bounds each of the processor's own round trips to
+	// the database (taking a connection, locking the topology and the
+	// checkpoint, reading events, committing): a server that accepts
+	// connections but does not answer (stopped, overloaded, a network
+	// blackhole) fails the batch with a [*TimeoutError] instead of
+	// hanging it and the topology lock it holds. Must not be negative.
+	// Defaults to DefaultStatementTimeout (10s) when zero.
+	StatementTimeout time.Duration
+	// BatchTimeout bounds a whole batch, the projection's Handle calls
+	// included (their ctx carries the deadline). Must not be negative.
+	// Defaults to DefaultBatchTimeout (1m) when zero.
+	BatchTimeout time.Duration
 	// Logger receives one line per state change (start, stop, topology
 	// change, idle, a poison event skipped or dead-lettered). Defaults to
 	// discarding.
@@ -148,6 +166,8 @@ func DefaultProcessorConfig() ProcessorConfig {
 		TotalPartitions:   1,
 		PartitionStrategy: HashPartitionStrategy{},
 		PollInterval:      100 * time.Millisecond,
+		StatementTimeout:  DefaultStatementTimeout,
+		BatchTimeout:      DefaultBatchTimeout,
 	}
 }
 
@@ -161,6 +181,12 @@ func (c ProcessorConfig) withDefaults() ProcessorConfig {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.StatementTimeout == 0 {
+		c.StatementTimeout = DefaultStatementTimeout
+	}
+	if c.BatchTimeout == 0 {
+		c.BatchTimeout = DefaultBatchTimeout
 	}
 	return c
 }
@@ -191,6 +217,12 @@ func (c ProcessorConfig) Validate() error {
 	}
 	if c.PollInterval < 0 {
 		return fmt.Errorf("%w: PollInterval is %s, must not be negative", ErrInvalidConfig, c.PollInterval)
+	}
+	if c.StatementTimeout < 0 {
+		return fmt.Errorf("%w: StatementTimeout is %s, must not be negative", ErrInvalidConfig, c.StatementTimeout)
+	}
+	if c.BatchTimeout < 0 {
+		return fmt.Errorf("%w: BatchTimeout is %s, must not be negative", ErrInvalidConfig, c.BatchTimeout)
 	}
 	return nil
 }

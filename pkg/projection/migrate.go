@@ -66,9 +66,16 @@ func Migrations() ([]Migration, error) {
 // processes may call it at once: one applies the pending migrations, the
 // others wait and then find nothing to do. Calling it on an up-to-date schema
 // is a no-op.
+//
+// An up-to-date schema is recognized without the lock or any DDL, so a
+// role that may only read the migrations table (a worker's: see
+// docs/least-privilege.sql) can call it too.
 func Migrate(ctx context.Context, db DBTX) ([]Migration, error) {
 	ms, err := Migrations()
 	if err != nil {
+		return nil, err
+	}
+	if current, err := upToDate(ctx, db, ms); err != nil || current {
 		return nil, err
 	}
 	var applied []Migration
@@ -112,4 +119,31 @@ func Migrate(ctx context.Context, db DBTX) ([]Migration, error) {
 		return nil, err
 	}
 	return applied, nil
+}
+
+// upToDate reports whether every migration in ms is recorded as applied.
+// It checks that the migrations table exists first: a failed query would
+// abort the caller's transaction.
+func upToDate(ctx context.Context, db DBTX, ms []Migration) (bool, error) {
+	var exists bool
+	if err := db.QueryRow(ctx, "SELECT to_regclass('projectionist_schema_migrations') IS NOT NULL").Scan(&exists); err != nil {
+		return false, fmt.Errorf("reading applied migrations: %w", err)
+	}
+	if !exists {
+		return false, nil
+	}
+	var n int
+	if err := db.QueryRow(ctx, "SELECT count(*) FROM projectionist_schema_migrations WHERE version = ANY($1)",
+		migrationVersions(ms)).Scan(&n); err != nil {
+		return false, fmt.Errorf("reading applied migrations: %w", err)
+	}
+	return n == len(ms), nil
+}
+
+func migrationVersions(ms []Migration) []int32 {
+	vs := make([]int32, len(ms))
+	for i, m := range ms {
+		vs[i] = int32(m.Version)
+	}
+	return vs
 }

@@ -49,6 +49,43 @@ func (e *HandlerError) Error() string {
 // Unwrap returns what Handle returned.
 func (e *HandlerError) Unwrap() error { return e.Err }
 
+// ErrTimeout is matched (with errors.Is) by every [*TimeoutError].
+var ErrTimeout = errors.New("database not responding")
+
+// TimeoutError reports a batch that ran out of one of its bounds
+// ([ProcessorConfig.StatementTimeout], [ProcessorConfig.BatchTimeout])
+// while its context was live: the database accepted the connection but did
+// not answer in time (stopped, overloaded, a network blackhole), or a
+// Handle took too long. The batch was rolled back; retrying is safe.
+type TimeoutError struct {
+	// Projection and PartitionKey name the processor.
+	Projection   string
+	PartitionKey int
+	// Op is what the batch was waiting for, e.g. "reading events".
+	Op string
+	// Bound names the bound that ran out, "statement timeout" or
+	// "batch timeout", and Timeout is its value.
+	Bound   string
+	Timeout time.Duration
+	// Err is the error the batch failed with.
+	Err error
+}
+
+// Error reads like `projection "p" partition 0: reading events: database
+// not responding: no answer within the statement timeout of 10s`.
+func (e *TimeoutError) Error() string {
+	return fmt.Sprintf("projection %q partition %d: %s: %v: no answer within the %s of %s",
+		e.Projection, e.PartitionKey, e.Op, ErrTimeout, e.Bound, e.Timeout)
+}
+
+// Unwrap returns the error the batch failed with.
+func (e *TimeoutError) Unwrap() error { return e.Err }
+
+// Is makes a TimeoutError match ErrTimeout and context.DeadlineExceeded.
+func (e *TimeoutError) Is(target error) bool {
+	return target == ErrTimeout || target == context.DeadlineExceeded
+}
+
 // Processor runs a projection: it reads the events of its partition in
 // batches, hands each to the projection inside the batch's transaction, and
 // advances the projection's checkpoint in that same transaction.
@@ -162,12 +199,30 @@ func (p *Processor) run(ctx context.Context, proj Projection, untilCaughtUp bool
 	// every event committed before this call is readable.
 	var target uint64
 	if untilCaughtUp {
-		if err := p.pool.QueryRow(ctx, "SELECT pg_snapshot_xmax(pg_current_snapshot())").Scan(&target); err != nil {
-			return finish(b.wrap("reading the catch-up target", err))
+		tctx, cancel := context.WithTimeout(ctx, b.cfg.StatementTimeout)
+		err := p.pool.QueryRow(tctx, "SELECT pg_snapshot_xmax(pg_current_snapshot())").Scan(&target)
+		if err != nil && ctx.Err() == nil && tctx.Err() != nil {
+			err = &TimeoutError{Projection: b.name, PartitionKey: b.cfg.PartitionKey, Op: "reading the catch-up target",
+				Bound: "statement timeout", Timeout: b.cfg.StatementTimeout, Err: err}
+		} else if err != nil {
+			err = b.wrap("reading the catch-up target", err)
+		}
+		cancel()
+		if err != nil {
+			return finish(err)
 		}
 	}
 	if b.cfg.Topology == TopologyApply {
-		if _, err := SetTopology(ctx, p.pool, b.name, b.cfg.TotalPartitions); err != nil {
+		// A switch waits for the batches in flight, each within its
+		// BatchTimeout.
+		tctx, cancel := context.WithTimeout(ctx, b.cfg.BatchTimeout+b.cfg.StatementTimeout)
+		_, err := SetTopology(tctx, p.pool, b.name, b.cfg.TotalPartitions)
+		if err != nil && ctx.Err() == nil && tctx.Err() != nil {
+			err = &TimeoutError{Projection: b.name, PartitionKey: b.cfg.PartitionKey, Op: "switching the topology",
+				Bound: "batch and statement timeouts", Timeout: b.cfg.BatchTimeout + b.cfg.StatementTimeout, Err: err}
+		}
+		cancel()
+		if err != nil {
 			return finish(err)
 		}
 	}
@@ -237,6 +292,9 @@ type batcher struct {
 
 	// saved is when this run last wrote its checkpoint.
 	saved time.Time
+	// waiting is the round trip the current batch waits for, for
+	// reporting a bound that ran out: a TimeoutError.
+	waiting waiting
 }
 
 // idleSaveInterval is how often, at most, a partition with nothing to
@@ -313,30 +371,74 @@ type stepResult struct {
 	idle bool
 }
 
-// step runs one batch.
+// step runs one batch within BatchTimeout, each of its own statements
+// within StatementTimeout. A bound that runs out while ctx is still live
+// fails the batch with a *TimeoutError; pgx closes the connection, so the
+// server rolls the batch back and releases its locks.
 func (b *batcher) step(ctx context.Context) (stepResult, error) {
+	bctx, cancel := context.WithTimeout(ctx, b.cfg.BatchTimeout)
+	defer cancel()
+	b.waiting = waiting{}
+	r, err := b.batch(bctx)
+	if err == nil || ctx.Err() != nil {
+		return r, err
+	}
+	w := b.waiting
+	switch {
+	case bctx.Err() != nil:
+		err = &TimeoutError{Projection: b.name, PartitionKey: b.cfg.PartitionKey, Op: w.op, Bound: "batch timeout", Timeout: b.cfg.BatchTimeout, Err: err}
+	case w.ctx != nil && w.ctx.Err() == context.DeadlineExceeded:
+		err = &TimeoutError{Projection: b.name, PartitionKey: b.cfg.PartitionKey, Op: w.op, Bound: "statement timeout", Timeout: w.timeout, Err: err}
+	}
+	return r, err
+}
+
+// waiting is the database round trip a batch is waiting for.
+type waiting struct {
+	op      string
+	timeout time.Duration
+	ctx     context.Context
+}
+
+// statement returns ctx bounded by StatementTimeout for the round trip op.
+func (b *batcher) statement(ctx context.Context, op string) (context.Context, context.CancelFunc) {
+	sctx, cancel := context.WithTimeout(ctx, b.cfg.StatementTimeout)
+	b.waiting = waiting{op: op, timeout: b.cfg.StatementTimeout, ctx: sctx}
+	return sctx, cancel
+}
+
+// batch runs one batch.
+func (b *batcher) batch(ctx context.Context) (stepResult, error) {
 	began := time.Now()
 	// The connection is acquired apart from the transaction so that the
 	// commit can be pipelined with the checkpoint update (see below):
 	// a pool transaction only goes back to the pool through its own
 	// Commit or Rollback, each a round trip of its own.
-	conn, err := b.pool.Acquire(ctx)
+	sctx, cancel := b.statement(ctx, "acquiring connection")
+	defer cancel()
+	conn, err := b.pool.Acquire(sctx)
 	if err != nil {
 		return stepResult{}, b.wrap("acquiring connection", err)
 	}
 	defer conn.Release() // destroys the connection if a transaction is left open
-	tx, err := conn.Begin(ctx)
+	sctx, cancel = b.statement(ctx, "beginning batch")
+	defer cancel()
+	tx, err := conn.Begin(sctx)
 	if err != nil {
 		return stepResult{}, b.wrap("beginning batch", err)
 	}
 	committed := false
 	defer func() {
 		if !committed {
-			_ = tx.Rollback(ctx)
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.cfg.StatementTimeout)
+			_ = tx.Rollback(rctx)
+			cancel()
 		}
 	}()
 
-	cp, horizon, err := b.lockState(ctx, tx)
+	sctx, cancel = b.statement(ctx, "locking topology and checkpoint")
+	defer cancel()
+	cp, horizon, err := b.lockState(sctx, tx)
 	if err != nil {
 		return stepResult{}, err
 	}
@@ -355,7 +457,9 @@ func (b *batcher) step(ctx context.Context) (stepResult, error) {
 		q.after = b.floor
 	}
 	sql, args := q.build()
-	rows, err := tx.Query(ctx, sql, args...)
+	sctx, cancel = b.statement(ctx, "reading events")
+	defer cancel()
+	rows, err := tx.Query(sctx, sql, args...)
 	if err != nil {
 		return stepResult{}, b.wrap("reading events", err)
 	}
@@ -366,6 +470,7 @@ func (b *batcher) step(ctx context.Context) (stepResult, error) {
 	b.buf = events
 
 	handled, skipped, poisoned := 0, 0, 0
+	b.waiting = waiting{op: "handling events", timeout: b.cfg.BatchTimeout}
 	for i := range events {
 		e := &events[i]
 		if b.goFilter && !b.cfg.PartitionStrategy.ShouldProcess(e.AggregateID, b.cfg.PartitionKey, b.total) {
@@ -413,7 +518,9 @@ func (b *batcher) step(ctx context.Context) (stepResult, error) {
 		// Nothing changed in the read model: remember how far we looked
 		// instead of writing a checkpoint on every idle poll.
 		b.floor, b.floorBase = next, cp
-		if err := tx.Commit(ctx); err != nil {
+		sctx, cancel = b.statement(ctx, "committing batch")
+		defer cancel()
+		if err := tx.Commit(sctx); err != nil {
 			return stepResult{}, b.wrap("committing batch", err)
 		}
 		b.record(began, len(events), 0, skipped, 0, next, horizon)
@@ -428,7 +535,9 @@ func (b *batcher) step(ctx context.Context) (stepResult, error) {
 	batch := &pgx.Batch{}
 	batch.Queue(saveCheckpointSQL, b.name, b.cfg.PartitionKey, next.TransactionID, next.GlobalPosition, handled)
 	batch.Queue("COMMIT")
-	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+	sctx, cancel = b.statement(ctx, "saving checkpoint and committing batch")
+	defer cancel()
+	if err := tx.SendBatch(sctx, batch).Close(); err != nil {
 		return stepResult{}, b.wrap("saving checkpoint and committing batch", err)
 	}
 	committed = true
@@ -456,7 +565,9 @@ func (b *batcher) setAside(ctx context.Context, tx pgx.Tx, e *PersistedEvent, he
 	if he, ok := herr.(*HandlerError); ok {
 		cause = he.Err
 	}
-	_, err := tx.Exec(ctx, `INSERT INTO projection_dead_letters
+	sctx, cancel := b.statement(ctx, "recording dead letter")
+	defer cancel()
+	_, err := tx.Exec(sctx, `INSERT INTO projection_dead_letters
 		(projection_name, event_id, partition_key, global_position, transaction_id, aggregate_type, aggregate_id, event_type, error)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 		ON CONFLICT (projection_name, event_id) DO UPDATE SET error = EXCLUDED.error, failed_at = now()`,

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -142,7 +143,7 @@ var ErrInvalidEvent = errors.New("invalid event")
 // would let them see the new event before its predecessor. Retrying in a new
 // transaction resolves it.
 func (s *Store) Append(ctx context.Context, db DBTX, aggregateType, aggregateID string, expected ExpectedVersion, events ...Event) ([]PersistedEvent, error) {
-	if err := validateAppend(aggregateType, aggregateID, events); err != nil {
+	if err := validateAppend(s.boundedContext, aggregateType, aggregateID, events); err != nil {
 		return nil, err
 	}
 	var out []PersistedEvent
@@ -152,17 +153,117 @@ func (s *Store) Append(ctx context.Context, db DBTX, aggregateType, aggregateID 
 		return err
 	})
 	if err != nil {
-		var pgErr *pgconn.PgError
+		pgErr := &pgconn.PgError{}
 		if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "events_aggregate_version_key" {
 			return nil, &ConcurrencyError{AggregateType: aggregateType, AggregateID: aggregateID, Expected: expected, Actual: -1,
 				Reason: "another transaction appended the same version first"}
+		}
+		if f, ok := fieldConstraints[pgErr.ConstraintName]; ok && pgErr.Code == "23514" {
+			// Not reached through the checks above, unless the schema's
+			// limits and these differ.
+			return nil, fmt.Errorf("%w: %s is too long for the schema's %s (the most is %d bytes): %w", ErrInvalidEvent, f.field, pgErr.ConstraintName, f.limit, err)
 		}
 		return nil, err
 	}
 	return out, nil
 }
 
-func validateAppend(aggregateType, aggregateID string, events []Event) error {
+// Limits on the names of an event, in bytes of UTF-8: together they keep an
+// entry of the events' unique index (bounded context, aggregate type,
+// aggregate id, version) below PostgreSQL's B-tree maximum of 2704 bytes.
+// The schema enforces them too, with CHECK constraints named
+// events_aggregate_id_size, events_aggregate_type_size,
+// events_bounded_context_size and events_event_type_size, for writers that
+// append with SQL.
+const (
+	MaxAggregateIDBytes    = 2048
+	MaxAggregateTypeBytes  = 255
+	MaxBoundedContextBytes = 255
+	MaxEventTypeBytes      = 255
+)
+
+// FieldError is an event field that PostgreSQL cannot store or index: too
+// long (see [MaxAggregateIDBytes]), or holding a NUL byte or invalid UTF-8,
+// which a text column cannot hold. [Store.Append] returns it before
+// touching the database. It matches [ErrInvalidEvent].
+type FieldError struct {
+	// Field is "aggregate id", "aggregate type", "bounded context" or
+	// "event type".
+	Field string
+	// Event is the index of the event among those appended, for an event
+	// type; -1 otherwise.
+	Event int
+	// Size is the value's length in bytes; Limit is the most allowed.
+	Size, Limit int
+	// Problem says what is wrong: "is too long", "holds a NUL byte at
+	// byte 3", "is not valid UTF-8 at byte 7".
+	Problem string
+}
+
+// Error reads like "invalid event: aggregate id is too long: 10000 bytes,
+// the most is 2048".
+func (e *FieldError) Error() string {
+	field := e.Field
+	if e.Event >= 0 {
+		field = fmt.Sprintf("%s of event %d", e.Field, e.Event)
+	}
+	return fmt.Sprintf("%v: %s %s: %d bytes, the most is %d", ErrInvalidEvent, field, e.Problem, e.Size, e.Limit)
+}
+
+// Is makes a FieldError match ErrInvalidEvent.
+func (e *FieldError) Is(target error) bool { return target == ErrInvalidEvent }
+
+// checkField returns a *FieldError if v cannot be stored as field.
+func checkField(field string, event int, v string, limit int) error {
+	fe := &FieldError{Field: field, Event: event, Size: len(v), Limit: limit}
+	switch {
+	case len(v) > limit:
+		fe.Problem = "is too long"
+	case strings.IndexByte(v, 0) >= 0:
+		fe.Problem = fmt.Sprintf("holds a NUL byte at byte %d", strings.IndexByte(v, 0))
+	case !utf8.ValidString(v):
+		fe.Problem = fmt.Sprintf("is not valid UTF-8 at byte %d", invalidUTF8At(v))
+	default:
+		return nil
+	}
+	return fe
+}
+
+func invalidUTF8At(v string) int {
+	for i, r := range v {
+		if r == utf8.RuneError {
+			if _, size := utf8.DecodeRuneInString(v[i:]); size <= 1 {
+				return i
+			}
+		}
+	}
+	return len(v)
+}
+
+// fieldConstraints maps the schema's CHECK constraints to their fields.
+var fieldConstraints = map[string]struct {
+	field string
+	limit int
+}{
+	"events_aggregate_id_size":    {"aggregate id", MaxAggregateIDBytes},
+	"events_aggregate_type_size":  {"aggregate type", MaxAggregateTypeBytes},
+	"events_bounded_context_size": {"bounded context", MaxBoundedContextBytes},
+	"events_event_type_size":      {"event type", MaxEventTypeBytes},
+}
+
+func validateAppend(boundedContext, aggregateType, aggregateID string, events []Event) error {
+	for _, f := range []struct {
+		field, v string
+		limit    int
+	}{
+		{"bounded context", boundedContext, MaxBoundedContextBytes},
+		{"aggregate type", aggregateType, MaxAggregateTypeBytes},
+		{"aggregate id", aggregateID, MaxAggregateIDBytes},
+	} {
+		if err := checkField(f.field, -1, f.v, f.limit); err != nil {
+			return err
+		}
+	}
 	switch {
 	case aggregateType == "":
 		return fmt.Errorf("%w: aggregate type is empty", ErrInvalidEvent)
@@ -174,6 +275,9 @@ func validateAppend(aggregateType, aggregateID string, events []Event) error {
 	for i, e := range events {
 		if e.EventType == "" {
 			return fmt.Errorf("%w: event %d for %s %q has no type", ErrInvalidEvent, i, aggregateType, aggregateID)
+		}
+		if err := checkField("event type", i, e.EventType, MaxEventTypeBytes); err != nil {
+			return err
 		}
 		if e.EventVersion < 0 {
 			return fmt.Errorf("%w: event %d (%s) has negative event version %d", ErrInvalidEvent, i, e.EventType, e.EventVersion)

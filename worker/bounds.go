@@ -1,0 +1,71 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/projectionist/projectionist/internal/dbconn"
+	"github.com/projectionist/projectionist/pkg/projection"
+)
+
+// setUp migrates the schema and runs Setup within BatchTimeout, so that a
+// database that stops answering halfway is retried, not waited for.
+func (w *worker) setUp(ctx context.Context) error {
+	sctx, cancel := context.WithTimeout(ctx, w.cfg.BatchTimeout)
+	defer cancel()
+	bounded := func(what string, err error) error {
+		if ctx.Err() == nil && sctx.Err() != nil {
+			return fmt.Errorf("%s: %w", what, &dbconn.TimeoutError{Op: what, Timeout: w.cfg.BatchTimeout, Err: err})
+		}
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if _, err := projection.Migrate(sctx, w.pool); err != nil {
+		return bounded("migrating the schema", err)
+	}
+	if w.cfg.Setup != nil {
+		if err := w.cfg.Setup(sctx, w.pool); err != nil {
+			return bounded("setting up", err)
+		}
+	}
+	return nil
+}
+
+// Failure states, as logged ("state") and shown by /readyz.
+const (
+	stateNotResponding = "database not responding"
+	stateUnreachable   = "database unreachable"
+	stateFailing       = "failing"
+)
+
+// failureState classifies why the projections are not running.
+func failureState(err error) string {
+	var ce *dbconn.ConnectError
+	switch {
+	case errors.Is(err, projection.ErrTimeout), dbconn.NotResponding(err):
+		return stateNotResponding
+	case errors.As(err, &ce), isConnectionLost(err):
+		return stateUnreachable
+	}
+	return stateFailing
+}
+
+// isConnectionLost reports whether err says the connection could not be
+// made or was lost: a refused or cut connection, a server shutting down.
+func isConnectionLost(err error) bool {
+	var ce *pgconn.ConnectError
+	var ne net.Error
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.As(err, &ce), errors.As(err, &ne), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return true
+	case errors.As(err, &pgErr):
+		return strings.HasPrefix(pgErr.Code, "08") || strings.HasPrefix(pgErr.Code, "57P")
+	}
+	return false
+}

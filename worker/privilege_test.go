@@ -1,0 +1,130 @@
+package worker
+
+import (
+	"errors"
+	"net/url"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/projectionist/projectionist/internal/pgtest"
+	"github.com/projectionist/projectionist/pkg/projection"
+)
+
+// asRole returns dsn with its user replaced by role.
+func asRole(t *testing.T, dsn, role string) string {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User(role)
+	return u.String()
+}
+
+func openPool(t *testing.T, dsn string) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgxpool.New(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// TestLeastPrivilegeRoles runs the operator's database work and workers
+// with the roles of docs/least-privilege.sql, not as a superuser: the
+// operator migrates and switches topologies, the workers follow them,
+// project every event exactly once into read models in their own schema
+// and dead-letter a poison event, and may do nothing more.
+func TestLeastPrivilegeRoles(t *testing.T) {
+	ctx := t.Context()
+	script, err := os.ReadFile("../docs/least-privilege.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := pgtest.NewServer(t) // roles are the server's, not the database's
+	adminDSN := srv.NewDatabase(t)
+	admin := openPool(t, adminDSN)
+	grant := func() {
+		t.Helper()
+		if _, err := admin.Exec(ctx, string(script)); err != nil {
+			t.Fatalf("docs/least-privilege.sql: %v", err)
+		}
+	}
+	grant()
+	for _, sql := range []string{
+		"CREATE ROLE op LOGIN IN ROLE projectionist_operator",
+		"CREATE ROLE wk LOGIN IN ROLE projectionist_worker",
+		"CREATE SCHEMA wk AUTHORIZATION wk",
+	} {
+		if _, err := admin.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+
+	// The operator's work: migrate, then (after the grants are run
+	// again on the new tables) set the topology and read progress.
+	op := openPool(t, asRole(t, adminDSN, "op"))
+	if _, err := projection.Migrate(ctx, op); err != nil {
+		t.Fatalf("migrating as the operator: %v", err)
+	}
+	grant()
+	const name = "privileged"
+	if _, err := projection.SetTopology(ctx, op, name, 2); err != nil {
+		t.Fatalf("setting the topology as the operator: %v", err)
+	}
+
+	// The workers' read model, in the worker role's own schema.
+	workerDSN := asRole(t, adminDSN, "wk")
+	wk := openPool(t, workerDSN)
+	if _, err := wk.Exec(ctx, `CREATE TABLE applied (projection text, event_id uuid, PRIMARY KEY (projection, event_id))`); err != nil {
+		t.Fatalf("creating the read model as the worker: %v", err)
+	}
+	workers := []*running{}
+	for key := range 3 {
+		workers = append(workers, start(t, Config{DatabaseURL: workerDSN, PartitionKey: key, BatchSize: 10,
+			PollInterval: 10 * time.Millisecond, ErrorPolicy: projection.ErrorPolicyDeadLetter}, applyOnce{name: name}))
+	}
+	mustAppend(t, admin, append(repeat("Happened", 40), "Poison")...)
+	waitFor(t, "every event projected or dead-lettered", func() bool {
+		return count(t, admin, "SELECT count(*) FROM wk.applied") == 40 && count(t, admin, "SELECT count(*) FROM projection_dead_letters") == 1
+	})
+
+	// Scaling while the workers run: the third one takes its partition.
+	if _, err := projection.SetTopology(ctx, op, name, 3); err != nil {
+		t.Fatalf("switching the topology as the operator: %v", err)
+	}
+	mustAppend(t, admin, repeat("Happened", 40)...)
+	waitFor(t, "every event projected once", func() bool { return count(t, admin, "SELECT count(*) FROM wk.applied") == 80 })
+	if _, err := projection.GetProgress(ctx, op, name); err != nil {
+		t.Errorf("reading progress as the operator: %v", err)
+	}
+	if n := count(t, admin, "SELECT count(DISTINCT partition_key) FROM projection_checkpoints WHERE projection_name = $1 AND events_processed > 0", name); n != 3 {
+		t.Errorf("%d partitions handled events, want 3", n)
+	}
+	for _, r := range workers {
+		if err := r.stop(t); err != nil {
+			t.Errorf("worker: %v", err)
+		}
+	}
+
+	// And nothing more.
+	for what, try := range map[string]func() error{
+		"switch a topology": func() error { _, err := projection.SetTopology(ctx, wk, name, 1); return err },
+		"append an event": func() error {
+			_, err := projection.NewStore().Append(ctx, wk, "Thing", "t-1", projection.AnyVersion, projection.Event{EventType: "Forged"})
+			return err
+		},
+		"create a table in public": func() error { _, err := wk.Exec(ctx, "CREATE TABLE public.intruder (id int)"); return err },
+		"delete checkpoints":       func() error { _, err := wk.Exec(ctx, "DELETE FROM projection_checkpoints"); return err },
+	} {
+		var pgErr *pgconn.PgError
+		if err := try(); !errors.As(err, &pgErr) || pgErr.Code != "42501" {
+			t.Errorf("the worker role may %s: %v, want permission denied (42501)", what, err)
+		}
+	}
+}
