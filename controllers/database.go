@@ -3,6 +3,8 @@ package controllers
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"sync"
@@ -60,8 +62,10 @@ type database struct {
 }
 
 // get returns the database of dsn, migrating the schema the first time.
-func (d *databases) get(ctx context.Context, dsn string) (*database, error) {
-	key := sha256.Sum256([]byte(dsn))
+// rootCA, when not nil, is the PEM bundle that verifies the server, in
+// place of an sslrootcert file (see mountedRootCA).
+func (d *databases) get(ctx context.Context, dsn string, rootCA []byte) (*database, error) {
+	key := sha256.Sum256(append([]byte(dsn+"\x00"), rootCA...))
 	d.mu.Lock()
 	if d.pools == nil {
 		d.pools = map[[sha256.Size]byte]*database{}
@@ -73,6 +77,12 @@ func (d *databases) get(ctx context.Context, dsn string) (*database, error) {
 		if err != nil {
 			d.mu.Unlock()
 			return nil, &databaseError{condition: v1alpha1.ReasonInvalidDSN, what: "parsing the connection string", err: err}
+		}
+		if rootCA != nil {
+			if err := useRootCA(cfg, rootCA); err != nil {
+				d.mu.Unlock()
+				return nil, &databaseError{condition: v1alpha1.ReasonInvalidDSN, what: "reading the CA bundle of sslrootcert", err: err}
+			}
 		}
 		cfg.MaxConns = 4
 		cfg.MinConns = 0
@@ -236,4 +246,25 @@ func redactErr(err error, dsn string) string {
 		return ""
 	}
 	return redact(err.Error(), dsn)
+}
+
+// useRootCA makes every TLS attempt of cfg (the host and its fallbacks)
+// verify the server against the certificates in pem. pgx's verify-ca check
+// reads the config's RootCAs when it runs, and verify-full is Go's own
+// verification, so both use them.
+func useRootCA(cfg *pgxpool.Config, pem []byte) error {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return errors.New("no PEM certificate in it")
+	}
+	tlsConfigs := []*tls.Config{cfg.ConnConfig.TLSConfig}
+	for _, f := range cfg.ConnConfig.Fallbacks {
+		tlsConfigs = append(tlsConfigs, f.TLSConfig)
+	}
+	for _, t := range tlsConfigs {
+		if t != nil {
+			t.RootCAs = pool
+		}
+	}
+	return nil
 }

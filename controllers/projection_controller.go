@@ -283,7 +283,15 @@ func (r *ProjectionReconciler) connect(ctx context.Context, s *state) error {
 		return nil
 	}
 	s.pool.dsn = string(dsn) // for redacting what the workers report
-	db, err := r.dbs.get(ctx, string(dsn))
+	local, rootCA, prob, err := r.mountedRootCA(ctx, s.projection, string(dsn))
+	if err != nil {
+		return err
+	}
+	if prob != nil {
+		s.degraded = prob
+		return nil
+	}
+	db, err := r.dbs.get(ctx, local, rootCA)
 	if err != nil {
 		s.degraded = &problem{reasonOf(err), "database of Secret " + ref.Name + ": " + redactErr(err, string(dsn))}
 		return nil

@@ -601,3 +601,81 @@ func TestInvalidSpecIsReported(t *testing.T) {
 		return nil
 	})
 }
+
+// A connection string whose sslrootcert names a CA file that the
+// Projection mounts into its pods from a ConfigMap (a path that exists in
+// the pods, not in the operator): the operator reads the CA from the
+// ConfigMap and verifies the TLS-only server with it, as the pods do. Until
+// the ConfigMap exists, the Projection says so.
+func TestMountedCAVerifiesTheServer(t *testing.T) {
+	ns := newNamespace(t)
+	srv := pgtest.StartTLS(t)
+	dbname := srv.NewDatabase(t)
+	newSecret(t, ns, "db", map[string]string{"dsn": srv.URL(dbname, "sslmode=verify-full&sslrootcert=/etc/db-ca/ca.crt")})
+	p := &v1alpha1.Projection{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "orders"},
+		Spec: v1alpha1.ProjectionSpec{
+			ProjectionName: "order_ledger",
+			Replicas:       ptr.To[int32](2),
+			Database:       v1alpha1.DatabaseSpec{SecretRef: v1alpha1.SecretKeySelector{Name: "db"}},
+			Volumes: []corev1.Volume{{Name: "db-ca", VolumeSource: corev1.VolumeSource{
+				ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "db-ca"}},
+			}}},
+			VolumeMounts: []corev1.VolumeMount{{Name: "db-ca", MountPath: "/etc/db-ca", ReadOnly: true}},
+		},
+	}
+	if err := k8sClient.Create(t.Context(), p); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "Degraded CABundleNotFound", func() error {
+		got := condition(getProjection(t, ns, "orders"), v1alpha1.ConditionDegraded)
+		if !strings.HasPrefix(got, "True/"+v1alpha1.ReasonCANotFound+":") || !strings.Contains(got, `ConfigMap "db-ca"`) {
+			return fmt.Errorf("Degraded is %q", got)
+		}
+		return nil
+	})
+
+	// A CA that did not sign the server's certificate: verification fails.
+	wrong := pgtest.NewCA(t, "another CA")
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "db-ca"}, Data: map[string]string{"ca.crt": string(wrong.CertPEM)}}
+	if err := k8sClient.Create(t.Context(), cm); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "Degraded DatabaseUnreachable with a certificate error", func() error {
+		got := condition(getProjection(t, ns, "orders"), v1alpha1.ConditionDegraded)
+		if !strings.HasPrefix(got, "True/"+v1alpha1.ReasonDatabaseUnreachable+":") || !strings.Contains(got, "certificate") {
+			return fmt.Errorf("Degraded is %q", got)
+		}
+		return nil
+	})
+
+	// The right CA: the operator connects over TLS and switches the topology.
+	cm.Data["ca.crt"] = string(srv.CA.CertPEM)
+	if err := k8sClient.Update(t.Context(), cm); err != nil {
+		t.Fatal(err)
+	}
+	admin, err := pgxpool.New(t.Context(), srv.URL(dbname, "sslmode=verify-full&sslrootcert="+srv.CA.CertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	eventually(t, 60*time.Second, "topology of 2 partitions and a StatefulSet of 2", func() error {
+		if n, _ := topologyOf(t, admin, "order_ledger"); n != 2 {
+			return fmt.Errorf("topology has %d partitions; Degraded %q", n, condition(getProjection(t, ns, "orders"), v1alpha1.ConditionDegraded))
+		}
+		sts, err := getStatefulSet(t, ns, "orders")
+		if err != nil {
+			return err
+		}
+		if *sts.Spec.Replicas != 2 {
+			return fmt.Errorf("StatefulSet replicas %d", *sts.Spec.Replicas)
+		}
+		return nil
+	})
+	var tlsConns int
+	if err := admin.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid)
+		WHERE ssl AND application_name = 'projectionist-operator'`).Scan(&tlsConns); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("operator connections over TLS: %d", tlsConns)
+}

@@ -16,6 +16,8 @@ package controllers
 //     the cache. No update and no delete: owner references let the garbage
 //     collector remove them with their Projection.
 //   - secrets: read-only, for the database connection string.
+//   - configmaps: get only, for the CA bundle a connection string's
+//     sslrootcert names in one of the Projection's ConfigMap volumes.
 //   - pods: read-only, to report a failing worker (its termination message)
 //     in the Degraded condition.
 //   - events.k8s.io events: mgr.GetEventRecorder writes events.k8s.io/v1
@@ -31,5 +33,6 @@ package controllers
 // +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
