@@ -582,7 +582,8 @@ func (s *suite) helmUninstall(t *testing.T) {
 	}
 	projections := strings.Fields(kubectl(t, "get", "projections", "-n", s.ns, "-o", "name"))
 	slices.Sort(projections)
-	if want := []string{"projection.projectionist.dev/activity-log", "projection.projectionist.dev/user-count"}; !slices.Equal(projections, want) {
+	if want := []string{"projection.projectionist.dev/activity-log", "projection.projectionist.dev/customer-directory",
+		"projection.projectionist.dev/order-ledger", "projection.projectionist.dev/user-count"}; !slices.Equal(projections, want) {
 		t.Errorf("after helm uninstall: projections %v, want %v", projections, want)
 	}
 	// The StatefulSets keep running without an operator to scale them.
