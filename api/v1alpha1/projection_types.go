@@ -348,6 +348,9 @@ const (
 	ReasonMigrationFailed     = "SchemaMigrationFailed"
 	ReasonTopologyFailed      = "TopologySwitchFailed"
 	ReasonWorkerFailing       = "WorkerFailing"
+	ReasonNoProgress          = "NoProgress"
+	ReasonProgressing         = "CheckpointsMoving"
+
 	// ReasonCANotFound: the connection string's sslrootcert names a file
 	// in one of the Projection's ConfigMap or Secret volumes, and that
 	// ConfigMap, Secret or key does not exist.
@@ -355,8 +358,6 @@ const (
 	// ReasonInvalidSpec: the spec passed the API server's validation but
 	// cannot make a pod, e.g. a volumeMounts entry naming no volume.
 	ReasonInvalidSpec = "InvalidSpec"
-	ReasonNoProgress          = "NoProgress"
-	ReasonProgressing         = "CheckpointsMoving"
 )
 
 // ReasonDatabaseNotResponding is the Degraded reason of a database that
