@@ -62,10 +62,16 @@ type database struct {
 }
 
 // get returns the database of dsn, migrating the schema the first time.
-// rootCA, when not nil, is the PEM bundle that verifies the server, in
-// place of an sslrootcert file (see mountedRootCA).
-func (d *databases) get(ctx context.Context, dsn string, rootCA []byte) (*database, error) {
-	key := sha256.Sum256(append([]byte(dsn+"\x00"), rootCA...))
+// files, where set, stand in for the files dsn's TLS parameters named (see
+// mountedTLSFiles).
+func (d *databases) get(ctx context.Context, dsn string, files mountedTLS) (*database, error) {
+	h := sha256.New()
+	for _, b := range [][]byte{[]byte(dsn), files.rootCA, files.cert, files.key} {
+		h.Write(b)
+		h.Write([]byte{0})
+	}
+	var key [sha256.Size]byte
+	h.Sum(key[:0])
 	d.mu.Lock()
 	if d.pools == nil {
 		d.pools = map[[sha256.Size]byte]*database{}
@@ -78,11 +84,9 @@ func (d *databases) get(ctx context.Context, dsn string, rootCA []byte) (*databa
 			d.mu.Unlock()
 			return nil, &databaseError{condition: v1alpha1.ReasonInvalidDSN, what: "parsing the connection string", err: err}
 		}
-		if rootCA != nil {
-			if err := useRootCA(cfg, rootCA); err != nil {
-				d.mu.Unlock()
-				return nil, &databaseError{condition: v1alpha1.ReasonInvalidDSN, what: "reading the CA bundle of sslrootcert", err: err}
-			}
+		if err := useMountedTLS(cfg, files); err != nil {
+			d.mu.Unlock()
+			return nil, &databaseError{condition: v1alpha1.ReasonInvalidDSN, what: "using the mounted TLS files", err: err}
 		}
 		cfg.MaxConns = 4
 		cfg.MinConns = 0
@@ -248,22 +252,43 @@ func redactErr(err error, dsn string) string {
 	return redact(err.Error(), dsn)
 }
 
-// useRootCA makes every TLS attempt of cfg (the host and its fallbacks)
-// verify the server against the certificates in pem. pgx's verify-ca check
+// useMountedTLS makes every TLS attempt of cfg (the host and its
+// fallbacks) verify the server against files.rootCA and present the client
+// certificate files.cert and files.key, where set. pgx's verify-ca check
 // reads the config's RootCAs when it runs, and verify-full is Go's own
 // verification, so both use them.
-func useRootCA(cfg *pgxpool.Config, pem []byte) error {
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return errors.New("no PEM certificate in it")
+func useMountedTLS(cfg *pgxpool.Config, files mountedTLS) error {
+	var roots *x509.CertPool
+	if files.rootCA != nil {
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(files.rootCA) {
+			return errors.New("sslrootcert: no PEM certificate in it")
+		}
+	}
+	var certs []tls.Certificate
+	switch {
+	case files.cert != nil && files.key != nil:
+		c, err := tls.X509KeyPair(files.cert, files.key)
+		if err != nil {
+			return fmt.Errorf("sslcert and sslkey: %w", err)
+		}
+		certs = []tls.Certificate{c}
+	case files.cert != nil || files.key != nil:
+		return errors.New("sslcert and sslkey must both name files in the Projection's ConfigMap or Secret volumes, or neither")
 	}
 	tlsConfigs := []*tls.Config{cfg.ConnConfig.TLSConfig}
 	for _, f := range cfg.ConnConfig.Fallbacks {
 		tlsConfigs = append(tlsConfigs, f.TLSConfig)
 	}
 	for _, t := range tlsConfigs {
-		if t != nil {
-			t.RootCAs = pool
+		if t == nil {
+			continue
+		}
+		if roots != nil {
+			t.RootCAs = roots
+		}
+		if certs != nil {
+			t.Certificates = certs
 		}
 	}
 	return nil

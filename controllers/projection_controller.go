@@ -283,7 +283,7 @@ func (r *ProjectionReconciler) connect(ctx context.Context, s *state) error {
 		return nil
 	}
 	s.pool.dsn = string(dsn) // for redacting what the workers report
-	local, rootCA, prob, err := r.mountedRootCA(ctx, s.projection, string(dsn))
+	local, files, prob, err := r.mountedTLSFiles(ctx, s.projection, string(dsn))
 	if err != nil {
 		return err
 	}
@@ -291,7 +291,7 @@ func (r *ProjectionReconciler) connect(ctx context.Context, s *state) error {
 		s.degraded = prob
 		return nil
 	}
-	db, err := r.dbs.get(ctx, local, rootCA)
+	db, err := r.dbs.get(ctx, local, files)
 	if err != nil {
 		s.degraded = &problem{reasonOf(err), "database of Secret " + ref.Name + ": " + redactErr(err, string(dsn))}
 		return nil

@@ -351,9 +351,9 @@ const (
 	ReasonNoProgress          = "NoProgress"
 	ReasonProgressing         = "CheckpointsMoving"
 
-	// ReasonCANotFound: the connection string's sslrootcert names a file
-	// in one of the Projection's ConfigMap or Secret volumes, and that
-	// ConfigMap, Secret or key does not exist.
+	// ReasonCANotFound: the connection string's sslrootcert, sslcert or
+	// sslkey names a file in one of the Projection's ConfigMap or Secret
+	// volumes, and that ConfigMap, Secret or key does not exist.
 	ReasonCANotFound = "CABundleNotFound"
 	// ReasonInvalidSpec: the spec passed the API server's validation but
 	// cannot make a pod, e.g. a volumeMounts entry naming no volume.
