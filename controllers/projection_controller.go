@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -128,7 +129,12 @@ func (r *ProjectionReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if !p.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, nil // owner references remove the children
 	}
-	s := &state{projection: &p, desired: ptrValue(p.Spec.Replicas, 1)}
+	s := &state{projection: &p, desired: ptrValue(p.Spec.Replicas, 1), suspended: ptr.Deref(p.Spec.Suspend, false)}
+	if s.suspended {
+		// No pods, and no topology switch: the partition count in the
+		// database stays what it was, for the resume.
+		s.desired = 0
+	}
 	for _, phase := range []func(context.Context, *state) error{
 		r.applyService,
 		r.observeStatefulSet,
@@ -159,7 +165,10 @@ func (r *ProjectionReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 // state is what one reconcile learns, phase by phase.
 type state struct {
 	projection *v1alpha1.Projection
-	desired    int32
+	// desired is the number of worker pods: spec.replicas, or 0 while
+	// suspended.
+	desired   int32
+	suspended bool
 
 	statefulSet *appsv1.StatefulSet // nil if it does not exist
 	pool        poolHandle

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
@@ -678,4 +679,140 @@ func TestMountedCAVerifiesTheServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("operator connections over TLS: %d", tlsConns)
+}
+
+// spec.suspend stops the pods and keeps the topology: Ready False
+// Suspended, no topology switch while suspended (even when replicas
+// changes), and resuming brings the pods back under the same generation.
+func TestSuspendKeepsTopology(t *testing.T) {
+	ns := newNamespace(t)
+	dsn := pgtest.NewDatabase(t)
+	newSecret(t, ns, "db", map[string]string{"dsn": dsn})
+	newProjection(t, ns, "orders", "order_ledger", 2)
+	db, err := pgxpool.New(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ready := func(what string, pods int32) {
+		t.Helper()
+		eventually(t, 60*time.Second, what, func() error {
+			p := getProjection(t, ns, "orders")
+			sts, err := getStatefulSet(t, ns, "orders")
+			if err != nil {
+				return err
+			}
+			if *sts.Spec.Replicas != pods || p.Status.ReadyReplicas != pods || !strings.HasPrefix(condition(p, v1alpha1.ConditionReady), "True/") {
+				return fmt.Errorf("StatefulSet replicas %d, ready %d, Ready %q", *sts.Spec.Replicas, p.Status.ReadyReplicas, condition(p, v1alpha1.ConditionReady))
+			}
+			return nil
+		})
+	}
+	ready("2 pods Ready", 2)
+	setSpec := func(f func(*v1alpha1.ProjectionSpec)) {
+		t.Helper()
+		if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			p := getProjection(t, ns, "orders")
+			f(&p.Spec)
+			return k8sClient.Update(t.Context(), p)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	setSpec(func(s *v1alpha1.ProjectionSpec) { s.Suspend = ptr.To(true) })
+	eventually(t, 60*time.Second, "suspended: no pods, Ready False/Suspended", func() error {
+		p := getProjection(t, ns, "orders")
+		sts, err := getStatefulSet(t, ns, "orders")
+		if err != nil {
+			return err
+		}
+		got := condition(p, v1alpha1.ConditionReady)
+		if *sts.Spec.Replicas != 0 || p.Status.Replicas != 0 || !strings.HasPrefix(got, "False/"+v1alpha1.ReasonSuspended+": ") ||
+			!strings.Contains(got, "brings back 2 partitions") {
+			return fmt.Errorf("StatefulSet replicas %d, status replicas %d, Ready %q", *sts.Spec.Replicas, p.Status.Replicas, got)
+		}
+		if got := condition(p, v1alpha1.ConditionStalled); got != "" && !strings.HasPrefix(got, "False/"+v1alpha1.ReasonSuspended) {
+			return fmt.Errorf("Stalled is %q while suspended", got)
+		}
+		return nil
+	})
+	// Suspended, replicas 2 -> 3: nothing is switched until the resume.
+	setSpec(func(s *v1alpha1.ProjectionSpec) { s.Replicas = ptr.To[int32](3) })
+	time.Sleep(2 * time.Second) // several status passes (the suite's interval is short)
+	if n, gen := topologyOf(t, db, "order_ledger"); n != 2 || gen != 1 {
+		t.Fatalf("while suspended the topology went to %d partitions, generation %d; want 2, 1", n, gen)
+	}
+	setSpec(func(s *v1alpha1.ProjectionSpec) { s.Replicas, s.Suspend = ptr.To[int32](2), nil })
+	ready("resumed: 2 pods Ready", 2)
+	if n, gen := topologyOf(t, db, "order_ledger"); n != 2 || gen != 1 {
+		t.Errorf("after the resume the topology has %d partitions, generation %d; want 2, 1 (no switch)", n, gen)
+	}
+}
+
+// CaughtUp turns True the first time every partition has lag 0 and stays
+// True when new events arrive.
+func TestCaughtUpOnceLagReachesZero(t *testing.T) {
+	ctx := t.Context()
+	ns := newNamespace(t)
+	dsn := pgtest.NewDatabase(t)
+	newSecret(t, ns, "db", map[string]string{"dsn": dsn})
+	db, err := pgxpool.New(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := projection.Migrate(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	store := projection.NewStore()
+	appendSome := func() {
+		t.Helper()
+		for i := range 20 {
+			if _, err := store.Append(ctx, db, "Counter", fmt.Sprintf("c-%d", i), projection.AnyVersion,
+				projection.Event{EventType: "Counted", Payload: []byte(`{}`)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	appendSome()
+	newProjection(t, ns, "counter-v2", "counter", 1) // noop{} is projection "counter"
+	eventually(t, 30*time.Second, "CaughtUp False/CatchingUp with lag", func() error {
+		p := getProjection(t, ns, "counter-v2")
+		if got := condition(p, v1alpha1.ConditionCaughtUp); p.Status.Lag == 0 || !strings.HasPrefix(got, "False/"+v1alpha1.ReasonCatchingUp) {
+			return fmt.Errorf("lag %d, CaughtUp %q", p.Status.Lag, got)
+		}
+		return nil
+	})
+	cfg := projection.DefaultProcessorConfig()
+	cfg.Topology = projection.TopologyFollow
+	if err := projection.NewProcessor(db, store, cfg).CatchUp(ctx, noop{}); err != nil {
+		t.Fatal(err)
+	}
+	var since time.Time
+	eventually(t, 30*time.Second, "CaughtUp True/LagReachedZero", func() error {
+		p := getProjection(t, ns, "counter-v2")
+		c := meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionCaughtUp)
+		if c == nil || c.Status != metav1.ConditionTrue || c.Reason != v1alpha1.ReasonLagReachedZero {
+			return fmt.Errorf("CaughtUp %q", condition(p, v1alpha1.ConditionCaughtUp))
+		}
+		since = c.LastTransitionTime.Time
+		return nil
+	})
+	// kubectl wait, as the blue/green docs use it.
+	if out, err := env.Kubectl(ctx, "wait", "--for=condition=CaughtUp", "projection/counter-v2", "-n", ns, "--timeout=10s"); err != nil {
+		t.Errorf("kubectl wait --for=condition=CaughtUp: %v\n%s", err, out)
+	}
+	appendSome()
+	eventually(t, 30*time.Second, "lag again, CaughtUp still True since the first time", func() error {
+		p := getProjection(t, ns, "counter-v2")
+		c := meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionCaughtUp)
+		if p.Status.Lag == 0 {
+			return fmt.Errorf("no lag yet")
+		}
+		if c == nil || c.Status != metav1.ConditionTrue || !c.LastTransitionTime.Time.Equal(since) {
+			return fmt.Errorf("CaughtUp %+v, want True since %s", c, since)
+		}
+		return nil
+	})
 }

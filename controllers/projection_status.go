@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/projectionist/projectionist/api/v1alpha1"
@@ -47,7 +48,48 @@ func (r *ProjectionReconciler) computeStatus(s *state) v1alpha1.ProjectionStatus
 	setProgressingCondition(&st, s)
 	setReadyCondition(&st, s)
 	setStalledCondition(&st, s)
+	setCaughtUpCondition(&st, s)
 	return st
+}
+
+// suspendedMessage says that the workers are stopped and what resuming
+// brings back.
+func suspendedMessage(s *state) string {
+	return fmt.Sprintf("spec.suspend is true: the worker pods are stopped; resuming brings back %s with no topology change",
+		partitions(int(ptr.Deref(s.projection.Spec.Replicas, 1))))
+}
+
+// setCaughtUpCondition turns CaughtUp True the first time a progress
+// reading has every partition of the topology at lag 0, and leaves it True
+// from then on: it says the projection has caught up with the log once,
+// not that it is caught up now (that is status.lag).
+func setCaughtUpCondition(st *v1alpha1.ProjectionStatus, s *state) {
+	if meta.IsStatusConditionTrue(st.Conditions, v1alpha1.ConditionCaughtUp) {
+		return
+	}
+	pr := s.progress
+	if pr == nil {
+		if meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionCaughtUp) == nil {
+			meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: v1alpha1.ConditionCaughtUp, Status: metav1.ConditionUnknown,
+				Reason: v1alpha1.ReasonCatchingUp, Message: "no progress read from the database yet", ObservedGeneration: s.projection.Generation})
+		}
+		return
+	}
+	c := metav1.Condition{Type: v1alpha1.ConditionCaughtUp, Status: metav1.ConditionFalse,
+		Reason: v1alpha1.ReasonCatchingUp, ObservedGeneration: s.projection.Generation}
+	n := pr.Topology.TotalPartitions
+	switch {
+	case n == 0 || len(pr.Partitions) != n:
+		c.Message = "the projection has no topology in the database yet"
+	case pr.Lag > 0:
+		// Not the count itself: the message would change, and the status
+		// be written, on every pass.
+		c.Message = "some partition still has events to handle"
+	default:
+		c.Status, c.Reason = metav1.ConditionTrue, v1alpha1.ReasonLagReachedZero
+		c.Message = fmt.Sprintf("every one of the %s had handled the log up to position %d", partitions(n), pr.HeadPosition)
+	}
+	meta.SetStatusCondition(&st.Conditions, c)
 }
 
 func setDegradedCondition(st *v1alpha1.ProjectionStatus, s *state) {
@@ -84,6 +126,8 @@ func setProgressingCondition(st *v1alpha1.ProjectionStatus, s *state) {
 func setReadyCondition(st *v1alpha1.ProjectionStatus, s *state) {
 	c := metav1.Condition{Type: v1alpha1.ConditionReady, ObservedGeneration: s.projection.Generation}
 	switch {
+	case s.suspended:
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, v1alpha1.ReasonSuspended, suspendedMessage(s)
 	case s.desired == 0:
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, v1alpha1.ReasonPaused, "replicas is 0: the projection is paused"
 	case s.degraded != nil:
@@ -167,7 +211,12 @@ func setStalledCondition(st *v1alpha1.ProjectionStatus, s *state) {
 	c := metav1.Condition{Type: v1alpha1.ConditionStalled, Status: metav1.ConditionFalse,
 		Reason: v1alpha1.ReasonProgressing, ObservedGeneration: s.projection.Generation,
 		Message: "every partition with events to handle has moved its checkpoint recently"}
-	if s.desired == 0 {
+	switch {
+	case s.suspended:
+		c.Reason, c.Message = v1alpha1.ReasonSuspended, suspendedMessage(s)
+		meta.SetStatusCondition(&st.Conditions, c)
+		return
+	case s.desired == 0:
 		c.Reason, c.Message = v1alpha1.ReasonPaused, "replicas is 0: the projection is paused"
 		meta.SetStatusCondition(&st.Conditions, c)
 		return

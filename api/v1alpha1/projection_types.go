@@ -77,6 +77,14 @@ type ProjectionSpec struct {
 	// +kubebuilder:validation:Maximum=1024
 	Replicas *int32 `json:"replicas,omitempty"`
 
+	// suspend stops every worker pod while keeping spec.replicas and the
+	// partition count in the database: setting it back to false (or
+	// removing it) brings the pods back with no topology change. The
+	// Projection is then Ready False with reason Suspended. Defaults to
+	// false.
+	// +optional
+	Suspend *bool `json:"suspend,omitempty"`
+
 	// batchSize is the most events a partition handles in one transaction.
 	// Defaults to 100; 1 to 10000.
 	// +optional
@@ -298,7 +306,7 @@ type ProjectionStatus struct {
 	// +listMapKey=partition
 	PartitionStatuses []PartitionStatus `json:"partitionStatuses,omitempty"`
 
-	// conditions are Ready, Progressing, Degraded and Stalled.
+	// conditions are Ready, Progressing, Degraded, Stalled and CaughtUp.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -324,6 +332,11 @@ const (
 	// or stuck, or a long-running write transaction holds every reader
 	// back (see the workers' projectionist_horizon_stall_seconds).
 	ConditionStalled = "Stalled"
+	// ConditionCaughtUp turns True the first time every partition of the
+	// Projection's topology has lag 0, and stays True (its
+	// lastTransitionTime says when): the signal to cut readers over to a
+	// new projection, e.g. kubectl wait --for=condition=CaughtUp.
+	ConditionCaughtUp = "CaughtUp"
 )
 
 // StalledAfter is how long a partition with lag may leave its checkpoint
@@ -350,6 +363,9 @@ const (
 	ReasonWorkerFailing       = "WorkerFailing"
 	ReasonNoProgress          = "NoProgress"
 	ReasonProgressing         = "CheckpointsMoving"
+	ReasonSuspended           = "Suspended"
+	ReasonLagReachedZero      = "LagReachedZero"
+	ReasonCatchingUp          = "CatchingUp"
 
 	// ReasonCANotFound: the connection string's sslrootcert, sslcert or
 	// sslkey names a file in one of the Projection's ConfigMap or Secret

@@ -108,6 +108,11 @@ func (in *ProjectionSpec) DeepCopyInto(out *ProjectionSpec) {
 		*out = new(int32)
 		**out = **in
 	}
+	if in.Suspend != nil {
+		in, out := &in.Suspend, &out.Suspend
+		*out = new(bool)
+		**out = **in
+	}
 	if in.BatchSize != nil {
 		in, out := &in.BatchSize, &out.BatchSize
 		*out = new(int32)
