@@ -15,6 +15,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -86,6 +87,7 @@ func TestProjectionist(t *testing.T) {
 		{"PrinterColumns", s.printerColumns},
 		{"ScaleUnderLoad", s.scaleUnderLoad},
 		{"DeletePodUnderLoad", s.deletePodUnderLoad},
+		{"SuspendResume", s.suspendResume},
 		{"CustomWorkerImage", s.customWorkerImage},
 		{"MissingSecret", s.missingSecret},
 		{"HelmUninstall", s.helmUninstall},
@@ -652,4 +654,57 @@ func (s *suite) dumpOnFailure(t *testing.T) {
 	}
 	section("nodes", "describe", "nodes")
 	t.Logf("===== database\n%s", s.db.dump())
+}
+
+// suspendResume suspends activity-log (spec.suspend): its pods go away, the
+// topology stays, events appended meanwhile wait; the resume brings the
+// pods back under the same topology generation and they apply those events
+// exactly once.
+func (s *suite) suspendResume(t *testing.T) {
+	const name = "activity-log"
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	before, err := s.db.topology(ctx, "activity_log")
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	begin := time.Now()
+	kubectl(t, "patch", "projection", name, "-n", s.ns, "--type", "merge", "-p", `{"spec":{"suspend":true}}`)
+	eventually(t, name+" suspended: no pods, Ready False/Suspended", readyTimeout, func(ctx context.Context) error {
+		pods, err := workerPods(ctx, s.c, s.ns, name)
+		if err != nil {
+			return err
+		}
+		p, err := getProjection(ctx, s.c, s.ns, name)
+		if err != nil {
+			return err
+		}
+		c := meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionReady)
+		if len(pods) > 0 || c == nil || c.Status != metav1.ConditionFalse || c.Reason != v1alpha1.ReasonSuspended {
+			return fmt.Errorf("%d pods, %s", len(pods), conditionString(p.Status.Conditions, v1alpha1.ConditionReady))
+		}
+		return nil
+	})
+	recordTiming(t, "suspend: kubectl patch to no pods and Ready False/Suspended", time.Since(begin))
+	t.Logf("events generate while suspended:\n%s", projectionist(t, s.db, "events", "generate",
+		"--count", "500", "--aggregates", loadAggregates, "--concurrency", concurrency, "--progress", "0"))
+
+	begin = time.Now()
+	kubectl(t, "patch", "projection", name, "-n", s.ns, "--type", "merge", "-p", `{"spec":{"suspend":false}}`)
+	s.mustPods(t, name, int(before.partitions))
+	recordTiming(t, "resume: kubectl patch to the pods Ready", time.Since(begin))
+	eventually(t, "activity_log caught up after the resume", catchUpTimeout, s.db.activityLogCaughtUp)
+	s.waitSettled(t, name, before.partitions)
+	ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
+	after, err := s.db.topology(ctx, "activity_log")
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.generation != before.generation || after.partitions != before.partitions {
+		t.Errorf("topology after suspend and resume: generation %d, %d partitions; before: %d, %d",
+			after.generation, after.partitions, before.generation, before.partitions)
+	}
+	n := s.db.checkExactlyOnce(t)
+	t.Logf("activity_log: %d events, each applied exactly once, across a suspend and resume (topology generation %d throughout)", n, after.generation)
 }
