@@ -129,7 +129,7 @@ func (r *ProjectionReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if !p.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, nil // owner references remove the children
 	}
-	s := &state{projection: &p, desired: ptrValue(p.Spec.Replicas, 1), suspended: ptr.Deref(p.Spec.Suspend, false)}
+	s := &state{projection: &p, desired: ptr.Deref(p.Spec.Replicas, 1), suspended: ptr.Deref(p.Spec.Suspend, false)}
 	if s.suspended {
 		// No pods, and no topology switch: the partition count in the
 		// database stays what it was, for the resume.
@@ -393,7 +393,7 @@ func (r *ProjectionReconciler) checkSpec(_ context.Context, s *state) error {
 func (r *ProjectionReconciler) applyStatefulSet(ctx context.Context, s *state) error {
 	if s.invalidSpec {
 		if s.statefulSet != nil {
-			s.replicas = ptrValue(s.statefulSet.Spec.Replicas, 1)
+			s.replicas = ptr.Deref(s.statefulSet.Spec.Replicas, 1)
 		}
 		return nil
 	}
@@ -401,7 +401,7 @@ func (r *ProjectionReconciler) applyStatefulSet(ctx context.Context, s *state) e
 	if s.degraded != nil {
 		s.replicas = 0
 		if s.statefulSet != nil {
-			s.replicas = ptrValue(s.statefulSet.Spec.Replicas, 1)
+			s.replicas = ptr.Deref(s.statefulSet.Spec.Replicas, 1)
 		}
 	}
 	sts, err := resources.StatefulSet(s.projection, s.replicas, r.Options)
@@ -503,13 +503,6 @@ func reasonOf(err error) string {
 		return dbErr.condition
 	}
 	return v1alpha1.ReasonDatabaseUnreachable
-}
-
-func ptrValue(p *int32, def int32) int32 {
-	if p == nil {
-		return def
-	}
-	return *p
 }
 
 // closer closes the database pools when the manager stops.
