@@ -1,6 +1,7 @@
 package projection_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/projectionist/projectionist/pkg/projection"
 )
@@ -20,6 +22,23 @@ import (
 // version, metadata, created_at or transaction id. Keep them in step.
 const plainInsertSQL = `INSERT INTO events (aggregate_type, aggregate_id, aggregate_version, event_id, event_type, payload)
 VALUES ($1, $2, $3, $4, $5, $6)`
+
+// versionSQL is the read the same docs put before that INSERT, the one
+// Store.Append makes: the aggregate's last version (no row: none), and
+// whether this transaction is older than the one that wrote it.
+const versionSQL = `SELECT aggregate_version, transaction_id > pg_current_xact_id() AS retry
+FROM events
+WHERE bounded_context = '' AND aggregate_type = $1 AND aggregate_id = $2
+ORDER BY aggregate_version DESC LIMIT 1`
+
+// sqlVersion reads an aggregate's version with versionSQL.
+func sqlVersion(ctx context.Context, tx pgx.Tx, aggregateType, aggregateID string) (version int64, retry bool, err error) {
+	err = tx.QueryRow(ctx, versionSQL, aggregateType, aggregateID).Scan(&version, &retry)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, false, nil
+	}
+	return version, retry, err
+}
 
 // hashIDs returns ids whose partition hash, computed in Go and in SQL,
 // must agree: the edge cases, multi-byte text, ids at the schema's length
@@ -115,7 +134,6 @@ func TestPlainSQLInsertIsProcessed(t *testing.T) {
 	store := projection.NewStore()
 
 	sqlAggregates := []string{"sql-order-1", "sql-order-2", "sql-Straße", "sql-用户", "sql-🎉", "sql-e\u0301"}
-	versions := map[string]int64{}
 	wantTx := map[uuid.UUID]uint64{} // event id -> the writing transaction
 	total := 0
 	for round := range 4 {
@@ -130,11 +148,18 @@ func TestPlainSQLInsertIsProcessed(t *testing.T) {
 		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 			var ids []uuid.UUID
 			for _, agg := range sqlAggregates {
+				version, retry, err := sqlVersion(ctx, tx, "Order", agg)
+				if err != nil {
+					return err
+				}
+				if retry {
+					return fmt.Errorf("%q: this transaction is older than its last event's", agg)
+				}
 				for range 2 {
-					versions[agg]++
+					version++
 					id := uuid.New()
-					payload := fmt.Sprintf(`{"round": %d, "version": %d}`, round, versions[agg])
-					if _, err := tx.Exec(ctx, plainInsertSQL, "Order", agg, versions[agg], id, "LineAdded", payload); err != nil {
+					payload := fmt.Sprintf(`{"round": %d, "version": %d}`, round, version)
+					if _, err := tx.Exec(ctx, plainInsertSQL, "Order", agg, version, id, "LineAdded", payload); err != nil {
 						return err
 					}
 					ids = append(ids, id)
@@ -250,5 +275,80 @@ func TestPlainSQLInsertKeepsGivenPartitionHash(t *testing.T) {
 		VALUES ('Order', 'given', 2, $1, 'Placed', '{}', -1)`, uuid.New())
 	if err == nil || !strings.Contains(err.Error(), "events_partition_hash_check") {
 		t.Errorf("inserting partition_hash -1: %v, want a violation of events_partition_hash_check", err)
+	}
+}
+
+// A plain INSERT takes no advisory lock, so the unique index on
+// (bounded_context, aggregate_type, aggregate_id, aggregate_version) is what
+// keeps it and Store.Append from writing one version twice: whichever
+// inserts second waits for the first to commit, then fails, the SQL writer
+// with unique_violation (23505) on events_aggregate_version_key, Append with
+// ErrConcurrencyConflict. Nothing of the loser is stored.
+func TestPlainSQLInsertRacesGoAppend(t *testing.T) {
+	ctx := t.Context()
+	pool := newPool(t)
+	store := projection.NewStore()
+	waitBlocked := func(what string) {
+		eventually(t, what, func() bool {
+			return queryInt(t, pool, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'") > 0
+		})
+	}
+
+	// Append first, in a transaction still open; the SQL writer read
+	// version 0 and inserts version 1 too.
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := store.Append(ctx, tx, "Order", "raced", projection.ExactVersion(0), ev("Placed")); err != nil {
+		t.Fatal(err)
+	}
+	sqlErr := make(chan error, 1)
+	go func() {
+		_, err := pool.Exec(ctx, plainInsertSQL, "Order", "raced", 1, uuid.New(), "Placed", "{}")
+		sqlErr <- err
+	}()
+	waitBlocked("the plain INSERT to wait for Append's transaction")
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var pgErr *pgconn.PgError
+	if err := <-sqlErr; !errors.As(err, &pgErr) || pgErr.Code != "23505" || pgErr.ConstraintName != "events_aggregate_version_key" {
+		t.Fatalf("plain INSERT of a version Append wrote: %v, want unique_violation on events_aggregate_version_key", err)
+	}
+
+	// The SQL writer first, in a transaction still open; Append, which
+	// read version 1, writes version 2 too.
+	sqlTx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sqlTx.Rollback(ctx) }()
+	version, retry, err := sqlVersion(ctx, sqlTx, "Order", "raced")
+	if err != nil || version != 1 || retry {
+		t.Fatalf("version read: %d, retry %v, %v; want 1, false", version, retry, err)
+	}
+	sqlEvent := uuid.New()
+	if _, err := sqlTx.Exec(ctx, plainInsertSQL, "Order", "raced", version+1, sqlEvent, "Paid", "{}"); err != nil {
+		t.Fatal(err)
+	}
+	appendErr := make(chan error, 1)
+	go func() {
+		_, err := store.Append(ctx, pool, "Order", "raced", projection.AnyVersion, ev("Cancelled"))
+		appendErr <- err
+	}()
+	waitBlocked("Append to wait for the plain INSERT's transaction")
+	if err := sqlTx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-appendErr; !errors.Is(err, projection.ErrConcurrencyConflict) {
+		t.Fatalf("Append of a version a plain INSERT wrote: %v, want ErrConcurrencyConflict", err)
+	}
+	if n := queryInt(t, pool, "SELECT count(*) FROM events WHERE aggregate_id = 'raced'"); n != 2 {
+		t.Errorf("%d events stored, want 2 (one per version)", n)
+	}
+	if n := queryInt(t, pool, "SELECT count(*) FROM events WHERE aggregate_version = 2 AND event_id = $1", sqlEvent); n != 1 {
+		t.Errorf("version 2 is not the plain INSERT's event")
 	}
 }
