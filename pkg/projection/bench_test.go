@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -291,7 +292,9 @@ func BenchmarkProcessPartitions(b *testing.B) {
 }
 
 // BenchmarkAppend measures appends from one goroutine, each in its own
-// transaction, to random aggregates, with 1 or 10 events per call.
+// transaction, to random aggregates, with 1 or 10 events per call, and
+// plain SQL INSERTs of one event each, the way writers in other languages
+// append.
 func BenchmarkAppend(b *testing.B) {
 	const eventsPerOp = 1000
 	pool := newPool(b)
@@ -311,6 +314,35 @@ func BenchmarkAppend(b *testing.B) {
 				for range eventsPerOp / perCall {
 					id := ids[rng.IntN(len(ids))]
 					if _, err := store.Append(ctx, pool, "Order", id, projection.AnyVersion, events...); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			reportEventsPerSecond(b, eventsPerOp)
+		})
+	}
+	// A writer in another language: one plain INSERT per event, each its
+	// own transaction, with the partition hash left to the trigger or
+	// given as Append gives it. It tracks versions itself, as the only
+	// writer of its aggregates (a type of each run's own).
+	for _, mode := range []string{"trigger", "given"} {
+		b.Run("plain-sql-insert/hash="+mode, func(b *testing.B) {
+			ctx := context.Background()
+			rng := rand.New(rand.NewPCG(2, 0))
+			aggType := "SQLOrder-" + uuid.NewString()
+			versions := make(map[string]int64, len(ids))
+			for b.Loop() {
+				for range eventsPerOp {
+					id := ids[rng.IntN(len(ids))]
+					versions[id]++
+					var err error
+					if mode == "trigger" {
+						_, err = pool.Exec(ctx, plainInsertSQL, aggType, id, versions[id], uuid.New(), "OrderLineAdded", payload)
+					} else {
+						_, err = pool.Exec(ctx, `INSERT INTO events (aggregate_type, aggregate_id, aggregate_version, event_id, event_type, payload, partition_hash)
+							VALUES ($1, $2, $3, $4, $5, $6, $7)`, aggType, id, versions[id], uuid.New(), "OrderLineAdded", payload, int64(projection.PartitionHash(id)))
+					}
+					if err != nil {
 						b.Fatal(err)
 					}
 				}
