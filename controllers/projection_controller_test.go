@@ -93,11 +93,7 @@ func TestProjectionComesUpReady(t *testing.T) {
 	if err != nil || out != "0/2/2/2" {
 		t.Errorf("status lag/partitions/readyReplicas/replicas as stored: %q (%v), want 0/2/2/2", out, err)
 	}
-	db, err := pgxpool.New(t.Context(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := newPool(t, dsn)
 	if n, gen := topologyOf(t, db, "user_count"); n != 2 || gen != 1 {
 		t.Errorf("database topology %d partitions generation %d, want 2 and 1", n, gen)
 	}
@@ -115,11 +111,7 @@ func TestScaleSwitchesTopologyFirst(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	newSecret(t, ns, "db", map[string]string{"dsn": dsn})
 	newProjection(t, ns, "activity-log", "activity_log", 2)
-	db, err := pgxpool.New(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := newPool(t, dsn)
 
 	eventually(t, 60*time.Second, "2 ready replicas", func() error {
 		p := getProjection(t, ns, "activity-log")
@@ -367,11 +359,7 @@ func TestLagMatchesCheckpoints(t *testing.T) {
 	ns := newNamespace(t)
 	dsn := pgtest.NewDatabase(t)
 	newSecret(t, ns, "db", map[string]string{"dsn": dsn})
-	db, err := pgxpool.New(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := newPool(t, dsn)
 	newProjection(t, ns, "counter", "counter", 2)
 	eventually(t, 30*time.Second, "the topology", func() error {
 		if n, _ := topologyOf(t, db, "counter"); n != 2 {
@@ -574,11 +562,7 @@ func TestInvalidSpecIsReported(t *testing.T) {
 	if _, err := getStatefulSet(t, ns, "orders"); !apierrors.IsNotFound(err) {
 		t.Errorf("StatefulSet of an invalid spec: %v, want none", err)
 	}
-	db, err := pgxpool.New(t.Context(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := newPool(t, dsn)
 	if n, _ := topologyOf(t, db, "order_ledger"); n != 0 {
 		t.Errorf("topology of an invalid spec has %d partitions, want none", n)
 	}
@@ -689,11 +673,7 @@ func TestSuspendKeepsTopology(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	newSecret(t, ns, "db", map[string]string{"dsn": dsn})
 	newProjection(t, ns, "orders", "order_ledger", 2)
-	db, err := pgxpool.New(t.Context(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := newPool(t, dsn)
 	ready := func(what string, pods int32) {
 		t.Helper()
 		eventually(t, 60*time.Second, what, func() error {
@@ -757,11 +737,7 @@ func TestCaughtUpOnceLagReachesZero(t *testing.T) {
 	ns := newNamespace(t)
 	dsn := pgtest.NewDatabase(t)
 	newSecret(t, ns, "db", map[string]string{"dsn": dsn})
-	db, err := pgxpool.New(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := newPool(t, dsn)
 	if _, err := projection.Migrate(ctx, db); err != nil {
 		t.Fatal(err)
 	}

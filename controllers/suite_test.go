@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -105,6 +106,17 @@ func newSecret(t *testing.T, ns, name string, data map[string]string) {
 	if err := k8sClient.Create(t.Context(), s); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// newPool opens a pool on dsn, closed when the test ends.
+func newPool(t *testing.T, dsn string) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgxpool.New(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
 }
 
 // newProjection creates a Projection reading Secret "db".
