@@ -523,6 +523,34 @@ podAnnotations: {prometheus.io/scrape: "true"}`,
 			}
 		},
 	}, {
+		name: "operator pod settings and extra arguments",
+		values: `
+podLabels: {team: platform}
+priorityClassName: system-cluster-critical
+topologySpreadConstraints:
+- {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway}
+extraArgs: [--max-concurrent-reconciles=8]
+extraEnv: [{name: GOMEMLIMIT, value: 200MiB}]`,
+		check: func(t *testing.T, r rendered) {
+			d, c := r.operator(t)
+			spec := d.Spec.Template.Spec
+			if d.Spec.Template.Labels["team"] != "platform" || d.Spec.Template.Labels["app.kubernetes.io/name"] == "" {
+				t.Errorf("pod labels = %v, want team=platform beside the chart's", d.Spec.Template.Labels)
+			}
+			if spec.PriorityClassName != "system-cluster-critical" {
+				t.Errorf("priorityClassName = %q", spec.PriorityClassName)
+			}
+			if len(spec.TopologySpreadConstraints) != 1 || spec.TopologySpreadConstraints[0].TopologyKey != "topology.kubernetes.io/zone" {
+				t.Errorf("topologySpreadConstraints = %+v", spec.TopologySpreadConstraints)
+			}
+			if c.Args[len(c.Args)-1] != "--max-concurrent-reconciles=8" {
+				t.Errorf("args %q do not end with the extra argument", c.Args)
+			}
+			if !slices.Contains(c.Env, corev1.EnvVar{Name: "GOMEMLIMIT", Value: "200MiB"}) || c.Env[0].Name != "WORKER_IMAGE" {
+				t.Errorf("env = %+v, want WORKER_IMAGE then GOMEMLIMIT", c.Env)
+			}
+		},
+	}, {
 		name:   "existing ServiceAccount",
 		values: "serviceAccount: {create: false, name: ops-operator}",
 		check: func(t *testing.T, r rendered) {
@@ -575,5 +603,32 @@ func TestLint(t *testing.T) {
 	out := runHelm(t, "lint", chartDir, "--strict")
 	if !strings.Contains(string(out), "1 chart(s) linted, 0 chart(s) failed") {
 		t.Errorf("helm lint --strict:\n%s", out)
+	}
+}
+
+// TestSchemaRefusesBadValues: values.schema.json makes helm refuse a typo
+// or a value of the wrong type, in helm lint and helm template alike,
+// instead of silently ignoring it.
+func TestSchemaRefusesBadValues(t *testing.T) {
+	for _, tc := range []struct {
+		set, want string
+	}{
+		{"replicaCont=2", "additional properties 'replicaCont' not allowed"},
+		{"replicaCount=two", "at '/replicaCount': got string, want integer"},
+		{"image.pullPolicy=Sometimes", "at '/image/pullPolicy'"},
+		{"logLevel=verbose", "at '/logLevel'"},
+		{"metrics.prot=9090", "additional properties 'prot' not allowed"},
+		{"statusInterval=soon", "at '/statusInterval'"},
+	} {
+		for _, cmd := range [][]string{{"template", release, chartDir}, {"lint", chartDir, "--strict"}} {
+			out, err := exec.Command(helm(t), append(cmd, "--set", tc.set)...).CombinedOutput()
+			if err == nil || !strings.Contains(string(out), tc.want) {
+				t.Errorf("helm %s --set %s: err %v, want an error containing %q:\n%s", cmd[0], tc.set, err, tc.want, out)
+			}
+		}
+	}
+	// A number through --set passes.
+	if out, err := exec.Command(helm(t), "template", release, chartDir, "--set", "replicaCount=2").CombinedOutput(); err != nil {
+		t.Errorf("helm template --set replicaCount=2: %v\n%s", err, out)
 	}
 }
