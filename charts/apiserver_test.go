@@ -86,6 +86,13 @@ tolerations: [{key: dedicated, operator: Equal, value: ops, effect: NoSchedule}]
 affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{matchExpressions: [{key: zone, operator: In, values: [a]}]}]}}}
 podAnnotations: {example.com/team: ops}
 serviceAccount: {annotations: {example.com/role: operator}}
+podLabels: {team: ops}
+priorityClassName: system-cluster-critical
+topologySpreadConstraints: [{maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway}]
+extraArgs: [--max-concurrent-reconciles=8]
+extraEnv: [{name: GOMEMLIMIT, value: 200MiB}]
+podDisruptionBudget: {maxUnavailable: 1}
+networkPolicy: {enabled: true, metricsFrom: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]}
 `},
 		{"no leader election, no metrics Service", "leaderElection: {enabled: false}\nmetrics: {service: {enabled: false}}"},
 	} {

@@ -18,6 +18,8 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -266,6 +268,7 @@ func TestDefaults(t *testing.T) {
 		"RoleBinding/" + fullname + "-leader-election",
 		"Service/" + fullname + "-metrics",
 		"Deployment/" + fullname,
+		"PodDisruptionBudget/" + fullname,
 	}
 	if diff := cmp.Diff(want, r.names(), cmpopts.SortSlices(func(a, b string) bool { return a < b })); diff != "" {
 		t.Errorf("rendered objects (-want +got):\n%s", diff)
@@ -540,14 +543,44 @@ extraEnv: [{name: GOMEMLIMIT, value: 200MiB}]`,
 			if spec.PriorityClassName != "system-cluster-critical" {
 				t.Errorf("priorityClassName = %q", spec.PriorityClassName)
 			}
-			if len(spec.TopologySpreadConstraints) != 1 || spec.TopologySpreadConstraints[0].TopologyKey != "topology.kubernetes.io/zone" {
-				t.Errorf("topologySpreadConstraints = %+v", spec.TopologySpreadConstraints)
+			if tsc := spec.TopologySpreadConstraints; len(tsc) != 1 || tsc[0].TopologyKey != "topology.kubernetes.io/zone" ||
+				tsc[0].LabelSelector == nil || !cmp.Equal(tsc[0].LabelSelector.MatchLabels, d.Spec.Selector.MatchLabels) {
+				t.Errorf("topologySpreadConstraints = %+v, want the zone spread selecting the operator's pods", tsc)
 			}
 			if c.Args[len(c.Args)-1] != "--max-concurrent-reconciles=8" {
 				t.Errorf("args %q do not end with the extra argument", c.Args)
 			}
 			if !slices.Contains(c.Env, corev1.EnvVar{Name: "GOMEMLIMIT", Value: "200MiB"}) || c.Env[0].Name != "WORKER_IMAGE" {
 				t.Errorf("env = %+v, want WORKER_IMAGE then GOMEMLIMIT", c.Env)
+			}
+		},
+	}, {
+		name:   "PodDisruptionBudget and NetworkPolicy",
+		values: "podDisruptionBudget: {maxUnavailable: 0}\nnetworkPolicy: {enabled: true, metricsFrom: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]}",
+		check: func(t *testing.T, r rendered) {
+			d, _ := r.operator(t)
+			var pdb policyv1.PodDisruptionBudget
+			r.get(t, "PodDisruptionBudget", fullname, &pdb)
+			if pdb.Spec.MaxUnavailable == nil || pdb.Spec.MaxUnavailable.IntValue() != 0 ||
+				!cmp.Equal(pdb.Spec.Selector.MatchLabels, d.Spec.Selector.MatchLabels) {
+				t.Errorf("PodDisruptionBudget spec = %+v, want maxUnavailable 0 and the Deployment's selector", pdb.Spec)
+			}
+			var np networkingv1.NetworkPolicy
+			r.get(t, "NetworkPolicy", fullname, &np)
+			if len(np.Spec.Ingress) != 2 || len(np.Spec.Ingress[0].From) != 1 || np.Spec.Ingress[0].Ports[0].Port.String() != "metrics" ||
+				np.Spec.Ingress[0].From[0].NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] != "monitoring" {
+				t.Errorf("NetworkPolicy ingress = %+v, want metrics from the monitoring namespace, then health", np.Spec.Ingress)
+			}
+			if !cmp.Equal(np.Spec.PodSelector.MatchLabels, d.Spec.Selector.MatchLabels) {
+				t.Errorf("NetworkPolicy selects %v, the Deployment %v", np.Spec.PodSelector.MatchLabels, d.Spec.Selector.MatchLabels)
+			}
+		},
+	}, {
+		name:   "no PodDisruptionBudget",
+		values: "podDisruptionBudget: {enabled: false}",
+		check: func(t *testing.T, r rendered) {
+			if r.has("PodDisruptionBudget", fullname) || r.has("NetworkPolicy", fullname) {
+				t.Errorf("rendered %v", r.names())
 			}
 		},
 	}, {
