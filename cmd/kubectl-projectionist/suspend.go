@@ -93,7 +93,10 @@ func (c *cli) setSuspend(ctx context.Context, k *kube, name string, suspend, wai
 		done = resumeDone
 	}
 	var last string
-	err = waitFor(ctx, timeout, func(ctx context.Context) (bool, error) {
+	// Each read runs on ctx, not on the wait's deadline: a read the
+	// deadline would cut short (or the rate limiter would refuse) is not
+	// an error, the wait just ends after it.
+	err = waitFor(ctx, timeout, func(context.Context) (bool, error) {
 		cur, err := k.get(ctx, name)
 		if err != nil {
 			return false, err
@@ -120,8 +123,10 @@ func (waitTimeout) Error() string { return "timed out" }
 // waitFor polls cond every pollInterval until it holds, fails, or timeout
 // passes.
 func waitFor(ctx context.Context, timeout time.Duration, cond wait.ConditionWithContextFunc) error {
-	err := wait.PollUntilContextTimeout(ctx, pollInterval, timeout, true, cond)
-	if wait.Interrupted(err) && ctx.Err() == nil || errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+	tctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	err := wait.PollUntilContextCancel(tctx, pollInterval, true, cond)
+	if err != nil && tctx.Err() != nil && ctx.Err() == nil {
 		return waitTimeout{}
 	}
 	return err
