@@ -1,0 +1,409 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/projectionist/projectionist/api/v1alpha1"
+	"github.com/projectionist/projectionist/internal/kubetest"
+)
+
+// These tests run the commands in-process against a real kube-apiserver
+// with the Projection CRD installed, through a kubeconfig file as a user
+// would. No operator runs: the tests write the status an operator would,
+// through the status subresource.
+
+var (
+	env *kubetest.Env
+	k8s client.Client
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(runTests(m))
+}
+
+func runTests(m *testing.M) int {
+	var err error
+	env, err = kubetest.Start(kubetest.Options{})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "starting the API server: %v\n", err)
+		return 1
+	}
+	defer func() {
+		if err := env.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "stopping the API server: %v\n", err)
+		}
+	}()
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		fmt.Fprintf(os.Stderr, "building the scheme: %v\n", err)
+		return 1
+	}
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		fmt.Fprintf(os.Stderr, "building the scheme: %v\n", err)
+		return 1
+	}
+	if k8s, err = client.New(env.Config, client.Options{Scheme: scheme}); err != nil {
+		fmt.Fprintf(os.Stderr, "creating the client: %v\n", err)
+		return 1
+	}
+	if err := k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}); err != nil {
+		fmt.Fprintf(os.Stderr, "creating namespace shop: %v\n", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// syncBuffer is a bytes.Buffer safe for a command writing while the test
+// reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// plugin runs the plugin in-process with args and the test server's
+// kubeconfig, with the clock at now when now is not zero.
+func plugin(ctx context.Context, now time.Time, args ...string) result {
+	var stdout, stderr syncBuffer
+	return pluginTo(ctx, &stdout, &stderr, now, args...)
+}
+
+func pluginTo(ctx context.Context, stdout, stderr *syncBuffer, now time.Time, args ...string) result {
+	c := newCLI(stdout, stderr)
+	if !now.IsZero() {
+		c.now = func() time.Time { return now }
+	}
+	code := c.run(ctx, append(args, "--kubeconfig", env.Kubeconfig))
+	return result{code, stdout.String(), stderr.String()}
+}
+
+// create creates a Projection and writes status (when not nil) through the
+// status subresource, as the operator does.
+func create(t *testing.T, namespace, name string, suspend *bool, status *v1alpha1.ProjectionStatus) *v1alpha1.Projection {
+	t.Helper()
+	ctx := context.Background()
+	p := &v1alpha1.Projection{
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
+		Spec: v1alpha1.ProjectionSpec{
+			Replicas: ptr.To[int32](3),
+			Suspend:  suspend,
+			Database: v1alpha1.DatabaseSpec{SecretRef: v1alpha1.SecretKeySelector{Name: "db"}},
+		},
+	}
+	if err := k8s.Create(ctx, p); err != nil {
+		t.Fatalf("creating projection %s: %v", name, err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), p) })
+	if status != nil {
+		writeStatus(t, p, func(st *v1alpha1.ProjectionStatus) { *st = *status })
+	}
+	return p
+}
+
+// writeStatus changes p's status as the operator would.
+func writeStatus(t *testing.T, p *v1alpha1.Projection, mutate func(*v1alpha1.ProjectionStatus)) {
+	t.Helper()
+	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(p), p); err != nil {
+		t.Fatalf("reading projection %s: %v", p.Name, err)
+	}
+	mutate(&p.Status)
+	if err := k8s.Status().Update(context.Background(), p); err != nil {
+		t.Fatalf("writing the status of projection %s: %v", p.Name, err)
+	}
+}
+
+func get(t *testing.T, namespace, name string) *v1alpha1.Projection {
+	t.Helper()
+	p := &v1alpha1.Projection{}
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: namespace, Name: name}, p); err != nil {
+		t.Fatalf("reading projection %s: %v", name, err)
+	}
+	return p
+}
+
+// runningStatus is what the operator reports for three ready partitions
+// catching up, with conditions that changed relative to now.
+func runningStatus(now time.Time) *v1alpha1.ProjectionStatus {
+	at := func(d time.Duration) metav1.Time { return metav1.NewTime(now.Add(-d)) }
+	return &v1alpha1.ProjectionStatus{
+		Replicas: 3, ReadyReplicas: 3, Partitions: 3, TopologyGeneration: 1, ObservedGeneration: 1,
+		HeadPosition: 20000, Lag: 1500, LagSeconds: 42,
+		PartitionStatuses: []v1alpha1.PartitionStatus{
+			{Partition: 0, Position: 19000, Lag: 1000},
+			{Partition: 1, Position: 19990, Lag: 500},
+			{Partition: 2, Position: 20000},
+		},
+		Conditions: []metav1.Condition{
+			{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonAllReplicasReady, Message: "3 of 3 partitions ready", LastTransitionTime: at(5 * time.Minute), ObservedGeneration: 1},
+			{Type: v1alpha1.ConditionProgressing, Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonRolledOut, Message: "3 of 3 worker pods exist", LastTransitionTime: at(5 * time.Minute), ObservedGeneration: 1},
+			{Type: v1alpha1.ConditionDegraded, Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonReconciled, Message: "the database is reachable", LastTransitionTime: at(10 * time.Minute), ObservedGeneration: 1},
+			{Type: v1alpha1.ConditionStalled, Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonProgressing, Message: "every partition with events to handle has moved its checkpoint recently", LastTransitionTime: at(10 * time.Minute), ObservedGeneration: 1},
+			{Type: v1alpha1.ConditionCaughtUp, Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonCatchingUp, Message: "1500 events to go", LastTransitionTime: at(10 * time.Minute), ObservedGeneration: 1},
+		},
+	}
+}
+
+func TestStatus(t *testing.T) {
+	now := time.Now().Truncate(time.Second)
+	create(t, "shop", "user-count", nil, runningStatus(now))
+
+	got := plugin(context.Background(), now, "status", "user-count", "-n", "shop")
+	want := `Name:           user-count
+Namespace:      shop
+Projection:     user-count
+Suspended:      false
+Replicas:       3 desired, 3 pods, 3 ready
+Partitions:     3 (topology generation 1)
+Head position:  20000
+Lag:            1500 events, oldest 42s
+ETA:            unknown (one reading so far: --watch measures the rate over several)
+
+Conditions:
+  TYPE         STATUS  REASON             AGE  MESSAGE
+  Ready        True    AllReplicasReady   5m   3 of 3 partitions ready
+  Progressing  False   RolledOut          5m   3 of 3 worker pods exist
+  Degraded     False   Reconciled         10m  the database is reachable
+  Stalled      False   CheckpointsMoving  10m  every partition with events to handle has moved its checkpoint recently
+  CaughtUp     False   CatchingUp         10m  1500 events to go
+
+Partitions:
+    PARTITION  POSITION   LAG
+            0     19000  1000
+            1     19990   500
+            2     20000     0
+`
+	if got.code != exitOK || got.stderr != "" {
+		t.Fatalf("status: exit %d, stderr %q", got.code, got.stderr)
+	}
+	if diff := cmp.Diff(want, got.stdout); diff != "" {
+		t.Errorf("status output (-want +got):\n%s", diff)
+	}
+}
+
+func TestStatusWatchEstimatesETA(t *testing.T) {
+	p := create(t, "default", "revenue", nil, runningStatus(time.Now()))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr syncBuffer
+	done := make(chan result, 1)
+	go func() {
+		done <- pluginTo(ctx, &stdout, &stderr, time.Time{}, "status", "revenue", "--watch", "--interval", "300ms")
+	}()
+	waitOutput(t, &stdout, "unknown (one reading so far")
+	writeStatus(t, p, func(st *v1alpha1.ProjectionStatus) { st.Lag = 1400 })
+	waitOutput(t, &stdout, "ETA:            about ")
+	writeStatus(t, p, func(st *v1alpha1.ProjectionStatus) { st.Lag = 0 })
+	waitOutput(t, &stdout, "ETA:            caught up")
+	cancel()
+	if r := <-done; r.code != exitOK || r.stderr != "" {
+		t.Errorf("status --watch: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+func waitOutput(t *testing.T, out *syncBuffer, substr string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(out.String(), substr) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in the output:\n%s", substr, out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestSuspendResume(t *testing.T) {
+	ctx := context.Background()
+	create(t, "shop", "orders", nil, nil)
+
+	r := plugin(ctx, time.Time{}, "suspend", "-n", "shop", "orders")
+	if r.code != exitOK || r.stdout != "projection \"orders\" in namespace \"shop\" suspended (spec.suspend: true, generation 2)\n" {
+		t.Errorf("suspend: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if p := get(t, "shop", "orders"); !ptr.Deref(p.Spec.Suspend, false) {
+		t.Errorf("after suspend, spec.suspend is %v; want true", p.Spec.Suspend)
+	}
+	r = plugin(ctx, time.Time{}, "suspend", "-n", "shop", "orders")
+	if r.code != exitOK || r.stdout != "projection \"orders\" in namespace \"shop\" was already suspended (spec.suspend: true)\n" {
+		t.Errorf("suspend again: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	r = plugin(ctx, time.Time{}, "resume", "orders", "--namespace=shop")
+	if r.code != exitOK || r.stdout != "projection \"orders\" in namespace \"shop\" resumed (spec.suspend: false, generation 3)\n" {
+		t.Errorf("resume: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if p := get(t, "shop", "orders"); p.Spec.Suspend == nil || *p.Spec.Suspend {
+		t.Errorf("after resume, spec.suspend is %v; want false", p.Spec.Suspend)
+	}
+}
+
+// TestSuspendWait plays the operator: once spec.suspend is set it reports
+// the pods gone and Ready Suspended for the new generation.
+func TestSuspendWait(t *testing.T) {
+	p := create(t, "default", "activity-log", nil, runningStatus(time.Now()))
+	operator := make(chan struct{})
+	go func() {
+		defer close(operator)
+		for {
+			cur := &v1alpha1.Projection{}
+			if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(p), cur); err != nil {
+				t.Errorf("operator: %v", err)
+				return
+			}
+			if ptr.Deref(cur.Spec.Suspend, false) {
+				cur.Status.Replicas, cur.Status.ReadyReplicas, cur.Status.ObservedGeneration = 0, 0, cur.Generation
+				cur.Status.Conditions[0] = metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse,
+					Reason: v1alpha1.ReasonSuspended, Message: "suspended: 0 worker pods", ObservedGeneration: cur.Generation,
+					LastTransitionTime: metav1.Now()}
+				if err := k8s.Status().Update(context.Background(), cur); err != nil {
+					t.Errorf("operator: %v", err)
+				}
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	r := plugin(context.Background(), time.Time{}, "suspend", "activity-log", "--wait", "--timeout", "30s")
+	<-operator
+	want := "projection \"activity-log\" in namespace \"default\" suspended (spec.suspend: true, generation 2)\n" +
+		"projection \"activity-log\" in namespace \"default\" is suspended: Ready False Suspended: suspended: 0 worker pods\n"
+	if r.code != exitOK || r.stdout != want {
+		t.Errorf("suspend --wait: exit %d, stderr %q, stdout (-want +got):\n%s", r.code, r.stderr, cmp.Diff(want, r.stdout))
+	}
+
+	// No operator brings the pods back: resume --wait times out, saying
+	// what the status still reports.
+	r = plugin(context.Background(), time.Time{}, "resume", "activity-log", "--wait", "--timeout", "2s")
+	wantErr := `kubectl projectionist resume: timed out after 2s waiting for projection "activity-log" to be resumed: the operator has not yet reported on generation 3` + "\n"
+	if r.code != exitFailure || r.stderr != wantErr {
+		t.Errorf("resume --wait without an operator: exit %d, stderr (-want +got):\n%s", r.code, cmp.Diff(wantErr, r.stderr))
+	}
+}
+
+func TestList(t *testing.T) {
+	now := time.Now()
+	create(t, "shop", "list-a", nil, runningStatus(now))
+	create(t, "default", "list-b", ptr.To(true), &v1alpha1.ProjectionStatus{Partitions: 2, Lag: 7, Conditions: []metav1.Condition{{
+		Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonSuspended, Message: "suspended", LastTransitionTime: metav1.Now(),
+	}}})
+	later := now.Add(2 * time.Hour)
+
+	r := plugin(context.Background(), later, "list", "-n", "shop")
+	want := `NAME     READY   STATUS             PARTITIONS   LAG    SUSPENDED   AGE
+list-a   True    AllReplicasReady   3            1500   false       120m
+`
+	if r.code != exitOK || r.stdout != want {
+		t.Errorf("list -n shop: exit %d, stderr %q, stdout (-want +got):\n%s", r.code, r.stderr, cmp.Diff(want, r.stdout))
+	}
+	r = plugin(context.Background(), later, "list", "-A")
+	want = `NAMESPACE   NAME     READY   STATUS             PARTITIONS   LAG    SUSPENDED   AGE
+default     list-b   False   Suspended          2            7      true        120m
+shop        list-a   True    AllReplicasReady   3            1500   false       120m
+`
+	if r.code != exitOK || r.stdout != want {
+		t.Errorf("list -A: exit %d, stderr %q, stdout (-want +got):\n%s", r.code, r.stderr, cmp.Diff(want, r.stdout))
+	}
+	r = plugin(context.Background(), later, "list", "-n", "empty")
+	if r.code != exitOK || r.stdout != "" || r.stderr != "No Projections found in namespace \"empty\".\n" {
+		t.Errorf("list -n empty: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	unreachable := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(unreachable, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name       string
+		args       []string
+		env        map[string]string
+		wantCode   int
+		wantStderr string
+	}{
+		{"not found", []string{"status", "nope"}, nil, exitFailure,
+			"kubectl projectionist status: projection \"nope\" not found in namespace \"default\"\n"},
+		{"not found in a namespace", []string{"suspend", "nope", "-n", "shop"}, nil, exitFailure,
+			"kubectl projectionist suspend: projection \"nope\" not found in namespace \"shop\"\n"},
+		{"missing name", []string{"resume"}, nil, exitUsage,
+			"kubectl projectionist resume: missing the Projection's NAME\nRun 'kubectl projectionist resume --help' for usage.\n"},
+		{"two names", []string{"status", "a", "b"}, nil, exitUsage,
+			"kubectl projectionist status: unexpected argument \"b\"\nRun 'kubectl projectionist status --help' for usage.\n"},
+		{"unknown flag", []string{"list", "--bogus"}, nil, exitUsage,
+			"kubectl projectionist list: unknown flag: --bogus\nRun 'kubectl projectionist list --help' for usage.\n"},
+		{"unknown command", []string{"rebuild", "x"}, nil, exitUsage,
+			"kubectl projectionist: unknown command \"rebuild\"\nRun 'kubectl projectionist --help' for the list of commands.\n"},
+		{"no cluster", []string{"status", "x", "--kubeconfig="}, map[string]string{"KUBECONFIG": filepath.Join(t.TempDir(), "none"), "HOME": t.TempDir(), "KUBERNETES_SERVICE_HOST": ""}, exitUsage,
+			"kubectl projectionist status: no cluster configured: pass --kubeconfig, set KUBECONFIG, create ~/.kube/config, or run in a pod\nRun 'kubectl projectionist status --help' for usage.\n"},
+		{"unreachable", []string{"status", "x", "--kubeconfig", unreachable, "--request-timeout", "5s"}, nil, exitFailure,
+			"kubectl projectionist status: cannot reach the Kubernetes API server at https://127.0.0.1:1: "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			// The last --kubeconfig wins: the test server's, unless the
+			// case names its own.
+			var stdout, stderr syncBuffer
+			c := newCLI(&stdout, &stderr)
+			args := tt.args
+			if !strings.Contains(strings.Join(args, " "), "--kubeconfig") {
+				args = append(args, "--kubeconfig", env.Kubeconfig)
+			}
+			code := c.run(context.Background(), args)
+			if code != tt.wantCode || !strings.HasPrefix(stderr.String(), tt.wantStderr) {
+				t.Errorf("exit %d (want %d), stderr:\n%s\nwant it to start with:\n%s", code, tt.wantCode, stderr.String(), tt.wantStderr)
+			}
+			if stdout.String() != "" {
+				t.Errorf("stdout %q; want none", stdout.String())
+			}
+		})
+	}
+}
+
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"help", "status"}, {"status", "-h"}, {"suspend", "--help"}, {"resume", "--help"}, {"list", "--help"}} {
+		var stdout, stderr syncBuffer
+		code := newCLI(&stdout, &stderr).run(context.Background(), args)
+		if code != exitOK || stderr.String() != "" || !strings.Contains(stdout.String(), "Examples:\n  kubectl projectionist ") || !strings.Contains(stdout.String(), "--kubeconfig") {
+			t.Errorf("%v: exit %d, stderr %q, stdout:\n%s", args, code, stderr.String(), stdout.String())
+		}
+	}
+}
