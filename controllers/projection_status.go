@@ -87,7 +87,10 @@ func setCaughtUpCondition(st *v1alpha1.ProjectionStatus, s *state) {
 		c.Message = "some partition still has events to handle"
 	default:
 		c.Status, c.Reason = metav1.ConditionTrue, v1alpha1.ReasonLagReachedZero
-		c.Message = fmt.Sprintf("every one of the %s had handled the log up to position %d", partitions(n), pr.HeadPosition)
+		c.Message = fmt.Sprintf("all %d partitions had lag 0 with the log's head at position %d", n, pr.HeadPosition)
+		if n == 1 {
+			c.Message = fmt.Sprintf("the partition had lag 0 with the log's head at position %d", pr.HeadPosition)
+		}
 	}
 	meta.SetStatusCondition(&st.Conditions, c)
 }
