@@ -86,6 +86,24 @@ func (e *TimeoutError) Is(target error) bool {
 	return target == ErrTimeout || target == context.DeadlineExceeded
 }
 
+// ErrNoSchema is matched (with errors.Is) by the error of a processor that
+// found one of projectionist's tables missing: the database was never
+// migrated. Run [Migrate] (or `projectionist migrate`) first. Retrying
+// does not help until someone does.
+var ErrNoSchema = errors.New("projectionist schema missing: run projection.Migrate (or `projectionist migrate`) on this database first")
+
+// noSchema wraps ErrNoSchema around an error that says a table is
+// missing, unless Handle returned it (a read model's table is the
+// projection's business: a HandlerError).
+func noSchema(err error) error {
+	var pgErr *pgconn.PgError
+	var herr *HandlerError
+	if errors.As(err, &pgErr) && pgErr.Code == "42P01" && !errors.As(err, &herr) && !errors.Is(err, ErrNoSchema) {
+		return fmt.Errorf("%w: %w", ErrNoSchema, err)
+	}
+	return err
+}
+
 // Processor runs a projection: it reads the events of its partition in
 // batches, hands each to the projection inside the batch's transaction, and
 // advances the projection's checkpoint in that same transaction.
@@ -151,9 +169,14 @@ func (p *Processor) Stats() Stats {
 }
 
 // NewProcessor returns a processor that reads the events of pool's log. The
-// config is validated when the processor runs. store is the guides' shape
-// and may be nil; the processor reads every bounded context whatever the
-// store's is (a [ScopedProjection] narrows what it reads).
+// config is validated (after its zero fields take their defaults) when the
+// processor runs.
+//
+// store is not used: it keeps the guides' three-argument shape, and may be
+// nil. In particular the store's bounded context ([WithBoundedContext])
+// does not scope what the processor reads: it reads every bounded context
+// and aggregate type, unless the projection is a [ScopedProjection], whose
+// AggregateTypes and BoundedContexts narrow it (in SQL).
 func NewProcessor(pool *pgxpool.Pool, store *Store, config ProcessorConfig) *Processor {
 	return &Processor{pool: pool, cfg: config}
 }
@@ -188,7 +211,7 @@ func (p *Processor) run(ctx context.Context, proj Projection, untilCaughtUp bool
 	finish := func(err error) error {
 		switch {
 		case ctx.Err() == nil:
-			return err
+			return noSchema(err)
 		case untilCaughtUp:
 			return fmt.Errorf("projection %q partition %d: catching up: %w", b.name, b.cfg.PartitionKey, ctx.Err())
 		}
