@@ -86,24 +86,6 @@ func (e *TimeoutError) Is(target error) bool {
 	return target == ErrTimeout || target == context.DeadlineExceeded
 }
 
-// ErrNoSchema is matched (with errors.Is) by the error of a processor that
-// found one of projectionist's tables missing: the database was never
-// migrated. Run [Migrate] (or `projectionist migrate`) first. Retrying
-// does not help until someone does.
-var ErrNoSchema = errors.New("projectionist schema missing: run projection.Migrate (or `projectionist migrate`) on this database first")
-
-// noSchema wraps ErrNoSchema around an error that says a table is
-// missing, unless Handle returned it (a read model's table is the
-// projection's business: a HandlerError).
-func noSchema(err error) error {
-	var pgErr *pgconn.PgError
-	var herr *HandlerError
-	if errors.As(err, &pgErr) && pgErr.Code == "42P01" && !errors.As(err, &herr) && !errors.Is(err, ErrNoSchema) {
-		return fmt.Errorf("%w: %w", ErrNoSchema, err)
-	}
-	return err
-}
-
 // Processor runs a projection: it reads the events of its partition in
 // batches, hands each to the projection inside the batch's transaction, and
 // advances the projection's checkpoint in that same transaction.

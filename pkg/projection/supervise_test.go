@@ -54,6 +54,32 @@ func TestMissingSchemaNamesMigrate(t *testing.T) {
 	}
 }
 
+// The store and the topology and progress queries say so too.
+func TestMissingSchemaOutsideTheProcessor(t *testing.T) {
+	ctx := t.Context()
+	pool := pgtest.NewPool(t) // not migrated
+	store := projection.NewStore()
+	calls := map[string]func() error{
+		"Append": func() error {
+			_, err := store.Append(ctx, pool, "A", "a", projection.NoStream, ev("Happened"))
+			return err
+		},
+		"ReadEvents": func() error { _, err := store.ReadEvents(ctx, pool, projection.Position{}, 10); return err },
+		"ReadAggregateStream": func() error {
+			_, err := store.ReadAggregateStream(ctx, pool, "A", "a", nil, nil)
+			return err
+		},
+		"GetTopology": func() error { _, err := projection.GetTopology(ctx, pool, "p"); return err },
+		"SetTopology": func() error { _, err := projection.SetTopology(ctx, pool, "p", 2); return err },
+		"GetProgress": func() error { _, err := projection.GetProgress(ctx, pool, "p"); return err },
+	}
+	for name, call := range calls {
+		if err := call(); !errors.Is(err, projection.ErrNoSchema) || !strings.Contains(err.Error(), "projection.Migrate") {
+			t.Errorf("%s() = %v, want ErrNoSchema naming projection.Migrate", name, err)
+		}
+	}
+}
+
 func TestIsRetryable(t *testing.T) {
 	tests := []struct {
 		name string

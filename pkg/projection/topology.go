@@ -32,7 +32,7 @@ func GetTopology(ctx context.Context, db DBTX, projection string) (Topology, err
 		return t, fmt.Errorf("projection %q: %w", projection, ErrNoTopology)
 	}
 	if err != nil {
-		return t, fmt.Errorf("reading topology of projection %q: %w", projection, err)
+		return t, noSchema(fmt.Errorf("reading topology of projection %q: %w", projection, err))
 	}
 	t.TotalPartitions = int(n)
 	return t, nil
