@@ -35,10 +35,11 @@ type Config struct {
 	// processor and checkpoint. Defaults to every projection given to Run.
 	Projections []string
 	// BatchSize is the most events handled in one transaction, between 1
-	// and 10000. Defaults to 100.
+	// and 10000. Defaults to [projection.DefaultBatchSize] (100) when zero.
 	BatchSize int
 	// PollInterval is how long a caught-up processor waits before looking
-	// for new events. Defaults to 100ms.
+	// for new events. Defaults to [projection.DefaultPollInterval] (100ms)
+	// when zero.
 	PollInterval time.Duration
 	// PartitionKey is this worker's partition. Defaults to 0. ParseConfig
 	// takes it from PARTITION_KEY or else from the ordinal suffix of
@@ -173,11 +174,11 @@ var settings = []setting{
 		}
 		return nil
 	}},
-	{"batch-size", EnvBatchSize, "n", "most events per transaction (default 100)", func(c *Config, v string) (err error) {
+	{"batch-size", EnvBatchSize, "n", "most events per transaction (default " + strconv.Itoa(projection.DefaultBatchSize) + ")", func(c *Config, v string) (err error) {
 		c.BatchSize, err = parseInt(v, projection.MinBatchSize, projection.MaxBatchSize)
 		return err
 	}},
-	{"poll-interval", EnvPollInterval, "duration", "wait between polls once caught up (default 100ms)", func(c *Config, v string) (err error) {
+	{"poll-interval", EnvPollInterval, "duration", "wait between polls once caught up (default " + projection.DefaultPollInterval.String() + ")", func(c *Config, v string) (err error) {
 		c.PollInterval, err = parseDuration(v)
 		return err
 	}},
@@ -364,12 +365,11 @@ func parseDuration(v string) (time.Duration, error) {
 
 // withDefaults fills the fields whose zero value means "default".
 func (c Config) withDefaults() Config {
-	def := projection.DefaultProcessorConfig()
 	if c.BatchSize == 0 {
-		c.BatchSize = def.BatchSize
+		c.BatchSize = projection.DefaultBatchSize
 	}
 	if c.PollInterval == 0 {
-		c.PollInterval = def.PollInterval
+		c.PollInterval = projection.DefaultPollInterval
 	}
 	if c.HTTPAddr == "" {
 		c.HTTPAddr = DefaultHTTPAddr
@@ -381,10 +381,10 @@ func (c Config) withDefaults() Config {
 		c.ConnectTimeout = dbconn.DefaultConnectTimeout
 	}
 	if c.StatementTimeout == 0 {
-		c.StatementTimeout = def.StatementTimeout
+		c.StatementTimeout = projection.DefaultStatementTimeout
 	}
 	if c.BatchTimeout == 0 {
-		c.BatchTimeout = def.BatchTimeout
+		c.BatchTimeout = projection.DefaultBatchTimeout
 	}
 	if c.LogFormat == "" {
 		c.LogFormat = LogFormatJSON

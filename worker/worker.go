@@ -58,7 +58,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cenkalti/backoff/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -70,10 +69,10 @@ import (
 
 // Retries after a failure wait from about retryInitial, doubling, up to
 // retryMax, each with ±50% jitter so that the pods of a StatefulSet do not
-// reconnect in step.
+// reconnect in step: the library's defaults.
 const (
-	retryInitial = 500 * time.Millisecond
-	retryMax     = 15 * time.Second
+	retryInitial = projection.DefaultRetryInitialInterval
+	retryMax     = projection.DefaultRetryMaxInterval
 )
 
 // pingTimeout bounds the database check of a readiness probe, below
@@ -271,33 +270,19 @@ func (w *worker) run(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
-// runProjections runs the processors, retrying any failure but a poison
-// event or a bad configuration with capped exponential backoff, until ctx
-// is cancelled.
+// runProjections runs the processors under projection.Supervise: any
+// failure but a poison event or a bad configuration is retried with capped
+// exponential backoff, until ctx is cancelled.
 func (w *worker) runProjections(ctx context.Context) error {
-	retry := backoff.NewExponentialBackOff()
-	retry.InitialInterval, retry.Multiplier, retry.MaxInterval = retryInitial, 2, retryMax
-	for {
-		before := w.startAttempt()
-		err := w.attempt(ctx)
-		switch {
-		case ctx.Err() != nil:
-			return nil
-		case isFatal(err):
-			return err
-		case w.batches() > before:
-			retry.Reset() // it ran: start the backoff over
-		}
-		w.failed(err)
-		// What broke one connection (a restart, a network cut, an
-		// administrator) usually broke the idle ones too.
-		w.pool.Reset()
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(retry.NextBackOff()):
-		}
-	}
+	return projection.Supervise(ctx, projection.SupervisorConfig{
+		InitialInterval: retryInitial, MaxInterval: retryMax,
+		Progress: w.batches,
+		OnRetry:  func(err error, _ time.Duration) { w.failed(err) },
+		Pool:     w.pool,
+	}, func(ctx context.Context) error {
+		w.startAttempt()
+		return w.attempt(ctx)
+	})
 }
 
 // attempt connects, migrates the schema once, and runs every processor
@@ -324,25 +309,13 @@ func (w *worker) attempt(ctx context.Context) error {
 	return err
 }
 
-// isFatal reports whether err must stop the worker rather than be retried:
-// a poison event under ErrorPolicyStop (the library returns those, and only
-// those, as a HandlerError), or a configuration that cannot work.
-func isFatal(err error) bool {
-	var herr *projection.HandlerError
-	return errors.As(err, &herr) || errors.Is(err, projection.ErrInvalidConfig)
-}
-
-// startAttempt records every processor's batches so far, for readiness,
-// and returns their sum.
-func (w *worker) startAttempt() int64 {
+// startAttempt records every processor's batches so far, for readiness.
+func (w *worker) startAttempt() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	var sum int64
 	for _, p := range w.procs {
 		p.attemptBatches = p.processor.Stats().Batches
-		sum += p.attemptBatches
 	}
-	return sum
 }
 
 func (w *worker) batches() int64 {
@@ -434,6 +407,9 @@ func (w *worker) ready(ctx context.Context) (string, bool) {
 func outside(st projection.Stats) string {
 	if st.TotalPartitions == 0 {
 		return "the projection has no partition count in the database yet (set TOTAL_PARTITIONS on one worker, or create a Projection resource)"
+	}
+	if st.TotalPartitions == 1 {
+		return fmt.Sprintf("outside the topology (generation %d has 1 partition)", st.Generation)
 	}
 	return fmt.Sprintf("outside the topology (generation %d has %d partitions)", st.Generation, st.TotalPartitions)
 }

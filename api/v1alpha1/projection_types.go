@@ -70,7 +70,8 @@ type ProjectionSpec struct {
 	// replicas is the number of partitions, one worker pod each. Changing it
 	// rescales exactly (no event skipped or applied twice) without
 	// restarting running pods. 0 pauses the projection and keeps its
-	// partition count in the database. Defaults to 1; 0 to 1024.
+	// partition count in the database. Defaults to 1 (the library's
+	// projection.DefaultTotalPartitions); 0 to 1024.
 	// +optional
 	// +kubebuilder:default=1
 	// +kubebuilder:validation:Minimum=0
@@ -86,7 +87,8 @@ type ProjectionSpec struct {
 	Suspend *bool `json:"suspend,omitempty"`
 
 	// batchSize is the most events a partition handles in one transaction.
-	// Defaults to 100; 1 to 10000.
+	// Defaults to 100 (the library's projection.DefaultBatchSize); 1 to
+	// 10000.
 	// +optional
 	// +kubebuilder:default=100
 	// +kubebuilder:validation:Minimum=1
@@ -95,7 +97,7 @@ type ProjectionSpec struct {
 
 	// pollInterval is how long a caught-up partition waits before looking
 	// for new events, as a Go duration ("100ms", "2s", "1m30s"). Defaults
-	// to 100ms; 1ms to 1h.
+	// to 100ms (the library's projection.DefaultPollInterval); 1ms to 1h.
 	// +optional
 	// +kubebuilder:default="100ms"
 	// +kubebuilder:validation:Type=string

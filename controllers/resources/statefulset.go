@@ -29,11 +29,12 @@ const (
 )
 
 // Defaults of the spec's optional fields, matching the CRD's defaults, for
-// a Projection that skipped the API server's defaulting (as in tests).
+// a Projection that skipped the API server's defaulting (as in tests). The
+// library's values: a test in api/v1alpha1 holds the CRD markers to them.
 const (
 	DefaultSecretKey    = "dsn"
-	DefaultBatchSize    = 100
-	DefaultPollInterval = "100ms"
+	DefaultBatchSize    = projection.DefaultBatchSize
+	DefaultPollInterval = projection.DefaultPollInterval
 )
 
 // Pod settings.
@@ -250,7 +251,7 @@ func workerEnv(p *v1alpha1.Projection) ([]*corev1ac.EnvVarApplyConfiguration, er
 	if p.Spec.BatchSize != nil {
 		batchSize = strconv.Itoa(int(*p.Spec.BatchSize))
 	}
-	pollInterval := DefaultPollInterval
+	pollInterval := DefaultPollInterval.String()
 	if p.Spec.PollInterval != nil {
 		pollInterval = p.Spec.PollInterval.Duration.String()
 	}

@@ -7,8 +7,12 @@ import (
 	"time"
 )
 
-// Defaults of ProcessorConfig's bounds on waiting for the database.
+// Defaults of ProcessorConfig's fields, which a zero value stands for.
+// The operator's CRD defaults and package worker use these values.
 const (
+	DefaultBatchSize        = 100
+	DefaultTotalPartitions  = 1
+	DefaultPollInterval     = 100 * time.Millisecond
 	DefaultStatementTimeout = 10 * time.Second
 	DefaultBatchTimeout     = time.Minute
 )
@@ -22,20 +26,27 @@ const (
 // ErrInvalidConfig is matched (with errors.Is) by every configuration error.
 var ErrInvalidConfig = errors.New("invalid processor config")
 
-// ProcessorConfig configures a [Processor]. Start from
-// [DefaultProcessorConfig] and change what you need.
+// ProcessorConfig configures a [Processor]. The zero value is a valid
+// config: every field's zero value means its default, so set only what you
+// need (or start from [DefaultProcessorConfig], which spells the defaults
+// out).
 type ProcessorConfig struct {
 	// BatchSize is the most events handled in one transaction. Larger
-	// batches give more throughput and more latency. Must be between 1 and
-	// 10000. Defaults to 100.
+	// batches give more throughput and more latency. Between MinBatchSize
+	// (1) and MaxBatchSize (10000). Defaults to DefaultBatchSize (100)
+	// when zero.
 	BatchSize int
 	// PartitionKey is this worker's partition, in [0, TotalPartitions).
 	// Defaults to 0.
 	PartitionKey int
 	// TotalPartitions is how many partitions share the projection, between
-	// 1 and MaxPartitions. Defaults to 1. With [TopologyApply] the processor
-	// switches the projection to this count when it starts (exactly: see
-	// [SetTopology]); with [TopologyFollow] it is ignored.
+	// 1 and MaxPartitions. Defaults to DefaultTotalPartitions (1) when
+	// zero: a zero-value config with [TopologyApply] runs the projection
+	// as one partition, switching a projection recorded with more
+	// partitions back to one. With [TopologyApply] the processor switches
+	// the projection to this count when it starts (exactly: see
+	// [SetTopology]); with [TopologyFollow] it is ignored, and so is its
+	// zero.
 	TotalPartitions int
 	// Topology says where the partition count comes from. Defaults to
 	// [TopologyApply].
@@ -45,7 +56,7 @@ type ProcessorConfig struct {
 	PartitionStrategy PartitionStrategy
 	// PollInterval is how long the processor waits when it has caught up
 	// before looking for new events. Must not be negative. Defaults to
-	// 100ms when zero.
+	// DefaultPollInterval (100ms) when zero.
 	PollInterval time.Duration
 	// ErrorPolicy says what a failing Handle does to the processor.
 	// Defaults to [ErrorPolicyStop].
@@ -158,14 +169,15 @@ func (m TopologyMode) String() string {
 }
 
 // DefaultProcessorConfig returns a config for a single-partition processor
-// with batches of 100.
+// with batches of DefaultBatchSize (100): the defaults spelled out. It
+// behaves exactly like the zero ProcessorConfig.
 func DefaultProcessorConfig() ProcessorConfig {
 	return ProcessorConfig{
-		BatchSize:         100,
+		BatchSize:         DefaultBatchSize,
 		PartitionKey:      0,
-		TotalPartitions:   1,
+		TotalPartitions:   DefaultTotalPartitions,
 		PartitionStrategy: HashPartitionStrategy{},
-		PollInterval:      100 * time.Millisecond,
+		PollInterval:      DefaultPollInterval,
 		StatementTimeout:  DefaultStatementTimeout,
 		BatchTimeout:      DefaultBatchTimeout,
 	}
@@ -173,11 +185,17 @@ func DefaultProcessorConfig() ProcessorConfig {
 
 // withDefaults fills the fields whose zero value means "default".
 func (c ProcessorConfig) withDefaults() ProcessorConfig {
+	if c.BatchSize == 0 {
+		c.BatchSize = DefaultBatchSize
+	}
+	if c.TotalPartitions == 0 && c.Topology == TopologyApply {
+		c.TotalPartitions = DefaultTotalPartitions
+	}
 	if c.PartitionStrategy == nil {
 		c.PartitionStrategy = HashPartitionStrategy{}
 	}
 	if c.PollInterval == 0 {
-		c.PollInterval = 100 * time.Millisecond
+		c.PollInterval = DefaultPollInterval
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -191,9 +209,10 @@ func (c ProcessorConfig) withDefaults() ProcessorConfig {
 	return c
 }
 
-// Validate reports the first problem with the config, wrapped around
-// [ErrInvalidConfig].
+// Validate reports the first problem with the config, once its zero
+// fields stand for their defaults, wrapped around [ErrInvalidConfig].
 func (c ProcessorConfig) Validate() error {
+	c = c.withDefaults()
 	if c.BatchSize < MinBatchSize || c.BatchSize > MaxBatchSize {
 		return fmt.Errorf("%w: BatchSize is %d, must be between %d and %d", ErrInvalidConfig, c.BatchSize, MinBatchSize, MaxBatchSize)
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/projectionist/projectionist/pkg/projection"
@@ -21,10 +22,12 @@ func TestProcessorConfigValidate(t *testing.T) {
 		{"default", func(*projection.ProcessorConfig) {}, ""},
 		{"batch 1", func(c *projection.ProcessorConfig) { c.BatchSize = 1 }, ""},
 		{"batch 10000", func(c *projection.ProcessorConfig) { c.BatchSize = 10000 }, ""},
-		{"batch 0", func(c *projection.ProcessorConfig) { c.BatchSize = 0 }, "BatchSize is 0, must be between 1 and 10000"},
+		{"batch 0 is the default", func(c *projection.ProcessorConfig) { c.BatchSize = 0 }, ""},
 		{"batch negative", func(c *projection.ProcessorConfig) { c.BatchSize = -5 }, "BatchSize is -5, must be between 1 and 10000"},
 		{"batch 10001", func(c *projection.ProcessorConfig) { c.BatchSize = 10001 }, "BatchSize is 10001, must be between 1 and 10000"},
-		{"total 0", func(c *projection.ProcessorConfig) { c.TotalPartitions = 0 }, "TotalPartitions is 0, must be between 1 and 1024"},
+		{"total 0 is the default", func(c *projection.ProcessorConfig) { c.TotalPartitions = 0 }, ""},
+		{"total 0 is 1 partition", func(c *projection.ProcessorConfig) { c.TotalPartitions, c.PartitionKey = 0, 1 }, "PartitionKey is 1, must be in [0, 1) for TotalPartitions 1"},
+		{"total negative", func(c *projection.ProcessorConfig) { c.TotalPartitions = -1 }, "TotalPartitions is -1, must be between 1 and 1024"},
 		{"total 1025", func(c *projection.ProcessorConfig) { c.TotalPartitions = 1025 }, "TotalPartitions is 1025, must be between 1 and 1024"},
 		{"follow ignores total", func(c *projection.ProcessorConfig) {
 			c.Topology, c.TotalPartitions, c.PartitionKey = projection.TopologyFollow, 0, 7
@@ -62,6 +65,20 @@ func TestProcessorConfigValidate(t *testing.T) {
 	}
 }
 
+// The zero ProcessorConfig is DefaultProcessorConfig: every zero field
+// takes its default.
+func TestZeroProcessorConfigIsDefault(t *testing.T) {
+	got := projection.NewProcessor(nil, nil, projection.ProcessorConfig{}).Config()
+	want := projection.NewProcessor(nil, nil, projection.DefaultProcessorConfig()).Config()
+	got.Logger, want.Logger = nil, nil // each a discarding logger of its own
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("zero config with defaults differs from DefaultProcessorConfig (-want +got):\n%s", diff)
+	}
+	if err := (projection.ProcessorConfig{}).Validate(); err != nil {
+		t.Fatalf("ProcessorConfig{}.Validate() = %v, want nil", err)
+	}
+}
+
 type namedNoop string
 
 func (n namedNoop) Name() string                                                   { return string(n) }
@@ -72,7 +89,7 @@ func TestRunRejectsBadInput(t *testing.T) {
 	ctx := t.Context()
 	pool := newPool(t)
 	bad := projection.DefaultProcessorConfig()
-	bad.BatchSize = 0
+	bad.BatchSize = projection.MaxBatchSize + 1
 	tests := []struct {
 		name    string
 		proc    *projection.Processor
@@ -82,7 +99,7 @@ func TestRunRejectsBadInput(t *testing.T) {
 		{"nil projection", projection.NewProcessor(pool, nil, projection.DefaultProcessorConfig()), nil, "projection is nil"},
 		{"empty name", projection.NewProcessor(pool, nil, projection.DefaultProcessorConfig()), namedNoop(""), "has an empty Name()"},
 		{"nil pool", projection.NewProcessor(nil, nil, projection.DefaultProcessorConfig()), namedNoop("p"), "pool is nil"},
-		{"bad config", projection.NewProcessor(pool, nil, bad), namedNoop("p"), `projection "p": invalid processor config: BatchSize is 0`},
+		{"bad config", projection.NewProcessor(pool, nil, bad), namedNoop("p"), `projection "p": invalid processor config: BatchSize is 10001`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -16,7 +16,18 @@
 // [Processor] runs it: each batch is one transaction that reads events,
 // calls Handle for each, and advances the checkpoint, so a crash at any
 // point neither loses an event nor applies one twice to a read model in the
-// same database.
+// same database. The zero [ProcessorConfig] is valid: every zero field means
+// its default.
+//
+// # Failures
+//
+// [Processor.Run] stops at the first failure. [Processor.RunSupervised]
+// (and [Supervise], for any run function, such as a runner's) retries a
+// lost connection or an unanswering database with capped exponential
+// backoff, and stops only on a poison event under [ErrorPolicyStop] (a
+// [*HandlerError]) or a configuration error ([ErrInvalidConfig]):
+// [IsRetryable] tells them apart. A database that was never migrated fails
+// with [ErrNoSchema].
 //
 // # Why no event is skipped
 //

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -86,4 +87,54 @@ func ExampleNewProcessor() {
 	// Output:
 	// u1 ada@example.com true
 	// u2 grace@example.com false
+}
+
+func ExampleProcessor_RunSupervised() {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pool, err := pgxpool.New(ctx, pgtest.MustDatabase()) // e.g. os.Getenv("DATABASE_URL")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := projection.Migrate(ctx, pool); err != nil {
+		log.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `CREATE TABLE IF NOT EXISTS user_stats (
+		user_id text PRIMARY KEY, email text NOT NULL, active boolean NOT NULL DEFAULT true)`); err != nil {
+		log.Fatal(err)
+	}
+	store := projection.NewStore()
+	if _, err := store.Append(ctx, pool, "User", "u3", projection.NoStream,
+		projection.Event{EventType: "UserCreated", Payload: []byte(`{"email":"edsger@example.com"}`)}); err != nil {
+		log.Fatal(err)
+	}
+
+	// The zero config is the default one. Stop the example once the
+	// event is handled; a service runs until it is told to stop.
+	var cfg projection.ProcessorConfig
+	cfg.OnBatch = func(r projection.BatchResult) {
+		if r.Stats.EventsHandled > 0 {
+			cancel()
+		}
+	}
+	processor := projection.NewProcessor(pool, store, cfg)
+	// RunSupervised rides out lost connections and database restarts
+	// with capped exponential backoff; it returns nil once ctx is
+	// cancelled, or the *HandlerError of a poison event, or a config
+	// error.
+	err = processor.RunSupervised(ctx, UserCountProjection{}, projection.SupervisorConfig{
+		OnRetry: func(err error, wait time.Duration) { log.Printf("projection down, retrying in %s: %v", wait, err) },
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	var email string
+	if err := pool.QueryRow(context.Background(), `SELECT email FROM user_stats WHERE user_id = 'u3'`).Scan(&email); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(email)
+	// Output:
+	// edsger@example.com
 }

@@ -3,6 +3,7 @@ package projection
 import (
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"sort"
@@ -10,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 //go:embed migrations/*.up.sql
@@ -146,4 +148,23 @@ func migrationVersions(ms []Migration) []int32 {
 		vs[i] = int32(m.Version)
 	}
 	return vs
+}
+
+// ErrNoSchema is matched (with errors.Is) by the error of a processor, a
+// store read or append, and the topology and progress queries that found
+// one of projectionist's tables missing: the database was never
+// migrated. Run [Migrate] (or `projectionist migrate`) first. Retrying
+// does not help until someone does.
+var ErrNoSchema = errors.New("projectionist schema missing: run projection.Migrate (or `projectionist migrate`) on this database first")
+
+// noSchema wraps ErrNoSchema around an error that says a table is
+// missing, unless Handle returned it (a read model's table is the
+// projection's business: a HandlerError).
+func noSchema(err error) error {
+	var pgErr *pgconn.PgError
+	var herr *HandlerError
+	if errors.As(err, &pgErr) && pgErr.Code == "42P01" && !errors.As(err, &herr) && !errors.Is(err, ErrNoSchema) {
+		return fmt.Errorf("%w: %w", ErrNoSchema, err)
+	}
+	return err
 }

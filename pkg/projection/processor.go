@@ -151,9 +151,14 @@ func (p *Processor) Stats() Stats {
 }
 
 // NewProcessor returns a processor that reads the events of pool's log. The
-// config is validated when the processor runs. store is the guides' shape
-// and may be nil; the processor reads every bounded context whatever the
-// store's is (a [ScopedProjection] narrows what it reads).
+// config is validated (after its zero fields take their defaults) when the
+// processor runs.
+//
+// store is not used: it keeps the guides' three-argument shape, and may be
+// nil. In particular the store's bounded context ([WithBoundedContext])
+// does not scope what the processor reads: it reads every bounded context
+// and aggregate type, unless the projection is a [ScopedProjection], whose
+// AggregateTypes and BoundedContexts narrow it (in SQL).
 func NewProcessor(pool *pgxpool.Pool, store *Store, config ProcessorConfig) *Processor {
 	return &Processor{pool: pool, cfg: config}
 }
@@ -188,7 +193,7 @@ func (p *Processor) run(ctx context.Context, proj Projection, untilCaughtUp bool
 	finish := func(err error) error {
 		switch {
 		case ctx.Err() == nil:
-			return err
+			return noSchema(err)
 		case untilCaughtUp:
 			return fmt.Errorf("projection %q partition %d: catching up: %w", b.name, b.cfg.PartitionKey, ctx.Err())
 		}

@@ -96,7 +96,7 @@ func GetProgress(ctx context.Context, db DBTX, projection string) (Progress, err
 	var p Progress
 	rows, err := db.Query(ctx, progressSQL, projection, LagCountLimit)
 	if err != nil {
-		return p, fmt.Errorf("reading progress of projection %q: %w", projection, err)
+		return p, noSchema(fmt.Errorf("reading progress of projection %q: %w", projection, err))
 	}
 	var (
 		gen, lag        *int64
@@ -133,7 +133,7 @@ func GetProgress(ctx context.Context, db DBTX, projection string) (Progress, err
 		return nil
 	})
 	if err != nil {
-		return Progress{}, fmt.Errorf("reading progress of projection %q: %w", projection, err)
+		return Progress{}, noSchema(fmt.Errorf("reading progress of projection %q: %w", projection, err))
 	}
 	return p, nil
 }

@@ -163,7 +163,7 @@ func (s *Store) Append(ctx context.Context, db DBTX, aggregateType, aggregateID 
 			// limits and these differ.
 			return nil, fmt.Errorf("%w: %s is too long for the schema's %s (the most is %d bytes): %w", ErrInvalidEvent, f.field, pgErr.ConstraintName, f.limit, err)
 		}
-		return nil, err
+		return nil, noSchema(err)
 	}
 	return out, nil
 }
@@ -528,12 +528,12 @@ func (s *Store) ReadAggregateStream(ctx context.Context, db DBTX, aggregateType,
 		ORDER BY aggregate_version`
 	rows, err := db.Query(ctx, sql, s.boundedContext, aggregateType, aggregateID, fromVersion, toVersion)
 	if err != nil {
-		return nil, fmt.Errorf("reading stream of %s %q: %w", aggregateType, aggregateID, err)
+		return nil, noSchema(fmt.Errorf("reading stream of %s %q: %w", aggregateType, aggregateID, err))
 	}
 	var scanner eventScanner
 	events, err := scanner.collect(rows, nil)
 	if err != nil {
-		return nil, fmt.Errorf("reading stream of %s %q: %w", aggregateType, aggregateID, err)
+		return nil, noSchema(fmt.Errorf("reading stream of %s %q: %w", aggregateType, aggregateID, err))
 	}
 	return events, nil
 }
@@ -552,12 +552,12 @@ func (s *Store) ReadEvents(ctx context.Context, db DBTX, after Position, limit i
 	sql, args := q.build()
 	rows, err := db.Query(ctx, sql, args...)
 	if err != nil {
-		return nil, fmt.Errorf("reading events after %s: %w", after, err)
+		return nil, noSchema(fmt.Errorf("reading events after %s: %w", after, err))
 	}
 	var scanner eventScanner
 	events, err := scanner.collect(rows, nil)
 	if err != nil {
-		return nil, fmt.Errorf("reading events after %s: %w", after, err)
+		return nil, noSchema(fmt.Errorf("reading events after %s: %w", after, err))
 	}
 	return events, nil
 }

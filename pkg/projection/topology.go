@@ -32,7 +32,7 @@ func GetTopology(ctx context.Context, db DBTX, projection string) (Topology, err
 		return t, fmt.Errorf("projection %q: %w", projection, ErrNoTopology)
 	}
 	if err != nil {
-		return t, fmt.Errorf("reading topology of projection %q: %w", projection, err)
+		return t, noSchema(fmt.Errorf("reading topology of projection %q: %w", projection, err))
 	}
 	t.TotalPartitions = int(n)
 	return t, nil
@@ -74,7 +74,7 @@ func SetTopology(ctx context.Context, db DBTX, projection string, n int) (Topolo
 		return err
 	})
 	if err != nil {
-		return Topology{}, fmt.Errorf("setting topology of projection %q to %d partitions: %w", projection, n, err)
+		return Topology{}, noSchema(fmt.Errorf("setting topology of projection %q to %s: %w", projection, partitions(n), err))
 	}
 	return t, nil
 }
@@ -288,4 +288,12 @@ func ownerOf(aggregateID string, total int, strategy PartitionStrategy) int {
 		}
 	}
 	return -1
+}
+
+// partitions is "1 partition" or "n partitions", for messages.
+func partitions(n int) string {
+	if n == 1 {
+		return "1 partition"
+	}
+	return fmt.Sprintf("%d partitions", n)
 }

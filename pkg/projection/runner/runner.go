@@ -19,7 +19,6 @@ package runner
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -53,10 +52,61 @@ func New() *Runner { return &Runner{} }
 
 // Run runs every runner until ctx is cancelled (then returns nil once all
 // have stopped) or one of them fails (then cancels the others and returns
-// the failure, naming its projection and partition).
+// the failure, naming its projection and partition). It stops at the first
+// failure, a lost connection included; [Runner.RunSupervised] rides those
+// out.
 func (r *Runner) Run(ctx context.Context, runners []ProjectionRunner) error {
+	return r.all(ctx, runners, (*projection.Processor).Run)
+}
+
+// CatchUp runs every runner until each has caught up (see
+// [projection.Processor.CatchUp]: every event committed before CatchUp was
+// called is handled), then returns nil. It is fail-fast like Run: the
+// first failure cancels the others and is returned. If ctx ends first,
+// CatchUp returns an error matching ctx's.
+func (r *Runner) CatchUp(ctx context.Context, runners []ProjectionRunner) error {
+	return r.all(ctx, runners, (*projection.Processor).CatchUp)
+}
+
+// RunSupervised is Run under [projection.Supervise]: after a retryable
+// failure (a lost connection, a database restart) every runner is started
+// again with capped exponential backoff; it returns nil when ctx is
+// cancelled, or a poison event's *projection.HandlerError (under
+// projection.ErrorPolicyStop) or a configuration error. Unless cfg sets
+// Progress, the backoff starts over after every attempt in which any
+// processor completed a batch.
+func (r *Runner) RunSupervised(ctx context.Context, runners []ProjectionRunner, cfg projection.SupervisorConfig) error {
+	if err := validate(runners); err != nil {
+		return err
+	}
+	if cfg.Progress == nil {
+		cfg.Progress = func() int64 {
+			var sum int64
+			for _, pr := range runners {
+				sum += pr.Processor.Stats().Batches
+			}
+			return sum
+		}
+	}
+	return projection.Supervise(ctx, cfg, func(ctx context.Context) error { return r.Run(ctx, runners) })
+}
+
+func (r *Runner) all(ctx context.Context, runners []ProjectionRunner, run func(*projection.Processor, context.Context, projection.Projection) error) error {
+	if err := validate(runners); err != nil {
+		return err
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	for _, pr := range runners {
+		// Processor errors name their projection and partition already.
+		g.Go(func() error { return run(pr.Processor, ctx, pr.Projection) })
+	}
+	return g.Wait()
+}
+
+// validate checks runners before anything runs.
+func validate(runners []ProjectionRunner) error {
 	if len(runners) == 0 {
-		return errors.New("runner: nothing to run")
+		return fmt.Errorf("runner: %w: nothing to run", projection.ErrInvalidConfig)
 	}
 	seen := map[string]int{}
 	for i, pr := range runners {
@@ -79,13 +129,7 @@ func (r *Runner) Run(ctx context.Context, runners []ProjectionRunner) error {
 		}
 		seen[key] = i
 	}
-
-	g, ctx := errgroup.WithContext(ctx)
-	for _, pr := range runners {
-		// Processor errors name their projection and partition already.
-		g.Go(func() error { return pr.Processor.Run(ctx, pr.Projection) })
-	}
-	return g.Wait()
+	return nil
 }
 
 // RunMultipleProjections runs several projections in one process, each with

@@ -140,6 +140,10 @@ func TestRunnerRejectsBadInput(t *testing.T) {
 		wantMsg string
 	}{
 		{"empty", func() error { return runner.New().Run(t.Context(), nil) }, "nothing to run"},
+		{"empty catch-up", func() error { return runner.New().CatchUp(t.Context(), nil) }, "nothing to run"},
+		{"empty supervised", func() error {
+			return runner.New().RunSupervised(t.Context(), nil, projection.SupervisorConfig{})
+		}, "nothing to run"},
 		{"nil projection", func() error {
 			return runner.New().Run(t.Context(), []runner.ProjectionRunner{{Processor: proc}})
 		}, "runner 0: invalid processor config: projection is nil"},
@@ -161,8 +165,8 @@ func TestRunnerRejectsBadInput(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := tt.run()
-			if err == nil || !strings.Contains(err.Error(), tt.wantMsg) {
-				t.Fatalf("err = %v, want it to contain %q", err, tt.wantMsg)
+			if !errors.Is(err, projection.ErrInvalidConfig) || !strings.Contains(err.Error(), tt.wantMsg) {
+				t.Fatalf("err = %v, want an ErrInvalidConfig containing %q", err, tt.wantMsg)
 			}
 		})
 	}
@@ -187,5 +191,51 @@ func TestRunProjectionPartitions(t *testing.T) {
 	var parts int
 	if err := pool.QueryRow(t.Context(), "SELECT count(*) FROM projection_checkpoints WHERE projection_name = 'pool' AND total_partitions = 4 AND events_processed > 0").Scan(&parts); err != nil || parts != 4 {
 		t.Fatalf("%d partitions processed events (%v), want 4", parts, err)
+	}
+}
+
+// CatchUp returns once every runner has caught up, with every event applied
+// by each projection (by one of its partitions).
+func TestCatchUp(t *testing.T) {
+	pool, store := setup(t, 300)
+	one, split := &logProj{name: "one"}, &logProj{name: "split"}
+	small := projection.ProcessorConfig{BatchSize: 7}
+	p0 := projection.ProcessorConfig{PartitionKey: 0, TotalPartitions: 2}
+	p1 := projection.ProcessorConfig{PartitionKey: 1, TotalPartitions: 2}
+	err := runner.New().CatchUp(t.Context(), []runner.ProjectionRunner{
+		{Projection: one, Processor: projection.NewProcessor(pool, store, small)},
+		{Projection: split, Processor: projection.NewProcessor(pool, store, p0)},
+		{Projection: split, Processor: projection.NewProcessor(pool, store, p1)},
+	})
+	if err != nil {
+		t.Fatalf("CatchUp() = %v", err)
+	}
+	for _, name := range []string{"one", "split"} {
+		if n := applied(t, pool, name); n != 300 {
+			t.Errorf("projection %q applied %d events, want 300", name, n)
+		}
+	}
+}
+
+// CatchUp is fail-fast like Run, and RunSupervised does not retry a poison
+// event.
+func TestCatchUpAndRunSupervisedStopOnPoison(t *testing.T) {
+	pool, store := setup(t, 50)
+	for name, run := range map[string]func(r *runner.Runner, rs []runner.ProjectionRunner) error{
+		"catch-up": func(r *runner.Runner, rs []runner.ProjectionRunner) error { return r.CatchUp(t.Context(), rs) },
+		"supervised": func(r *runner.Runner, rs []runner.ProjectionRunner) error {
+			return r.RunSupervised(t.Context(), rs, projection.SupervisorConfig{})
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			strict := &logProj{name: "strict-" + name, failOn: "Poison"}
+			err := run(runner.New(), []runner.ProjectionRunner{
+				{Projection: strict, Processor: projection.NewProcessor(pool, store, projection.ProcessorConfig{})},
+			})
+			var he *projection.HandlerError
+			if !errors.As(err, &he) || he.Projection != strict.name || he.EventType != "Poison" {
+				t.Fatalf("err = %v, want a *HandlerError for the poison event", err)
+			}
+		})
 	}
 }
