@@ -30,6 +30,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/projectionist/projectionist/internal/dbconn"
+	"github.com/projectionist/projectionist/pkg/projection"
 )
 
 // Exit codes.
@@ -287,6 +288,9 @@ func (c *cli) connect(dsn, application string, minConns int32) (*pgxpool.Pool, e
 // tables are missing.
 func withSchemaHint(err error) error {
 	var pgErr *pgconn.PgError
+	if errors.Is(err, projection.ErrNoSchema) {
+		return err // the library's error says it already
+	}
 	if errors.As(err, &pgErr) && pgErr.Code == "42P01" { // undefined_table
 		return fmt.Errorf("%w\nThe event store's schema is missing: run 'projectionist migrate' first", err)
 	}
