@@ -20,7 +20,7 @@ const systemCAs = "/etc/ssl/certs/ca-certificates.crt"
 func makeToolArgs(t *testing.T, target, binary, out string, vars ...string) []string {
 	t.Helper()
 	if _, err := exec.LookPath("make"); err != nil {
-		t.Skip("no make on this machine")
+		t.Fatal("no make on this machine: the test runs make -n image")
 	}
 	cmd := exec.Command("make", append([]string{"--no-print-directory", "-n", target, "LOCALBIN=" + t.TempDir()}, vars...)...)
 	cmd.Dir = filepath.Join("..", "..")
@@ -68,7 +68,7 @@ func imageLayer(t *testing.T, archive string) ([]layerFile, map[string][]byte) {
 func TestMakeImageCACertificates(t *testing.T) {
 	want, err := os.ReadFile(systemCAs)
 	if err != nil {
-		t.Skipf("no CA bundle on this machine (apt-get install ca-certificates): %v", err)
+		t.Fatalf("no CA bundle on this machine (apt-get install ca-certificates): %v", err)
 	}
 	out := filepath.Join(t.TempDir(), "projectionist.tar")
 	runOK(t, makeToolArgs(t, "image", tinyBinary, out, "VERSION=test")...)
@@ -103,7 +103,7 @@ func TestMakeImageCACertificates(t *testing.T) {
 // at once and says which package to install.
 func TestMakeImageWithoutCACertificates(t *testing.T) {
 	if _, err := exec.LookPath("make"); err != nil {
-		t.Skip("no make on this machine")
+		t.Fatal("no make on this machine: the test runs make -n image")
 	}
 	bin := t.TempDir()
 	cmd := exec.Command("make", "--no-print-directory", "image", "VERSION=test", "LOCALBIN="+bin, "CA_CERTS="+filepath.Join(bin, "none.crt"))

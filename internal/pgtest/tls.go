@@ -135,15 +135,12 @@ type TLSServer struct {
 // one among a test's subtests, each with its own [TLSServer.NewDatabase].
 // Unlike [NewDatabase], it always starts a server, so it needs the
 // PostgreSQL server binaries even when PROJECTIONIST_TEST_DATABASE_URL is
-// set (and skips the test without them in that case).
+// set (and fails the test without them).
 func StartTLS(tb testing.TB) *TLSServer {
 	tb.Helper()
 	bin, err := findBin()
 	if err != nil {
-		if os.Getenv(EnvDatabaseURL) != "" {
-			tb.Skipf("pgtest.StartTLS: %v", err)
-		}
-		tb.Fatalf("pgtest.StartTLS: %v", err)
+		tb.Fatalf("pgtest.StartTLS needs the PostgreSQL server binaries, even with %s set: %v", EnvDatabaseURL, err)
 	}
 	cred, err := credential()
 	if err != nil {
