@@ -7,11 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/projectionist/projectionist/internal/pgtest"
 	"github.com/projectionist/projectionist/internal/proctest"
-	"github.com/projectionist/projectionist/pkg/projection"
 )
 
 // TestHungDatabaseIsReported freezes the worker's database server (its
@@ -21,17 +18,7 @@ import (
 func TestHungDatabaseIsReported(t *testing.T) {
 	srv := pgtest.NewServer(t)
 	dsn := srv.NewDatabase(t)
-	pool, err := pgxpool.New(t.Context(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if _, err := projection.Migrate(t.Context(), pool); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pool.Exec(t.Context(), `CREATE TABLE applied (projection text, event_id uuid, PRIMARY KEY (projection, event_id))`); err != nil {
-		t.Fatal(err)
-	}
+	pool := prepareDatabase(t, dsn)
 	var logs proctest.SyncBuffer
 	cfg := Config{DatabaseURL: dsn, TotalPartitions: 1, BatchSize: 10, PollInterval: 20 * time.Millisecond}
 	cfg.Logger = cfg.newLogger(&logs)

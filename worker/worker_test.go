@@ -68,6 +68,13 @@ func gated(name string) applyOnce {
 func newDatabase(t *testing.T) (string, *pgxpool.Pool) {
 	t.Helper()
 	dsn := pgtest.NewDatabase(t)
+	return dsn, prepareDatabase(t, dsn)
+}
+
+// prepareDatabase migrates the database of dsn and creates the applied
+// table, returning a pool on it for the test.
+func prepareDatabase(t *testing.T, dsn string) *pgxpool.Pool {
+	t.Helper()
 	pool, err := pgxpool.New(t.Context(), dsn)
 	if err != nil {
 		t.Fatal(err)
@@ -79,7 +86,7 @@ func newDatabase(t *testing.T) (string, *pgxpool.Pool) {
 	if _, err := pool.Exec(t.Context(), `CREATE TABLE applied (projection text, event_id uuid, PRIMARY KEY (projection, event_id))`); err != nil {
 		t.Fatal(err)
 	}
-	return dsn, pool
+	return pool
 }
 
 // appendEvents appends events of the given types to a few aggregates.
