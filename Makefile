@@ -228,6 +228,10 @@ test-e2e: helm ## Run the end-to-end suite against $KUBECONFIG with image E2E_IM
 test-e2e-local: image image-custom-worker pause-image helm ## Build the image, start the local cluster and a local PostgreSQL, run test-e2e against them, and always tear both down (hack/e2e-local.sh).
 	VERSION=$(VERSION) IMAGE=$(IMAGE) CUSTOM_WORKER_IMAGE=$(CUSTOM_WORKER_IMAGE) KUBE_VERSION=$(KUBE_VERSION) KUBE_BIN=$(KUBE_BIN) hack/e2e-local.sh
 
+.PHONY: test-dockerfile
+test-dockerfile: image ## Build the Dockerfile with docker build (bases made locally, no network) and run its image: version, then a worker against PostgreSQL; starts and stops its own Docker engine if none answers (hack/dockerfile-test.sh).
+	VERSION=$(VERSION) IMAGE_ARCHIVE=$(IMAGES_DIR)/projectionist-$(VERSION).tar hack/dockerfile-test.sh
+
 ##@ Demo
 
 .PHONY: demo
