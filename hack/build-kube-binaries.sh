@@ -7,7 +7,8 @@
 #
 # DIR defaults to bin/k8s/<version>; BINARY defaults to kube-apiserver etcd
 # kubectl. Known binaries: kube-apiserver kube-controller-manager
-# kube-scheduler kubelet kube-proxy kubectl etcd kwok. Binaries already in DIR
+# kube-scheduler kubelet kube-proxy kubeadm kubectl etcd kwok (kubeadm only
+# for the offline kind node image, hack/kind-node-image.sh). Binaries already in DIR
 # are kept (delete them to rebuild). A cold build of kube-apiserver takes about
 # 9 minutes on 2 cores; once the Go build cache is warm, seconds.
 #
@@ -43,8 +44,8 @@ log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 missing=()
 for b in "${binaries[@]}"; do
   case "$b" in
-    kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy|kubectl|etcd|kwok) ;;
-    *) echo "unknown binary $b (known: kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl etcd kwok)" >&2; exit 2 ;;
+    kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy|kubeadm|kubectl|etcd|kwok) ;;
+    *) echo "unknown binary $b (known: kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubeadm kubectl etcd kwok)" >&2; exit 2 ;;
   esac
   [ -x "$out/$b" ] || missing+=("$b")
 done
@@ -70,7 +71,8 @@ done
 if [ ${#kube[@]} -gt 0 ]; then
   mod="$work/kubernetes-$KUBE_VERSION"
   mkdir -p "$mod"
-  if [ ! -f "$mod/go.sum" ]; then
+  # (Re)resolved when new, or made before kubeadm was in the list.
+  if [ ! -f "$mod/go.sum" ] || ! grep -q 'cmd/kubeadm"' "$mod/tools.go" 2>/dev/null; then
     log "resolving k8s.io/kubernetes $KUBE_VERSION and its staging modules at $staging_version"
     gomod="$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')"
     {
@@ -90,7 +92,7 @@ if [ ${#kube[@]} -gt 0 ]; then
       echo "package tools"
       echo
       echo "import ("
-      for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl; do
+      for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubeadm kubectl; do
         echo "	_ \"k8s.io/kubernetes/cmd/$b\""
       done
       echo ")"
@@ -112,7 +114,8 @@ fi
 if $build_etcd; then
   mod="$work/etcd-$ETCD_VERSION"
   mkdir -p "$mod"
-  if [ ! -f "$mod/go.sum" ]; then
+  # (Re)resolved when new, or made before kubeadm was in the list.
+  if [ ! -f "$mod/go.sum" ] || ! grep -q 'cmd/kubeadm"' "$mod/tools.go" 2>/dev/null; then
     log "resolving etcd $ETCD_VERSION"
     cat > "$mod/go.mod" <<EOF
 module projectionist.local/etcdbuild
@@ -148,6 +151,7 @@ fi
 for b in "${binaries[@]}"; do
   case "$b" in
     kubectl) v="$("$out/$b" version --client 2>/dev/null | head -1)" || true ;;
+    kubeadm) v="$("$out/$b" version -o short 2>/dev/null | head -1)" || true ;;
     *) v="$("$out/$b" --version 2>/dev/null | head -1)" || true ;;
   esac
   echo "$b: $v" >&2
