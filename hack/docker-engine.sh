@@ -17,10 +17,17 @@
 #   --iptables=false --ip6tables=false  Docker writes no NAT or FORWARD rule:
 #                                       nothing masquerades a container's
 #                                       traffic off this machine;
+#   --ip-forward=false                  the host's net.ipv4.ip_forward is left
+#                                       as it is (Docker sets it to 1);
 #   --bridge=none                       no default bridge (docker0);
 #                                       containers run with --network none
 #                                       unless a script makes its own network
-#                                       and fences it (hack/kind-e2e.sh).
+#                                       and fences it (hack/kind-e2e.sh);
+#   --default-runtime bounded-runc      only where root lacks a capability
+#                                       (CAP_SYS_RESOURCE on some VMs):
+#                                       hack/bounded-runc drops it from
+#                                       privileged containers, which runc
+#                                       would otherwise refuse to start.
 #
 # `stop` sends SIGTERM to that dockerd only (by the PID it recorded, checked
 # against its command line), SIGKILL after 30 s, then removes what dockerd
@@ -74,7 +81,12 @@ cmd_start() {
   log "starting $dockerd (data and exec roots under $STATE)"
   # setsid: the engine must not get the calling shell's Ctrl-C before the
   # caller's trap has stopped its containers.
-  setsid "$dockerd" --iptables=false --ip6tables=false --bridge=none \
+  local runtime_flags=()
+  if ! has_all_caps; then
+    runtime_flags=(--add-runtime "bounded-runc=$root/hack/bounded-runc" --default-runtime bounded-runc)
+    log "root lacks some capabilities here (CapBnd $(sed -n 's/^CapBnd:[[:space:]]*//p' /proc/self/status)): containers run through hack/bounded-runc, which drops them from privileged containers' sets"
+  fi
+  setsid "$dockerd" --iptables=false --ip6tables=false --ip-forward=false --bridge=none "${runtime_flags[@]}" \
     --data-root "$STATE/data" --exec-root "$STATE/exec" \
     --pidfile "$PIDFILE" -H "unix://$SOCK" > "$STATE/dockerd.log" 2>&1 < /dev/null &
   local i
@@ -88,6 +100,15 @@ cmd_start() {
   done
   tail -n 30 "$STATE/dockerd.log" >&2 || true
   die "dockerd did not answer within 30 s (log: $STATE/dockerd.log)"
+}
+
+# has_all_caps: whether this process's bounding set holds every capability
+# the kernel knows (Docker gives privileged containers all of them).
+has_all_caps() {
+  local last bnd
+  last="$(cat /proc/sys/kernel/cap_last_cap)"
+  bnd="$(sed -n 's/^CapBnd:[[:space:]]*//p' /proc/self/status)"
+  [ "$((16#$bnd))" = "$(( (1 << (last + 1)) - 1 ))" ]
 }
 
 install_docker() {
