@@ -93,6 +93,15 @@ helm: ## Install Helm (pinned, v3.22.0) into bin/ unless that version is there (
 		echo "installing helm $(HELM_VERSION) into $(LOCALBIN)"; \
 		rm -f $(HELM) && GOBIN=$(LOCALBIN) $(GO) install -ldflags '$(HELM_LDFLAGS)' helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); }
 
+KIND ?= $(LOCALBIN)/kind
+KIND_VERSION ?= v0.33.0
+
+.PHONY: kind
+kind: ## Install kind (pinned, v0.33.0) into bin/ unless that version is there.
+	@test -x $(KIND) && $(KIND) version | grep -q '^kind $(KIND_VERSION) ' || { \
+		echo "installing kind $(KIND_VERSION) into $(LOCALBIN)"; \
+		rm -f $(KIND) && GOBIN=$(LOCALBIN) $(GO) install sigs.k8s.io/kind@$(KIND_VERSION); }
+
 ##@ Build
 
 KUBE_VERSION ?= v1.37.1
@@ -227,6 +236,14 @@ test-e2e: helm ## Run the end-to-end suite against $KUBECONFIG with image E2E_IM
 .PHONY: test-e2e-local
 test-e2e-local: image image-custom-worker pause-image helm ## Build the image, start the local cluster and a local PostgreSQL, run test-e2e against them, and always tear both down (hack/e2e-local.sh).
 	VERSION=$(VERSION) IMAGE=$(IMAGE) CUSTOM_WORKER_IMAGE=$(CUSTOM_WORKER_IMAGE) KUBE_VERSION=$(KUBE_VERSION) KUBE_BIN=$(KUBE_BIN) hack/e2e-local.sh
+
+.PHONY: kind-node-image
+kind-node-image: ## Build a kind node image offline (Debian packages and the module proxy, no registry) into the Docker engine and bin/kind-node (hack/kind-node-image.sh; needs root and DOCKER_HOST).
+	KUBE_VERSION=$(KUBE_VERSION) KIND_VERSION=$(KIND_VERSION) hack/kind-node-image.sh
+
+.PHONY: test-e2e-kind
+test-e2e-kind: image image-custom-worker pause-image kind helm ## Run test-e2e on a kind cluster: its own Docker engine if none answers, kind's node image or one built offline, a fenced network, the host's PostgreSQL; always torn down (hack/kind-e2e.sh).
+	VERSION=$(VERSION) IMAGE=$(IMAGE) CUSTOM_WORKER_IMAGE=$(CUSTOM_WORKER_IMAGE) KIND=$(KIND) KIND_VERSION=$(KIND_VERSION) KUBE_VERSION=$(KUBE_VERSION) E2E_KUBECTL=$(KUBE_BIN)/kubectl hack/kind-e2e.sh
 
 .PHONY: test-dockerfile
 test-dockerfile: image ## Build the Dockerfile with docker build (bases made locally, no network) and run its image: version, then a worker against PostgreSQL; starts and stops its own Docker engine if none answers (hack/dockerfile-test.sh).

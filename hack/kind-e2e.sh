@@ -1,128 +1,282 @@
 #!/usr/bin/env bash
-# Runs the end-to-end suite (test/e2e) on a kind cluster, for hosts with
-# Docker (CI runners, laptops):
+# Runs the end-to-end suite (test/e2e) on a kind cluster (make test-e2e-kind):
 #
-#   make image && hack/kind-e2e.sh
+#   make test-e2e-kind      # builds the images and kind first, then runs this
 #
-# NOT RUN where it was written: that machine has no Docker (it runs the
-# suite with make test-e2e-local instead). It follows kind's documented
-# commands (kind create cluster --name --image --wait, kind load
-# image-archive, kind get kubeconfig, kind delete cluster) and kind's
-# Docker network, "kind".
+# 1. a Docker engine: the one that answers, else a private dockerd with its
+#    own roots under bin/ (hack/docker-engine.sh), stopped at the end;
+# 2. the node image: KIND_NODE_IMAGE when set; else kind's own default
+#    (kindest/node) when it can be pulled; else one built offline from
+#    Debian packages and the module proxy (hack/kind-node-image.sh, cached
+#    under bin/kind-node). With the offline image the cluster has no CNI
+#    DaemonSet (the image's bridge configuration serves the one node) and no
+#    CoreDNS (the suite needs neither: pods reach PostgreSQL and the API
+#    server by address);
+# 3. a Docker network of its own (KIND_NETWORK, given to kind through
+#    KIND_EXPERIMENTAL_DOCKER_NETWORK) on a bridge it names, fenced before any
+#    node starts: iptables FORWARD rules drop whatever the bridge would route
+#    off it, so no container reaches anything off this machine (the engine
+#    itself writes no NAT rule when this script starts it; one that was
+#    running already may, and the FORWARD rules hold either way). Checked with
+#    a real request from a pod: netcheck -fail http://OUTSIDE_IP/ must get no
+#    answer, and the API server must answer through the kubernetes Service;
+# 4. the host's PostgreSQL (hack/local-postgres.sh, TLS on) listening on the
+#    network's gateway address, which the node reaches directly and the pods
+#    through the node's masquerade, with pg_hba allowing the network's subnet;
+# 5. `kind load image-archive` of the projectionist and custom worker
+#    archives, then `make test-e2e` with KUBECONFIG (a temporary file: your
+#    ~/.kube/config is left alone), E2E_IMAGE, E2E_CUSTOM_IMAGE,
+#    E2E_DATABASE_URL, E2E_POD_DATABASE_URL and E2E_DATABASE_CA;
+# 6. always (a trap, also on failure and Ctrl-C): deletes the cluster, the
+#    network and the FORWARD rules, stops PostgreSQL and the engine it
+#    started, and restores the host sysctls a privileged node's kubelet and
+#    kube-proxy may change (vm.overcommit_memory, kernel.panic,
+#    kernel.panic_on_oops, net.ipv4.ip_forward, nf_conntrack_max, ...).
+#    KEEP_ON_FAILURE keeps the cluster, network and PostgreSQL after a failed
+#    suite and prints how to remove them.
 #
-# 1. creates a kind cluster (KIND_CLUSTER, default projectionist-e2e) and
-#    writes its kubeconfig to a temporary file (your ~/.kube/config is left
-#    alone);
-# 2. loads bin/images/projectionist-$VERSION.tar into its node with
-#    `kind load image-archive` (the image's name stays
-#    docker.io/projectionist/projectionist:$VERSION);
-# 3. starts a postgres:15 container on the "kind" Docker network, with a
-#    random password, reachable from this host on a published loopback port
-#    and from the pods at its address on that network (pod traffic to it is
-#    masqueraded by the kind node, so pg_hba's default "host all all all
-#    scram-sha-256" of the postgres image applies);
-# 4. runs `make test-e2e` with KUBECONFIG, E2E_IMAGE, E2E_DATABASE_URL and
-#    E2E_POD_DATABASE_URL;
-# 5. always deletes the PostgreSQL container and the kind cluster (a trap),
-#    unless KEEP_ON_FAILURE is set and the suite failed.
-#
-# Needs docker, kind (https://kind.sigs.k8s.io) and go on PATH. Settings
-# (environment): VERSION and IMAGE as in the Makefile, KIND_CLUSTER,
-# KIND_NODE_IMAGE (e.g. kindest/node:v1.33.1; default kind's own),
-# POSTGRES_IMAGE (default postgres:15), KEEP_ON_FAILURE.
+# Settings (environment): VERSION, IMAGE, CUSTOM_WORKER_IMAGE as in the
+# Makefile; KIND (default bin/kind, else kind on PATH), KIND_CLUSTER (default
+# projectionist-e2e), KIND_NODE_IMAGE, KIND_NETWORK (projectionist-kind),
+# KIND_SUBNET (172.29.0.0/16), KIND_GATEWAY (172.29.0.1), KIND_BRIDGE
+# (pkind0), KEEP_ON_FAILURE.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 VERSION="${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo dev)}"
 IMAGE="${IMAGE:-docker.io/projectionist/projectionist:$VERSION}"
+CUSTOM_WORKER_IMAGE="${CUSTOM_WORKER_IMAGE:-docker.io/projectionist/custom-worker:$VERSION}"
 ARCHIVE="$root/bin/images/projectionist-$VERSION.tar"
+CUSTOM_ARCHIVE="$root/bin/images/custom-worker-$VERSION.tar"
+KIND="${KIND:-$([ -x "$root/bin/kind" ] && echo "$root/bin/kind" || command -v kind || true)}"
 KIND_CLUSTER="${KIND_CLUSTER:-projectionist-e2e}"
-POSTGRES_IMAGE="${POSTGRES_IMAGE:-postgres:15}"
-PG_CONTAINER="$KIND_CLUSTER-postgres"
-KIND_NETWORK=kind
+KIND_NETWORK="${KIND_NETWORK:-projectionist-kind}"
+KIND_SUBNET="${KIND_SUBNET:-172.29.0.0/16}"
+KIND_GATEWAY="${KIND_GATEWAY:-172.29.0.1}"
+KIND_BRIDGE="${KIND_BRIDGE:-pkind0}"
+PG_DIR="$root/bin/kind-e2e/postgres"
+NETCHECK_IMAGE=docker.io/projectionist/netcheck:dev
+OUTSIDE_IP=1.1.1.1
+SYSCTLS="vm.overcommit_memory kernel.panic kernel.panic_on_oops net.ipv4.ip_forward net.netfilter.nf_conntrack_max net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables kernel.keys.root_maxkeys kernel.keys.root_maxbytes fs.inotify.max_user_watches fs.inotify.max_user_instances"
 
 log() { printf '%s kind-e2e: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-for tool in docker kind go make; do
+[ "$(id -u)" -eq 0 ] || die "run as root: it fences the kind network with iptables and restores host sysctls"
+[ -n "$KIND" ] || die "no kind: make kind (builds sigs.k8s.io/kind into bin/), or put kind on PATH"
+for tool in docker go make iptables; do
   command -v "$tool" >/dev/null || die "$tool is not on PATH"
 done
-[ -f "$ARCHIVE" ] || die "no image archive $ARCHIVE: run make image"
+[ -f "$ARCHIVE" ] || die "no image archive $ARCHIVE: run make image (or make test-e2e-kind, which does)"
+[ -f "$CUSTOM_ARCHIVE" ] || die "no image archive $CUSTOM_ARCHIVE: run make image-custom-worker (or make test-e2e-kind, which does)"
 
 workdir="$(mktemp -d)"
 KUBECONFIG_FILE="$workdir/kubeconfig"
+engine_started=
 created_cluster=false
+created_network=false
+fenced=false
 started_postgres=false
+# The host's sysctls as they were before any run: kept in a file until
+# restored, so that a run kept with KEEP_ON_FAILURE (whose node's kubelet
+# has changed them) does not make the next run take its values for the
+# originals.
+SYSCTL_FILE="$root/bin/kind-e2e.sysctls"
+if [ ! -f "$SYSCTL_FILE" ]; then
+  mkdir -p "$root/bin"
+  for s in $SYSCTLS; do
+    if v="$(sysctl -n "$s" 2>/dev/null)"; then echo "$s=$v"; fi
+  done > "$SYSCTL_FILE"
+fi
+mapfile -t saved_sysctls < "$SYSCTL_FILE"
+
+fence() { # -I or -D
+  iptables -w "$1" FORWARD -i "$KIND_BRIDGE" ! -o "$KIND_BRIDGE" -j DROP
+  iptables -w "$1" FORWARD -o "$KIND_BRIDGE" ! -i "$KIND_BRIDGE" -j DROP
+  if command -v ip6tables >/dev/null; then
+    ip6tables -w "$1" FORWARD -i "$KIND_BRIDGE" ! -o "$KIND_BRIDGE" -j DROP 2>/dev/null || true
+    ip6tables -w "$1" FORWARD -o "$KIND_BRIDGE" ! -i "$KIND_BRIDGE" -j DROP 2>/dev/null || true
+  fi
+}
 
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   set +e
-  if [ "$rc" -ne 0 ] && [ -n "${KEEP_ON_FAILURE:-}" ]; then
-    log "failed (exit $rc); KEEP_ON_FAILURE: keeping cluster $KIND_CLUSTER (kubeconfig $KUBECONFIG_FILE) and container $PG_CONTAINER"
-    log "tear down: docker rm -f $PG_CONTAINER; kind delete cluster --name $KIND_CLUSTER"
+  if [ "$rc" -ne 0 ] && [ -n "${KEEP_ON_FAILURE:-}" ] && $created_cluster; then
+    log "failed (exit $rc); KEEP_ON_FAILURE: keeping cluster $KIND_CLUSTER (kubeconfig $KUBECONFIG_FILE), network $KIND_NETWORK (fenced) and PostgreSQL ($PG_DIR)"
+    log "tear down: $KIND delete cluster --name $KIND_CLUSTER; docker network rm $KIND_NETWORK; iptables -D FORWARD -i $KIND_BRIDGE ! -o $KIND_BRIDGE -j DROP (and -o); LOCAL_POSTGRES_DIR=$PG_DIR hack/local-postgres.sh stop; hack/docker-engine.sh stop"
     exit "$rc"
   fi
-  if $started_postgres; then
-    docker rm -f "$PG_CONTAINER" >/dev/null
-  fi
   if $created_cluster; then
-    kind delete cluster --name "$KIND_CLUSTER"
+    if [ "$rc" -ne 0 ]; then
+      "$KIND" export logs "$workdir/logs" --name "$KIND_CLUSTER" >/dev/null 2>&1 &&
+        find "$workdir/logs" -name 'kubelet.log' -exec tail -n 30 {} \; >&2
+    fi
+    "$KIND" delete cluster --name "$KIND_CLUSTER"
+  fi
+  if $created_network; then
+    docker network rm "$KIND_NETWORK" >/dev/null
+  fi
+  if $fenced; then
+    fence -D
+  fi
+  if $started_postgres; then
+    LOCAL_POSTGRES_DIR="$PG_DIR" hack/local-postgres.sh stop >/dev/null
+    rmdir "$root/bin/kind-e2e" 2>/dev/null
+  fi
+  for kv in "${saved_sysctls[@]}"; do
+    [ "$(sysctl -n "${kv%%=*}" 2>/dev/null)" = "${kv#*=}" ] || sysctl -q -w "$kv" >/dev/null 2>&1
+  done
+  rm -f "$SYSCTL_FILE"
+  if [ -n "$engine_started" ]; then
+    hack/docker-engine.sh stop
   fi
   rm -rf "$workdir"
+  [ "$rc" = 0 ] && log "passed" || log "failed (exit $rc)"
   exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-if kind get clusters 2>/dev/null | grep -qx "$KIND_CLUSTER"; then
-  die "a kind cluster named $KIND_CLUSTER exists already: kind delete cluster --name $KIND_CLUSTER, or set KIND_CLUSTER"
-fi
+env_out="$(hack/docker-engine.sh start)"
+eval "$env_out"
+export DOCKER_HOST
+engine_started="${DOCKER_ENGINE_STARTED:-}"
 
+if "$KIND" get clusters 2>/dev/null | grep -qx "$KIND_CLUSTER"; then
+  die "a kind cluster named $KIND_CLUSTER exists already: $KIND delete cluster --name $KIND_CLUSTER, or set KIND_CLUSTER"
+fi
+[ ! -e "$PG_DIR" ] || die "$PG_DIR exists already (an earlier run kept?): LOCAL_POSTGRES_DIR=$PG_DIR hack/local-postgres.sh stop"
+
+# --- the node image ----------------------------------------------------------
+offline=false
+node_image="${KIND_NODE_IMAGE:-}"
+if [ -z "$node_image" ]; then
+  default_image="$(sed -n 's/^const Image = "\(.*\)"/\1/p' "$(go mod download -json "sigs.k8s.io/kind@$("$KIND" version | awk '{print $2}')" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')/pkg/apis/config/defaults/image.go" 2>/dev/null || true)"
+  if [ -n "$default_image" ] && { docker image inspect "$default_image" >/dev/null 2>&1 || timeout 120 docker pull "$default_image" >/dev/null 2>&1; }; then
+    node_image="$default_image"
+  else
+    log "kind's node image ${default_image:-(unknown)} cannot be pulled: building one offline (hack/kind-node-image.sh)"
+    node_image="$(hack/kind-node-image.sh)"
+  fi
+fi
+case "$node_image" in localhost/projectionist/kind-node:*) offline=true ;; esac
+log "node image $node_image"
+
+# --- a fenced network ---------------------------------------------------------
+if ! docker network inspect "$KIND_NETWORK" >/dev/null 2>&1; then
+  docker network create -d bridge --subnet "$KIND_SUBNET" --gateway "$KIND_GATEWAY" \
+    -o com.docker.network.bridge.name="$KIND_BRIDGE" \
+    -o com.docker.network.bridge.enable_ip_masquerade=false \
+    -o com.docker.network.driver.mtu=1500 "$KIND_NETWORK" >/dev/null
+  created_network=true
+fi
+KIND_BRIDGE="$(docker network inspect -f '{{index .Options "com.docker.network.bridge.name"}}' "$KIND_NETWORK")"
+[ -n "$KIND_BRIDGE" ] || die "network $KIND_NETWORK names no bridge: remove it (docker network rm $KIND_NETWORK) so that this script makes its own"
+gateway="$(docker network inspect -f '{{range .IPAM.Config}}{{.Gateway}}{{end}}' "$KIND_NETWORK")"
+subnet="$(docker network inspect -f '{{range .IPAM.Config}}{{.Subnet}}{{end}}' "$KIND_NETWORK")"
+[ -n "$gateway" ] || die "network $KIND_NETWORK has no IPv4 gateway"
+fenced=true
+fence -I
+log "network $KIND_NETWORK ($subnet, bridge $KIND_BRIDGE, gateway $gateway): FORWARD off the bridge dropped"
+
+# --- the cluster ---------------------------------------------------------------
+cgroup_v1=false
+[ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ] || cgroup_v1=true
+{
+  echo "kind: Cluster"
+  echo "apiVersion: kind.x-k8s.io/v1alpha4"
+  if $offline; then
+    echo "networking:"
+    echo "  disableDefaultCNI: true"
+    echo "  podSubnet: 10.244.0.0/16"
+  fi
+  echo "kubeadmConfigPatches:"
+  # Images are imported, never pulled again: no image GC.
+  printf '%s\n' "- |" "  kind: KubeletConfiguration" "  imageGCHighThresholdPercent: 100" "  imageGCLowThresholdPercent: 99"
+  if $cgroup_v1; then
+    # Kubernetes 1.35+ kubelets refuse cgroup v1 unless told otherwise.
+    echo "  failCgroupV1: false"
+  fi
+  # kubeadm init's preflight: ImagePull fails offline for the images this
+  # node does not need (CoreDNS, kubeadm's own pause tag; sandboxes use
+  # containerd's sandbox_image, imported), and SystemVerification on cgroup
+  # v1 even with failCgroupV1 false.
+  ignore=()
+  $offline && ignore+=(ImagePull)
+  $cgroup_v1 && ignore+=(SystemVerification)
+  if $offline || [ ${#ignore[@]} -gt 0 ]; then
+    printf '%s\n' "- |" "  kind: InitConfiguration"
+    if $offline; then printf '%s\n' "  skipPhases:" "  - addon/coredns"; fi
+    if [ ${#ignore[@]} -gt 0 ]; then
+      printf '%s\n' "  nodeRegistration:" "    ignorePreflightErrors:"
+      for e in "${ignore[@]}"; do echo "    - $e"; done
+    fi
+  fi
+} > "$workdir/kind.yaml"
 log "creating kind cluster $KIND_CLUSTER"
 created_cluster=true
-kind create cluster --name "$KIND_CLUSTER" ${KIND_NODE_IMAGE:+--image "$KIND_NODE_IMAGE"} \
-  --kubeconfig "$KUBECONFIG_FILE" --wait 5m
+t0=$SECONDS
+KIND_EXPERIMENTAL_DOCKER_NETWORK="$KIND_NETWORK" "$KIND" create cluster --name "$KIND_CLUSTER" \
+  --image "$node_image" --config "$workdir/kind.yaml" --kubeconfig "$KUBECONFIG_FILE" --wait 5m \
+  ${KEEP_ON_FAILURE:+--retain}
+log "cluster up in $((SECONDS - t0))s"
+export KUBECONFIG="$KUBECONFIG_FILE"
+KUBECTL="${E2E_KUBECTL:-$(command -v kubectl || echo "$root/bin/k8s/v1.37.1/kubectl")}"
 
-log "loading $ARCHIVE into the node"
-kind load image-archive "$ARCHIVE" --name "$KIND_CLUSTER"
+log "loading the images into the node"
+"$KIND" load image-archive "$ARCHIVE" --name "$KIND_CLUSTER"
+"$KIND" load image-archive "$CUSTOM_ARCHIVE" --name "$KIND_CLUSTER"
+netcheck_tar="$workdir/netcheck.tar"
+netcheck_bin="$workdir/netcheck"
+CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags "-s -w" -o "$netcheck_bin" ./hack/netcheck
+go run ./cmd/projectionist-image -binary "$netcheck_bin" -path /netcheck -name "$NETCHECK_IMAGE" -out "$netcheck_tar" >/dev/null
+"$KIND" load image-archive "$netcheck_tar" --name "$KIND_CLUSTER"
 
-log "starting $POSTGRES_IMAGE as container $PG_CONTAINER on the $KIND_NETWORK network"
-password="$(head -c 64 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 24)"
+# --- the fence, checked from a pod --------------------------------------------------
+netcheck() { # NAME ARGS...
+  local name="$1"; shift
+  local args="" a
+  for a in "$@"; do args="$args\"$a\","; done
+  "$KUBECTL" run "$name" --image="$NETCHECK_IMAGE" --image-pull-policy=Never --restart=Never \
+    --overrides="{\"apiVersion\":\"v1\",\"spec\":{\"containers\":[{\"name\":\"$name\",\"image\":\"$NETCHECK_IMAGE\",\"imagePullPolicy\":\"Never\",\"args\":[${args%,}]}]}}" >/dev/null
+  local phase=
+  for _ in $(seq 1 120); do
+    phase="$("$KUBECTL" get pod "$name" -o jsonpath='{.status.phase}' 2>/dev/null)"
+    case "$phase" in Succeeded | Failed) break ;; esac
+    sleep 0.5
+  done
+  "$KUBECTL" logs "$name" >&2 || true
+  "$KUBECTL" delete pod "$name" --wait=false >/dev/null
+  [ "$phase" = Succeeded ]
+}
+log "checking egress from a pod: http://$OUTSIDE_IP/ must get no answer"
+netcheck netcheck-egress -fail -timeout 5s "http://$OUTSIDE_IP/" || die "a pod reached $OUTSIDE_IP: the fence does not hold"
+log "checking that a pod reaches the API server through the kubernetes Service"
+sa=/var/run/secrets/kubernetes.io/serviceaccount
+api_ip="$("$KUBECTL" get service kubernetes -n default -o jsonpath='{.spec.clusterIP}')"
+netcheck netcheck-api -cacert "$sa/ca.crt" -token "$sa/token" -status 200 "https://$api_ip/api" ||
+  die "a pod cannot reach the API server through its Service ($api_ip)"
+
+# --- PostgreSQL on the gateway ------------------------------------------------------
+log "starting PostgreSQL on $gateway"
 started_postgres=true
-# Published on loopback only, on a port Docker picks; the password goes in
-# through the environment of `docker run`, not its command line.
-POSTGRES_PASSWORD="$password" docker run -d --name "$PG_CONTAINER" --network "$KIND_NETWORK" \
-  -e POSTGRES_PASSWORD -e POSTGRES_USER=projectionist -e POSTGRES_DB=projectionist \
-  -p 127.0.0.1::5432 "$POSTGRES_IMAGE" \
-  -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 >/dev/null
+LOCAL_POSTGRES_DIR="$PG_DIR" HOST_IP="$gateway" POD_CIDR="$subnet" hack/local-postgres.sh start >/dev/null
+pg_env() { sed -n "s/^$1=//p" "$PG_DIR/env" | tail -n 1; }
 
-host_port="$(docker port "$PG_CONTAINER" 5432/tcp | sed -n 's/^127\.0\.0\.1:\([0-9]*\)$/\1/p' | head -n 1)"
-[ -n "$host_port" ] || die "cannot tell the port Docker published for $PG_CONTAINER"
-pg_ip="$(docker inspect -f "{{(index .NetworkSettings.Networks \"$KIND_NETWORK\").IPAddress}}" "$PG_CONTAINER")"
-[ -n "$pg_ip" ] || die "cannot tell $PG_CONTAINER's address on the $KIND_NETWORK network"
-
-log "waiting for PostgreSQL"
-for _ in $(seq 1 120); do
-  # pg_isready over TCP: the image's entrypoint runs a temporary server on
-  # the Unix socket only while it initializes, so TCP answers once the real
-  # one is up.
-  if docker exec "$PG_CONTAINER" pg_isready -h 127.0.0.1 -U projectionist -d projectionist >/dev/null 2>&1; then
-    break
-  fi
-  sleep 0.5
-done
-docker exec "$PG_CONTAINER" pg_isready -h 127.0.0.1 -U projectionist -d projectionist >/dev/null ||
-  die "PostgreSQL in $PG_CONTAINER did not become ready: $(docker logs --tail 20 "$PG_CONTAINER" 2>&1)"
-
-log "running the suite (image $IMAGE, PostgreSQL $pg_ip:5432 for pods, 127.0.0.1:$host_port for this host)"
+log "running the suite (image $IMAGE)"
+t1=$SECONDS
+# Through the environment, not make's command line: the DSNs hold a password.
 KUBECONFIG="$KUBECONFIG_FILE" \
   E2E_IMAGE="$IMAGE" \
-  E2E_PULL_POLICY=IfNotPresent \
-  E2E_DATABASE_URL="postgres://projectionist:$password@127.0.0.1:$host_port/projectionist?sslmode=disable" \
-  E2E_POD_DATABASE_URL="postgres://projectionist:$password@$pg_ip:5432/projectionist?sslmode=disable" \
+  E2E_CUSTOM_IMAGE="$CUSTOM_WORKER_IMAGE" \
+  E2E_DATABASE_CA="$(pg_env CA_FILE)" \
+  E2E_PULL_POLICY="${E2E_PULL_POLICY:-IfNotPresent}" \
+  E2E_DATABASE_URL="$(pg_env DATABASE_URL)" \
+  E2E_POD_DATABASE_URL="$(pg_env POD_DATABASE_URL)" \
   E2E_KEEP_ON_FAILURE="${KEEP_ON_FAILURE:-}" \
   make --no-print-directory test-e2e
-log "passed"
+log "suite passed in $((SECONDS - t1))s (cluster start included: $((SECONDS - t0))s)"
