@@ -2,8 +2,13 @@ package controllers_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/projectionist/projectionist/internal/pgtest"
 	"github.com/projectionist/projectionist/pkg/projection"
@@ -42,6 +47,19 @@ func TestDeadLettersInStatus(t *testing.T) {
 			return fmt.Errorf("status.deadLetters %d", n)
 		}
 		return nil
+	})
+	eventually(t, 30*time.Second, "a DeadLettersGrew Warning Event", func() error {
+		var list eventsv1.EventList
+		if err := k8sClient.List(ctx, &list, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		for _, e := range list.Items {
+			if e.Reason == "DeadLettersGrew" && e.Type == corev1.EventTypeWarning && e.Regarding.Name == "parked" &&
+				strings.Contains(e.Note, "has 2 dead letters") {
+				return nil
+			}
+		}
+		return fmt.Errorf("none among %d events", len(list.Items))
 	})
 	if err := projection.DiscardDeadLetter(ctx, db, "parked", evs[0].EventID); err != nil {
 		t.Fatal(err)
