@@ -180,6 +180,10 @@ type state struct {
 	// replicas is what the StatefulSet was given.
 	replicas int32
 	progress *projection.Progress
+	// deadLetters is the dead-letter count read with the progress, and
+	// deadLettersBefore the one the status held before this pass.
+	deadLetters       *int64
+	deadLettersBefore int64
 	// workerFailure is the last failure of a worker container, if any.
 	workerFailure *problem
 	// invalidSpec: the spec cannot make a StatefulSet; nothing is applied.
@@ -424,8 +428,13 @@ func (r *ProjectionReconciler) observeProgress(ctx context.Context, s *state) er
 		return nil
 	}
 	var progress projection.Progress
+	var deadLetters int64
 	err := r.dbs.do(ctx, s.pool.db, "reading progress", databaseTimeout, func(ctx context.Context) (err error) {
 		progress, err = projection.GetProgress(ctx, s.pool.pool, s.projection.EffectiveProjectionName())
+		if err != nil {
+			return err
+		}
+		deadLetters, err = projection.CountDeadLetters(ctx, s.pool.pool, s.projection.EffectiveProjectionName())
 		return err
 	})
 	if err != nil {
@@ -435,6 +444,7 @@ func (r *ProjectionReconciler) observeProgress(ctx context.Context, s *state) er
 		return nil
 	}
 	s.progress = &progress
+	s.deadLetters, s.deadLettersBefore = &deadLetters, s.projection.Status.DeadLetters
 	return nil
 }
 

@@ -44,6 +44,9 @@ func (r *ProjectionReconciler) computeStatus(s *state) v1alpha1.ProjectionStatus
 				Partition: int32(pp.PartitionKey), Position: pp.Position, Lag: pp.Lag})
 		}
 	}
+	if s.deadLetters != nil {
+		st.DeadLetters = *s.deadLetters
+	}
 	setDegradedCondition(&st, s)
 	setProgressingCondition(&st, s)
 	setReadyCondition(&st, s)
@@ -164,6 +167,11 @@ func (r *ProjectionReconciler) emitEvents(ctx context.Context, s *state, before 
 	} else if e != nil {
 		emit(corev1.EventTypeNormal, "TopologySwitched", "SwitchTopology",
 			"switched projection %s from %d to %s (topology generation %d)", p.EffectiveProjectionName(), e.from, partitions(e.to), e.generation)
+	}
+	if n := s.deadLetters; n != nil && *n > s.deadLettersBefore {
+		emit(corev1.EventTypeWarning, "DeadLettersGrew", "DeadLetter",
+			"projection %s has %d dead letters (%d before): list them with 'projectionist dead-letters list --projection %s'",
+			p.EffectiveProjectionName(), *n, s.deadLettersBefore, p.EffectiveProjectionName())
 	}
 	key := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
 	old := reportedOf(before)

@@ -41,6 +41,9 @@ var (
 	lagDesc = prometheus.NewDesc("projectionist_lag_events",
 		"Events in the partition's scope after its read position: an exact count, queried at scrape time, "+
 			"that saturates at 1000000. It includes events an earlier topology generation applied, which the partition will skip.", labels, nil)
+	deadLettersDesc = prometheus.NewDesc("projectionist_dead_letters",
+		"Dead letters of the projection, over all its partitions (every partition reports the same count: "+
+			"aggregate with max by (projection)), queried at scrape time; saturates at 1000000.", labels, nil)
 	stallDesc = prometheus.NewDesc("projectionist_horizon_stall_seconds",
 		"Seconds the oldest transaction holding a transaction id (pg_stat_activity.backend_xid, or a prepared transaction) "+
 			"has been open, queried at scrape time; no processor can read past it. 0 if none. "+
@@ -91,7 +94,7 @@ type statsCollector struct{ w *worker }
 
 func (c statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{handledDesc, batchesDesc, poisonedDesc, positionDesc,
-		generationDesc, partitionsDesc, idleDesc, lagDesc, stallDesc} {
+		generationDesc, partitionsDesc, idleDesc, lagDesc, deadLettersDesc, stallDesc} {
 		ch <- d
 	}
 }
@@ -125,6 +128,11 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 			metric(lagDesc, prometheus.GaugeValue, float64(lag))
 		} else {
 			c.w.log.Debug("worker metrics: reading the lag", "projection", p.name, errAttr(err))
+		}
+		if n, err := c.w.deadLetters(ctx, p); err == nil {
+			metric(deadLettersDesc, prometheus.GaugeValue, float64(n))
+		} else {
+			c.w.log.Debug("worker metrics: counting dead letters", "projection", p.name, errAttr(err))
 		}
 	}
 }
@@ -170,4 +178,17 @@ func (w *worker) horizonStall(ctx context.Context) (float64, error) {
 	var seconds float64
 	err := w.pool.QueryRow(ctx, horizonStallSQL).Scan(&seconds)
 	return seconds, err
+}
+
+// deadLettersSQL counts a projection's dead letters up to a limit: a range
+// of the primary key's index, so a scrape costs what the projection's own
+// dead letters cost, never the whole table.
+const deadLettersSQL = `
+	SELECT count(*) FROM (
+		SELECT FROM projection_dead_letters WHERE projection_name = $1 LIMIT $2) AS parked`
+
+func (w *worker) deadLetters(ctx context.Context, p *proc) (int64, error) {
+	var n int64
+	err := w.pool.QueryRow(ctx, deadLettersSQL, p.name, lagCountLimit).Scan(&n)
+	return n, err
 }

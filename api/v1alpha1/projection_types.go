@@ -291,6 +291,13 @@ type ProjectionStatus struct {
 	// +optional
 	HeadPosition int64 `json:"headPosition,omitempty"`
 
+	// deadLetters is the number of events parked in the projection's
+	// dead-letter table (errorPolicy DeadLetter), waiting for
+	// `projectionist dead-letters retry` or `discard`. 0 or more; a
+	// Warning Event DeadLettersGrew reports an increase.
+	// +optional
+	DeadLetters int64 `json:"deadLetters,omitempty"`
+
 	// lag is the number of events the projection has still to pass, over
 	// all partitions.
 	// +optional

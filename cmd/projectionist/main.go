@@ -5,6 +5,7 @@
 //	projectionist migrate
 //	projectionist worker
 //	projectionist events generate --count 100000 --rate 5000
+//	projectionist dead-letters list --projection revenue
 //	projectionist operator --leader-elect
 //	projectionist version
 //
@@ -74,6 +75,10 @@ var commands = []command{
 	{"migrate", "bring the event store's schema up to date", (*cli).migrate},
 	{"worker", "run the demo projections: one partition of each, until stopped", (*cli).runWorker},
 	{"events generate", "append demo events (users, orders) to the log", (*cli).eventsGenerate},
+	{"dead-letters list", "list a projection's dead letters", (*cli).deadLettersList},
+	{"dead-letters show", "show one dead letter in full", (*cli).deadLettersShow},
+	{"dead-letters retry", "hand dead letters back to their partition's worker", (*cli).deadLettersRetry},
+	{"dead-letters discard", "delete dead letters without applying them", (*cli).deadLettersDiscard},
 	{"operator", "run the Kubernetes operator that reconciles Projection resources", (*cli).operator},
 	{"version", "print the version", (*cli).version},
 }

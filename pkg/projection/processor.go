@@ -237,6 +237,9 @@ func (p *Processor) run(ctx context.Context, proj Projection, untilCaughtUp bool
 	poll := time.NewTimer(0)
 	defer poll.Stop()
 	for {
+		if err := b.retryDeadLetters(ctx); err != nil {
+			return finish(err)
+		}
 		r, err := b.step(ctx)
 		if err != nil || ctx.Err() != nil {
 			return finish(err)
@@ -300,6 +303,8 @@ type batcher struct {
 	// waiting is the round trip the current batch waits for, for
 	// reporting a bound that ran out: a TimeoutError.
 	waiting waiting
+	// retrier runs requested dead-letter retries (deadletters.go).
+	retrier deadLetterRetrier
 }
 
 // idleSaveInterval is how often, at most, a partition with nothing to
