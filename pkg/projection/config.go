@@ -148,11 +148,16 @@ const (
 	// TopologyApply makes the processor set the projection's partition
 	// count to TotalPartitions when it starts, if it differs, then follow
 	// the database: the guide's separate processes, each started with
-	// PARTITION_KEY and TOTAL_PARTITIONS.
+	// PARTITION_KEY and TOTAL_PARTITIONS. It switches as a standalone
+	// caller of [SetTopology]: a topology the operator manages is never
+	// changed, the processor stops with a [*TopologyManagedError] instead
+	// (unless the count already matches), and every switch is logged at
+	// WARN to Logger. The default; see the package documentation for why
+	// it is not "follow if a topology exists".
 	TopologyApply TopologyMode = iota
 	// TopologyFollow makes the processor use the count recorded in the
 	// database and never change it: the operator's mode, where the
-	// operator calls SetTopology. A partition key at or above the count
+	// operator calls [SetTopologyAs] as [ManagerOperator]. A partition key at or above the count
 	// (or any key, while no topology exists) idles until the count grows.
 	TopologyFollow
 )
