@@ -86,14 +86,15 @@ func TestMigrateTwice(t *testing.T) {
 		"applied 0003_dead_letters.up.sql\n" +
 		"applied 0004_event_field_limits.up.sql\n" +
 		"applied 0005_partition_hash_in_sql.up.sql\n" +
-		"the schema is at version 5 (0005_partition_hash_in_sql.up.sql)\n"
+		"applied 0006_topology_manager.up.sql\n" +
+		"the schema is at version 6 (0006_topology_manager.up.sql)\n"
 	if r.code != 0 || r.stdout != want || r.stderr != "" {
 		t.Fatalf("first migrate:\n%s\nwant stdout:\n%s", r, want)
 	}
 
 	// Again, with the flag instead of the variable: nothing to apply.
 	r = run(t, nil, "migrate", "--database-url", dsn)
-	want = "nothing to apply: the schema is at version 5 (0005_partition_hash_in_sql.up.sql)\n"
+	want = "nothing to apply: the schema is at version 6 (0006_topology_manager.up.sql)\n"
 	if r.code != 0 || r.stdout != want || r.stderr != "" {
 		t.Fatalf("second migrate:\n%s\nwant stdout:\n%s", r, want)
 	}
