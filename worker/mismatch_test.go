@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -46,5 +47,36 @@ func TestTopologyMismatchShown(t *testing.T) {
 	})
 	if n := strings.Count(logs.String(), `level=WARN msg="worker running under another partition count than configured"`); n != 1 {
 		t.Errorf("%d mismatch WARN lines, want 1; logs:\n%s", n, logs.String())
+	}
+}
+
+// A standalone worker started with TOTAL_PARTITIONS=1 against a projection
+// the operator runs in 3 partitions stops with *TopologyManagedError (not
+// retried: only its configuration can fix it), and the topology is as the
+// operator left it.
+func TestStandaloneWorkerRefusesOperatorTopology(t *testing.T) {
+	dsn, pool := newDatabase(t)
+	mustAppend(t, pool, repeat("Happened", 5)...)
+	if _, err := projection.SetTopologyAs(t.Context(), pool, "owned", 3, projection.TopologyOptions{ManagedBy: projection.ManagerOperator}); err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, Config{DatabaseURL: dsn, TotalPartitions: 1}, applyOnce{name: "owned"})
+	var err error
+	select {
+	case err = <-r.done:
+		r.done <- err
+	case <-time.After(time.Minute):
+		t.Fatal("worker did not stop on an operator-managed topology")
+	}
+	var me *projection.TopologyManagedError
+	if !errors.As(err, &me) || me.TotalPartitions != 3 {
+		t.Fatalf("Run = %v, want a *TopologyManagedError naming 3 partitions", err)
+	}
+	top, err := projection.GetTopology(t.Context(), pool, "owned")
+	if err != nil || top.Generation != 1 || top.TotalPartitions != 3 || top.ManagedBy != projection.ManagerOperator {
+		t.Errorf("topology = %+v (%v), want generation 1 of 3, operator-managed", top, err)
+	}
+	if got := count(t, pool, "SELECT count(*) FROM applied"); got != 0 {
+		t.Errorf("applied rows = %d, want 0", got)
 	}
 }

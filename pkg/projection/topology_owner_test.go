@@ -82,6 +82,9 @@ func TestOperatorManagedTopologyRefusesStandalone(t *testing.T) {
 			t.Errorf("error %q does not say %s", err, hint)
 		}
 	}
+	if projection.IsRetryable(err) {
+		t.Errorf("IsRetryable(%v) = true: a supervisor would retry what only a config change fixes", err)
+	}
 	if _, err := projection.SetTopology(ctx, pool, "managed", 2); !errors.As(err, &me) {
 		t.Errorf("SetTopology on an operator-managed topology: %v, want *TopologyManagedError", err)
 	}
