@@ -42,8 +42,10 @@ type ProcessorConfig struct {
 	// TotalPartitions is how many partitions share the projection, between
 	// 1 and MaxPartitions. Defaults to DefaultTotalPartitions (1) when
 	// zero: a zero-value config with [TopologyApply] runs the projection
-	// as one partition, switching a projection recorded with more
-	// partitions back to one. With [TopologyApply] the processor switches
+	// as one partition, switching a standalone projection recorded with
+	// more partitions back to one (at WARN; an operator-managed one is
+	// refused with a [*TopologyManagedError]). With [TopologyApply] the
+	// processor switches
 	// the projection to this count when it starts (exactly: see
 	// [SetTopology]); with [TopologyFollow] it is ignored, and so is its
 	// zero.
