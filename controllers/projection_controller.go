@@ -9,9 +9,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/jackc/pgx/v5/pgxpool"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -348,31 +350,23 @@ func (r *ProjectionReconciler) switchTopology(ctx context.Context, s *state) err
 		return nil
 	}
 	name := s.projection.EffectiveProjectionName()
-	var before, after projection.Topology
-	err := r.dbs.do(ctx, s.pool.db, "reading the topology", databaseTimeout, func(ctx context.Context) (err error) {
-		before, err = projection.GetTopology(ctx, s.pool.pool, name)
-		if errors.Is(err, projection.ErrNoTopology) {
-			return nil
-		}
-		return err
-	})
-	if err != nil {
-		s.degraded = &problem{reasonOf(err), redactErr(err, s.pool.dsn)}
-		return nil
-	}
-	if before.TotalPartitions == int(s.desired) {
-		return nil
-	}
-	err = r.dbs.do(ctx, s.pool.db, "switching the topology", topologyTimeout, func(ctx context.Context) (err error) {
-		after, err = projection.SetTopology(ctx, s.pool.pool, name, int(s.desired))
+	// SetTopologyAs is idempotent and reports the count it found, so
+	// there is no read before it; as the operator it also claims the
+	// topology, so that no standalone processor changes it behind us.
+	var c projection.TopologyChange
+	err := r.dbs.do(ctx, s.pool.db, "switching the topology", topologyTimeout, func(ctx context.Context) (err error) {
+		c, err = projection.SetTopologyAs(ctx, s.pool.pool, name, int(s.desired),
+			projection.TopologyOptions{ManagedBy: projection.ManagerOperator, Logger: slog.New(logr.ToSlogHandler(log.FromContext(ctx)))})
 		return err
 	})
 	if err != nil {
 		s.degraded = &problem{reasonOf(err),
-			fmt.Sprintf("switching projection %s from %d to %d partitions: %s", name, before.TotalPartitions, s.desired, redactErr(err, s.pool.dsn))}
+			fmt.Sprintf("switching projection %s to %d partitions: %s", name, s.desired, redactErr(err, s.pool.dsn))}
 		return nil
 	}
-	s.switched = &switchEvent{from: before.TotalPartitions, to: after.TotalPartitions, generation: after.Generation}
+	if c.Before.TotalPartitions != c.After.TotalPartitions {
+		s.switched = &switchEvent{from: c.Before.TotalPartitions, to: c.After.TotalPartitions, generation: c.After.Generation}
+	}
 	return nil
 }
 

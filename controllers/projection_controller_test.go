@@ -120,6 +120,14 @@ func TestScaleSwitchesTopologyFirst(t *testing.T) {
 		}
 		return nil
 	})
+	// The operator's topology is its own: a standalone switch is refused.
+	if top, err := projection.GetTopology(ctx, db, "activity_log"); err != nil || top.ManagedBy != projection.ManagerOperator {
+		t.Fatalf("topology = %+v (%v), want operator-managed", top, err)
+	}
+	var managed *projection.TopologyManagedError
+	if _, err := projection.SetTopology(ctx, db, "activity_log", 1); !errors.As(err, &managed) {
+		t.Fatalf("standalone SetTopology on the operator's topology: %v, want *TopologyManagedError", err)
+	}
 	before, err := getStatefulSet(t, ns, "activity-log")
 	if err != nil {
 		t.Fatal(err)

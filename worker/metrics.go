@@ -36,6 +36,9 @@ var (
 		"Topology generation of the last batch (0 while following and no topology exists).", labels, nil)
 	partitionsDesc = prometheus.NewDesc("projectionist_topology_partitions",
 		"Partition count of the last batch's topology (0 while following and no topology exists).", labels, nil)
+	mismatchDesc = prometheus.NewDesc("projectionist_topology_mismatch",
+		"1 while the worker was started with a partition count (TOTAL_PARTITIONS) and runs under another one, "+
+			"because another process switched the topology, else 0.", labels, nil)
 	idleDesc = prometheus.NewDesc("projectionist_idle",
 		"1 while the partition is outside the projection's topology and waits for it to grow, else 0.", labels, nil)
 	lagDesc = prometheus.NewDesc("projectionist_lag_events",
@@ -94,7 +97,7 @@ type statsCollector struct{ w *worker }
 
 func (c statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{handledDesc, batchesDesc, poisonedDesc, positionDesc,
-		generationDesc, partitionsDesc, idleDesc, lagDesc, deadLettersDesc, stallDesc} {
+		generationDesc, partitionsDesc, mismatchDesc, idleDesc, lagDesc, deadLettersDesc, stallDesc} {
 		ch <- d
 	}
 }
@@ -119,6 +122,7 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 		metric(generationDesc, prometheus.GaugeValue, float64(st.Generation))
 		metric(partitionsDesc, prometheus.GaugeValue, float64(st.TotalPartitions))
 		metric(idleDesc, prometheus.GaugeValue, boolFloat(st.Idle))
+		metric(mismatchDesc, prometheus.GaugeValue, boolFloat(p.mismatch(st)))
 		if stallErr == nil {
 			metric(stallDesc, prometheus.GaugeValue, stall)
 		}

@@ -37,7 +37,11 @@
 // /healthz answers 200 while the process runs. /readyz answers 200 once
 // every projection has completed a batch since the worker (re)connected,
 // and 503 with a one-line reason while the database is unreachable, before
-// that first batch, while a partition is idle, and during shutdown.
+// that first batch, while a partition is idle, and during shutdown. A
+// worker started with TOTAL_PARTITIONS that runs under another count
+// (another standalone process switched the projection) stays ready, since
+// it applies its share exactly, but its 200 body says "ok (warning: ...)",
+// it logs a WARN once, and projectionist_topology_mismatch is 1.
 // /metrics serves the projectionist_* metrics, labelled by projection and
 // partition, from a registry of the worker's own.
 package worker
@@ -130,6 +134,26 @@ type proc struct {
 	// attemptBatches is Stats().Batches when the current attempt
 	// started: readiness waits for one more. Guarded by worker.mu.
 	attemptBatches int64
+	// configured is TOTAL_PARTITIONS, 0 when following the database.
+	configured int
+	// mismatchWarned is set once the WARN about running under another
+	// partition count than configured was logged. Guarded by worker.mu.
+	mismatchWarned bool
+}
+
+// mismatch reports whether a processor configured with a partition count
+// runs under another one: another standalone process switched the
+// projection after this one started. The worker carries on, exactly, with
+// the database's count (DESIGN.md rule 5), but whoever set
+// TOTAL_PARTITIONS should know their setting is not what runs.
+func (p *proc) mismatch(st projection.Stats) bool {
+	return p.configured > 0 && st.TotalPartitions > 0 && st.TotalPartitions != p.configured
+}
+
+// mismatchReason is the warning /readyz and the log give for a mismatch.
+func (p *proc) mismatchReason(st projection.Stats) string {
+	return fmt.Sprintf("projection %q partition %s: configured with %s (%s) but running under %d (generation %d): another process switched the topology",
+		p.name, p.partition, EnvTotalPartitions, strconv.Itoa(p.configured), st.TotalPartitions, st.Generation)
 }
 
 func newWorker(cfg Config, projections []projection.Projection) (*worker, error) {
@@ -161,7 +185,7 @@ func newWorker(cfg Config, projections []projection.Projection) (*worker, error)
 		return nil, err
 	}
 	for _, proj := range selected {
-		p := &proc{projection: proj, name: proj.Name(), partition: strconv.Itoa(cfg.PartitionKey)}
+		p := &proc{projection: proj, name: proj.Name(), partition: strconv.Itoa(cfg.PartitionKey), configured: cfg.TotalPartitions}
 		if sp, ok := proj.(projection.ScopedProjection); ok {
 			p.aggregateTypes, p.boundedContexts = nilIfEmpty(sp.AggregateTypes()), nilIfEmpty(sp.BoundedContexts())
 		}
@@ -353,6 +377,11 @@ func (w *worker) batchDone(p *proc, r projection.BatchResult) {
 		w.log.Info("projections running again", "downtime", time.Since(w.failedAt).Round(time.Millisecond).String())
 		w.failure = nil
 	}
+	if !p.mismatchWarned && p.mismatch(r.Stats) {
+		p.mismatchWarned = true
+		w.log.Warn("worker running under another partition count than configured", "projection", p.name, "partition", p.partition,
+			"configuredPartitions", p.configured, "totalPartitions", r.Stats.TotalPartitions, "generation", r.Stats.Generation)
+	}
 }
 
 func (w *worker) handler() http.Handler {
@@ -388,8 +417,12 @@ func (w *worker) ready(ctx context.Context) (string, bool) {
 	case failure != nil:
 		return "not running (" + failureState(failure) + "), retrying: " + w.redact.String(failure.Error()), false
 	}
+	var warnings []string
 	for i, p := range w.procs {
 		st := p.processor.Stats()
+		if p.mismatch(st) {
+			warnings = append(warnings, p.mismatchReason(st))
+		}
 		if st.Batches <= since[i] {
 			return fmt.Sprintf("projection %q partition %s: no batch completed yet", p.name, p.partition), false
 		}
@@ -399,6 +432,11 @@ func (w *worker) ready(ctx context.Context) (string, bool) {
 	}
 	if err := dbconn.Ping(ctx, w.pool, pingTimeout); err != nil {
 		return failureState(err) + ": " + w.redact.String(err.Error()), false
+	}
+	// A mismatch is a warning, not a failure: the partition applies its
+	// share of the database's count exactly, so it stays ready.
+	if len(warnings) > 0 {
+		return "ok (warning: " + strings.Join(warnings, "; ") + ")", true
 	}
 	return "ok", true
 }

@@ -86,6 +86,7 @@ func TestMigrateTwice(t *testing.T) {
 		"applied 0003_dead_letters.up.sql\n" +
 		"applied 0004_event_field_limits.up.sql\n" +
 		"applied 0005_partition_hash_in_sql.up.sql\n" +
+		"applied 0006_topology_manager.up.sql\n" +
 		"applied 0007_dead_letter_retry.up.sql\n" +
 		"the schema is at version 7 (0007_dead_letter_retry.up.sql)\n"
 	if r.code != 0 || r.stdout != want || r.stderr != "" {

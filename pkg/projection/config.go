@@ -42,8 +42,10 @@ type ProcessorConfig struct {
 	// TotalPartitions is how many partitions share the projection, between
 	// 1 and MaxPartitions. Defaults to DefaultTotalPartitions (1) when
 	// zero: a zero-value config with [TopologyApply] runs the projection
-	// as one partition, switching a projection recorded with more
-	// partitions back to one. With [TopologyApply] the processor switches
+	// as one partition, switching a standalone projection recorded with
+	// more partitions back to one (at WARN; an operator-managed one is
+	// refused with a [*TopologyManagedError]). With [TopologyApply] the
+	// processor switches
 	// the projection to this count when it starts (exactly: see
 	// [SetTopology]); with [TopologyFollow] it is ignored, and so is its
 	// zero.
@@ -148,11 +150,16 @@ const (
 	// TopologyApply makes the processor set the projection's partition
 	// count to TotalPartitions when it starts, if it differs, then follow
 	// the database: the guide's separate processes, each started with
-	// PARTITION_KEY and TOTAL_PARTITIONS.
+	// PARTITION_KEY and TOTAL_PARTITIONS. It switches as a standalone
+	// caller of [SetTopology]: a topology the operator manages is never
+	// changed, the processor stops with a [*TopologyManagedError] instead
+	// (unless the count already matches), and every switch is logged at
+	// WARN to Logger. The default; see the package documentation for why
+	// it is not "follow if a topology exists".
 	TopologyApply TopologyMode = iota
 	// TopologyFollow makes the processor use the count recorded in the
 	// database and never change it: the operator's mode, where the
-	// operator calls SetTopology. A partition key at or above the count
+	// operator calls [SetTopologyAs] as [ManagerOperator]. A partition key at or above the count
 	// (or any key, while no topology exists) idles until the count grows.
 	TopologyFollow
 )

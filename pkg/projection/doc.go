@@ -60,4 +60,25 @@
 // them, and new partitions skip exactly the events an earlier generation
 // applied. Its documentation works through an example. Processors follow a
 // switch on their next batch; see [TopologyMode].
+//
+// # Who manages a topology
+//
+// Each topology has one manager ([Manager]). A topology the Kubernetes
+// operator set ([ManagerOperator]) is changed only by the operator: a
+// processor with [TopologyApply], or [SetTopology], asking for another
+// count fails with a [*TopologyManagedError] and changes nothing (scale the
+// Projection resource instead, or use [TopologyFollow]). A topology that
+// standalone processes created ([ManagerStandalone]) keeps the guide's
+// pattern: restart the processes with a new count and the first one
+// switches it. Every switch is logged at WARN with the old and new count
+// and who switched ([TopologyOptions.Switcher]).
+//
+// The default mode stays [TopologyApply], not "follow if a topology
+// exists, create it if not": with follow-if-exists, restarting the
+// standalone processes with a new TOTAL_PARTITIONS would silently keep the
+// old count, and a process's configured count would silently differ from
+// the one it runs under, the same silent outage in the other direction.
+// The dangerous case, a library processor overriding the operator, is the
+// one the manager record refuses. A processor that should never change the
+// count, whatever it is configured with, uses [TopologyFollow].
 package projection

@@ -221,7 +221,9 @@ func (p *Processor) run(ctx context.Context, proj Projection, untilCaughtUp bool
 		// A switch waits for the batches in flight, each within its
 		// BatchTimeout.
 		tctx, cancel := context.WithTimeout(ctx, b.cfg.BatchTimeout+b.cfg.StatementTimeout)
-		_, err := SetTopology(tctx, p.pool, b.name, b.cfg.TotalPartitions)
+		// Standalone: an operator-managed topology is refused with a
+		// *TopologyManagedError, unless its count is already ours.
+		_, err := SetTopologyAs(tctx, p.pool, b.name, b.cfg.TotalPartitions, TopologyOptions{Logger: b.log})
 		if err != nil && ctx.Err() == nil && tctx.Err() != nil {
 			err = &TimeoutError{Projection: b.name, PartitionKey: b.cfg.PartitionKey, Op: "switching the topology",
 				Bound: "batch and statement timeouts", Timeout: b.cfg.BatchTimeout + b.cfg.StatementTimeout, Err: err}

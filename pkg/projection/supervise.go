@@ -26,11 +26,13 @@ const (
 // schema ([ErrNoSchema], until someone migrates), and any other failure of
 // the database; false for a poison event under [ErrorPolicyStop] (the
 // processor returns those, and only those, as a [*HandlerError]), for a
-// configuration that cannot work (matching [ErrInvalidConfig]), and for
-// nil.
+// configuration that cannot work (matching [ErrInvalidConfig], or a
+// [*TopologyManagedError]: only a change of the processor's configuration
+// helps), and for nil.
 func IsRetryable(err error) bool {
 	var herr *HandlerError
-	return err != nil && !errors.As(err, &herr) && !errors.Is(err, ErrInvalidConfig)
+	var merr *TopologyManagedError
+	return err != nil && !errors.As(err, &herr) && !errors.Is(err, ErrInvalidConfig) && !errors.As(err, &merr)
 }
 
 // SupervisorConfig configures [Supervise]. The zero value is a valid

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -17,6 +20,102 @@ type Topology struct {
 	Generation int64
 	// TotalPartitions is the partition count of this generation.
 	TotalPartitions int
+	// ManagedBy says who may change the partition count.
+	ManagedBy Manager
+}
+
+// Manager says who manages a projection's topology: who may change its
+// partition count (DESIGN.md rule 8, one owner per topology).
+type Manager string
+
+const (
+	// ManagerStandalone is a topology that standalone processes manage:
+	// any processor with [TopologyApply] (or a caller of [SetTopology])
+	// may switch it, the first one started with a new count does. Every
+	// topology starts standalone.
+	ManagerStandalone Manager = "standalone"
+	// ManagerOperator is a topology the Kubernetes operator manages, from
+	// the Projection resource's spec.replicas. Only the operator changes
+	// it; anyone else who tries gets a [*TopologyManagedError].
+	ManagerOperator Manager = "operator"
+)
+
+// TopologyManagedError is returned when a standalone caller (a processor
+// with [TopologyApply], or [SetTopology]) would change the partition count
+// of a topology the operator manages. Nothing was changed.
+type TopologyManagedError struct {
+	// Projection is the projection's name.
+	Projection string
+	// ManagedBy is the topology's manager, [ManagerOperator].
+	ManagedBy Manager
+	// TotalPartitions is the managed partition count.
+	TotalPartitions int
+	// Requested is the partition count the caller asked for.
+	Requested int
+}
+
+// Error says what to do instead.
+func (e *TopologyManagedError) Error() string {
+	return fmt.Sprintf("projection %q runs in %s managed by the %s, refusing to switch it to %d: "+
+		"scale the Projection resource instead (kubectl scale projection --replicas=%d), "+
+		"or run this processor with TopologyFollow (or TotalPartitions %d)",
+		e.Projection, partitions(e.TotalPartitions), e.ManagedBy, e.Requested, e.Requested, e.TotalPartitions)
+}
+
+// TopologyOptions says who calls [SetTopologyAs]. The zero value is a
+// standalone caller named by host and process id, logging to
+// slog.Default().
+type TopologyOptions struct {
+	// ManagedBy is who the caller is. Defaults to [ManagerStandalone],
+	// which may not change an operator-managed topology. The operator
+	// passes [ManagerOperator]: its switch makes (or keeps) the topology
+	// operator-managed.
+	ManagedBy Manager
+	// Switcher names the caller in the switch's WARN line and in the
+	// topology row's switched_by. Defaults to "operator" for the operator
+	// and "hostname/pid" otherwise.
+	Switcher string
+	// Logger receives one WARN line per switch. Defaults to
+	// slog.Default(), so that no switch goes unnoticed.
+	Logger *slog.Logger
+}
+
+func (o TopologyOptions) withDefaults() TopologyOptions {
+	if o.ManagedBy == "" {
+		o.ManagedBy = ManagerStandalone
+	}
+	if o.Switcher == "" {
+		o.Switcher = defaultSwitcher(o.ManagedBy)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// defaultSwitcher is "operator", or this process's host and pid.
+func defaultSwitcher(m Manager) string {
+	if m == ManagerOperator {
+		return string(ManagerOperator)
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		host = "unknown-host"
+	}
+	return host + "/" + strconv.Itoa(os.Getpid())
+}
+
+// TopologyChange is what [SetTopologyAs] did.
+type TopologyChange struct {
+	// Before is the topology before the call; its Generation is zero if
+	// there was none.
+	Before Topology
+	// After is the topology after the call.
+	After Topology
+	// Switched is true when the partition count changed (a new
+	// generation), false when the call created the first topology or
+	// found the count already at n.
+	Switched bool
 }
 
 // ErrNoTopology is returned by [GetTopology] for a projection that has
@@ -27,7 +126,7 @@ var ErrNoTopology = errors.New("projection has no topology")
 func GetTopology(ctx context.Context, db DBTX, projection string) (Topology, error) {
 	t := Topology{Projection: projection}
 	var n int32
-	err := db.QueryRow(ctx, "SELECT generation, total_partitions FROM projection_topology WHERE projection_name = $1", projection).Scan(&t.Generation, &n)
+	err := db.QueryRow(ctx, readTopologySQL, projection).Scan(&t.Generation, &n, &t.ManagedBy)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return t, fmt.Errorf("projection %q: %w", projection, ErrNoTopology)
 	}
@@ -60,53 +159,108 @@ func GetTopology(ctx context.Context, db DBTX, projection string) (Topology, err
 // that move from p1 to p0. Instead the three new partitions start at 500;
 // an aggregate that was in p0 skips events up to 1000 (p0 applied them),
 // one that was in p1 skips up to 500, and everything else is applied.
+//
+// SetTopology is a standalone caller (see [SetTopologyAs]): it refuses to
+// change a topology the operator manages, with a [*TopologyManagedError],
+// and logs every switch at WARN to slog.Default().
 func SetTopology(ctx context.Context, db DBTX, projection string, n int) (Topology, error) {
+	c, err := SetTopologyAs(ctx, db, projection, n, TopologyOptions{})
+	return c.After, err
+}
+
+// SetTopologyAs is [SetTopology] for a caller that says who it is, and
+// reports what it did. A standalone caller (the default) may create a
+// topology or switch a standalone one, and fails with a
+// [*TopologyManagedError], changing nothing, when the topology is
+// operator-managed and its count is not n (with the count at n it just
+// returns it). The operator ([ManagerOperator]) may switch any topology
+// and leaves it operator-managed. Every switch is logged at WARN with the
+// old and new count and the switcher, and recorded in the topology row.
+func SetTopologyAs(ctx context.Context, db DBTX, projection string, n int, opts TopologyOptions) (TopologyChange, error) {
 	if projection == "" {
-		return Topology{}, fmt.Errorf("%w: projection name is empty", ErrInvalidConfig)
+		return TopologyChange{}, fmt.Errorf("%w: projection name is empty", ErrInvalidConfig)
 	}
 	if n < 1 || n > MaxPartitions {
-		return Topology{}, fmt.Errorf("%w: projection %q: partition count %d must be between 1 and %d", ErrInvalidConfig, projection, n, MaxPartitions)
+		return TopologyChange{}, fmt.Errorf("%w: projection %q: partition count %d must be between 1 and %d", ErrInvalidConfig, projection, n, MaxPartitions)
 	}
-	var t Topology
+	opts = opts.withDefaults()
+	if opts.ManagedBy != ManagerStandalone && opts.ManagedBy != ManagerOperator {
+		return TopologyChange{}, fmt.Errorf("%w: TopologyOptions.ManagedBy is %q, must be %q or %q", ErrInvalidConfig, opts.ManagedBy, ManagerStandalone, ManagerOperator)
+	}
+	var c TopologyChange
 	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
 		var err error
-		t, err = setTopology(ctx, tx, projection, n)
+		c, err = setTopology(ctx, tx, projection, n, opts)
 		return err
 	})
-	if err != nil {
-		return Topology{}, noSchema(fmt.Errorf("setting topology of projection %q to %s: %w", projection, partitions(n), err))
+	var managed *TopologyManagedError
+	if errors.As(err, &managed) {
+		return c, managed
 	}
-	return t, nil
+	if err != nil {
+		return TopologyChange{}, noSchema(fmt.Errorf("setting topology of projection %q to %s: %w", projection, partitions(n), err))
+	}
+	if c.Switched {
+		opts.Logger.Warn("projection topology switched", "projection", projection,
+			"fromPartitions", c.Before.TotalPartitions, "toPartitions", c.After.TotalPartitions,
+			"generation", c.After.Generation, "switchedBy", opts.Switcher, "managedBy", c.After.ManagedBy)
+	}
+	return c, nil
 }
 
 // MaxPartitions bounds a projection's partition count.
 const MaxPartitions = 1024
 
-func setTopology(ctx context.Context, tx pgx.Tx, projection string, n int) (Topology, error) {
-	t := Topology{Projection: projection}
+// readTopologySQL reads a projection's topology row.
+const readTopologySQL = "SELECT generation, total_partitions, managed_by FROM projection_topology WHERE projection_name = $1"
+
+func setTopology(ctx context.Context, tx pgx.Tx, projection string, n int, opts TopologyOptions) (TopologyChange, error) {
+	var c TopologyChange
+	c.Before = Topology{Projection: projection}
 	// Nothing to do is the common case (every standalone worker calls this
 	// at start): answer it without the FOR UPDATE lock, which would queue
 	// behind, and could be starved by, the batches' FOR SHARE.
 	var current int32
-	err := tx.QueryRow(ctx, "SELECT generation, total_partitions FROM projection_topology WHERE projection_name = $1", projection).Scan(&t.Generation, &current)
-	if err == nil && int(current) == n {
-		t.TotalPartitions = n
-		return t, nil
-	}
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return t, fmt.Errorf("reading topology: %w", err)
+	err := tx.QueryRow(ctx, readTopologySQL, projection).Scan(&c.Before.Generation, &current, &c.Before.ManagedBy)
+	if err == nil {
+		c.Before.TotalPartitions = int(current)
+		if int(current) == n && (c.Before.ManagedBy == opts.ManagedBy || opts.ManagedBy == ManagerStandalone) {
+			c.After = c.Before
+			return c, nil
+		}
+	} else if !errors.Is(err, pgx.ErrNoRows) {
+		return c, fmt.Errorf("reading topology: %w", err)
 	}
 	if _, err := tx.Exec(ctx, createTopologySQL, projection, n); err != nil {
-		return t, fmt.Errorf("creating topology: %w", err)
+		return c, fmt.Errorf("creating topology: %w", err)
 	}
 	var old int32
-	if err := tx.QueryRow(ctx, `SELECT generation, total_partitions FROM projection_topology
-		WHERE projection_name = $1 FOR UPDATE`, projection).Scan(&t.Generation, &old); err != nil {
-		return t, fmt.Errorf("locking topology: %w", err)
+	t := Topology{Projection: projection}
+	if err := tx.QueryRow(ctx, readTopologySQL+" FOR UPDATE", projection).Scan(&t.Generation, &old, &t.ManagedBy); err != nil {
+		return c, fmt.Errorf("locking topology: %w", err)
 	}
 	t.TotalPartitions = int(old)
+	if c.Before.Generation != 0 {
+		// Someone may have switched it since the unlocked read: Before
+		// is what the lock found. With no row before, it stays zero.
+		c.Before = t
+	}
+	if t.ManagedBy == ManagerOperator && opts.ManagedBy != ManagerOperator {
+		if int(old) == n {
+			c.After = t
+			return c, nil
+		}
+		return c, &TopologyManagedError{Projection: projection, ManagedBy: t.ManagedBy, TotalPartitions: int(old), Requested: n}
+	}
+	if t.ManagedBy != opts.ManagedBy && opts.ManagedBy == ManagerOperator {
+		if _, err := tx.Exec(ctx, `UPDATE projection_topology SET managed_by = $2 WHERE projection_name = $1`, projection, string(opts.ManagedBy)); err != nil {
+			return c, fmt.Errorf("claiming topology: %w", err)
+		}
+		t.ManagedBy = opts.ManagedBy
+	}
 	if int(old) == n {
-		return t, nil
+		c.After = t
+		return c, nil
 	}
 
 	// The old generation's final vector. A partition that never ran has
@@ -115,7 +269,7 @@ func setTopology(ctx context.Context, tx pgx.Tx, projection string, n int) (Topo
 	rows, err := tx.Query(ctx, `SELECT partition_key, last_transaction_id, last_global_position
 		FROM projection_checkpoints WHERE projection_name = $1`, projection)
 	if err != nil {
-		return t, fmt.Errorf("reading checkpoints: %w", err)
+		return c, fmt.Errorf("reading checkpoints: %w", err)
 	}
 	var key int32
 	var pos Position
@@ -126,7 +280,7 @@ func setTopology(ctx context.Context, tx pgx.Tx, projection string, n int) (Topo
 		return nil
 	})
 	if err != nil {
-		return t, fmt.Errorf("reading checkpoints: %w", err)
+		return c, fmt.Errorf("reading checkpoints: %w", err)
 	}
 	start := final[0]
 	for _, c := range final[1:] {
@@ -146,17 +300,21 @@ func setTopology(ctx context.Context, tx pgx.Tx, projection string, n int) (Topo
 	batch.Queue(`DELETE FROM projection_checkpoints WHERE projection_name = $1`, projection)
 	batch.Queue(`INSERT INTO projection_checkpoints (projection_name, partition_key, total_partitions, generation, last_transaction_id, last_global_position)
 		SELECT $1, k, $2, $3, $4, $5 FROM generate_series(0, $2 - 1) AS k`, projection, n, t.Generation+1, start.TransactionID, start.GlobalPosition)
-	batch.Queue(`UPDATE projection_topology SET generation = $2, total_partitions = $3, updated_at = now()
-		WHERE projection_name = $1`, projection, t.Generation+1, n)
+	batch.Queue(`UPDATE projection_topology SET generation = $2, total_partitions = $3, updated_at = now(),
+		switched_by = $4, switched_at = now()
+		WHERE projection_name = $1`, projection, t.Generation+1, n, opts.Switcher)
 	// Every live checkpoint is now at start: entries whose highest
 	// position is at or before it can no longer skip anything.
 	batch.Queue(pruneFrontierSQL, projection)
 	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
-		return t, fmt.Errorf("switching generation: %w", err)
+		return c, fmt.Errorf("switching generation: %w", err)
 	}
+	c.Before = t
 	t.Generation++
 	t.TotalPartitions = n
-	return t, nil
+	c.After = t
+	c.Switched = true
+	return c, nil
 }
 
 // pruneFrontierSQL drops the frontier entries of generations whose highest
