@@ -106,8 +106,8 @@ func TestMigrateTwice(t *testing.T) {
 	}
 	defer conn.Close(ctx)
 	var n int
-	if err := conn.QueryRow(ctx, "SELECT count(*) FROM projectionist_schema_migrations").Scan(&n); err != nil || n != 6 {
-		t.Errorf("projectionist_schema_migrations has %d rows (%v), want 6", n, err)
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM projectionist_schema_migrations").Scan(&n); err != nil || n != 7 {
+		t.Errorf("projectionist_schema_migrations has %d rows (%v), want 7", n, err)
 	}
 }
 

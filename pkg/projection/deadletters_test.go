@@ -308,3 +308,19 @@ func TestDeadLetterRetryAfterRescale(t *testing.T) {
 		}
 	}
 }
+
+// A reset replays the whole log, dead-lettered events included: their dead
+// letters must go with the checkpoints, or retrying one later would apply
+// its event a second time.
+func TestResetProjectionRemovesDeadLetters(t *testing.T) {
+	ctx := t.Context()
+	pool := newPool(t)
+	proj := &retryLog{}
+	deadLettered(t, pool, proj, []string{"a", "b"})
+	if err := projection.ResetProjection(ctx, pool, "retry"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := projection.CountDeadLetters(ctx, pool, "retry"); err != nil || n != 0 {
+		t.Fatalf("CountDeadLetters after ResetProjection = %d, %v; want 0", n, err)
+	}
+}

@@ -345,8 +345,8 @@ func EventsProcessed(ctx context.Context, db DBTX, projection string) (int64, er
 	return n, nil
 }
 
-// ResetProjection deletes a projection's checkpoints, topology and
-// frontier, so that it starts over from the beginning of the log: the way
+// ResetProjection deletes a projection's checkpoints, topology, frontier
+// and dead letters, so that it starts over from the beginning of the log: the way
 // to rebuild a read model (clear the read model in the same transaction).
 // A running processor of the projection starts over on its next batch.
 func ResetProjection(ctx context.Context, db DBTX, projection string) error {
@@ -356,7 +356,9 @@ func ResetProjection(ctx context.Context, db DBTX, projection string) error {
 		if _, err := tx.Exec(ctx, "SELECT 1 FROM projection_topology WHERE projection_name = $1 FOR UPDATE", projection); err != nil {
 			return err
 		}
-		for _, table := range []string{"projection_checkpoints", "projection_frontier", "projection_topology"} {
+		// Dead letters go too: the replay meets their events again, and
+		// a retry of a leftover one would apply it a second time.
+		for _, table := range []string{"projection_checkpoints", "projection_frontier", "projection_dead_letters", "projection_topology"} {
 			if _, err := tx.Exec(ctx, "DELETE FROM "+table+" WHERE projection_name = $1", projection); err != nil {
 				return err
 			}
