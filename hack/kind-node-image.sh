@@ -187,6 +187,10 @@ cat > "$fs/etc/cni/net.d/10-bridge.conflist" <<'EOF'
   ]
 }
 EOF
+# Forwarding in the node's own network namespace, for its pods: a new
+# namespace starts with the host's value, and hack/docker-engine.sh leaves
+# the host's off. Per namespace: the host's stays as it is.
+echo "net.ipv4.ip_forward = 1" > "$fs/etc/sysctl.d/20-projectionist-forwarding.conf"
 for b in kubelet kubectl; do install -m 0755 "$KUBE_BIN/$b" "$fs/usr/bin/$b"; done
 # kubeadm behind a wrapper that first waits for containerd: on cgroup v1
 # hosts kind goes on as soon as the entrypoint logs "detected cgroup v1",
@@ -203,6 +207,9 @@ while [ "$i" -lt 240 ] && ! ctr --timeout 2s version >/dev/null 2>&1; do
   sleep 0.5
   i=$((i + 1))
 done
+# Should the node's systemd-sysctl not have run yet (see
+# 20-projectionist-forwarding.conf).
+echo 1 > /proc/sys/net/ipv4/ip_forward 2>/dev/null || true
 exec /usr/libexec/kubeadm "$@"
 WRAPPER
 chmod 0755 "$fs/usr/bin/kubeadm"
