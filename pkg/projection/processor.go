@@ -258,15 +258,22 @@ func (p *Processor) run(ctx context.Context, proj Projection, untilCaughtUp bool
 
 // batcher holds one run's state between batches.
 type batcher struct {
-	pool    *pgxpool.Pool
-	stats   *Processor // where step records its Stats
-	proj    Projection
-	name    string
-	cfg     ProcessorConfig
-	log     *slog.Logger
-	query   eventQuery
-	scanner eventScanner
-	buf     []PersistedEvent
+	pool  *pgxpool.Pool
+	stats *Processor // where step records its Stats
+	proj  Projection
+	// batchProj is proj as a BatchProjection, nil if it is not one, and
+	// batchBuf the events handed to HandleBatch.
+	batchProj BatchProjection
+	batchBuf  []PersistedEvent
+	// isolating: the last HandleBatch failed on an event it did not
+	// name; the redo runs one event at a time to find it.
+	isolating bool
+	name      string
+	cfg       ProcessorConfig
+	log       *slog.Logger
+	query     eventQuery
+	scanner   eventScanner
+	buf       []PersistedEvent
 
 	// The topology generation the batcher last saw, its partition count,
 	// and the frontier entries that can still skip events for this
@@ -328,6 +335,9 @@ func (p *Processor) newBatcher(proj Projection) (*batcher, error) {
 	b := &batcher{pool: p.pool, stats: p, proj: proj, name: name, cfg: cfg, buf: make([]PersistedEvent, 0, cfg.BatchSize)}
 	b.log = cfg.Logger.With("projection", name, "partition", cfg.PartitionKey)
 	b.query = eventQuery{limit: cfg.BatchSize}
+	if bp, ok := proj.(BatchProjection); ok {
+		b.batchProj, b.batchBuf = bp, make([]PersistedEvent, 0, cfg.BatchSize)
+	}
 	if sp, ok := proj.(ScopedProjection); ok {
 		b.query.aggregateTypes = sp.AggregateTypes()
 		b.query.boundedContexts = sp.BoundedContexts()
@@ -456,6 +466,7 @@ func (b *batcher) batch(ctx context.Context) (stepResult, error) {
 		if err := b.commit(ctx, tx); err != nil {
 			return stepResult{}, err
 		}
+		b.isolating = false
 		b.record(began, len(events), 0, a.skipped, 0, next, horizon)
 		return stepResult{fetched: len(events), horizon: horizon}, nil
 	}
@@ -545,12 +556,17 @@ type applied struct {
 
 // apply hands the batch's events to the projection in tx, leaving out
 // those of other partitions (a strategy filtered in Go), those an earlier
-// generation applied, and those the error policy set aside.
+// generation applied, and those the error policy set aside. A
+// BatchProjection gets them in one HandleBatch call, unless the batch is
+// being isolated after such a call failed; then, as any other projection,
+// one event at a time.
 func (b *batcher) apply(ctx context.Context, tx pgx.Tx, events []PersistedEvent) (applied, error) {
 	var a applied
 	hctx := context.WithValue(ctx, batchInfoKey{}, BatchInfo{
 		Projection: b.name, PartitionKey: b.cfg.PartitionKey, TotalPartitions: b.total, Generation: b.generation})
 	b.waiting = waiting{op: "handling events", timeout: b.cfg.BatchTimeout}
+	whole := b.batchProj != nil && !b.isolating
+	toApply := b.batchBuf[:0]
 	for i := range events {
 		e := &events[i]
 		if b.goFilter && !b.cfg.PartitionStrategy.ShouldProcess(e.AggregateID, b.cfg.PartitionKey, b.total) {
@@ -567,16 +583,50 @@ func (b *batcher) apply(ctx context.Context, tx pgx.Tx, events []PersistedEvent)
 			a.poisoned++
 			continue
 		}
-		if err := b.proj.Handle(hctx, tx, e); err != nil {
+		if whole {
+			toApply = append(toApply, *e)
+			continue
+		}
+		if err := b.handle(hctx, tx, events[i:i+1:i+1]); err != nil {
 			if err := b.handleFailed(ctx, tx, e, err); err != errRedo {
 				return a, err
 			}
+			// Found: the redo runs the batch as a whole again, without it.
+			b.isolating = false
 			return applied{redo: true}, nil
 		}
 		a.handled++
 		b.lastHandled = e.Position()
 	}
+	if !whole || len(toApply) == 0 {
+		return a, nil
+	}
+	b.batchBuf = toApply
+	if err := b.batchProj.HandleBatch(hctx, tx, toApply); err != nil {
+		first, last := toApply[0], toApply[len(toApply)-1]
+		if !isPoison(ctx, tx, err) {
+			return a, b.wrap(fmt.Sprintf("handling a batch of %d events at positions %d to %d", len(toApply), first.GlobalPosition, last.GlobalPosition), err)
+		}
+		// Some event failed the batch, but which? Roll back and run the
+		// batch again one event at a time: the error policy applies to
+		// that event only.
+		b.log.Info("projection batch handler failed; isolating the failing event", "events", len(toApply),
+			"from", first.GlobalPosition, "to", last.GlobalPosition, "error", err.Error())
+		b.isolating = true
+		return applied{redo: true}, nil
+	}
+	a.handled = len(toApply)
+	b.lastHandled = toApply[len(toApply)-1].Position()
 	return a, nil
+}
+
+// handle applies one event: through Handle, or through HandleBatch with a
+// one-event slice for a BatchProjection (see there why).
+func (b *batcher) handle(ctx context.Context, tx pgx.Tx, one []PersistedEvent) error {
+	if b.batchProj != nil {
+		return b.batchProj.HandleBatch(ctx, tx, one)
+	}
+	return b.proj.Handle(ctx, tx, &one[0])
 }
 
 // errRedo is what handleFailed returns for a poison event the error policy
@@ -632,6 +682,7 @@ func (b *batcher) checkpoint(ctx context.Context, tx *batchTx, next Position, ha
 		return b.wrap("saving checkpoint and committing batch", err)
 	}
 	tx.committed = true
+	b.isolating = false
 	b.saved = time.Now()
 	b.floor, b.floorBase = next, next
 	for pos := range b.poison {
