@@ -26,6 +26,9 @@ const (
 	// crashHelperEnvDSN gates TestCrashHelperProcess: when set, it is the DSN
 	// of the database the helper processes.
 	crashHelperEnvDSN = "PROJECTIONIST_CRASH_HELPER_DSN"
+	// crashHelperEnvBatch, set to "1", makes the helper run the counter
+	// as a BatchProjection.
+	crashHelperEnvBatch = "PROJECTIONIST_CRASH_HELPER_BATCH"
 	// crashHelperAppName tags the helper's connections, so the parent can
 	// wait until a killed helper's server sessions are gone.
 	crashHelperAppName = "projectionist-crash-helper"
@@ -42,6 +45,24 @@ func (counterProjection) Name() string { return crashProjection }
 func (counterProjection) Handle(ctx context.Context, tx pgx.Tx, _ *projection.PersistedEvent) error {
 	_, err := tx.Exec(ctx, "UPDATE counters SET n = n + 1 WHERE id = 1")
 	return err
+}
+
+// batchCounterProjection is counterProjection as a BatchProjection: one
+// UPDATE per batch, adding the batch's length.
+type batchCounterProjection struct{ counterProjection }
+
+func (batchCounterProjection) HandleBatch(ctx context.Context, tx pgx.Tx, events []projection.PersistedEvent) error {
+	_, err := tx.Exec(ctx, "UPDATE counters SET n = n + $1 WHERE id = 1", len(events))
+	return err
+}
+
+// crashCounter returns the counter projection, as a BatchProjection if
+// batch.
+func crashCounter(batch bool) projection.Projection {
+	if batch {
+		return batchCounterProjection{}
+	}
+	return counterProjection{}
 }
 
 // TestCrashHelperProcess is not a test. It is the child process that
@@ -71,7 +92,7 @@ func TestCrashHelperProcess(t *testing.T) {
 	pc := projection.DefaultProcessorConfig()
 	pc.BatchSize = crashBatchSize
 	pc.PollInterval = 2 * time.Millisecond
-	if err := projection.NewProcessor(pool, projection.NewStore(), pc).Run(ctx, counterProjection{}); err != nil {
+	if err := projection.NewProcessor(pool, projection.NewStore(), pc).Run(ctx, crashCounter(os.Getenv(crashHelperEnvBatch) == "1")); err != nil {
 		t.Fatalf("crash helper: Run: %v", err)
 	}
 }
@@ -143,10 +164,16 @@ func appendSpread(ctx context.Context, t *testing.T, pool *pgxpool.Pool, store *
 }
 
 func TestCrashSafety(t *testing.T) {
+	t.Run("handler=event", func(t *testing.T) { testCrashSafety(t, false, 30) })
+	// Fewer kills: the batch handler's runs are the same machinery with
+	// one statement per batch, which is what the kills must hit.
+	t.Run("handler=batch", func(t *testing.T) { testCrashSafety(t, true, 15) })
+}
+
+func testCrashSafety(t *testing.T, batch bool, kills int) {
 	const (
 		initialEvents = 20000
 		aggregates    = 200
-		kills         = 30
 		// After each kill the parent appends at least minAppend events,
 		// and enough to leave minBacklog unprocessed, so that every run
 		// has work for longer than it lives.
@@ -181,6 +208,9 @@ func TestCrashSafety(t *testing.T) {
 	start := func() (*exec.Cmd, *bytes.Buffer, chan error) {
 		cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestCrashHelperProcess$", "-test.count=1")
 		cmd.Env = append(os.Environ(), crashHelperEnvDSN+"="+dsn)
+		if batch {
+			cmd.Env = append(cmd.Env, crashHelperEnvBatch+"=1")
+		}
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		// Should this test die, the helper dies with it.
@@ -271,7 +301,7 @@ func TestCrashSafety(t *testing.T) {
 	// the log (no helper session is left to hold the horizon back).
 	pc := projection.DefaultProcessorConfig()
 	pc.BatchSize = crashBatchSize
-	if err := projection.NewProcessor(pool, store, pc).CatchUp(ctx, counterProjection{}); err != nil {
+	if err := projection.NewProcessor(pool, store, pc).CatchUp(ctx, crashCounter(batch)); err != nil {
 		t.Fatalf("final CatchUp: %v", err)
 	}
 	s := readCrashState(ctx, t, pool)

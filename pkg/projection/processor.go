@@ -263,15 +263,22 @@ func (p *Processor) run(ctx context.Context, proj Projection, untilCaughtUp bool
 
 // batcher holds one run's state between batches.
 type batcher struct {
-	pool    *pgxpool.Pool
-	stats   *Processor // where step records its Stats
-	proj    Projection
-	name    string
-	cfg     ProcessorConfig
-	log     *slog.Logger
-	query   eventQuery
-	scanner eventScanner
-	buf     []PersistedEvent
+	pool  *pgxpool.Pool
+	stats *Processor // where step records its Stats
+	proj  Projection
+	// batchProj is proj as a BatchProjection, nil if it is not one, and
+	// batchBuf the events handed to HandleBatch.
+	batchProj BatchProjection
+	batchBuf  []PersistedEvent
+	// isolating: the last HandleBatch failed on an event it did not
+	// name; the redo runs one event at a time to find it.
+	isolating bool
+	name      string
+	cfg       ProcessorConfig
+	log       *slog.Logger
+	query     eventQuery
+	scanner   eventScanner
+	buf       []PersistedEvent
 
 	// The topology generation the batcher last saw, its partition count,
 	// and the frontier entries that can still skip events for this
@@ -335,6 +342,9 @@ func (p *Processor) newBatcher(proj Projection) (*batcher, error) {
 	b := &batcher{pool: p.pool, stats: p, proj: proj, name: name, cfg: cfg, buf: make([]PersistedEvent, 0, cfg.BatchSize)}
 	b.log = cfg.Logger.With("projection", name, "partition", cfg.PartitionKey)
 	b.query = eventQuery{limit: cfg.BatchSize}
+	if bp, ok := proj.(BatchProjection); ok {
+		b.batchProj, b.batchBuf = bp, make([]PersistedEvent, 0, cfg.BatchSize)
+	}
 	if sp, ok := proj.(ScopedProjection); ok {
 		b.query.aggregateTypes = sp.AggregateTypes()
 		b.query.boundedContexts = sp.BoundedContexts()
@@ -419,38 +429,20 @@ func (b *batcher) statement(ctx context.Context, op string) (context.Context, co
 	return sctx, cancel
 }
 
-// batch runs one batch.
+// batch runs one batch as named steps, each its own function: begin the
+// transaction, lock the topology and checkpoint, read the events, apply
+// them, and commit, with the checkpoint or (nothing having changed) without.
 func (b *batcher) batch(ctx context.Context) (stepResult, error) {
 	began := time.Now()
-	// The connection is acquired apart from the transaction so that the
-	// commit can be pipelined with the checkpoint update (see below):
-	// a pool transaction only goes back to the pool through its own
-	// Commit or Rollback, each a round trip of its own.
-	sctx, cancel := b.statement(ctx, "acquiring connection")
-	defer cancel()
-	conn, err := b.pool.Acquire(sctx)
+	tx, err := b.begin(ctx)
 	if err != nil {
-		return stepResult{}, b.wrap("acquiring connection", err)
+		return stepResult{}, err
 	}
-	defer conn.Release() // destroys the connection if a transaction is left open
-	sctx, cancel = b.statement(ctx, "beginning batch")
-	defer cancel()
-	tx, err := conn.Begin(sctx)
-	if err != nil {
-		return stepResult{}, b.wrap("beginning batch", err)
-	}
-	committed := false
-	defer func() {
-		if !committed {
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.cfg.StatementTimeout)
-			_ = tx.Rollback(rctx)
-			cancel()
-		}
-	}()
+	defer tx.end(ctx, b.cfg.StatementTimeout)
 
-	sctx, cancel = b.statement(ctx, "locking topology and checkpoint")
+	sctx, cancel := b.statement(ctx, "locking topology and checkpoint")
 	defer cancel()
-	cp, horizon, err := b.lockState(sctx, tx)
+	cp, horizon, err := b.lockState(sctx, tx.tx)
 	if err != nil {
 		return stepResult{}, err
 	}
@@ -458,66 +450,14 @@ func (b *batcher) batch(ctx context.Context) (stepResult, error) {
 		b.record(began, 0, 0, 0, 0, cp, horizon)
 		return stepResult{horizon: horizon, idle: true}, nil
 	}
-	hctx := context.WithValue(ctx, batchInfoKey{}, BatchInfo{
-		Projection: b.name, PartitionKey: b.cfg.PartitionKey, TotalPartitions: b.total, Generation: b.generation})
 
-	q := b.query
-	q.after, q.horizon = cp, horizon
-	if cp.Less(b.floor) && !cp.Less(b.floorBase) {
-		// Start from the floor unless the checkpoint went back behind the
-		// one the floor was measured from.
-		q.after = b.floor
-	}
-	sql, args := q.build()
-	sctx, cancel = b.statement(ctx, "reading events")
-	defer cancel()
-	rows, err := tx.Query(sctx, sql, args...)
+	events, err := b.read(ctx, tx.tx, cp, horizon)
 	if err != nil {
-		return stepResult{}, b.wrap("reading events", err)
+		return stepResult{}, err
 	}
-	events, err := b.scanner.collect(rows, b.buf[:0])
-	if err != nil {
-		return stepResult{}, b.wrap("reading events", err)
-	}
-	b.buf = events
-
-	handled, skipped, poisoned := 0, 0, 0
-	b.waiting = waiting{op: "handling events", timeout: b.cfg.BatchTimeout}
-	for i := range events {
-		e := &events[i]
-		if b.goFilter && !b.cfg.PartitionStrategy.ShouldProcess(e.AggregateID, b.cfg.PartitionKey, b.total) {
-			continue
-		}
-		if len(b.frontier) > 0 && b.frontier.applied(e, b.cfg.PartitionStrategy) {
-			skipped++ // an earlier generation applied it
-			continue
-		}
-		if herr, ok := b.poison[e.Position()]; ok {
-			if err := b.setAside(ctx, tx, e, herr); err != nil {
-				return stepResult{}, err
-			}
-			poisoned++
-			continue
-		}
-		if err := b.proj.Handle(hctx, tx, e); err != nil {
-			if !isPoison(ctx, tx, err) {
-				// The database or the context failed, not the event:
-				// not a HandlerError, so callers may retry.
-				return stepResult{}, b.wrap(fmt.Sprintf("handling event %s (%s) at position %d", e.EventID, e.EventType, e.GlobalPosition), err)
-			}
-			herr := &HandlerError{Projection: b.name, PartitionKey: b.cfg.PartitionKey, Position: e.Position(),
-				EventID: e.EventID, EventType: e.EventType, AggregateType: e.AggregateType, AggregateID: e.AggregateID, Err: err}
-			if b.cfg.ErrorPolicy == ErrorPolicyStop {
-				return stepResult{}, herr
-			}
-			if b.poison == nil {
-				b.poison = map[Position]error{}
-			}
-			b.poison[e.Position()] = herr
-			return stepResult{redo: true}, nil // the deferred Rollback undoes the batch
-		}
-		handled++
-		b.lastHandled = e.Position()
+	a, err := b.apply(ctx, tx.tx, events)
+	if err != nil || a.redo {
+		return stepResult{redo: a.redo}, err // the deferred end rolls the batch back
 	}
 
 	// A short batch saw everything below the horizon.
@@ -526,33 +466,230 @@ func (b *batcher) batch(ctx context.Context) (stepResult, error) {
 		next = events[len(events)-1].Position()
 	}
 	b.frontier = b.frontier.without(next)
-	if handled == 0 && poisoned == 0 && (!cp.Less(next) || time.Since(b.saved) < idleSaveInterval) {
+	if a.handled == 0 && a.poisoned == 0 && (!cp.Less(next) || time.Since(b.saved) < idleSaveInterval) {
 		// Nothing changed in the read model: remember how far we looked
 		// instead of writing a checkpoint on every idle poll.
 		b.floor, b.floorBase = next, cp
-		sctx, cancel = b.statement(ctx, "committing batch")
-		defer cancel()
-		if err := tx.Commit(sctx); err != nil {
-			return stepResult{}, b.wrap("committing batch", err)
+		if err := b.commit(ctx, tx); err != nil {
+			return stepResult{}, err
 		}
-		b.record(began, len(events), 0, skipped, 0, next, horizon)
+		b.isolating = false
+		b.record(began, len(events), 0, a.skipped, 0, next, horizon)
 		return stepResult{fetched: len(events), horizon: horizon}, nil
 	}
-	// Save the checkpoint and commit in one round trip instead of two.
-	// If the update fails, the server skips the rest of the pipeline, so
-	// the COMMIT never runs and the deferred Rollback ends the
-	// transaction. tx is not told about the COMMIT: once it succeeded, tx
-	// is dropped unused and the connection, idle again, goes back to the
-	// pool.
+	if err := b.checkpoint(ctx, tx, next, a.handled); err != nil {
+		return stepResult{}, err
+	}
+	b.record(began, len(events), a.handled, a.skipped, a.poisoned, next, horizon)
+	return stepResult{fetched: len(events), horizon: horizon}, nil
+}
+
+// batchTx is a batch's transaction on a connection of its own.
+type batchTx struct {
+	conn *pgxpool.Conn
+	tx   pgx.Tx
+	// committed: tx ended by a COMMIT it was not told about (see
+	// checkpoint), so it must not be rolled back.
+	committed bool
+}
+
+// end rolls the transaction back unless it committed, and gives the
+// connection back to the pool (destroying it if a transaction is left
+// open). The rollback runs even when ctx is done.
+func (t *batchTx) end(ctx context.Context, timeout time.Duration) {
+	if !t.committed {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+		_ = t.tx.Rollback(rctx)
+		cancel()
+	}
+	t.conn.Release()
+}
+
+// begin acquires a connection and begins the batch's transaction on it.
+// The connection is acquired apart from the transaction so that the commit
+// can be pipelined with the checkpoint update (see checkpoint): a pool
+// transaction only goes back to the pool through its own Commit or
+// Rollback, each a round trip of its own.
+func (b *batcher) begin(ctx context.Context) (*batchTx, error) {
+	sctx, cancel := b.statement(ctx, "acquiring connection")
+	defer cancel()
+	conn, err := b.pool.Acquire(sctx)
+	if err != nil {
+		return nil, b.wrap("acquiring connection", err)
+	}
+	sctx, cancel = b.statement(ctx, "beginning batch")
+	defer cancel()
+	tx, err := conn.Begin(sctx)
+	if err != nil {
+		conn.Release()
+		return nil, b.wrap("beginning batch", err)
+	}
+	return &batchTx{conn: conn, tx: tx}, nil
+}
+
+// read fetches the batch's events after checkpoint cp and below the
+// horizon, starting from the floor when that is valid. The events live in
+// b.buf until the next batch.
+func (b *batcher) read(ctx context.Context, tx pgx.Tx, cp Position, horizon uint64) ([]PersistedEvent, error) {
+	q := b.query
+	q.after, q.horizon = cp, horizon
+	if cp.Less(b.floor) && !cp.Less(b.floorBase) {
+		// Start from the floor unless the checkpoint went back behind the
+		// one the floor was measured from.
+		q.after = b.floor
+	}
+	sql, args := q.build()
+	sctx, cancel := b.statement(ctx, "reading events")
+	defer cancel()
+	rows, err := tx.Query(sctx, sql, args...)
+	if err != nil {
+		return nil, b.wrap("reading events", err)
+	}
+	events, err := b.scanner.collect(rows, b.buf[:0])
+	if err != nil {
+		return nil, b.wrap("reading events", err)
+	}
+	b.buf = events
+	return events, nil
+}
+
+// applied counts what apply did with a batch's events.
+type applied struct {
+	handled, skipped, poisoned int
+	// redo: an event's Handle failed under a skip or dead-letter policy;
+	// the batch must be rolled back and run again without it.
+	redo bool
+}
+
+// apply hands the batch's events to the projection in tx, leaving out
+// those of other partitions (a strategy filtered in Go), those an earlier
+// generation applied, and those the error policy set aside. A
+// BatchProjection gets them in one HandleBatch call, unless the batch is
+// being isolated after such a call failed; then, as any other projection,
+// one event at a time.
+func (b *batcher) apply(ctx context.Context, tx pgx.Tx, events []PersistedEvent) (applied, error) {
+	var a applied
+	hctx := context.WithValue(ctx, batchInfoKey{}, BatchInfo{
+		Projection: b.name, PartitionKey: b.cfg.PartitionKey, TotalPartitions: b.total, Generation: b.generation})
+	b.waiting = waiting{op: "handling events", timeout: b.cfg.BatchTimeout}
+	whole := b.batchProj != nil && !b.isolating
+	toApply := b.batchBuf[:0]
+	for i := range events {
+		e := &events[i]
+		if b.goFilter && !b.cfg.PartitionStrategy.ShouldProcess(e.AggregateID, b.cfg.PartitionKey, b.total) {
+			continue
+		}
+		if len(b.frontier) > 0 && b.frontier.applied(e, b.cfg.PartitionStrategy) {
+			a.skipped++ // an earlier generation applied it
+			continue
+		}
+		if herr, ok := b.poison[e.Position()]; ok {
+			if err := b.setAside(ctx, tx, e, herr); err != nil {
+				return a, err
+			}
+			a.poisoned++
+			continue
+		}
+		if whole {
+			toApply = append(toApply, *e)
+			continue
+		}
+		if err := b.handle(hctx, tx, events[i:i+1:i+1]); err != nil {
+			if err := b.handleFailed(ctx, tx, e, err); err != errRedo {
+				return a, err
+			}
+			// Found: the redo runs the batch as a whole again, without it.
+			b.isolating = false
+			return applied{redo: true}, nil
+		}
+		a.handled++
+		b.lastHandled = e.Position()
+	}
+	if !whole || len(toApply) == 0 {
+		return a, nil
+	}
+	b.batchBuf = toApply
+	if err := b.batchProj.HandleBatch(hctx, tx, toApply); err != nil {
+		first, last := toApply[0], toApply[len(toApply)-1]
+		if !isPoison(ctx, tx, err) {
+			return a, b.wrap(fmt.Sprintf("handling a batch of %d events at positions %d to %d", len(toApply), first.GlobalPosition, last.GlobalPosition), err)
+		}
+		// Some event failed the batch, but which? Roll back and run the
+		// batch again one event at a time: the error policy applies to
+		// that event only.
+		b.log.Info("projection batch handler failed; isolating the failing event", "events", len(toApply),
+			"from", first.GlobalPosition, "to", last.GlobalPosition, "error", err.Error())
+		b.isolating = true
+		return applied{redo: true}, nil
+	}
+	a.handled = len(toApply)
+	b.lastHandled = toApply[len(toApply)-1].Position()
+	return a, nil
+}
+
+// handle applies one event: through Handle, or through HandleBatch with a
+// one-event slice for a BatchProjection (see there why).
+func (b *batcher) handle(ctx context.Context, tx pgx.Tx, one []PersistedEvent) error {
+	if b.batchProj != nil {
+		return b.batchProj.HandleBatch(ctx, tx, one)
+	}
+	return b.proj.Handle(ctx, tx, &one[0])
+}
+
+// errRedo is what handleFailed returns for a poison event the error policy
+// sets aside: apply turns it into a redo.
+var errRedo = errors.New("redo the batch without the poison event")
+
+// handleFailed turns the error Handle returned for e into apply's result:
+// a retryable error if the database or the context failed, a
+// *HandlerError under ErrorPolicyStop, and otherwise errRedo, with e
+// recorded as poison so the redo sets it aside.
+func (b *batcher) handleFailed(ctx context.Context, tx pgx.Tx, e *PersistedEvent, err error) error {
+	if !isPoison(ctx, tx, err) {
+		// The database or the context failed, not the event: not a
+		// HandlerError, so callers may retry.
+		return b.wrap(fmt.Sprintf("handling event %s (%s) at position %d", e.EventID, e.EventType, e.GlobalPosition), err)
+	}
+	herr := &HandlerError{Projection: b.name, PartitionKey: b.cfg.PartitionKey, Position: e.Position(),
+		EventID: e.EventID, EventType: e.EventType, AggregateType: e.AggregateType, AggregateID: e.AggregateID, Err: err}
+	if b.cfg.ErrorPolicy == ErrorPolicyStop {
+		return herr
+	}
+	if b.poison == nil {
+		b.poison = map[Position]error{}
+	}
+	b.poison[e.Position()] = herr
+	return errRedo
+}
+
+// commit commits a batch that changed nothing in the read model, leaving
+// the stored checkpoint where it is.
+func (b *batcher) commit(ctx context.Context, tx *batchTx) error {
+	sctx, cancel := b.statement(ctx, "committing batch")
+	defer cancel()
+	if err := tx.tx.Commit(sctx); err != nil {
+		return b.wrap("committing batch", err)
+	}
+	return nil
+}
+
+// checkpoint saves the checkpoint at next, counting handled events, and
+// commits, in one round trip instead of two. If the update fails, the
+// server skips the rest of the pipeline, so the COMMIT never runs and the
+// deferred end rolls the transaction back. tx is not told about the
+// COMMIT: once it succeeded, tx is dropped unused and the connection, idle
+// again, goes back to the pool.
+func (b *batcher) checkpoint(ctx context.Context, tx *batchTx, next Position, handled int) error {
 	batch := &pgx.Batch{}
 	batch.Queue(saveCheckpointSQL, b.name, b.cfg.PartitionKey, next.TransactionID, next.GlobalPosition, handled)
 	batch.Queue("COMMIT")
-	sctx, cancel = b.statement(ctx, "saving checkpoint and committing batch")
+	sctx, cancel := b.statement(ctx, "saving checkpoint and committing batch")
 	defer cancel()
-	if err := tx.SendBatch(sctx, batch).Close(); err != nil {
-		return stepResult{}, b.wrap("saving checkpoint and committing batch", err)
+	if err := tx.tx.SendBatch(sctx, batch).Close(); err != nil {
+		return b.wrap("saving checkpoint and committing batch", err)
 	}
-	committed = true
+	tx.committed = true
+	b.isolating = false
 	b.saved = time.Now()
 	b.floor, b.floorBase = next, next
 	for pos := range b.poison {
@@ -560,8 +697,7 @@ func (b *batcher) batch(ctx context.Context) (stepResult, error) {
 			delete(b.poison, pos)
 		}
 	}
-	b.record(began, len(events), handled, skipped, poisoned, next, horizon)
-	return stepResult{fetched: len(events), horizon: horizon}, nil
+	return nil
 }
 
 // setAside applies the error policy to a poison event inside the batch: it

@@ -21,6 +21,39 @@ type Projection interface {
 	Handle(ctx context.Context, tx pgx.Tx, event *PersistedEvent) error
 }
 
+// BatchProjection is a Projection that takes a batch's events in one call,
+// so that it can write its read model in a few statements (a multi-row
+// upsert through unnest, a COPY) instead of one round trip per event. The
+// processor uses HandleBatch whenever the projection has it.
+//
+// The error policies stay exact. When HandleBatch fails with an error of
+// the events (not the database's or the context's), the processor rolls
+// the batch back, runs it again in a fresh transaction one event at a
+// time, each through HandleBatch with a one-event slice, finds the event
+// that fails, and applies the ErrorPolicy to that event only: Stop returns
+// a *HandlerError naming it, Skip and DeadLetter redo the batch (again as a
+// whole) without it. Every other event is applied exactly once. An error of
+// the whole batch that no single event reproduces is not poison: the batch
+// then commits as applied one event at a time.
+//
+// The processor never calls Handle of a BatchProjection: isolation judges
+// each event by the same code that failed the batch. A projection with
+// only a batch form can implement Handle as
+// `return p.HandleBatch(ctx, tx, []PersistedEvent{*e})`, which keeps it
+// usable by callers that apply single events.
+type BatchProjection interface {
+	Projection
+	// HandleBatch applies events, in order, through tx, the batch's
+	// transaction: the writes commit atomically with the checkpoint. The
+	// events are those the partition must apply; events an earlier
+	// topology generation applied, events of other partitions and events
+	// the error policy set aside are left out, and HandleBatch is not called
+	// when none remain. The processor reuses the slice after the call: keep
+	// copies of events (a copied PersistedEvent stays valid), not the slice.
+	// Returning an error rolls the whole batch back (see above).
+	HandleBatch(ctx context.Context, tx pgx.Tx, events []PersistedEvent) error
+}
+
 // ScopedProjection is a Projection that only wants some events. The filter
 // runs in SQL, so events out of scope are never fetched.
 type ScopedProjection interface {

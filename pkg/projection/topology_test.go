@@ -202,8 +202,15 @@ func TestFollowingPartitionIdlesAndResumes(t *testing.T) {
 // The protocol under load: appenders keep writing while the partition
 // count goes through 1 -> 4 -> 8 -> 3 -> 5 -> 1 and random steps, and
 // processors (following, as the operator runs them) are stopped mid-batch
-// and restarted at random. Every event is applied exactly once, in order.
+// and restarted at random. Every event is applied exactly once, in order,
+// by per-event and by batch handlers (whose batches must never hold an
+// event the frontier skips: applied's primary key would refuse it).
 func TestRescaleRandomizedUnderLoad(t *testing.T) {
+	t.Run("handler=event", func(t *testing.T) { testRescaleRandomizedUnderLoad(t, false) })
+	t.Run("handler=batch", func(t *testing.T) { testRescaleRandomizedUnderLoad(t, true) })
+}
+
+func testRescaleRandomizedUnderLoad(t *testing.T, batch bool) {
 	pool := newPool(t)
 	newAppliedTable(t, pool)
 	store := projection.NewStore()
@@ -239,8 +246,12 @@ func TestRescaleRandomizedUnderLoad(t *testing.T) {
 		cfg.PartitionKey, cfg.Topology = key, projection.TopologyFollow
 		cfg.BatchSize, cfg.PollInterval = 1+rng.IntN(20), 2*time.Millisecond
 		done := make(chan error, 1)
+		var proj projection.Projection = applyLog{name: "random", key: key}
+		if batch {
+			proj = &batchApplyLog{applyLog: applyLog{name: "random", key: key}}
+		}
 		go func() {
-			done <- projection.NewProcessor(pool, store, cfg).Run(wctx, applyLog{name: "random", key: key})
+			done <- projection.NewProcessor(pool, store, cfg).Run(wctx, proj)
 		}()
 		workers[key] = worker{wcancel, done}
 	}
