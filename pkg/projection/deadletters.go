@@ -356,7 +356,7 @@ func (b *batcher) retryOne(ctx context.Context, id uuid.UUID, aggregateID string
 	return nil
 }
 
-// handleInSavepoint runs Handle under a savepoint, so that a failure
+// handleInSavepoint applies e under a savepoint, so that a failure
 // undoes Handle's writes but keeps the transaction for recording the error.
 func (b *batcher) handleInSavepoint(ctx context.Context, tx pgx.Tx, e *PersistedEvent, gen int64, total int) error {
 	sp, err := tx.Begin(ctx)
@@ -365,7 +365,9 @@ func (b *batcher) handleInSavepoint(ctx context.Context, tx pgx.Tx, e *Persisted
 	}
 	hctx := context.WithValue(ctx, batchInfoKey{}, BatchInfo{
 		Projection: b.name, PartitionKey: b.cfg.PartitionKey, TotalPartitions: total, Generation: gen})
-	if herr := b.proj.Handle(hctx, sp, e); herr != nil {
+	// Through the same path as a batch's events: HandleBatch with a
+	// one-event slice for a BatchProjection.
+	if herr := b.handle(hctx, sp, []PersistedEvent{*e}); herr != nil {
 		if err := sp.Rollback(ctx); err != nil {
 			return err
 		}

@@ -324,3 +324,41 @@ func TestResetProjectionRemovesDeadLetters(t *testing.T) {
 		t.Fatalf("CountDeadLetters after ResetProjection = %d, %v; want 0", n, err)
 	}
 }
+
+// batchRetryLog is retryLog as a BatchProjection: a retry must go through
+// HandleBatch, the path its batches take, and apply the event once.
+type batchRetryLog struct {
+	retryLog
+	batchCalls atomic.Int64
+}
+
+func (r *batchRetryLog) HandleBatch(ctx context.Context, tx pgx.Tx, events []projection.PersistedEvent) error {
+	r.batchCalls.Add(1)
+	for i := range events {
+		if err := r.retryLog.Handle(ctx, tx, &events[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func TestDeadLetterRetryThroughHandleBatch(t *testing.T) {
+	ctx := t.Context()
+	pool := newPool(t)
+	proj := &batchRetryLog{}
+	poison := deadLettered(t, pool, &proj.retryLog, []string{"a"})
+	proj.fixed.Store(true)
+	if err := projection.RetryDeadLetter(ctx, pool, "retry", poison[0].EventID); err != nil {
+		t.Fatal(err)
+	}
+	catchUp(t, pool, proj, 0, 1)
+	if n := applied(t, pool, poison[0].EventID); n != 1 {
+		t.Errorf("retried event applied %d times, want 1", n)
+	}
+	if proj.batchCalls.Load() == 0 {
+		t.Error("the retry did not go through HandleBatch")
+	}
+	if n, err := projection.CountDeadLetters(ctx, pool, "retry"); err != nil || n != 0 {
+		t.Errorf("CountDeadLetters after the retry = %d, %v; want 0", n, err)
+	}
+}
