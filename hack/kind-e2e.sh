@@ -9,9 +9,7 @@
 #    (kindest/node) when it can be pulled; else one built offline from
 #    Debian packages and the module proxy (hack/kind-node-image.sh, cached
 #    under bin/kind-node). With the offline image the cluster has no CNI
-#    DaemonSet (the image's bridge configuration serves the one node) and no
-#    CoreDNS (the suite needs neither: pods reach PostgreSQL and the API
-#    server by address);
+#    DaemonSet: the image's bridge configuration serves the one node;
 # 3. a Docker network of its own (KIND_NETWORK, given to kind through
 #    KIND_EXPERIMENTAL_DOCKER_NETWORK) on a bridge it names, fenced before any
 #    node starts: iptables FORWARD rules drop whatever the bridge would route
@@ -19,7 +17,8 @@
 #    itself writes no NAT rule when this script starts it; one that was
 #    running already may, and the FORWARD rules hold either way). Checked with
 #    a real request from a pod: netcheck -fail http://OUTSIDE_IP/ must get no
-#    answer, and the API server must answer through the kubernetes Service;
+#    answer, and the API server must answer through the kubernetes Service,
+#    by address and by its DNS name (CoreDNS);
 # 4. the host's PostgreSQL (hack/local-postgres.sh, TLS on) listening on the
 #    network's gateway address, which the node reaches directly and the pods
 #    through the node's masquerade, with pg_hba allowing the network's subnet;
@@ -202,19 +201,15 @@ cgroup_v1=false
     echo "  failCgroupV1: false"
   fi
   # kubeadm init's preflight: ImagePull fails offline for the images this
-  # node does not need (CoreDNS, kubeadm's own pause tag; sandboxes use
+  # node does not need (kubeadm's own pause tag; sandboxes use
   # containerd's sandbox_image, imported), and SystemVerification on cgroup
   # v1 even with failCgroupV1 false.
   ignore=()
   $offline && ignore+=(ImagePull)
   $cgroup_v1 && ignore+=(SystemVerification)
-  if $offline || [ ${#ignore[@]} -gt 0 ]; then
-    printf '%s\n' "- |" "  kind: InitConfiguration"
-    if $offline; then printf '%s\n' "  skipPhases:" "  - addon/coredns"; fi
-    if [ ${#ignore[@]} -gt 0 ]; then
-      printf '%s\n' "  nodeRegistration:" "    ignorePreflightErrors:"
-      for e in "${ignore[@]}"; do echo "    - $e"; done
-    fi
+  if [ ${#ignore[@]} -gt 0 ]; then
+    printf '%s\n' "- |" "  kind: InitConfiguration" "  nodeRegistration:" "    ignorePreflightErrors:"
+    for e in "${ignore[@]}"; do echo "    - $e"; done
   fi
 } > "$workdir/kind.yaml"
 log "creating kind cluster $KIND_CLUSTER"
@@ -260,6 +255,11 @@ sa=/var/run/secrets/kubernetes.io/serviceaccount
 api_ip="$("$KUBECTL" get service kubernetes -n default -o jsonpath='{.spec.clusterIP}')"
 netcheck netcheck-api -cacert "$sa/ca.crt" -token "$sa/token" -status 200 "https://$api_ip/api" ||
   die "a pod cannot reach the API server through its Service ($api_ip)"
+log "checking cluster DNS: a pod reaches the API server by its Service's name"
+"$KUBECTL" -n kube-system rollout status deployment/coredns --timeout=180s >&2 ||
+  die "CoreDNS did not become ready"
+netcheck netcheck-dns -cacert "$sa/ca.crt" -token "$sa/token" -status 200 "https://kubernetes.default.svc.cluster.local/api" ||
+  die "a pod cannot resolve kubernetes.default.svc.cluster.local"
 
 # --- PostgreSQL on the gateway ------------------------------------------------------
 log "starting PostgreSQL on $gateway"

@@ -20,7 +20,7 @@
 #   - pre-imported images, written as OCI archives by cmd/projectionist-image
 #     and imported into the node's containerd (namespace k8s.io) under the
 #     names kubeadm asks for: kube-apiserver, kube-controller-manager,
-#     kube-scheduler and etcd (static binaries from the same build),
+#     kube-scheduler and etcd (static binaries from the same build), CoreDNS,
 #     kube-proxy (on the node's own root filesystem, for iptables and
 #     conntrack), and the sandbox image (make pause-image).
 #   - no CNI DaemonSet: kindnetd is not in any module the proxy serves, so the
@@ -28,9 +28,9 @@
 #     carries a bridge CNI configuration for the single node
 #     (/etc/cni/net.d/10-bridge.conflist, pod CIDR 10.244.0.0/24, masquerade
 #     to the node's address);
-#   - no CoreDNS image (the cluster skips kubeadm's addon/coredns phase:
-#     hack/kind-e2e.sh's config) and no storage provisioner (kind then
-#     installs its legacy host-path StorageClass, which needs no image).
+#   - CoreDNS at kubeadm's version, built from the module proxy;
+#   - no storage provisioner (kind then installs its legacy host-path
+#     StorageClass, which needs no image).
 #
 # The result is cached: a docker image archive under STATE named after a hash
 # of this script and the versions, loaded into the engine when it lacks the
@@ -230,6 +230,18 @@ for b in kube-apiserver kube-controller-manager kube-scheduler; do
   image "registry.k8s.io/$b:$KUBE_VERSION" "$KUBE_BIN/$b"
 done
 image "$etcd_ref" "$KUBE_BIN/etcd"
+# CoreDNS at the version kubeadm deploys, from the module proxy (about 2 min
+# cold; cached under STATE). It runs as root: the image writer sets no file
+# capability for binding port 53 as nonroot, as the upstream image does.
+coredns_ref="$(chroot "$fs" /usr/libexec/kubeadm config images list --kubernetes-version "$KUBE_VERSION" 2>/dev/null | grep '/coredns:')"
+[ -n "$coredns_ref" ] || die "kubeadm config images list named no CoreDNS image"
+coredns_version="${coredns_ref##*:}"
+if [ ! -x "$STATE/coredns-$coredns_version/coredns" ]; then
+  log "building CoreDNS $coredns_version (github.com/coredns/coredns)"
+  (cd "$work" && GOBIN="$STATE/coredns-$coredns_version" CGO_ENABLED=0 GOFLAGS= \
+    go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$coredns_version") >&2
+fi
+image "$coredns_ref" "$STATE/coredns-$coredns_version/coredns"
 # kube-proxy runs iptables and conntrack: its base is the node's own root
 # filesystem (the kube-proxy binary goes on top).
 tar -C "$fs" --numeric-owner --exclude=./kind/images -c . | docker import --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' - localhost/projectionist/kind-node-base:build >/dev/null
