@@ -64,7 +64,7 @@ die() { log "ERROR: $*"; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "run as root: it fences the kind network with iptables and restores host sysctls"
 [ -n "$KIND" ] || die "no kind: make kind (builds sigs.k8s.io/kind into bin/), or put kind on PATH"
-for tool in docker go make iptables; do
+for tool in go make iptables; do # docker: hack/docker-engine.sh installs it
   command -v "$tool" >/dev/null || die "$tool is not on PATH"
 done
 [ -f "$ARCHIVE" ] || die "no image archive $ARCHIVE: run make image (or make test-e2e-kind, which does)"
