@@ -293,3 +293,11 @@ func useMountedTLS(cfg *pgxpool.Config, files mountedTLS) error {
 	}
 	return nil
 }
+
+func reasonOf(err error) string {
+	var dbErr *databaseError
+	if errors.As(err, &dbErr) {
+		return dbErr.condition
+	}
+	return v1alpha1.ReasonDatabaseUnreachable
+}
