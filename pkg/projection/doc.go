@@ -82,3 +82,17 @@
 // one the manager record refuses. A processor that should never change the
 // count, whatever it is configured with, uses [TopologyFollow].
 package projection
+//
+// # Rebuilding a read model
+//
+// A projection that implements [Resetter] can be rebuilt declaratively:
+// [RequestReset] records a request under a token (the operator makes one
+// for a Projection's spec.rebuildToken), and every worker calls
+// [ApplyPendingReset] when it starts, before it processes. The first one
+// runs the projection's Reset hook and deletes its checkpoints, frontier
+// and dead letters in one transaction, with the topology locked; the
+// others find the request done. The partitions then replay the log from
+// the beginning, exactly once. A projection without the hook gets its
+// request refused with a [*ResetNotSupportedError], recorded for
+// [GetResetStatus], and nothing is changed. [ResetProjection] stays the
+// by-hand way: it also deletes the topology.

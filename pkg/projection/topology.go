@@ -349,6 +349,8 @@ func EventsProcessed(ctx context.Context, db DBTX, projection string) (int64, er
 // and dead letters, so that it starts over from the beginning of the log: the way
 // to rebuild a read model (clear the read model in the same transaction).
 // A running processor of the projection starts over on its next batch.
+// For a rebuild that the workers carry out through the projection's own
+// [Resetter] hook, keeping the topology, see [RequestReset].
 func ResetProjection(ctx context.Context, db DBTX, projection string) error {
 	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
 		// Lock the topology first, as a switch does, so batches in
