@@ -81,7 +81,6 @@
 // The dangerous case, a library processor overriding the operator, is the
 // one the manager record refuses. A processor that should never change the
 // count, whatever it is configured with, uses [TopologyFollow].
-package projection
 //
 // # Rebuilding a read model
 //
@@ -96,3 +95,4 @@ package projection
 // request refused with a [*ResetNotSupportedError], recorded for
 // [GetResetStatus], and nothing is changed. [ResetProjection] stays the
 // by-hand way: it also deletes the topology.
+package projection
