@@ -14,8 +14,9 @@ import (
 	"github.com/projectionist/projectionist/pkg/projection"
 )
 
-// setUp migrates the schema and runs Setup within BatchTimeout, so that a
-// database that stops answering halfway is retried, not waited for.
+// setUp migrates the schema, runs Setup and applies the projections'
+// pending resets within BatchTimeout, so that a database that stops
+// answering halfway is retried, not waited for.
 func (w *worker) setUp(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(ctx, w.cfg.BatchTimeout)
 	defer cancel()
@@ -31,6 +32,22 @@ func (w *worker) setUp(ctx context.Context) error {
 	if w.cfg.Setup != nil {
 		if err := w.cfg.Setup(sctx, w.pool); err != nil {
 			return bounded("setting up", err)
+		}
+	}
+	// A pending reset (a rebuild) before any batch: after Setup, which
+	// may create the tables the Reset hook clears.
+	for _, p := range w.procs {
+		r, err := projection.ApplyPendingReset(sctx, w.pool, p.projection)
+		if err != nil {
+			return bounded("applying a pending reset", err)
+		}
+		switch r.Outcome {
+		case projection.ResetApplied:
+			w.log.Info("projection reset: read model and checkpoints cleared, replaying from the beginning of the log",
+				"projection", p.name, "token", r.Token)
+		case projection.ResetRefused:
+			w.log.Warn("projection reset refused; running on from the checkpoints", "projection", p.name, "token", r.Token,
+				errAttr(r.Refusal))
 		}
 	}
 	return nil

@@ -69,7 +69,8 @@ type Config struct {
 	// responding. Defaults to 10s ([projection.DefaultStatementTimeout]).
 	StatementTimeout time.Duration
 	// BatchTimeout bounds a whole batch, the projections' Handle calls
-	// included, and the schema migration and Setup. Defaults to 1m
+	// included, and the schema migration, Setup and a pending reset (a
+	// rebuild: the projection's Reset hook). Defaults to 1m
 	// ([projection.DefaultBatchTimeout]).
 	BatchTimeout time.Duration
 	// ShutdownTimeout bounds how long Run takes to return once its
@@ -84,7 +85,11 @@ type Config struct {
 	// Setup, if set, runs once after the schema migration and before the
 	// projections start, e.g. to create the projections' read-model
 	// tables; while it fails it is retried like a lost database. Defaults
-	// to nothing.
+	// to nothing. After it, before the first batch, the worker carries out
+	// a pending reset request of each projection
+	// ([projection.ApplyPendingReset]): a rebuild asked for with the
+	// Projection resource's spec.rebuildToken runs the projection's
+	// [projection.Resetter] hook, if it has one.
 	Setup func(ctx context.Context, db projection.DBTX) error
 	// Logger receives the worker's and its processors' logs. Defaults to a
 	// logger on standard error in LogFormat at LogLevel, which masks

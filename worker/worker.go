@@ -22,6 +22,18 @@
 // starts ([projection.TopologyApply]): separate processes without an
 // operator.
 //
+// # Rebuilds
+//
+// When it starts, before any batch, the worker carries out each of its
+// projections' pending reset requests ([projection.ApplyPendingReset]):
+// the operator makes one for a Projection's spec.rebuildToken, with the
+// worker pods stopped. A projection that implements [projection.Resetter]
+// has its Reset hook run, with its checkpoints deleted in the same
+// transaction, and replays the log; one that does not has the request
+// refused (recorded for the operator, logged at WARN) and runs on. So a
+// worker built with [Main] around a user's projections rebuilds them with
+// no extra code beyond the hook.
+//
 // # Failures
 //
 // A lost database stops the processors, whose batches in flight roll back;
