@@ -86,6 +86,24 @@ type ProjectionSpec struct {
 	// +optional
 	Suspend *bool `json:"suspend,omitempty"`
 
+	// rebuildToken asks for a rebuild of the read model from the beginning
+	// of the log: whenever it is set to a value other than the last
+	// rebuild's (status.rebuild.token), the operator stops the worker pods
+	// and waits until none runs, asks for a reset in the database, and
+	// starts the pods again; the first worker to start runs the
+	// projection's Reset hook (projection.Resetter), which clears the read
+	// model in the transaction that deletes the checkpoints, and the
+	// workers replay every event exactly once. The partition count is
+	// kept. A projection without the hook is not touched: the Rebuilding
+	// condition turns False with reason ResetNotSupported. Any value will
+	// do (a date, a counter, a reason); removing it does nothing. While
+	// the Projection is suspended or has 0 replicas the rebuild waits.
+	// Defaults to none; at most 63 printable ASCII characters.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[ -~]*$`
+	RebuildToken string `json:"rebuildToken,omitempty"`
+
 	// batchSize is the most events a partition handles in one transaction.
 	// Defaults to 100 (the library's projection.DefaultBatchSize); 1 to
 	// 10000.
@@ -257,6 +275,70 @@ type PartitionStatus struct {
 	Lag int64 `json:"lag,omitempty"`
 }
 
+// RebuildPhase is how far a rebuild (spec.rebuildToken) has got.
+// +kubebuilder:validation:Enum=Stopping;Resetting;Replaying;Rebuilt;Failed
+type RebuildPhase string
+
+const (
+	// RebuildStopping: the worker pods are being stopped; the operator
+	// waits until none is left.
+	RebuildStopping RebuildPhase = "Stopping"
+	// RebuildResetting: the reset is requested in the database and the
+	// pods are started again; the first one resets the read model and the
+	// checkpoints.
+	RebuildResetting RebuildPhase = "Resetting"
+	// RebuildReplaying: the reset is done; the workers replay the log.
+	RebuildReplaying RebuildPhase = "Replaying"
+	// RebuildRebuilt: the replay reached the head of the log (lag 0).
+	RebuildRebuilt RebuildPhase = "Rebuilt"
+	// RebuildFailed: the reset was refused (the projection has no Reset
+	// hook); nothing was changed. A new token tries again.
+	RebuildFailed RebuildPhase = "Failed"
+)
+
+// RebuildStatus is the state of the latest rebuild.
+type RebuildStatus struct {
+	// token is the spec.rebuildToken this rebuild is for.
+	// +required
+	// +kubebuilder:validation:MaxLength=63
+	Token string `json:"token"`
+
+	// phase is Stopping, Resetting, Replaying, Rebuilt or Failed.
+	// +required
+	Phase RebuildPhase `json:"phase"`
+
+	// startedAt is when the operator saw the token.
+	// +optional
+	StartedAt *metav1.Time `json:"startedAt,omitempty"`
+
+	// resetAt is when a worker reset the read model and the checkpoints
+	// (the database's clock).
+	// +optional
+	ResetAt *metav1.Time `json:"resetAt,omitempty"`
+
+	// completedAt is when the rebuild ended: Rebuilt or Failed.
+	// +optional
+	CompletedAt *metav1.Time `json:"completedAt,omitempty"`
+
+	// eventsReplayed is the number of events the workers have handled
+	// since the reset, as of observedAt.
+	// +optional
+	EventsReplayed int64 `json:"eventsReplayed,omitempty"`
+
+	// eventsPerSecond is the replay's rate between the last two readings.
+	// +optional
+	EventsPerSecond int64 `json:"eventsPerSecond,omitempty"`
+
+	// observedAt is when eventsReplayed was read.
+	// +optional
+	ObservedAt *metav1.Time `json:"observedAt,omitempty"`
+
+	// message says what the rebuild waits for, or why it failed.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	Message string `json:"message,omitempty"`
+}
+
 // ProjectionStatus is the observed state of a Projection.
 type ProjectionStatus struct {
 	// replicas is the number of worker pods that exist.
@@ -315,7 +397,13 @@ type ProjectionStatus struct {
 	// +listMapKey=partition
 	PartitionStatuses []PartitionStatus `json:"partitionStatuses,omitempty"`
 
-	// conditions are Ready, Progressing, Degraded, Stalled and CaughtUp.
+	// rebuild is the state of the latest rebuild asked for with
+	// spec.rebuildToken; unset if none was.
+	// +optional
+	Rebuild *RebuildStatus `json:"rebuild,omitempty"`
+
+	// conditions are Ready, Progressing, Degraded, Stalled, CaughtUp and,
+	// once a rebuild has been asked for, Rebuilding.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -346,6 +434,14 @@ const (
 	// lastTransitionTime says when): the signal to cut readers over to a
 	// new projection, e.g. kubectl wait --for=condition=CaughtUp.
 	ConditionCaughtUp = "CaughtUp"
+	// ConditionRebuilding is True while a rebuild asked for with
+	// spec.rebuildToken is under way (reason Stopping, Resetting or
+	// Replaying, or Suspended or Paused while it waits for workers), and
+	// False once it is over: reason Rebuilt, or ResetNotSupported when the
+	// projection has no Reset hook. A Projection never asked to rebuild
+	// does not have it. A rebuild turns CaughtUp False (reason Rebuilding)
+	// until the replay reaches lag 0.
+	ConditionRebuilding = "Rebuilding"
 )
 
 // StalledAfter is how long a partition with lag may leave its checkpoint
@@ -375,6 +471,12 @@ const (
 	ReasonSuspended           = "Suspended"
 	ReasonLagReachedZero      = "LagReachedZero"
 	ReasonCatchingUp          = "CatchingUp"
+	ReasonRebuilding          = "Rebuilding"
+	ReasonRebuildStopping     = "Stopping"
+	ReasonRebuildResetting    = "Resetting"
+	ReasonRebuildReplaying    = "Replaying"
+	ReasonRebuilt             = "Rebuilt"
+	ReasonResetNotSupported   = "ResetNotSupported"
 
 	// ReasonCANotFound: the connection string's sslrootcert, sslcert or
 	// sslkey names a file in one of the Projection's ConfigMap or Secret
