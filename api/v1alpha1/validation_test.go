@@ -188,6 +188,16 @@ func TestCreateRejectsInvalidSpec(t *testing.T) {
 			want:   []string{"spec.pollInterval", "should match"},
 		},
 		{
+			name:   "rebuildToken too long",
+			mutate: func(s map[string]any) { s["rebuildToken"] = strings.Repeat("r", 64) },
+			want:   []string{"spec.rebuildToken", "may not be more than 63 bytes"},
+		},
+		{
+			name:   "rebuildToken with a newline",
+			mutate: func(s map[string]any) { s["rebuildToken"] = "fix\nbug" },
+			want:   []string{"spec.rebuildToken", "should match"},
+		},
+		{
 			name:   "missing database.secretRef",
 			mutate: func(s map[string]any) { s["database"] = map[string]any{} },
 			want:   []string{"spec.database.secretRef: Required value"},
@@ -304,6 +314,8 @@ func TestCreateAcceptsBounds(t *testing.T) {
 		{"errorPolicy Skip", "errorPolicy", string(v1alpha1.ErrorPolicySkip)},
 		{"errorPolicy DeadLetter", "errorPolicy", string(v1alpha1.ErrorPolicyDeadLetter)},
 		{"projectionName", "projectionName", "billing.user_count-v2"},
+		{"rebuildToken", "rebuildToken", "2026-12-02 fix #42: totals in cents"},
+		{"rebuildToken 63", "rebuildToken", strings.Repeat("r", 63)},
 		{"imagePullSecrets", "imagePullSecrets", []any{map[string]any{"name": "registry-credentials"}}},
 		{"serviceAccountName", "serviceAccountName", "projections.shop-v2"},
 		{"podLabels", "podLabels", map[string]any{"team": "shop", "app.kubernetes.io/part-of": "shop"}},
