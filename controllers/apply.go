@@ -106,7 +106,7 @@ func (r *ProjectionReconciler) checkSpec(_ context.Context, s *state) error {
 }
 
 // applyStatefulSet applies the StatefulSet with spec.replicas pods once the
-// topology has been switched. While the operator cannot switch it, the
+// topology has been switched, or none while a rebuild stops the workers. While the operator cannot switch it, the
 // StatefulSet keeps the pods it has (none for a new Projection).
 func (r *ProjectionReconciler) applyStatefulSet(ctx context.Context, s *state) error {
 	if s.invalidSpec {
@@ -121,6 +121,9 @@ func (r *ProjectionReconciler) applyStatefulSet(ctx context.Context, s *state) e
 		if s.statefulSet != nil {
 			s.replicas = ptr.Deref(s.statefulSet.Spec.Replicas, 1)
 		}
+	}
+	if s.rebuild != nil && s.rebuild.stop {
+		s.replicas = 0 // a rebuild's reset waits until no worker runs
 	}
 	sts, err := resources.StatefulSet(s.projection, s.replicas, r.Options)
 	if err != nil {

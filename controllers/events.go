@@ -35,6 +35,18 @@ func (r *ProjectionReconciler) emitEvents(ctx context.Context, s *state, before 
 		emit(corev1.EventTypeNormal, "TopologySwitched", "SwitchTopology",
 			"switched projection %s from %d to %s (topology generation %d)", p.EffectiveProjectionName(), e.from, partitions(e.to), e.generation)
 	}
+	if rs := s.rebuild; rs != nil && rs.changed() {
+		name, b := p.EffectiveProjectionName(), rs.status
+		switch {
+		case rs.phaseBefore == "":
+			emit(corev1.EventTypeNormal, "RebuildStarted", "Rebuild",
+				"rebuilding projection %s (token %q): stopping the worker pods before the reset", name, b.Token)
+		case b.Phase == v1alpha1.RebuildRebuilt:
+			emit(corev1.EventTypeNormal, v1alpha1.ReasonRebuilt, "Rebuild", "%s", b.Message)
+		case b.Phase == v1alpha1.RebuildFailed:
+			emit(corev1.EventTypeWarning, v1alpha1.ReasonResetNotSupported, "Rebuild", "rebuild %q failed: %s", b.Token, b.Message)
+		}
+	}
 	if n := s.deadLetters; n != nil && *n > s.deadLettersBefore {
 		emit(corev1.EventTypeWarning, "DeadLettersGrew", "DeadLetter",
 			"projection %s has %d dead letters (%d before): list them with 'projectionist dead-letters list --projection %s'",

@@ -6,7 +6,8 @@
 // watches.go (what is watched and mapped to Projections), apply.go (the
 // children, server-side applied behind a no-op cache), secrets.go and
 // database.go (the Secret, the connection pools and their timeouts),
-// topology.go (the switch in the database), observe.go (progress and worker
+// topology.go (the switch in the database), rebuild.go (spec.rebuildToken:
+// stop, reset, replay), observe.go (progress and worker
 // failures read back), projection_status.go (the status and its
 // conditions) and events.go (the Events and log lines of a change).
 package controllers
@@ -98,6 +99,7 @@ func (r *ProjectionReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		r.connect,
 		r.checkSpec,
 		r.switchTopology,
+		r.rebuild,
 		r.applyStatefulSet,
 		r.observeProgress,
 		r.observePods,
@@ -109,9 +111,20 @@ func (r *ProjectionReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	status := r.computeStatus(s)
 	before := p.Status.Conditions
 	if !equality.Semantic.DeepEqual(p.Status, status) {
-		patch := statusPatch{client.MergeFrom(p.DeepCopy())}
+		var opts []client.MergeFromOption
+		if s.rebuild != nil && s.rebuild.changed() {
+			// A rebuild's step is written only over the status it was
+			// computed from: a pass that read an older one (the cache
+			// lags) must not move the rebuild back, or report a step twice.
+			opts = append(opts, client.MergeFromWithOptimisticLock{})
+		}
+		patch := statusPatch{client.MergeFromWithOptions(p.DeepCopy(), opts...)}
 		p.Status = status
-		if err := r.Client.Status().Patch(ctx, &p, patch); err != nil {
+		if err := r.Client.Status().Patch(ctx, &p, patch); apierrors.IsConflict(err) {
+			// The newer status is on its way to the cache, and its
+			// update event brings the next reconcile.
+			return ctrl.Result{RequeueAfter: r.StatusInterval}, nil
+		} else if err != nil {
 			return ctrl.Result{}, fmt.Errorf("writing status: %w", err)
 		}
 	}
@@ -145,6 +158,8 @@ type state struct {
 	workerFailure *problem
 	// invalidSpec: the spec cannot make a StatefulSet; nothing is applied.
 	invalidSpec bool
+	// rebuild is the rebuild under way (spec.rebuildToken), if any.
+	rebuild *rebuildState
 }
 
 type problem struct{ reason, message string }

@@ -49,6 +49,7 @@ func (r *ProjectionReconciler) computeStatus(s *state) v1alpha1.ProjectionStatus
 	setProgressingCondition(&st, s)
 	setReadyCondition(&st, s)
 	setStalledCondition(&st, s)
+	setRebuildStatus(&st, s)
 	setCaughtUpCondition(&st, s)
 	return st
 }
@@ -64,7 +65,17 @@ func suspendedMessage(s *state) string {
 // reading has every partition of the topology at lag 0, and leaves it True
 // from then on: it says the projection has caught up with the log once,
 // not that it is caught up now (that is status.lag).
+//
+// A rebuild starts it over: False with reason Rebuilding from the moment
+// the operator sees the new spec.rebuildToken until the replay is done,
+// then True again once the lag is 0 (which is when the rebuild is done).
 func setCaughtUpCondition(st *v1alpha1.ProjectionStatus, s *state) {
+	if rebuildUnderway(s) {
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: v1alpha1.ConditionCaughtUp, Status: metav1.ConditionFalse,
+			Reason: v1alpha1.ReasonRebuilding, ObservedGeneration: s.projection.Generation,
+			Message: fmt.Sprintf("rebuild %q under way: the projection replays the log from the beginning", s.rebuild.status.Token)})
+		return
+	}
 	if meta.IsStatusConditionTrue(st.Conditions, v1alpha1.ConditionCaughtUp) {
 		return
 	}

@@ -432,7 +432,9 @@ const (
 	// ConditionCaughtUp turns True the first time every partition of the
 	// Projection's topology has lag 0, and stays True (its
 	// lastTransitionTime says when): the signal to cut readers over to a
-	// new projection, e.g. kubectl wait --for=condition=CaughtUp.
+	// new projection, e.g. kubectl wait --for=condition=CaughtUp. A
+	// rebuild (spec.rebuildToken) turns it False, reason Rebuilding, until
+	// the replay has reached lag 0.
 	ConditionCaughtUp = "CaughtUp"
 	// ConditionRebuilding is True while a rebuild asked for with
 	// spec.rebuildToken is under way (reason Stopping, Resetting or

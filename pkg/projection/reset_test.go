@@ -96,16 +96,15 @@ func TestApplyPendingResetIsExactUnderAppends(t *testing.T) {
 	store := projection.NewStore()
 
 	// The appender: every committed event's amount is counted.
+	// It stops between appends, never during one, so that every
+	// committed event is counted.
 	var appended, appendedSum atomic.Int64
-	appendCtx, stopAppending := context.WithCancel(ctx)
+	var stopped atomic.Bool
+	stopAppending := func() { stopped.Store(true) }
 	appendDone := make(chan error, 1)
 	go func() {
-		for i := int64(1); appendCtx.Err() == nil; i++ {
-			err := appendAmount(appendCtx, pool, store, fmt.Sprintf("order-%d", i%37), i%100+1)
-			if appendCtx.Err() != nil {
-				break
-			}
-			if err != nil {
+		for i := int64(1); !stopped.Load(); i++ {
+			if err := appendAmount(ctx, pool, store, fmt.Sprintf("order-%d", i%37), i%100+1); err != nil {
 				appendDone <- err
 				return
 			}
