@@ -61,7 +61,8 @@ type suite struct {
 
 // TestProjectionist installs the operator with the Helm chart, runs the
 // sample Projections, rescales one under load, deletes a worker pod under
-// load, checks a broken Projection's condition, and uninstalls the
+// load, suspends and resumes it, rebuilds it under load, checks a broken
+// Projection's condition, and uninstalls the
 // operator, asserting every event is applied exactly once throughout. The
 // steps build on each other: the first failure ends the run.
 func TestProjectionist(t *testing.T) {
@@ -88,6 +89,7 @@ func TestProjectionist(t *testing.T) {
 		{"ScaleUnderLoad", s.scaleUnderLoad},
 		{"DeletePodUnderLoad", s.deletePodUnderLoad},
 		{"SuspendResume", s.suspendResume},
+		{"RebuildUnderLoad", s.rebuildUnderLoad},
 		{"CustomWorkerImage", s.customWorkerImage},
 		{"MissingSecret", s.missingSecret},
 		{"HelmUninstall", s.helmUninstall},
