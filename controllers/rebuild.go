@@ -30,7 +30,8 @@ type rebuildState struct {
 	phaseBefore v1alpha1.RebuildPhase
 	// stop: the StatefulSet gets 0 replicas.
 	stop bool
-	// podsLeft is the number of worker pods that still exist (Stopping).
+	// podsLeft is the number of worker pods that still exist (Stopping);
+	// -1 when not counted (the database is out of reach).
 	podsLeft int
 	// waiting is why the rebuild cannot go on (suspended, 0 replicas):
 	// the Rebuilding condition's reason, and its message.
@@ -68,7 +69,7 @@ func (r *ProjectionReconciler) rebuild(ctx context.Context, s *state) error {
 	if token == "" {
 		return nil
 	}
-	rs := &rebuildState{}
+	rs := &rebuildState{podsLeft: -1}
 	if prev := p.Status.Rebuild; prev != nil && prev.Token == token {
 		rs.status, rs.phaseBefore = *prev.DeepCopy(), prev.Phase
 	} else {
@@ -202,7 +203,10 @@ func setRebuildStatus(st *v1alpha1.ProjectionStatus, s *state) {
 	switch b.Phase {
 	case v1alpha1.RebuildStopping:
 		c.Reason = v1alpha1.ReasonRebuildStopping
-		b.Message = fmt.Sprintf("rebuild %q: stopping the worker pods before the reset (%d left)", b.Token, rs.podsLeft)
+		b.Message = fmt.Sprintf("rebuild %q: stopping the worker pods before the reset", b.Token)
+		if rs.podsLeft >= 0 {
+			b.Message += fmt.Sprintf(" (%d left)", rs.podsLeft)
+		}
 	case v1alpha1.RebuildResetting:
 		c.Reason = v1alpha1.ReasonRebuildResetting
 		b.Message = fmt.Sprintf("rebuild %q: reset requested; the first worker to start resets the read model and the checkpoints", b.Token)
