@@ -64,7 +64,7 @@ die() { log "ERROR: $*"; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "run as root: it fences the kind network with iptables and restores host sysctls"
 [ -n "$KIND" ] || die "no kind: make kind (builds sigs.k8s.io/kind into bin/), or put kind on PATH"
-for tool in go make iptables; do # docker: hack/docker-engine.sh installs it
+for tool in go make; do # docker and iptables: hack/docker-engine.sh installs docker.io, which brings iptables
   command -v "$tool" >/dev/null || die "$tool is not on PATH"
 done
 [ -f "$ARCHIVE" ] || die "no image archive $ARCHIVE: run make image (or make test-e2e-kind, which does)"
@@ -144,6 +144,7 @@ env_out="$(hack/docker-engine.sh start)"
 eval "$env_out"
 export DOCKER_HOST
 engine_started="${DOCKER_ENGINE_STARTED:-}"
+command -v iptables >/dev/null || die "iptables is not on PATH (the fence needs it): apt-get install iptables"
 
 if "$KIND" get clusters 2>/dev/null | grep -qx "$KIND_CLUSTER"; then
   die "a kind cluster named $KIND_CLUSTER exists already: $KIND delete cluster --name $KIND_CLUSTER, or set KIND_CLUSTER"
