@@ -19,6 +19,13 @@
 // same database. The zero [ProcessorConfig] is valid: every zero field means
 // its default.
 //
+// A [BatchProjection] also has HandleBatch, which receives a batch's events
+// in one call, so that it can write them in a few statements (a multi-row
+// upsert, an INSERT from unnest, a COPY) instead of one round trip each; the
+// error policies still apply to the failing event only. The demo
+// projections in the repository (internal/demo/projections.go) are worked
+// examples, tested to leave the same read models as their Handle.
+//
 // # Failures
 //
 // [Processor.Run] stops at the first failure. [Processor.RunSupervised]
