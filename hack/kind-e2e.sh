@@ -278,17 +278,28 @@ for _ in $(seq 1 120); do
   sleep 1
 done
 $synced || { diagnose; die "kube-proxy wrote no rule for the kubernetes Service in 120s"; }
+# A check that a pod reaches something, tried up to three times: a slow
+# first sync of kube-proxy or CoreDNS is not a broken network. (The egress
+# check, which must fail, runs once.)
+reaches() { # NAME ARGS...
+  local name="$1" i; shift
+  for i in 1 2 3; do
+    netcheck "$name-$i" "$@" && return 0
+    [ "$i" = 3 ] || { log "no answer (attempt $i of 3); trying again in 5s"; sleep 5; }
+  done
+  return 1
+}
 log "checking egress from a pod: http://$OUTSIDE_IP/ must get no answer"
 netcheck netcheck-egress -fail -timeout 5s "http://$OUTSIDE_IP/" || die "a pod reached $OUTSIDE_IP: the fence does not hold"
 log "checking that a pod reaches the API server through the kubernetes Service"
 sa=/var/run/secrets/kubernetes.io/serviceaccount
 api_ip="$("$KUBECTL" get service kubernetes -n default -o jsonpath='{.spec.clusterIP}')"
-netcheck netcheck-api -cacert "$sa/ca.crt" -token "$sa/token" -status 200 "https://$api_ip/api" ||
+reaches netcheck-api -cacert "$sa/ca.crt" -token "$sa/token" -status 200 "https://$api_ip/api" ||
   { diagnose; die "a pod cannot reach the API server through its Service ($api_ip)"; }
 log "checking cluster DNS: a pod reaches the API server by its Service's name"
 "$KUBECTL" -n kube-system rollout status deployment/coredns --timeout=180s >&2 ||
   { diagnose; die "CoreDNS did not become ready"; }
-netcheck netcheck-dns -cacert "$sa/ca.crt" -token "$sa/token" -status 200 "https://kubernetes.default.svc.cluster.local/api" ||
+reaches netcheck-dns -cacert "$sa/ca.crt" -token "$sa/token" -status 200 "https://kubernetes.default.svc.cluster.local/api" ||
   { diagnose; die "a pod cannot resolve kubernetes.default.svc.cluster.local"; }
 
 # --- PostgreSQL on the gateway ------------------------------------------------------
