@@ -83,7 +83,14 @@ type object struct {
 // values given as YAML (empty for the chart's defaults).
 func render(t *testing.T, values string) rendered {
 	t.Helper()
-	args := []string{"template", release, chartDir, "--namespace", namespace}
+	return renderWith(t, values)
+}
+
+// renderWith is render with more helm template arguments (such as
+// --api-versions).
+func renderWith(t *testing.T, values string, extra ...string) rendered {
+	t.Helper()
+	args := append([]string{"template", release, chartDir, "--namespace", namespace}, extra...)
 	if values != "" {
 		// Not in t.TempDir(): its name holds the test's, and helm splits
 		// --values at commas.
@@ -652,6 +659,12 @@ func TestSchemaRefusesBadValues(t *testing.T) {
 		{"logLevel=verbose", "at '/logLevel'"},
 		{"metrics.prot=9090", "additional properties 'prot' not allowed"},
 		{"statusInterval=soon", "at '/statusInterval'"},
+		{"monitoring.podMonitr.enabled=true", "additional properties 'podMonitr' not allowed"},
+		{"monitoring.podMonitor.enabled=yes", "at '/monitoring/podMonitor/enabled': got string, want boolean"},
+		{"monitoring.serviceMonitor.interval=often", "at '/monitoring/serviceMonitor/interval'"},
+		{"monitoring.prometheusRule.lagEventsThreshold=lots", "at '/monitoring/prometheusRule/lagEventsThreshold'"},
+		{"monitoring.prometheusRule.batchDurationSeconds=0", "at '/monitoring/prometheusRule/batchDurationSeconds'"},
+		{"monitoring.dashboard.label.team=a", "additional properties 'label' not allowed"},
 	} {
 		for _, cmd := range [][]string{{"template", release, chartDir}, {"lint", chartDir, "--strict"}} {
 			out, err := exec.Command(helm(t), append(cmd, "--set", tc.set)...).CombinedOutput()
