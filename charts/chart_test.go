@@ -664,6 +664,8 @@ func TestSchemaRefusesBadValues(t *testing.T) {
 		{"monitoring.serviceMonitor.interval=often", "at '/monitoring/serviceMonitor/interval'"},
 		{"monitoring.prometheusRule.lagEventsThreshold=lots", "at '/monitoring/prometheusRule/lagEventsThreshold'"},
 		{"monitoring.prometheusRule.batchDurationSeconds=0", "at '/monitoring/prometheusRule/batchDurationSeconds'"},
+		{"monitoring.prometheusRule.batchDurationSeconds=fast", "at '/monitoring/prometheusRule/batchDurationSeconds'"},
+		{"monitoring.prometheusRule.batchDurationSeconds=0.0", "at '/monitoring/prometheusRule/batchDurationSeconds'"},
 		{"monitoring.dashboard.label.team=a", "additional properties 'label' not allowed"},
 	} {
 		for _, cmd := range [][]string{{"template", release, chartDir}, {"lint", chartDir, "--strict"}} {
@@ -676,5 +678,12 @@ func TestSchemaRefusesBadValues(t *testing.T) {
 	// A number through --set passes.
 	if out, err := exec.Command(helm(t), "template", release, chartDir, "--set", "replicaCount=2").CombinedOutput(); err != nil {
 		t.Errorf("helm template --set replicaCount=2: %v\n%s", err, out)
+	}
+	// --set passes 0.5 as a string: the schema takes a decimal string, and
+	// the rule gets it as written.
+	out, err := exec.Command(helm(t), "template", release, chartDir, prometheusOperator,
+		"--set", "monitoring.prometheusRule.enabled=true,monitoring.prometheusRule.batchDurationSeconds=0.5").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "(rate(projectionist_batch_duration_seconds_bucket[5m]))) > 0.5\n") {
+		t.Errorf("helm template --set monitoring.prometheusRule.batchDurationSeconds=0.5: err %v, want the rule's threshold 0.5:\n%s", err, out)
 	}
 }
