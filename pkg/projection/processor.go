@@ -140,6 +140,10 @@ type Stats struct {
 	// Idle is true while the partition key is outside the topology (or,
 	// following, there is none yet): the processor waits for it to grow.
 	Idle bool
+	// Wakeups is the number of times a notification ended a caught-up
+	// processor's wait before its poll interval ran out
+	// ([WakeupsListen]).
+	Wakeups int64
 }
 
 // Stats returns the processor's counters. It is safe to call while the
@@ -236,9 +240,28 @@ func (p *Processor) run(ctx context.Context, proj Projection, untilCaughtUp bool
 	b.log.Info("projection processor started")
 	defer b.log.Info("projection processor stopped")
 
+	var sub *subscription
+	if b.cfg.Wakeups == WakeupsListen {
+		l := b.cfg.Listener
+		if l == nil {
+			l = NewListener(p.pool, b.log)
+		}
+		// Before the first batch: a commit notified from now on is
+		// either seen by that batch or wakes the next one.
+		sub = l.subscribe(b.cfg.PartitionKey)
+		defer sub.unsubscribe()
+	}
 	poll := time.NewTimer(0)
 	defer poll.Stop()
+	var backoff time.Duration
 	for {
+		if sub != nil {
+			// Every commit notified so far is visible to this batch.
+			sub.drain()
+			if sub.retry.Swap(false) {
+				b.retrier.due = time.Time{}
+			}
+		}
 		if err := b.retryDeadLetters(ctx); err != nil {
 			return finish(err)
 		}
@@ -246,19 +269,65 @@ func (p *Processor) run(ctx context.Context, proj Projection, untilCaughtUp bool
 		if err != nil || ctx.Err() != nil {
 			return finish(err)
 		}
+		if sub != nil {
+			sub.total.Store(int64(b.wakeupTotal()))
+		}
 		if r.redo || (!r.idle && r.fetched == b.cfg.BatchSize) {
 			continue
 		}
 		if untilCaughtUp && (r.idle || r.horizon >= target) {
 			return nil
 		}
-		poll.Reset(b.cfg.PollInterval)
+		wait := b.cfg.PollInterval
+		switch {
+		case sub == nil:
+		case !r.idle && r.horizon <= sub.notified.Load():
+			// An event of ours committed but an older transaction
+			// still in flight holds it back: look again soon, backing
+			// off towards PollInterval (that transaction may append
+			// nothing, and then nothing wakes us when it ends).
+			backoff = min(max(2*backoff, heldBackRetry), b.cfg.PollInterval)
+			wait = backoff
+		case sub.l.connected.Load():
+			wait, backoff = max(b.cfg.PollInterval, b.cfg.WakeupPollInterval), 0
+		default:
+			backoff = 0
+		}
+		if r.unsaved {
+			// The stored checkpoint is behind what we looked at: save
+			// it within idleSaveInterval, so that lag reads 0.
+			wait = min(wait, idleSaveInterval)
+		}
+		poll.Reset(wait)
+		var woken <-chan struct{}
+		if sub != nil {
+			woken = sub.wake
+		}
 		select {
 		case <-ctx.Done():
 			return finish(nil)
 		case <-poll.C:
+		case <-woken:
+			poll.Stop() // Go 1.23 timers: no stale tick after Stop
+			p.mu.Lock()
+			p.stats.Wakeups++
+			p.mu.Unlock()
 		}
 	}
+}
+
+// heldBackRetry is the first wait of a processor whose notified event is
+// held back by an older transaction in flight.
+const heldBackRetry = time.Millisecond
+
+// wakeupTotal is the partition count by which the listener may filter
+// event notifications for this batcher: 0 (take every one) while idle or
+// for a strategy evaluated in Go.
+func (b *batcher) wakeupTotal() int {
+	if b.idle || b.goFilter || !isHashStrategy(b.cfg.PartitionStrategy) {
+		return 0
+	}
+	return b.total
 }
 
 // batcher holds one run's state between batches.
@@ -391,6 +460,9 @@ type stepResult struct {
 	// idle: the partition key is outside the projection's topology (or,
 	// following, there is no topology yet); nothing was read.
 	idle bool
+	// unsaved: the batch looked past the stored checkpoint but did not
+	// write it (see idleSaveInterval).
+	unsaved bool
 }
 
 // step runs one batch within BatchTimeout, each of its own statements
@@ -475,7 +547,7 @@ func (b *batcher) batch(ctx context.Context) (stepResult, error) {
 		}
 		b.isolating = false
 		b.record(began, len(events), 0, a.skipped, 0, next, horizon)
-		return stepResult{fetched: len(events), horizon: horizon}, nil
+		return stepResult{fetched: len(events), horizon: horizon, unsaved: cp.Less(next)}, nil
 	}
 	if err := b.checkpoint(ctx, tx, next, a.handled); err != nil {
 		return stepResult{}, err
