@@ -41,6 +41,17 @@ type Config struct {
 	// for new events. Defaults to [projection.DefaultPollInterval] (100ms)
 	// when zero.
 	PollInterval time.Duration
+	// Wakeups says whether the processors wait for notifications of
+	// appends besides polling: [projection.WakeupsListen] (the default,
+	// one listening connection per worker, beside the pool) or
+	// [projection.WakeupsPoll]. ParseConfig takes it from WAKEUPS
+	// ("listen" or "poll").
+	Wakeups projection.WakeupMode
+	// WakeupPollInterval is how long a caught-up processor waits between
+	// polls while its notifications arrive; it polls at PollInterval
+	// while the listening connection is down. Defaults to
+	// [projection.DefaultWakeupPollInterval] (10s) when zero.
+	WakeupPollInterval time.Duration
 	// PartitionKey is this worker's partition. Defaults to 0. ParseConfig
 	// takes it from PARTITION_KEY or else from the ordinal suffix of
 	// POD_NAME: StatefulSet pod "user-count-3" runs partition 3.
@@ -180,6 +191,18 @@ var settings = []setting{
 	}},
 	{"poll-interval", EnvPollInterval, "duration", "wait between polls once caught up (default " + projection.DefaultPollInterval.String() + ")", func(c *Config, v string) (err error) {
 		c.PollInterval, err = parseDuration(v)
+		return err
+	}},
+	{"wakeups", "WAKEUPS", "mode", "listen: wake on each commit that appends events, polling as a fallback; poll: only poll (default listen)", func(c *Config, v string) error {
+		m, err := projection.ParseWakeupMode(v)
+		if err != nil {
+			return errors.New("must be listen or poll")
+		}
+		c.Wakeups = m
+		return nil
+	}},
+	{"wakeup-poll-interval", "WAKEUP_POLL_INTERVAL", "duration", "wait between polls once caught up while wakeups arrive (default " + projection.DefaultWakeupPollInterval.String() + ")", func(c *Config, v string) (err error) {
+		c.WakeupPollInterval, err = parseDuration(v)
 		return err
 	}},
 	{"partition-key", EnvPartitionKey, "n", "this worker's partition (default: the ordinal of POD_NAME, or 0)", func(c *Config, v string) (err error) {
@@ -370,6 +393,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PollInterval == 0 {
 		c.PollInterval = projection.DefaultPollInterval
+	}
+	if c.WakeupPollInterval == 0 {
+		c.WakeupPollInterval = projection.DefaultWakeupPollInterval
 	}
 	if c.HTTPAddr == "" {
 		c.HTTPAddr = DefaultHTTPAddr
