@@ -38,7 +38,8 @@ type Config struct {
 	// and 10000. Defaults to [projection.DefaultBatchSize] (100) when zero.
 	BatchSize int
 	// PollInterval is how long a caught-up processor waits before looking
-	// for new events. Defaults to [projection.DefaultPollInterval] (100ms)
+	// for new events, unless a notification of a commit wakes it first
+	// (see Wakeups). Defaults to [projection.DefaultPollInterval] (100ms)
 	// when zero.
 	PollInterval time.Duration
 	// Wakeups says whether the processors wait for notifications of

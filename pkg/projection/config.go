@@ -58,7 +58,9 @@ type ProcessorConfig struct {
 	// [HashPartitionStrategy], which is filtered in SQL.
 	PartitionStrategy PartitionStrategy
 	// PollInterval is how long the processor waits when it has caught up
-	// before looking for new events. Must not be negative. Defaults to
+	// before looking for new events, unless a notification wakes it first
+	// (see Wakeups): with wakeups, the interval it polls at while its
+	// listener is down. Must not be negative. Defaults to
 	// DefaultPollInterval (100ms) when zero.
 	PollInterval time.Duration
 	// Wakeups says whether the processor waits for notifications of

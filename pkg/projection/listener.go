@@ -103,8 +103,9 @@ type subscription struct {
 	wake chan struct{}
 	key  int
 	// total is the partition count to filter event notifications by
-	// (hash % total == key); 0 takes every one (not known yet, idle, or a
-	// strategy evaluated in Go).
+	// (hash % total == key); 0 takes every one (not known yet, or a
+	// strategy evaluated in Go), -1 none (an idle partition, which only a
+	// topology change wakes).
 	total atomic.Int64
 	// notified is the highest transaction id of an event notification
 	// this subscription took: if the processor's horizon has not passed
@@ -289,7 +290,8 @@ func (l *Listener) dispatch(payload string) {
 			}
 		}
 		l.each(func(s *subscription) {
-			if total := s.total.Load(); hasHash && total > 0 && int(hash%uint64(total)) != s.key {
+			total := s.total.Load()
+			if total < 0 || hasHash && total > 0 && int(hash%uint64(total)) != s.key {
 				return
 			}
 			for {

@@ -4,10 +4,11 @@ import "testing"
 
 // An event notification that names a partition hash wakes only the
 // subscriptions whose partition owns it, and those that filter nothing;
-// one without a hash, and the topology and retry notifications, wake all.
+// one without a hash wakes all but idle partitions, and the topology and
+// retry notifications wake all.
 func TestListenerDispatch(t *testing.T) {
 	l := NewListener(nil, nil)
-	subs := make([]*subscription, 4)
+	subs := make([]*subscription, 5)
 	for k := range subs {
 		subs[k] = &subscription{l: l, wake: make(chan struct{}, 1), key: k}
 		subs[k].total.Store(3)
@@ -15,6 +16,8 @@ func TestListenerDispatch(t *testing.T) {
 	}
 	subs[3].key = 0
 	subs[3].total.Store(0) // not known yet: every notification
+	subs[4].key = 3
+	subs[4].total.Store(-1) // idle: no event notification
 	woken := func() (got []int) {
 		for k, s := range subs {
 			select {
@@ -33,9 +36,9 @@ func TestListenerDispatch(t *testing.T) {
 		{"e 101 9", []int{0, 3}},
 		{"e 102", []int{0, 1, 2, 3}},
 		{"e 103 x", []int{0, 1, 2, 3}},
-		{"t", []int{0, 1, 2, 3}},
-		{"r", []int{0, 1, 2, 3}},
-		{"something new", []int{0, 1, 2, 3}},
+		{"t", []int{0, 1, 2, 3, 4}},
+		{"r", []int{0, 1, 2, 3, 4}},
+		{"something new", []int{0, 1, 2, 3, 4}},
 	} {
 		l.dispatch(c.payload)
 		if got := woken(); !equalInts(got, c.want) {

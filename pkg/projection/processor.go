@@ -254,6 +254,12 @@ func (p *Processor) run(ctx context.Context, proj Projection, untilCaughtUp bool
 	poll := time.NewTimer(0)
 	defer poll.Stop()
 	var backoff time.Duration
+	// safetyPoll: the last wait was a listening processor's long one (or
+	// a fallback poll) and ended by its timer. fallback: such a poll found
+	// events that no notification announced (a writer with wakeups off,
+	// see migration 0008), so the processor polls at PollInterval until
+	// one finds nothing.
+	var safetyPoll, fallback bool
 	for {
 		if sub != nil {
 			// Every commit notified so far is visible to this batch.
@@ -270,7 +276,16 @@ func (p *Processor) run(ctx context.Context, proj Projection, untilCaughtUp bool
 			return finish(err)
 		}
 		if sub != nil {
-			sub.total.Store(int64(b.wakeupTotal()))
+			if total := int64(b.wakeupTotal()); sub.total.Swap(total) != total {
+				// The filter changed (a first batch, a new partition
+				// count, idling): a notification filtered out by the old
+				// one before the swap was of a commit that the next
+				// batch's snapshot sees. Run it now.
+				continue
+			}
+		}
+		if safetyPoll {
+			fallback, safetyPoll = r.fetched > 0, false
 		}
 		if r.redo || (!r.idle && r.fetched == b.cfg.BatchSize) {
 			continue
@@ -278,7 +293,7 @@ func (p *Processor) run(ctx context.Context, proj Projection, untilCaughtUp bool
 		if untilCaughtUp && (r.idle || r.horizon >= target) {
 			return nil
 		}
-		wait := b.cfg.PollInterval
+		wait, safety := b.cfg.PollInterval, false
 		switch {
 		case sub == nil:
 		case !r.idle && r.horizon <= sub.notified.Load():
@@ -288,15 +303,17 @@ func (p *Processor) run(ctx context.Context, proj Projection, untilCaughtUp bool
 			// nothing, and then nothing wakes us when it ends).
 			backoff = min(max(2*backoff, heldBackRetry), b.cfg.PollInterval)
 			wait = backoff
-		case sub.l.connected.Load():
-			wait, backoff = max(b.cfg.PollInterval, b.cfg.WakeupPollInterval), 0
-		default:
+		case !sub.l.connected.Load():
 			backoff = 0
+		case fallback:
+			backoff, safety = 0, true
+		default:
+			wait, backoff, safety = max(b.cfg.PollInterval, b.cfg.WakeupPollInterval), 0, true
 		}
-		if r.unsaved {
+		if r.unsaved && wait > idleSaveInterval {
 			// The stored checkpoint is behind what we looked at: save
 			// it within idleSaveInterval, so that lag reads 0.
-			wait = min(wait, idleSaveInterval)
+			wait, safety = idleSaveInterval, false
 		}
 		poll.Reset(wait)
 		var woken <-chan struct{}
@@ -307,6 +324,7 @@ func (p *Processor) run(ctx context.Context, proj Projection, untilCaughtUp bool
 		case <-ctx.Done():
 			return finish(nil)
 		case <-poll.C:
+			safetyPoll = safety
 		case <-woken:
 			poll.Stop() // Go 1.23 timers: no stale tick after Stop
 			p.mu.Lock()
@@ -320,11 +338,15 @@ func (p *Processor) run(ctx context.Context, proj Projection, untilCaughtUp bool
 // held back by an older transaction in flight.
 const heldBackRetry = time.Millisecond
 
-// wakeupTotal is the partition count by which the listener may filter
-// event notifications for this batcher: 0 (take every one) while idle or
-// for a strategy evaluated in Go.
+// wakeupTotal is the partition count by which the listener filters event
+// notifications for this batcher: 0 (take every one) for a strategy
+// evaluated in Go, -1 (none: only a topology change can end idling) while
+// idle.
 func (b *batcher) wakeupTotal() int {
-	if b.idle || b.goFilter || !isHashStrategy(b.cfg.PartitionStrategy) {
+	switch {
+	case b.idle:
+		return -1
+	case b.goFilter || !isHashStrategy(b.cfg.PartitionStrategy):
 		return 0
 	}
 	return b.total

@@ -220,3 +220,70 @@ func TestWakeupsPollOpensNoListener(t *testing.T) {
 		t.Errorf("Wakeups = %d, want 0", st.Wakeups)
 	}
 }
+
+// A writer's session with projectionist.wakeups = off appends without
+// notifying; processors still handle its events, by polling: a lost
+// notification costs latency, never an event.
+func TestWakeupsOffForAWriter(t *testing.T) {
+	ctx := t.Context()
+	pool := newPool(t)
+	newAppliedTable(t, pool)
+	store := projection.NewStore()
+
+	// A listener of our own sees what the trigger sends.
+	conn, err := pgx.ConnectConfig(ctx, pool.Config().ConnConfig.Copy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, `LISTEN "projectionist_events"`); err != nil {
+		t.Fatal(err)
+	}
+	quiet := func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SET LOCAL projectionist.wakeups = off"); err != nil {
+			return err
+		}
+		_, err := store.Append(ctx, tx, "Order", "quiet-1", projection.NoStream, ev("Placed"))
+		return err
+	}
+	if err := pgx.BeginFunc(ctx, pool, quiet); err != nil {
+		t.Fatal(err)
+	}
+	loud, err := store.Append(ctx, pool, "Order", "loud-1", projection.NoStream, ev("Placed"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := conn.WaitForNotification(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("e %d %d", loud[0].TransactionID, projection.PartitionHash("loud-1"))
+	if n.Payload != want {
+		t.Errorf("first notification %q, want %q (the quiet append must not notify)", n.Payload, want)
+	}
+
+	// Processors that listen find quiet appends at their safety poll.
+	cfg := projection.DefaultProcessorConfig()
+	cfg.PollInterval, cfg.WakeupPollInterval = 50*time.Millisecond, 200*time.Millisecond
+	proc := projection.NewProcessor(pool, store, cfg)
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- proc.Run(rctx, applyLog{name: "log"}) }()
+	eventually(t, "both events applied", func() bool { return queryInt(t, pool, "SELECT count(*) FROM applied") == 2 })
+	for i := range 20 {
+		if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "SET LOCAL projectionist.wakeups = off"); err != nil {
+				return err
+			}
+			_, err := store.Append(ctx, tx, "Order", fmt.Sprintf("quiet-more-%d", i), projection.NoStream, ev("Placed"))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "quiet events applied", func() bool { return queryInt(t, pool, "SELECT count(*) FROM applied") == 22 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -18,6 +18,16 @@
 --
 -- Statement-level triggers, so a bulk INSERT costs one pg_notify, not one
 -- per row; the transition table is read only for its min and max hash.
+--
+-- The cost that matters is PostgreSQL's, at commit: a transaction that
+-- notifies holds a cluster-wide lock from just before its commit record
+-- until after it is flushed, so concurrent notifying commits no longer
+-- share WAL flushes (group commit). A writer that appends from many
+-- concurrent sessions with durable commits can turn the notification off
+-- for its sessions, its role or the database:
+--   SET projectionist.wakeups = off;  -- or ALTER ROLE / ALTER DATABASE ... SET
+-- Its appends then notify no one; processors find them by polling (see
+-- docs/operations.md, "Wakeups on commit").
 
 CREATE OR REPLACE FUNCTION projection_events_notify() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -25,6 +35,9 @@ DECLARE
     lo bigint;
     hi bigint;
 BEGIN
+    IF current_setting('projectionist.wakeups', true) = 'off' THEN
+        RETURN NULL;
+    END IF;
     SELECT min(partition_hash), max(partition_hash) INTO lo, hi FROM projection_new_events;
     IF lo IS NULL THEN
         RETURN NULL; -- the statement inserted no rows
