@@ -70,12 +70,14 @@ type ProcessorConfig struct {
 	Wakeups WakeupMode
 	// WakeupPollInterval is how long a caught-up processor waits between
 	// polls while it listens and its listener is connected: a safety net
-	// for appends that notify no one (a writer with triggers disabled,
-	// such as session_replication_role = replica) and for events held
+	// for appends that notify no one (a writer with
+	// projectionist.wakeups = off, or with triggers disabled by
+	// session_replication_role = replica) and for events held
 	// back by a transaction that appended nothing. The processor uses the
-	// longer of it and PollInterval; while the listener is disconnected it
-	// polls at PollInterval. Must not be negative. Defaults to
-	// DefaultWakeupPollInterval (10s) when zero.
+	// longer of it and PollInterval; while the listener is disconnected,
+	// and after such a poll found events that no notification announced
+	// (until one finds nothing), it polls at PollInterval. Must not be
+	// negative. Defaults to DefaultWakeupPollInterval (10s) when zero.
 	WakeupPollInterval time.Duration
 	// Listener is the listening connection that wakes the processor
 	// under [WakeupsListen]. Give every processor of a process the same
