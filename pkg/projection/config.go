@@ -82,8 +82,9 @@ type ProcessorConfig struct {
 	// Listener is the listening connection that wakes the processor
 	// under [WakeupsListen]. Give every processor of a process the same
 	// one, so that they share one connection (package runner's helpers
-	// and package worker do). Defaults to nil: each run opens a listener
-	// of its own, one connection more per processor.
+	// and package worker do). Defaults to nil: each Run opens a listener
+	// of its own, one connection more per processor (CatchUp opens none
+	// and polls).
 	Listener *Listener
 	// ErrorPolicy says what a failing Handle does to the processor.
 	// Defaults to [ErrorPolicyStop].

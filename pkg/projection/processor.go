@@ -181,8 +181,10 @@ func (p *Processor) Run(ctx context.Context, proj Projection) error {
 // called has been handled, then returns nil. It is Run for jobs that should
 // end: rebuilds, tests, batch pipelines. If a transaction that was in
 // flight when CatchUp was called stays open, CatchUp waits for it (an event
-// it appends must not be missed), polling like Run. If ctx ends first,
-// CatchUp returns ctx's error.
+// it appends must not be missed), polling like Run (woken on commit only
+// through a configured [ProcessorConfig.Listener]: CatchUp opens no
+// listening connection of its own). If ctx ends first, CatchUp returns
+// ctx's error.
 func (p *Processor) CatchUp(ctx context.Context, proj Projection) error {
 	return p.run(ctx, proj, true)
 }
@@ -241,7 +243,9 @@ func (p *Processor) run(ctx context.Context, proj Projection, untilCaughtUp bool
 	defer b.log.Info("projection processor stopped")
 
 	var sub *subscription
-	if b.cfg.Wakeups == WakeupsListen {
+	// CatchUp, which usually ends within a batch or two, opens no
+	// listening connection of its own; it uses a configured one.
+	if b.cfg.Wakeups == WakeupsListen && (!untilCaughtUp || b.cfg.Listener != nil) {
 		l := b.cfg.Listener
 		if l == nil {
 			l = NewListener(p.pool, b.log)
