@@ -43,14 +43,17 @@ type Config struct {
 	// when zero.
 	PollInterval time.Duration
 	// Wakeups says whether the processors wait for notifications of
-	// appends besides polling: [projection.WakeupsListen] (the default,
-	// one listening connection per worker, beside the pool) or
-	// [projection.WakeupsPoll]. ParseConfig takes it from WAKEUPS
-	// ("listen" or "poll").
+	// appends besides polling: [projection.WakeupsPoll] (the default: only
+	// poll) or [projection.WakeupsListen] (one listening connection per
+	// worker, beside the pool; the database must send notifications,
+	// which it does only with projectionist.wakeups = on, see
+	// docs/operations.md). ParseConfig takes it from WAKEUPS ("poll" or
+	// "listen").
 	Wakeups projection.WakeupMode
 	// WakeupPollInterval is how long a caught-up processor waits between
-	// polls while its notifications arrive; it polls at PollInterval
-	// while the listening connection is down. Defaults to
+	// polls under WakeupsListen while its notifications arrive; it polls
+	// at PollInterval while the listening connection is down or the
+	// database sends no notifications. Defaults to
 	// [projection.DefaultWakeupPollInterval] (10s) when zero.
 	WakeupPollInterval time.Duration
 	// PartitionKey is this worker's partition. Defaults to 0. ParseConfig
@@ -194,7 +197,7 @@ var settings = []setting{
 		c.PollInterval, err = parseDuration(v)
 		return err
 	}},
-	{"wakeups", "WAKEUPS", "mode", "listen: wake on each commit that appends events, polling as a fallback; poll: only poll (default listen)", func(c *Config, v string) error {
+	{"wakeups", "WAKEUPS", "mode", "poll: only poll; listen: also wake on each commit that appends events, which needs projectionist.wakeups = on in the database (default poll)", func(c *Config, v string) error {
 		m, err := projection.ParseWakeupMode(v)
 		if err != nil {
 			return errors.New("must be listen or poll")
@@ -202,7 +205,7 @@ var settings = []setting{
 		c.Wakeups = m
 		return nil
 	}},
-	{"wakeup-poll-interval", "WAKEUP_POLL_INTERVAL", "duration", "wait between polls once caught up while wakeups arrive (default " + projection.DefaultWakeupPollInterval.String() + ")", func(c *Config, v string) (err error) {
+	{"wakeup-poll-interval", "WAKEUP_POLL_INTERVAL", "duration", "with WAKEUPS=listen, wait between polls once caught up while wakeups arrive (default " + projection.DefaultWakeupPollInterval.String() + ")", func(c *Config, v string) (err error) {
 		c.WakeupPollInterval, err = parseDuration(v)
 		return err
 	}},

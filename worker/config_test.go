@@ -33,13 +33,13 @@ func TestParseConfig(t *testing.T) {
 				"DATABASE_URL": "postgres://alice:s3cret@db:5432/app", "PROJECTION": "user_count, revenue",
 				"BATCH_SIZE": "500", "POLL_INTERVAL": "250ms", "PARTITION_KEY": "2", "TOTAL_PARTITIONS": "4",
 				"ERROR_POLICY": "dead-letter", "HTTP_ADDR": "127.0.0.1:9090", "SHUTDOWN_TIMEOUT": "10s",
-				"LOG_LEVEL": "DEBUG", "LOG_FORMAT": "Text", "WAKEUPS": "poll", "WAKEUP_POLL_INTERVAL": "30s",
+				"LOG_LEVEL": "DEBUG", "LOG_FORMAT": "Text", "WAKEUPS": "listen", "WAKEUP_POLL_INTERVAL": "30s",
 			},
 			want: Config{
 				DatabaseURL: "postgres://alice:s3cret@db:5432/app", Projections: []string{"user_count", "revenue"},
 				BatchSize: 500, PollInterval: 250 * time.Millisecond, PartitionKey: 2, TotalPartitions: 4,
 				ErrorPolicy: projection.ErrorPolicyDeadLetter, HTTPAddr: "127.0.0.1:9090", ShutdownTimeout: 10 * time.Second,
-				LogLevel: slog.LevelDebug, LogFormat: LogFormatText, Wakeups: projection.WakeupsPoll, WakeupPollInterval: 30 * time.Second,
+				LogLevel: slog.LevelDebug, LogFormat: LogFormatText, Wakeups: projection.WakeupsListen, WakeupPollInterval: 30 * time.Second,
 			},
 		},
 		{

@@ -56,6 +56,9 @@ var (
 			"meanwhile the partitions poll at the poll interval.", nil, nil)
 	listeningDesc = prometheus.NewDesc("projectionist_listener_connected",
 		"1 while the worker's listening connection is open, else 0 (and 0 with WAKEUPS=poll).", nil, nil)
+	wakeupsEnabledDesc = prometheus.NewDesc("projectionist_listener_notifications_enabled",
+		"1 if the worker's listening connection saw projectionist.wakeups = on for its database and role when it last connected, "+
+			"else 0 (then the partitions poll at the poll interval; 0 with WAKEUPS=poll).", nil, nil)
 	stallDesc = prometheus.NewDesc("projectionist_horizon_stall_seconds",
 		"Seconds the oldest transaction holding a transaction id (pg_stat_activity.backend_xid, or a prepared transaction) "+
 			"has been open, queried at scrape time; no processor can read past it. 0 if none. "+
@@ -107,7 +110,7 @@ type statsCollector struct{ w *worker }
 func (c statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{handledDesc, batchesDesc, poisonedDesc, positionDesc,
 		generationDesc, partitionsDesc, mismatchDesc, idleDesc, lagDesc, deadLettersDesc, stallDesc,
-		wakeupsDesc, notificationsDesc, reconnectsDesc, listeningDesc} {
+		wakeupsDesc, notificationsDesc, reconnectsDesc, listeningDesc, wakeupsEnabledDesc} {
 		ch <- d
 	}
 }
@@ -127,6 +130,7 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(notificationsDesc, prometheus.CounterValue, float64(ls.Notifications))
 	ch <- prometheus.MustNewConstMetric(reconnectsDesc, prometheus.CounterValue, float64(ls.Reconnects))
 	ch <- prometheus.MustNewConstMetric(listeningDesc, prometheus.GaugeValue, boolFloat(ls.Connected))
+	ch <- prometheus.MustNewConstMetric(wakeupsEnabledDesc, prometheus.GaugeValue, boolFloat(ls.NotificationsEnabled))
 	for _, p := range c.w.procs {
 		st := p.processor.Stats()
 		metric := func(d *prometheus.Desc, t prometheus.ValueType, v float64, extra ...string) {

@@ -20,8 +20,7 @@ func TestTopologyMismatchShown(t *testing.T) {
 	dsn, pool := newDatabase(t)
 	mustAppend(t, pool, repeat("Happened", 10)...)
 	var logs proctest.SyncBuffer
-	// Polling only, so that batches keep coming while it is caught up.
-	r := start(t, Config{DatabaseURL: dsn, TotalPartitions: 2, PollInterval: 5 * time.Millisecond, Wakeups: projection.WakeupsPoll,
+	r := start(t, Config{DatabaseURL: dsn, TotalPartitions: 2, PollInterval: 5 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))}, applyOnce{name: "mixed"})
 	const gauge = `projectionist_topology_mismatch{partition="0",projection="mixed"}`
 	waitFor(t, "/readyz to answer ok", func() bool { code, body := get(r.url + "/readyz"); return code == http.StatusOK && body == "ok\n" })

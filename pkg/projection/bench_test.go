@@ -460,8 +460,9 @@ func (p *latencyProjection) count() int {
 
 // BenchmarkWakeupLatency measures append-to-handled latency at 1,000
 // events/s (4 appending goroutines, each event its own aggregate and
-// transaction), with pollInterval 1s, with wakeups on commit and with
-// polling only. Latency runs from just before Store.Append is called to
+// transaction), with pollInterval 1s, with wakeups on commit (the
+// database's projectionist.wakeups on) and with polling only (the
+// default: the setting unset, the trigger sends nothing). Latency runs from just before Store.Append is called to
 // the commit of the batch that handled the event, so it includes the
 // append's own round trips. Each iteration appends 300 events on one
 // schedule over all iterations; p50, p99 and max are over every event.
@@ -474,6 +475,9 @@ func BenchmarkWakeupLatency(b *testing.B) {
 	for _, mode := range []projection.WakeupMode{projection.WakeupsListen, projection.WakeupsPoll} {
 		b.Run("wakeups="+mode.String(), func(b *testing.B) {
 			pool := newPool(b)
+			if mode == projection.WakeupsListen {
+				enableWakeups(b, pool) // the opt-in's other end
+			}
 			store := projection.NewStore()
 			proj := &latencyProjection{handled: map[string]time.Time{}}
 			cfg := projection.DefaultProcessorConfig()
@@ -612,6 +616,9 @@ func BenchmarkIdlePartitionQueries(b *testing.B) {
 			defer pool.Close()
 			if _, err := projection.Migrate(context.Background(), pool); err != nil {
 				b.Fatal(err)
+			}
+			if mode == projection.WakeupsListen {
+				enableWakeups(b, pool)
 			}
 			// A short log, all handled in the warm-up.
 			store := projection.NewStore()

@@ -59,25 +59,28 @@ type ProcessorConfig struct {
 	PartitionStrategy PartitionStrategy
 	// PollInterval is how long the processor waits when it has caught up
 	// before looking for new events, unless a notification wakes it first
-	// (see Wakeups): with wakeups, the interval it polls at while its
-	// listener is down. Must not be negative. Defaults to
-	// DefaultPollInterval (100ms) when zero.
+	// (see Wakeups): under WakeupsListen, the interval it polls at while
+	// its listener is down or the database sends no notifications. Must
+	// not be negative. Defaults to DefaultPollInterval (100ms) when zero.
 	PollInterval time.Duration
 	// Wakeups says whether the processor waits for notifications of
-	// appends besides polling. Defaults to [WakeupsListen]: a caught-up
-	// partition handles a new event as soon as it commits, and polls
-	// only every WakeupPollInterval while its listener is connected.
+	// appends besides polling. Defaults to [WakeupsPoll] (the zero
+	// value): it only polls, every PollInterval. [WakeupsListen] needs the
+	// database to send notifications, which it does only where a DBA
+	// enabled them (projectionist.wakeups = on, see [WakeupsListen]).
 	Wakeups WakeupMode
 	// WakeupPollInterval is how long a caught-up processor waits between
-	// polls while it listens and its listener is connected: a safety net
-	// for appends that notify no one (a writer with
-	// projectionist.wakeups = off, or with triggers disabled by
+	// polls under WakeupsListen while its listener is connected and the
+	// database sends notifications: a safety net for appends that notify
+	// no one (a writer whose session does not have
+	// projectionist.wakeups = on, or with triggers disabled by
 	// session_replication_role = replica) and for events held
 	// back by a transaction that appended nothing. The processor uses the
 	// longer of it and PollInterval; while the listener is disconnected,
-	// and after such a poll found events that no notification announced
-	// (until one finds nothing), it polls at PollInterval. Must not be
-	// negative. Defaults to DefaultWakeupPollInterval (10s) when zero.
+	// while its session does not see projectionist.wakeups = on, and after
+	// such a poll found events that no notification announced (until one
+	// finds nothing), it polls at PollInterval. Must not be negative.
+	// Defaults to DefaultWakeupPollInterval (10s) when zero.
 	WakeupPollInterval time.Duration
 	// Listener is the listening connection that wakes the processor
 	// under [WakeupsListen]. Give every processor of a process the same
@@ -172,20 +175,31 @@ func ParseErrorPolicy(s string) (ErrorPolicy, error) {
 type WakeupMode int
 
 const (
+	// WakeupsPoll makes the processor only poll, every PollInterval, as
+	// before wakeups existed. The default (the zero value): notifications
+	// cost the writers group commit (see [WakeupsListen]), and a pooler in
+	// transaction mode (PgBouncer) cannot keep a LISTEN.
+	WakeupsPoll WakeupMode = iota
 	// WakeupsListen makes a caught-up processor wait for a notification
 	// of a commit that appended events for it, or for its poll interval,
-	// whichever comes first. The default: new events are handled within
-	// milliseconds instead of up to a PollInterval later, and idle
-	// partitions send a query every WakeupPollInterval instead of every
-	// PollInterval, for one listening connection per process (per
-	// [Listener]). Correctness does not depend on it: a lost notification
-	// costs latency, never an event.
-	WakeupsListen WakeupMode = iota
-	// WakeupsPoll makes the processor only poll, every PollInterval, as
-	// before wakeups existed: for a database that cannot hold one more
-	// connection, or a pooler in transaction mode (PgBouncer) that cannot
-	// keep a LISTEN.
-	WakeupsPoll
+	// whichever comes first: new events are handled within milliseconds
+	// instead of up to a PollInterval later, and idle partitions send a
+	// query every WakeupPollInterval instead of every PollInterval, for
+	// one listening connection per process (per [Listener]). Correctness
+	// does not depend on it: a lost notification costs latency, never an
+	// event.
+	//
+	// It is opt-in at both ends. The schema's trigger notifies only
+	// appends of sessions that see projectionist.wakeups = on (ALTER
+	// DATABASE app SET projectionist.wakeups = on, or per role or
+	// session), because a notifying commit takes a cluster-wide lock that
+	// serialises concurrent commits and defeats group commit: several
+	// times fewer durable write transactions per second from concurrent
+	// writers (docs/operations.md has figures). When its connection opens,
+	// the [Listener] checks the setting as its own session sees it; if it
+	// is not on, it logs a warning and its processors poll at
+	// PollInterval, as under WakeupsPoll.
+	WakeupsListen
 )
 
 // String returns "listen" or "poll".
@@ -201,7 +215,7 @@ func (m WakeupMode) String() string {
 
 // ParseWakeupMode parses "listen" or "poll".
 func ParseWakeupMode(s string) (WakeupMode, error) {
-	for _, m := range []WakeupMode{WakeupsListen, WakeupsPoll} {
+	for _, m := range []WakeupMode{WakeupsPoll, WakeupsListen} {
 		if s == m.String() {
 			return m, nil
 		}
@@ -253,7 +267,7 @@ func DefaultProcessorConfig() ProcessorConfig {
 		TotalPartitions:    DefaultTotalPartitions,
 		PartitionStrategy:  HashPartitionStrategy{},
 		PollInterval:       DefaultPollInterval,
-		Wakeups:            WakeupsListen,
+		Wakeups:            WakeupsPoll,
 		WakeupPollInterval: DefaultWakeupPollInterval,
 		StatementTimeout:   DefaultStatementTimeout,
 		BatchTimeout:       DefaultBatchTimeout,
@@ -318,7 +332,7 @@ func (c ProcessorConfig) Validate() error {
 		return fmt.Errorf("%w: PollInterval is %s, must not be negative", ErrInvalidConfig, c.PollInterval)
 	}
 	if c.Wakeups != WakeupsListen && c.Wakeups != WakeupsPoll {
-		return fmt.Errorf("%w: Wakeups is %s, must be WakeupsListen or WakeupsPoll", ErrInvalidConfig, c.Wakeups)
+		return fmt.Errorf("%w: Wakeups is %s, must be WakeupsPoll or WakeupsListen", ErrInvalidConfig, c.Wakeups)
 	}
 	if c.WakeupPollInterval < 0 {
 		return fmt.Errorf("%w: WakeupPollInterval is %s, must not be negative", ErrInvalidConfig, c.WakeupPollInterval)

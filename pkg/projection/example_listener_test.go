@@ -26,7 +26,7 @@ func (s seen) Handle(context.Context, pgx.Tx, *projection.PersistedEvent) error 
 	return nil
 }
 
-// Two processors of one process share one Listener, so they hold one
+// Two processors of one process, opted in to wakeups, share one Listener, so they hold one
 // listening connection between them. Each handles an append as soon as
 // it commits, although both poll only once a minute.
 func ExampleNewListener() {
@@ -39,6 +39,18 @@ func ExampleNewListener() {
 	if _, err := projection.Migrate(ctx, pool); err != nil {
 		log.Fatal(err)
 	}
+	// Once, by a DBA: the database notifies appends only where
+	// projectionist.wakeups is on (off by default: notifying commits
+	// cost concurrent writers their group commit). Sessions opened
+	// before the ALTER do not see it, hence the Reset.
+	var db string
+	if err := pool.QueryRow(ctx, "SELECT current_database()").Scan(&db); err != nil {
+		log.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{db}.Sanitize()+" SET projectionist.wakeups = on"); err != nil {
+		log.Fatal(err)
+	}
+	pool.Reset()
 
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop() // before pool.Close: the processors stop first
@@ -46,7 +58,7 @@ func ExampleNewListener() {
 	var orders, emails atomic.Int64
 	for _, proj := range []seen{{"orders", &orders}, {"emails", &emails}} {
 		cfg := projection.DefaultProcessorConfig()
-		cfg.Listener = listener
+		cfg.Wakeups, cfg.Listener = projection.WakeupsListen, listener
 		cfg.PollInterval, cfg.WakeupPollInterval = time.Minute, time.Minute
 		go func() { _ = projection.NewProcessor(pool, nil, cfg).Run(runCtx, proj) }()
 	}

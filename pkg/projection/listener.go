@@ -46,6 +46,16 @@ const listenerPingInterval = 30 * time.Second
 // every processor is woken once, since notifications sent meanwhile were
 // lost. Notifications only save latency: a processor that misses one
 // still finds the event at its next poll.
+//
+// The database sends notifications only for writers whose session sees
+// projectionist.wakeups = on (see [WakeupsListen]). Each time its
+// connection opens, the Listener reads that setting on its own session,
+// which reflects database-level (ALTER DATABASE) and its own role's
+// settings but not those of writers that connect as other roles. If it is
+// not on, the Listener logs one warning (once per Listener) naming the
+// setting and the ALTER DATABASE command, and its processors poll at their
+// PollInterval instead of the long WakeupPollInterval, as if it were
+// down; notifications that do arrive still wake them.
 type Listener struct {
 	pool *pgxpool.Pool
 	log  *slog.Logger
@@ -61,7 +71,11 @@ type Listener struct {
 	subsMu sync.Mutex
 	subs   map[*subscription]struct{}
 
-	connected     atomic.Bool
+	connected atomic.Bool
+	// enabled: the session of the last connection saw
+	// projectionist.wakeups = on; set before connected turns true.
+	enabled       atomic.Bool
+	warned        atomic.Bool
 	notifications atomic.Int64
 	reconnects    atomic.Int64
 	connects      atomic.Int64
@@ -72,6 +86,11 @@ type ListenerStats struct {
 	// Connected is true while the listener's connection is open and
 	// listening.
 	Connected bool
+	// NotificationsEnabled is true if the listener's session saw
+	// projectionist.wakeups = on when its connection last opened, so
+	// that appends through the same database and role notify. While it
+	// is false its processors poll at PollInterval.
+	NotificationsEnabled bool
 	// Notifications is the number of notifications received.
 	Notifications int64
 	// Reconnects is the number of times the listener listened again after
@@ -92,7 +111,8 @@ func NewListener(pool *pgxpool.Pool, logger *slog.Logger) *Listener {
 
 // Stats returns the listener's counters. It is safe to call at any time.
 func (l *Listener) Stats() ListenerStats {
-	return ListenerStats{Connected: l.connected.Load(), Notifications: l.notifications.Load(), Reconnects: l.reconnects.Load()}
+	return ListenerStats{Connected: l.connected.Load(), NotificationsEnabled: l.enabled.Load(),
+		Notifications: l.notifications.Load(), Reconnects: l.reconnects.Load()}
 }
 
 // subscription is one processor run's interest in notifications.
@@ -226,6 +246,11 @@ func (l *Listener) listen(ctx context.Context) error {
 			return err
 		}
 	}
+	// The check first, LISTEN last: pg_stat_activity.query then names
+	// what the session is for.
+	if err := l.checkEnabled(ctx, conn); err != nil {
+		return err
+	}
 	if err := l.exec(ctx, conn, listenSQL); err != nil {
 		return err
 	}
@@ -263,6 +288,34 @@ func (l *Listener) listen(ctx context.Context) error {
 }
 
 var listenSQL = "LISTEN " + pgx.Identifier{WakeupChannel}.Sanitize()
+
+// WakeupsSetting is the setting that makes the schema's triggers notify
+// (migration 0008_wakeups): they do only in sessions where it is 'on'.
+const WakeupsSetting = "projectionist.wakeups"
+
+// wakeupsSettingSQL reads WakeupsSetting as this session sees it (NULL
+// when unset), with what a warning needs to name.
+const wakeupsSettingSQL = `SELECT coalesce(current_setting('projectionist.wakeups', true), ''), current_database(), current_user`
+
+// checkEnabled records whether conn's session sees WakeupsSetting on, and
+// warns once per Listener if it does not.
+func (l *Listener) checkEnabled(ctx context.Context, conn *pgx.Conn) error {
+	sctx, cancel := context.WithTimeout(ctx, DefaultStatementTimeout)
+	defer cancel()
+	var value, db, role string
+	if err := conn.QueryRow(sctx, wakeupsSettingSQL).Scan(&value, &db, &role); err != nil {
+		return err
+	}
+	on := value == "on"
+	l.enabled.Store(on)
+	if !on && l.warned.CompareAndSwap(false, true) {
+		l.log.Warn("projection listener: the database sends no wakeups for this session; processors poll at their poll interval",
+			"setting", WakeupsSetting, "value", value, "database", db, "role", role,
+			"enableWith", "ALTER DATABASE "+pgx.Identifier{db}.Sanitize()+" SET "+WakeupsSetting+" = on",
+			"note", "checked as this listener's role sees it; writers connecting as other roles need it too")
+	}
+	return nil
+}
 
 // exec runs sql on conn within DefaultStatementTimeout.
 func (l *Listener) exec(ctx context.Context, conn *pgx.Conn, sql string) error {

@@ -307,7 +307,9 @@ func (p *Processor) run(ctx context.Context, proj Projection, untilCaughtUp bool
 			// nothing, and then nothing wakes us when it ends).
 			backoff = min(max(2*backoff, heldBackRetry), b.cfg.PollInterval)
 			wait = backoff
-		case !sub.l.connected.Load():
+		case !sub.l.connected.Load() || !sub.l.enabled.Load():
+			// Down, or the database sends no notifications (the
+			// listener warned): poll as without wakeups.
 			backoff = 0
 		case fallback:
 			backoff, safety = 0, true

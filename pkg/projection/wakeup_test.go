@@ -4,21 +4,46 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/projectionist/projectionist/internal/proctest"
 	"github.com/projectionist/projectionist/pkg/projection"
 )
 
-// wakeupConfig polls only every hour, so that an event appended while a
-// processor waits is handled within eventually's 30s only if a
-// notification wakes it.
+// newWakeupPool returns a pool on a fresh migrated database that sends
+// wakeups: projectionist.wakeups = on for the database, as a DBA opts in.
+func newWakeupPool(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	pool := newPool(t)
+	enableWakeups(t, pool)
+	return pool
+}
+
+// enableWakeups sets projectionist.wakeups = on for pool's database and
+// closes pool's connections, which do not see a database setting made
+// after they opened.
+func enableWakeups(tb testing.TB, pool *pgxpool.Pool) {
+	tb.Helper()
+	if _, err := pool.Exec(context.Background(), `DO $$ BEGIN
+		EXECUTE format('ALTER DATABASE %I SET projectionist.wakeups = on', current_database());
+	END $$`); err != nil {
+		tb.Fatal(err)
+	}
+	pool.Reset()
+}
+
+// wakeupConfig listens and polls only every hour, so that an event
+// appended while a processor waits is handled within eventually's 30s
+// only if a notification wakes it.
 func wakeupConfig(l *projection.Listener, key, total int) projection.ProcessorConfig {
 	cfg := projection.DefaultProcessorConfig()
-	cfg.PollInterval, cfg.WakeupPollInterval = time.Hour, time.Hour
+	cfg.Wakeups, cfg.PollInterval, cfg.WakeupPollInterval = projection.WakeupsListen, time.Hour, time.Hour
 	cfg.Listener, cfg.PartitionKey, cfg.TotalPartitions, cfg.Topology = l, key, total, projection.TopologyFollow
 	return cfg
 }
@@ -72,7 +97,7 @@ func wakeups(procs []*projection.Processor) int64 {
 // A caught-up processor that polls once an hour handles each appended
 // event promptly: the append's notification wakes it.
 func TestWakeupOnAppend(t *testing.T) {
-	pool := newPool(t)
+	pool := newWakeupPool(t)
 	newAppliedTable(t, pool)
 	store := projection.NewStore()
 	l := projection.NewListener(pool, nil)
@@ -93,8 +118,8 @@ func TestWakeupOnAppend(t *testing.T) {
 	if n := wakeups(procs); n < 2 {
 		t.Errorf("processor woken %d times, want at least 2", n)
 	}
-	if st := l.Stats(); st.Notifications < 3 || st.Reconnects != 0 {
-		t.Errorf("listener stats %+v, want at least 3 notifications and no reconnect", st)
+	if st := l.Stats(); st.Notifications < 3 || st.Reconnects != 0 || !st.NotificationsEnabled {
+		t.Errorf("listener stats %+v, want at least 3 notifications, no reconnect, notifications enabled", st)
 	}
 }
 
@@ -118,7 +143,7 @@ func findListener(t *testing.T, pool *pgxpool.Pool) int {
 // processor once: events appended while it was down (their notifications
 // lost) and after it is back are all handled, exactly once.
 func TestWakeupListenerReconnects(t *testing.T) {
-	pool := newPool(t)
+	pool := newWakeupPool(t)
 	newAppliedTable(t, pool)
 	store := projection.NewStore()
 	l := projection.NewListener(pool, nil)
@@ -162,7 +187,7 @@ func TestWakeupListenerReconnects(t *testing.T) {
 // one row wakes its owner, a multi-row INSERT across partitions wakes
 // every partition it touches.
 func TestWakeupOnPlainSQLInsert(t *testing.T) {
-	pool := newPool(t)
+	pool := newWakeupPool(t)
 	newAppliedTable(t, pool)
 	l := projection.NewListener(pool, nil)
 	procs, stop := startProcessors(t, pool, l, func(k int) projection.Projection { return applyLog{name: "log", key: k} }, 2)
@@ -195,38 +220,106 @@ func TestWakeupOnPlainSQLInsert(t *testing.T) {
 	}
 }
 
-// With WakeupsPoll the processor opens no listening connection and polls
-// at PollInterval as before.
-func TestWakeupsPollOpensNoListener(t *testing.T) {
+// The default config, and the zero one, only poll: even against a
+// database that sends wakeups, the processor opens no listening
+// connection.
+func TestWakeupsPollByDefault(t *testing.T) {
+	for name, cfg := range map[string]projection.ProcessorConfig{
+		"DefaultProcessorConfig": projection.DefaultProcessorConfig(),
+		"zero":                   {},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if cfg.Wakeups != projection.WakeupsPoll {
+				t.Errorf("Wakeups = %s, want poll", cfg.Wakeups)
+			}
+			pool := newWakeupPool(t)
+			newAppliedTable(t, pool)
+			store := projection.NewStore()
+			cfg.PollInterval = 20 * time.Millisecond
+			proc := projection.NewProcessor(pool, store, cfg)
+			ctx, cancel := context.WithCancel(t.Context())
+			done := make(chan error, 1)
+			go func() { done <- proc.Run(ctx, applyLog{name: "log"}) }()
+			for round := 1; round <= 3; round++ {
+				appendN(t, pool, store, 3, 1, fmt.Sprint("Order", round))
+				eventually(t, "events applied", func() bool { return queryInt(t, pool, "SELECT count(*) FROM applied") == 3*round })
+			}
+			if n := queryInt(t, pool, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'`); n != 0 {
+				t.Errorf("%d listening sessions, want none", n)
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			if st := proc.Stats(); st.Wakeups != 0 {
+				t.Errorf("Wakeups = %d, want 0", st.Wakeups)
+			}
+		})
+	}
+}
+
+// Without projectionist.wakeups = on (the database's default) the
+// schema sends no notification, and processors that listen anyway poll at
+// PollInterval, not at WakeupPollInterval: with an hour of the latter,
+// every event is still handled. The listener warns once, naming the
+// setting, however often it connects.
+func TestWakeupsListenWithoutDatabaseSetting(t *testing.T) {
 	pool := newPool(t)
 	newAppliedTable(t, pool)
 	store := projection.NewStore()
+	var logs proctest.SyncBuffer
+	l := projection.NewListener(pool, slog.New(slog.NewTextHandler(&logs, nil)))
 	cfg := projection.DefaultProcessorConfig()
-	cfg.Wakeups = projection.WakeupsPoll
+	cfg.Wakeups, cfg.Listener = projection.WakeupsListen, l
+	cfg.PollInterval, cfg.WakeupPollInterval = 50*time.Millisecond, time.Hour
 	proc := projection.NewProcessor(pool, store, cfg)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- proc.Run(ctx, applyLog{name: "log"}) }()
-	appendN(t, pool, store, 3, 1, "Order")
-	eventually(t, "events applied", func() bool { return queryInt(t, pool, "SELECT count(*) FROM applied") == 3 })
-	if n := queryInt(t, pool, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'`); n != 0 {
-		t.Errorf("%d listening sessions, want none", n)
+	eventually(t, "listener connected", func() bool { return l.Stats().Connected })
+	if st := l.Stats(); st.NotificationsEnabled {
+		t.Errorf("listener stats %+v, want notifications not enabled", st)
 	}
+	for round := 1; round <= 3; round++ {
+		appendN(t, pool, store, 5, 1, fmt.Sprint("Order", round))
+		eventually(t, fmt.Sprintf("round %d applied", round), func() bool { return queryInt(t, pool, "SELECT count(*) FROM applied") == 5*round })
+	}
+	// A reconnect checks again, and does not warn again.
+	pid := findListener(t, pool)
+	if _, err := pool.Exec(t.Context(), "SELECT pg_terminate_backend($1)", pid); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "listener back", func() bool { st := l.Stats(); return st.Connected && st.Reconnects >= 1 })
+	appendN(t, pool, store, 5, 1, "OrderAfter")
+	eventually(t, "events after the reconnect applied", func() bool { return queryInt(t, pool, "SELECT count(*) FROM applied") == 20 })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if st := proc.Stats(); st.Wakeups != 0 {
-		t.Errorf("Wakeups = %d, want 0", st.Wakeups)
+	if st := l.Stats(); st.Notifications != 0 || st.NotificationsEnabled {
+		t.Errorf("listener stats %+v, want no notification and notifications not enabled", st)
+	}
+	var warns int
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, "level=WARN") && strings.Contains(line, "sends no wakeups") {
+			warns++
+			if !strings.Contains(line, "setting=projectionist.wakeups") || !strings.Contains(line, "SET projectionist.wakeups = on") {
+				t.Errorf("warning does not name the setting and its command: %s", line)
+			}
+		}
+	}
+	if warns != 1 {
+		t.Errorf("%d warnings that the database sends no wakeups, want 1; logs:\n%s", warns, logs.String())
 	}
 }
 
-// A writer's session with projectionist.wakeups = off appends without
+// In a database with wakeups on, a writer's session with
+// projectionist.wakeups = off appends without
 // notifying; processors still handle its events, by polling: a lost
 // notification costs latency, never an event.
 func TestWakeupsOffForAWriter(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
+	pool := newWakeupPool(t)
 	newAppliedTable(t, pool)
 	store := projection.NewStore()
 
@@ -264,7 +357,7 @@ func TestWakeupsOffForAWriter(t *testing.T) {
 
 	// Processors that listen find quiet appends at their safety poll.
 	cfg := projection.DefaultProcessorConfig()
-	cfg.PollInterval, cfg.WakeupPollInterval = 50*time.Millisecond, 200*time.Millisecond
+	cfg.Wakeups, cfg.PollInterval, cfg.WakeupPollInterval = projection.WakeupsListen, 50*time.Millisecond, 200*time.Millisecond
 	proc := projection.NewProcessor(pool, store, cfg)
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)

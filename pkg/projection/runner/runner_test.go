@@ -245,9 +245,16 @@ func TestCatchUpAndRunSupervisedStopOnPoison(t *testing.T) {
 // it waits: their notifications wake it.
 func TestRunProjectionPartitionsShareOneListener(t *testing.T) {
 	pool, store := setup(t, 0)
+	// Opt in at both ends: the database notifies, the processors listen.
+	if _, err := pool.Exec(t.Context(), `DO $$ BEGIN
+		EXECUTE format('ALTER DATABASE %I SET projectionist.wakeups = on', current_database());
+	END $$`); err != nil {
+		t.Fatal(err)
+	}
+	pool.Reset() // sessions opened before the ALTER do not see it
 	proj := &logProj{name: "p"}
 	cfg := projection.DefaultProcessorConfig()
-	cfg.PollInterval, cfg.WakeupPollInterval = time.Hour, time.Hour
+	cfg.Wakeups, cfg.PollInterval, cfg.WakeupPollInterval = projection.WakeupsListen, time.Hour, time.Hour
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- runner.RunProjectionPartitionsWithConfig(ctx, pool, store, proj, 4, cfg) }()
