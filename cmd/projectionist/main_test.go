@@ -88,6 +88,7 @@ func TestMigrateTwice(t *testing.T) {
 		"applied 0005_partition_hash_in_sql.up.sql\n" +
 		"applied 0006_topology_manager.up.sql\n" +
 		"applied 0007_dead_letter_retry.up.sql\n" +
+		"applied 0008_wakeups.up.sql\n" +
 		"applied 0010_event_trace_ids.up.sql\n" +
 		"the schema is at version 10 (0010_event_trace_ids.up.sql)\n"
 	if r.code != 0 || r.stdout != want || r.stderr != "" {
@@ -107,8 +108,8 @@ func TestMigrateTwice(t *testing.T) {
 	}
 	defer conn.Close(ctx)
 	var n int
-	if err := conn.QueryRow(ctx, "SELECT count(*) FROM projectionist_schema_migrations").Scan(&n); err != nil || n != 8 {
-		t.Errorf("projectionist_schema_migrations has %d rows (%v), want 8", n, err)
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM projectionist_schema_migrations").Scan(&n); err != nil || n != 9 {
+		t.Errorf("projectionist_schema_migrations has %d rows (%v), want 9", n, err)
 	}
 }
 

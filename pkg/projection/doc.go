@@ -48,6 +48,25 @@
 // event can no longer appear behind the checkpoint. The cost: a long-running
 // write transaction holds every reader back until it ends.
 //
+// # Waking on commit
+//
+// The schema notifies every append: a statement-level trigger on events
+// (migration 0008) calls pg_notify on [WakeupChannel] once per INSERT
+// statement, delivered when the appending transaction commits, so appends
+// through plain SQL from any language wake processors too. Under
+// [WakeupsListen] (the default) a caught-up processor waits for such a
+// notification or its poll interval, whichever comes first: a new event is
+// handled within milliseconds rather than up to PollInterval later, and
+// while notifications arrive an idle partition polls only every
+// [ProcessorConfig.WakeupPollInterval] (10s). The notification of a
+// one-aggregate append names the aggregate's partition hash, so only the
+// partition that owns it wakes. A [Listener] holds the one listening
+// connection that all processors given it share; while it is down they
+// poll at PollInterval, and when it is back it wakes them all once, since
+// notifications sent meanwhile are lost. Correctness never depends on a
+// notification: a lost one costs latency, not an event. [WakeupsPoll]
+// turns it off (a pooler in transaction mode cannot hold a LISTEN).
+//
 // # Partitions
 //
 // Set [ProcessorConfig.PartitionKey] and [ProcessorConfig.TotalPartitions] to
