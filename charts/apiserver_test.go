@@ -23,7 +23,13 @@ func TestOnAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env, err := kubetest.Start(kubetest.Options{CRDDirectories: []string{crds}})
+	// The Prometheus operator's CRDs too, so that the PodMonitor,
+	// ServiceMonitor and PrometheusRule are checked against their schemas.
+	monitoringCRDs, err := filepath.Abs(filepath.Join("testdata", "prometheus-operator-crds"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := kubetest.Start(kubetest.Options{CRDDirectories: []string{crds, monitoringCRDs}})
 	if err != nil {
 		t.Fatalf("starting the API server: %v", err)
 	}
@@ -93,11 +99,17 @@ extraArgs: [--max-concurrent-reconciles=8]
 extraEnv: [{name: GOMEMLIMIT, value: 200MiB}]
 podDisruptionBudget: {maxUnavailable: 1}
 networkPolicy: {enabled: true, metricsFrom: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]}
+monitoring:
+  podMonitor: {enabled: true, labels: {release: kps}, interval: 15s, scrapeTimeout: 10s}
+  serviceMonitor: {enabled: true, labels: {release: kps}, interval: 30s, scrapeTimeout: 10s}
+  prometheusRule: {enabled: true, labels: {release: kps}, alertLabels: {team: data}, lagEventsThreshold: 5000, horizonStallSeconds: 120, batchDurationSeconds: 2.5}
+  dashboard: {enabled: true, labels: {team: ops}, annotations: {grafana_folder: Projectionist}}
 `},
+		{"monitoring on, defaults otherwise", "monitoring: {podMonitor: {enabled: true}, serviceMonitor: {enabled: true}, prometheusRule: {enabled: true}, dashboard: {enabled: true}}"},
 		{"no leader election, no metrics Service", "leaderElection: {enabled: false}\nmetrics: {service: {enabled: false}}"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := render(t, tc.values)
+			r := renderWith(t, tc.values, prometheusOperator)
 			// kubectl splits -f at commas: no test name in the file's.
 			out := dryRun(t, write(t, fmt.Sprintf("chart-%d.yaml", i), r.yaml))
 			if strings.Contains(strings.ToLower(out), "warning") {

@@ -83,7 +83,14 @@ type object struct {
 // values given as YAML (empty for the chart's defaults).
 func render(t *testing.T, values string) rendered {
 	t.Helper()
-	args := []string{"template", release, chartDir, "--namespace", namespace}
+	return renderWith(t, values)
+}
+
+// renderWith is render with more helm template arguments (such as
+// --api-versions).
+func renderWith(t *testing.T, values string, extra ...string) rendered {
+	t.Helper()
+	args := append([]string{"template", release, chartDir, "--namespace", namespace}, extra...)
 	if values != "" {
 		// Not in t.TempDir(): its name holds the test's, and helm splits
 		// --values at commas.
@@ -652,6 +659,19 @@ func TestSchemaRefusesBadValues(t *testing.T) {
 		{"logLevel=verbose", "at '/logLevel'"},
 		{"metrics.prot=9090", "additional properties 'prot' not allowed"},
 		{"statusInterval=soon", "at '/statusInterval'"},
+		{"extraArgs=--max-concurrent-reconciles=8", "at '/extraArgs': got string, want array"},
+		{"extraEnv[0].value=x", "at '/extraEnv/0': missing property 'name'"},
+		{"podLabels.tier=1", "at '/podLabels/tier': got number, want string"},
+		{"topologySpreadConstraints=zone", "at '/topologySpreadConstraints': got string, want array"},
+		{"priorityClassName[0]=high", "at '/priorityClassName'"},
+		{"monitoring.podMonitr.enabled=true", "additional properties 'podMonitr' not allowed"},
+		{"monitoring.podMonitor.enabled=yes", "at '/monitoring/podMonitor/enabled': got string, want boolean"},
+		{"monitoring.serviceMonitor.interval=often", "at '/monitoring/serviceMonitor/interval'"},
+		{"monitoring.prometheusRule.lagEventsThreshold=lots", "at '/monitoring/prometheusRule/lagEventsThreshold'"},
+		{"monitoring.prometheusRule.batchDurationSeconds=0", "at '/monitoring/prometheusRule/batchDurationSeconds'"},
+		{"monitoring.prometheusRule.batchDurationSeconds=fast", "at '/monitoring/prometheusRule/batchDurationSeconds'"},
+		{"monitoring.prometheusRule.batchDurationSeconds=0.0", "at '/monitoring/prometheusRule/batchDurationSeconds'"},
+		{"monitoring.dashboard.label.team=a", "additional properties 'label' not allowed"},
 	} {
 		for _, cmd := range [][]string{{"template", release, chartDir}, {"lint", chartDir, "--strict"}} {
 			out, err := exec.Command(helm(t), append(cmd, "--set", tc.set)...).CombinedOutput()
@@ -663,5 +683,12 @@ func TestSchemaRefusesBadValues(t *testing.T) {
 	// A number through --set passes.
 	if out, err := exec.Command(helm(t), "template", release, chartDir, "--set", "replicaCount=2").CombinedOutput(); err != nil {
 		t.Errorf("helm template --set replicaCount=2: %v\n%s", err, out)
+	}
+	// --set passes 0.5 as a string: the schema takes a decimal string, and
+	// the rule gets it as written.
+	out, err := exec.Command(helm(t), "template", release, chartDir, prometheusOperator,
+		"--set", "monitoring.prometheusRule.enabled=true,monitoring.prometheusRule.batchDurationSeconds=0.5").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "(rate(projectionist_batch_duration_seconds_bucket[5m]))) > 0.5\n") {
+		t.Errorf("helm template --set monitoring.prometheusRule.batchDurationSeconds=0.5: err %v, want the rule's threshold 0.5:\n%s", err, out)
 	}
 }

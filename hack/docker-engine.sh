@@ -78,6 +78,10 @@ cmd_start() {
   [ -n "$dockerd" ] || install_docker
   dockerd="${DOCKERD:-$(command -v dockerd)}"
   mkdir -p "$STATE/data" "$STATE/exec"
+  # Images' layers hold Go trees (the Dockerfile test's Go base is a GOROOT):
+  # a go.mod here makes this directory a module of its own, which `go vet
+  # ./...` and `go test ./...` in the repository skip while the engine runs.
+  printf '%s\n' '// Not a module: keeps go ./... out of the Docker engine data (hack/docker-engine.sh).' 'module ignore' > "$STATE/go.mod"
   log "starting $dockerd (data and exec roots under $STATE)"
   # setsid: the engine must not get the calling shell's Ctrl-C before the
   # caller's trap has stopped its containers.

@@ -64,7 +64,7 @@ die() { log "ERROR: $*"; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "run as root: it fences the kind network with iptables and restores host sysctls"
 [ -n "$KIND" ] || die "no kind: make kind (builds sigs.k8s.io/kind into bin/), or put kind on PATH"
-for tool in go make iptables; do # docker: hack/docker-engine.sh installs it
+for tool in go make; do # docker and iptables: hack/docker-engine.sh installs docker.io, which brings iptables
   command -v "$tool" >/dev/null || die "$tool is not on PATH"
 done
 [ -f "$ARCHIVE" ] || die "no image archive $ARCHIVE: run make image (or make test-e2e-kind, which does)"
@@ -144,6 +144,7 @@ env_out="$(hack/docker-engine.sh start)"
 eval "$env_out"
 export DOCKER_HOST
 engine_started="${DOCKER_ENGINE_STARTED:-}"
+command -v iptables >/dev/null || die "iptables is not on PATH (the fence needs it): apt-get install iptables"
 
 if "$KIND" get clusters 2>/dev/null | grep -qx "$KIND_CLUSTER"; then
   die "a kind cluster named $KIND_CLUSTER exists already: $KIND delete cluster --name $KIND_CLUSTER, or set KIND_CLUSTER"
@@ -248,18 +249,58 @@ netcheck() { # NAME ARGS...
   "$KUBECTL" delete pod "$name" --wait=false >/dev/null
   [ "$phase" = Succeeded ]
 }
+# What the node shows of pod networking, for a failed check: the
+# kube-system pods, kube-proxy's log, the node's routes and its Service NAT
+# rules.
+diagnose() {
+  local node="$KIND_CLUSTER-control-plane"
+  log "diagnostics: kube-system pods"
+  "$KUBECTL" -n kube-system get pods -o wide >&2 || true
+  log "diagnostics: kube-proxy log (last 40 lines)"
+  "$KUBECTL" -n kube-system logs daemonset/kube-proxy --tail=40 >&2 || true
+  log "diagnostics: node $node: addresses, routes, sysctls"
+  docker exec "$node" sh -c 'ip -4 -o addr; ip -4 route; sysctl net.ipv4.ip_forward net.ipv4.conf.all.route_localnet net.bridge.bridge-nf-call-iptables 2>&1' >&2 || true
+  log "diagnostics: node $node: iptables (nat, KUBE rules; first 60 lines) and the backend"
+  docker exec "$node" sh -c 'iptables -V; iptables-save -t nat | grep -E "KUBE|^[*:]" | head -n 60' >&2 || true
+}
+# kube-proxy's DaemonSet reports ready as soon as its container runs; the
+# Service rules come with its first sync. Wait for the kubernetes Service's
+# rule in the node's nat table, so that the checks below test the fence and
+# the routing, not kube-proxy's start-up time.
+log "waiting for kube-proxy's Service rules on the node"
+"$KUBECTL" -n kube-system rollout status daemonset/kube-proxy --timeout=180s >&2 || { diagnose; die "kube-proxy did not become ready"; }
+synced=false
+for _ in $(seq 1 120); do
+  if docker exec "$KIND_CLUSTER-control-plane" iptables-save -t nat 2>/dev/null | grep -q 'default/kubernetes:https'; then
+    synced=true
+    break
+  fi
+  sleep 1
+done
+$synced || { diagnose; die "kube-proxy wrote no rule for the kubernetes Service in 120s"; }
+# A check that a pod reaches something, tried up to three times: a slow
+# first sync of kube-proxy or CoreDNS is not a broken network. (The egress
+# check, which must fail, runs once.)
+reaches() { # NAME ARGS...
+  local name="$1" i; shift
+  for i in 1 2 3; do
+    netcheck "$name-$i" "$@" && return 0
+    [ "$i" = 3 ] || { log "no answer (attempt $i of 3); trying again in 5s"; sleep 5; }
+  done
+  return 1
+}
 log "checking egress from a pod: http://$OUTSIDE_IP/ must get no answer"
 netcheck netcheck-egress -fail -timeout 5s "http://$OUTSIDE_IP/" || die "a pod reached $OUTSIDE_IP: the fence does not hold"
 log "checking that a pod reaches the API server through the kubernetes Service"
 sa=/var/run/secrets/kubernetes.io/serviceaccount
 api_ip="$("$KUBECTL" get service kubernetes -n default -o jsonpath='{.spec.clusterIP}')"
-netcheck netcheck-api -cacert "$sa/ca.crt" -token "$sa/token" -status 200 "https://$api_ip/api" ||
-  die "a pod cannot reach the API server through its Service ($api_ip)"
+reaches netcheck-api -cacert "$sa/ca.crt" -token "$sa/token" -status 200 "https://$api_ip/api" ||
+  { diagnose; die "a pod cannot reach the API server through its Service ($api_ip)"; }
 log "checking cluster DNS: a pod reaches the API server by its Service's name"
 "$KUBECTL" -n kube-system rollout status deployment/coredns --timeout=180s >&2 ||
-  die "CoreDNS did not become ready"
-netcheck netcheck-dns -cacert "$sa/ca.crt" -token "$sa/token" -status 200 "https://kubernetes.default.svc.cluster.local/api" ||
-  die "a pod cannot resolve kubernetes.default.svc.cluster.local"
+  { diagnose; die "CoreDNS did not become ready"; }
+reaches netcheck-dns -cacert "$sa/ca.crt" -token "$sa/token" -status 200 "https://kubernetes.default.svc.cluster.local/api" ||
+  { diagnose; die "a pod cannot resolve kubernetes.default.svc.cluster.local"; }
 
 # --- PostgreSQL on the gateway ------------------------------------------------------
 log "starting PostgreSQL on $gateway"

@@ -38,9 +38,24 @@ type Config struct {
 	// and 10000. Defaults to [projection.DefaultBatchSize] (100) when zero.
 	BatchSize int
 	// PollInterval is how long a caught-up processor waits before looking
-	// for new events. Defaults to [projection.DefaultPollInterval] (100ms)
+	// for new events, unless a notification of a commit wakes it first
+	// (see Wakeups). Defaults to [projection.DefaultPollInterval] (100ms)
 	// when zero.
 	PollInterval time.Duration
+	// Wakeups says whether the processors wait for notifications of
+	// appends besides polling: [projection.WakeupsPoll] (the default: only
+	// poll) or [projection.WakeupsListen] (one listening connection per
+	// worker, beside the pool; the database must send notifications,
+	// which it does only with projectionist.wakeups = on, see
+	// docs/operations.md). ParseConfig takes it from WAKEUPS ("poll" or
+	// "listen").
+	Wakeups projection.WakeupMode
+	// WakeupPollInterval is how long a caught-up processor waits between
+	// polls under WakeupsListen while its notifications arrive; it polls
+	// at PollInterval while the listening connection is down or the
+	// database sends no notifications. Defaults to
+	// [projection.DefaultWakeupPollInterval] (10s) when zero.
+	WakeupPollInterval time.Duration
 	// PartitionKey is this worker's partition. Defaults to 0. ParseConfig
 	// takes it from PARTITION_KEY or else from the ordinal suffix of
 	// POD_NAME: StatefulSet pod "user-count-3" runs partition 3.
@@ -185,6 +200,18 @@ var settings = []setting{
 	}},
 	{"poll-interval", EnvPollInterval, "duration", "wait between polls once caught up (default " + projection.DefaultPollInterval.String() + ")", func(c *Config, v string) (err error) {
 		c.PollInterval, err = parseDuration(v)
+		return err
+	}},
+	{"wakeups", "WAKEUPS", "mode", "poll: only poll; listen: also wake on each commit that appends events, which needs projectionist.wakeups = on in the database (default poll)", func(c *Config, v string) error {
+		m, err := projection.ParseWakeupMode(v)
+		if err != nil {
+			return errors.New("must be listen or poll")
+		}
+		c.Wakeups = m
+		return nil
+	}},
+	{"wakeup-poll-interval", "WAKEUP_POLL_INTERVAL", "duration", "with WAKEUPS=listen, wait between polls once caught up while wakeups arrive (default " + projection.DefaultWakeupPollInterval.String() + ")", func(c *Config, v string) (err error) {
+		c.WakeupPollInterval, err = parseDuration(v)
 		return err
 	}},
 	{"partition-key", EnvPartitionKey, "n", "this worker's partition (default: the ordinal of POD_NAME, or 0)", func(c *Config, v string) (err error) {
@@ -375,6 +402,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PollInterval == 0 {
 		c.PollInterval = projection.DefaultPollInterval
+	}
+	if c.WakeupPollInterval == 0 {
+		c.WakeupPollInterval = projection.DefaultWakeupPollInterval
 	}
 	if c.HTTPAddr == "" {
 		c.HTTPAddr = DefaultHTTPAddr

@@ -47,6 +47,18 @@ var (
 	deadLettersDesc = prometheus.NewDesc("projectionist_dead_letters",
 		"Dead letters of the projection, over all its partitions (every partition reports the same count: "+
 			"aggregate with max by (projection)), queried at scrape time; saturates at 1000000.", labels, nil)
+	wakeupsDesc = prometheus.NewDesc("projectionist_wakeups_total",
+		"Times a notification of a commit woke the caught-up partition before its poll interval ran out.", labels, nil)
+	notificationsDesc = prometheus.NewDesc("projectionist_listener_notifications_total",
+		"Notifications the worker's listening connection received (one per appending statement, folded per transaction).", nil, nil)
+	reconnectsDesc = prometheus.NewDesc("projectionist_listener_reconnects_total",
+		"Times the worker's listening connection was lost (or could not be opened) and opened again; "+
+			"meanwhile the partitions poll at the poll interval.", nil, nil)
+	listeningDesc = prometheus.NewDesc("projectionist_listener_connected",
+		"1 while the worker's listening connection is open, else 0 (and 0 with WAKEUPS=poll).", nil, nil)
+	wakeupsEnabledDesc = prometheus.NewDesc("projectionist_listener_notifications_enabled",
+		"1 if the worker's listening connection saw projectionist.wakeups = on for its database and role when it last connected, "+
+			"else 0 (then the partitions poll at the poll interval; 0 with WAKEUPS=poll).", nil, nil)
 	stallDesc = prometheus.NewDesc("projectionist_horizon_stall_seconds",
 		"Seconds the oldest transaction holding a transaction id (pg_stat_activity.backend_xid, or a prepared transaction) "+
 			"has been open, queried at scrape time; no processor can read past it. 0 if none. "+
@@ -97,7 +109,8 @@ type statsCollector struct{ w *worker }
 
 func (c statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{handledDesc, batchesDesc, poisonedDesc, positionDesc,
-		generationDesc, partitionsDesc, mismatchDesc, idleDesc, lagDesc, deadLettersDesc, stallDesc} {
+		generationDesc, partitionsDesc, mismatchDesc, idleDesc, lagDesc, deadLettersDesc, stallDesc,
+		wakeupsDesc, notificationsDesc, reconnectsDesc, listeningDesc, wakeupsEnabledDesc} {
 		ch <- d
 	}
 }
@@ -110,6 +123,14 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 		c.w.log.Debug("worker metrics: reading the horizon stall", errAttr(stallErr))
 	}
 	policy := c.w.cfg.ErrorPolicy.String()
+	var ls projection.ListenerStats
+	if c.w.listener != nil {
+		ls = c.w.listener.Stats()
+	}
+	ch <- prometheus.MustNewConstMetric(notificationsDesc, prometheus.CounterValue, float64(ls.Notifications))
+	ch <- prometheus.MustNewConstMetric(reconnectsDesc, prometheus.CounterValue, float64(ls.Reconnects))
+	ch <- prometheus.MustNewConstMetric(listeningDesc, prometheus.GaugeValue, boolFloat(ls.Connected))
+	ch <- prometheus.MustNewConstMetric(wakeupsEnabledDesc, prometheus.GaugeValue, boolFloat(ls.NotificationsEnabled))
 	for _, p := range c.w.procs {
 		st := p.processor.Stats()
 		metric := func(d *prometheus.Desc, t prometheus.ValueType, v float64, extra ...string) {
@@ -117,6 +138,7 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		metric(handledDesc, prometheus.CounterValue, float64(st.EventsHandled))
 		metric(batchesDesc, prometheus.CounterValue, float64(st.Batches))
+		metric(wakeupsDesc, prometheus.CounterValue, float64(st.Wakeups))
 		metric(poisonedDesc, prometheus.CounterValue, float64(st.EventsPoisoned), policy)
 		metric(positionDesc, prometheus.GaugeValue, float64(st.Position.TransactionID))
 		metric(generationDesc, prometheus.GaugeValue, float64(st.Generation))

@@ -24,7 +24,9 @@ func TestMetricsLint(t *testing.T) {
 		names[mf.GetName()] = true
 	}
 	for _, want := range []string{"projectionist_events_handled_total", "projectionist_batches_total", "projectionist_lag_events",
-		"projectionist_dead_letters", "projectionist_build_info", "projectionist_batch_duration_seconds", "projectionist_topology_mismatch"} {
+		"projectionist_dead_letters", "projectionist_build_info", "projectionist_batch_duration_seconds", "projectionist_topology_mismatch",
+		"projectionist_wakeups_total", "projectionist_listener_notifications_total", "projectionist_listener_reconnects_total",
+		"projectionist_listener_connected", "projectionist_listener_notifications_enabled"} {
 		if !names[want] {
 			t.Errorf("no %s among the gathered metrics", want)
 		}

@@ -118,9 +118,12 @@ func Run(ctx context.Context, cfg Config, projections ...projection.Projection) 
 
 // worker is one Run.
 type worker struct {
-	cfg           Config
-	log           *slog.Logger
-	pool          *pgxpool.Pool
+	cfg  Config
+	log  *slog.Logger
+	pool *pgxpool.Pool
+	// listener wakes every processor of the worker (nil under
+	// projection.WakeupsPoll): one connection, beside the pool.
+	listener      *projection.Listener
 	procs         []*proc
 	batchDuration *prometheus.HistogramVec
 	registry      *prometheus.Registry // what /metrics serves
@@ -181,6 +184,7 @@ func newWorker(cfg Config, projections []projection.Projection) (*worker, error)
 		return nil, fmt.Errorf("%w: ShutdownTimeout is %s, must not be negative", ErrInvalidConfig, cfg.ShutdownTimeout)
 	}
 	// One connection per processor, one for readiness, one for metrics.
+	// The listener (wakeups) has one of its own, outside the pool.
 	poolCfg, err := dbconn.ParseConfig(cfg.DatabaseURL, dbconn.Options{Application: "projectionist-worker",
 		MinMaxConns: int32(len(selected) + 2), ConnectTimeout: cfg.ConnectTimeout})
 	if err != nil {
@@ -192,6 +196,9 @@ func newWorker(cfg Config, projections []projection.Projection) (*worker, error)
 	}
 
 	w := &worker{cfg: cfg, log: cfg.Logger, pool: pool, batchDuration: newBatchDuration(), redact: redactor(cfg.DatabaseURL)}
+	if cfg.Wakeups == projection.WakeupsListen {
+		w.listener = projection.NewListener(pool, cfg.Logger)
+	}
 	if w.registry, err = w.newRegistry(); err != nil {
 		pool.Close()
 		return nil, err
@@ -204,6 +211,7 @@ func newWorker(cfg Config, projections []projection.Projection) (*worker, error)
 		pc := projection.DefaultProcessorConfig()
 		pc.BatchSize, pc.PollInterval, pc.ErrorPolicy = cfg.BatchSize, cfg.PollInterval, cfg.ErrorPolicy
 		pc.StatementTimeout, pc.BatchTimeout = cfg.StatementTimeout, cfg.BatchTimeout
+		pc.Wakeups, pc.WakeupPollInterval, pc.Listener = cfg.Wakeups, cfg.WakeupPollInterval, w.listener
 		pc.PartitionKey, pc.Topology = cfg.PartitionKey, projection.TopologyFollow
 		if cfg.TotalPartitions > 0 {
 			pc.TotalPartitions, pc.Topology = cfg.TotalPartitions, projection.TopologyApply
@@ -261,7 +269,7 @@ func (w *worker) run(ctx context.Context, ln net.Listener) error {
 		names[i] = p.name
 	}
 	w.log.Info("worker started", "version", w.cfg.Version, "projections", names, "partition", w.cfg.PartitionKey,
-		"totalPartitions", w.cfg.TotalPartitions, "errorPolicy", w.cfg.ErrorPolicy.String(), "httpAddr", ln.Addr().String())
+		"totalPartitions", w.cfg.TotalPartitions, "errorPolicy", w.cfg.ErrorPolicy.String(), "wakeups", w.cfg.Wakeups.String(), "httpAddr", ln.Addr().String())
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()

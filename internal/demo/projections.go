@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/projectionist/projectionist/pkg/projection"
@@ -57,7 +59,9 @@ type SchemaOwner interface {
 // Projections returns the built-in demo projections, new instances each
 // call: user_count, revenue and activity_log. Their names are their
 // checkpoint identities. Each is a [SchemaOwner]; [EnsureSchema] creates
-// their tables.
+// their tables. Each is also a [projection.BatchProjection], writing a
+// batch in one or two statements; its Handle writes the same read model
+// one event at a time.
 func Projections() []projection.Projection {
 	return []projection.Projection{&UserCountProjection{}, &RevenueProjection{}, &ActivityLogProjection{}}
 }
@@ -111,6 +115,62 @@ func (*UserCountProjection) Handle(ctx context.Context, tx pgx.Tx, event *projec
 		return err
 	}
 	return nil
+}
+
+// HandleBatch makes UserCountProjection a [projection.BatchProjection]: the
+// batch's writes in one round trip of two statements, to the same rows
+// Handle would leave, event by event, whatever the order of the events.
+//
+// A user row that exists before the batch ignores UserCreated and is
+// deactivated by any UserDeactivated, so one UPDATE covers every user
+// deactivated in the batch. A user new in the batch is inserted by its
+// first UserCreated (later ones do nothing, as ON CONFLICT DO NOTHING does
+// for Handle), active unless a UserDeactivated follows that UserCreated in
+// the batch; a UserDeactivated before it found no row to update. The UPDATE
+// runs first, so it cannot touch the rows the INSERT adds.
+func (*UserCountProjection) HandleBatch(ctx context.Context, tx pgx.Tx, events []projection.PersistedEvent) error {
+	var (
+		ids, emails []string
+		createdAt   []time.Time
+		active      []bool
+		created     = map[string]int{} // user id -> index in the insert's columns
+		deactivated []string
+	)
+	for i := range events {
+		e := &events[i]
+		switch e.EventType {
+		case EventUserCreated:
+			var payload UserCreated
+			if err := json.Unmarshal(e.Payload, &payload); err != nil {
+				return fmt.Errorf("decoding UserCreated: %w", err)
+			}
+			if _, ok := created[e.AggregateID]; ok {
+				continue
+			}
+			created[e.AggregateID] = len(ids)
+			ids, emails, createdAt, active = append(ids, e.AggregateID), append(emails, payload.Email), append(createdAt, e.CreatedAt), append(active, true)
+		case EventUserDeactivated:
+			deactivated = append(deactivated, e.AggregateID)
+			if j, ok := created[e.AggregateID]; ok {
+				active[j] = false
+			}
+		}
+	}
+	batch := &pgx.Batch{}
+	if len(deactivated) > 0 {
+		batch.Queue(`UPDATE user_stats SET active = false WHERE user_id = ANY($1::text[])`, deactivated)
+	}
+	if len(ids) > 0 {
+		batch.Queue(`
+			INSERT INTO user_stats (user_id, email, created_at, active)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::boolean[])
+			ON CONFLICT (user_id) DO NOTHING`,
+			ids, emails, createdAt, active)
+	}
+	if batch.Len() == 0 {
+		return nil
+	}
+	return tx.SendBatch(ctx, batch).Close()
 }
 
 // RevenueSchema creates the read model of [RevenueProjection]: one row per
@@ -168,11 +228,42 @@ func (*RevenueProjection) Handle(ctx context.Context, tx pgx.Tx, event *projecti
 	if info, ok := projection.BatchInfoFromContext(ctx); ok {
 		key = info.PartitionKey
 	}
-	_, err := tx.Exec(ctx, `
-		INSERT INTO revenue (partition_key, orders, total_cents) VALUES ($1, 1, $2)
-		ON CONFLICT (partition_key) DO UPDATE
-		SET orders = revenue.orders + 1, total_cents = revenue.total_cents + EXCLUDED.total_cents`,
-		key, payload.AmountCents)
+	_, err := tx.Exec(ctx, addRevenueSQL, key, 1, payload.AmountCents)
+	return err
+}
+
+// addRevenueSQL adds $2 orders of $3 cents in all to partition $1's row.
+const addRevenueSQL = `
+	INSERT INTO revenue (partition_key, orders, total_cents) VALUES ($1, $2, $3)
+	ON CONFLICT (partition_key) DO UPDATE
+	SET orders = revenue.orders + EXCLUDED.orders, total_cents = revenue.total_cents + EXCLUDED.total_cents`
+
+// HandleBatch makes RevenueProjection a [projection.BatchProjection]: it
+// sums the batch's orders in Go and adds them to the partition's row in one
+// upsert, instead of one per order. The sum is what Handle would leave, as
+// a sum does not depend on the order of its terms.
+func (*RevenueProjection) HandleBatch(ctx context.Context, tx pgx.Tx, events []projection.PersistedEvent) error {
+	var orders, cents int64
+	for i := range events {
+		e := &events[i]
+		if e.EventType != EventOrderPlaced {
+			continue
+		}
+		var payload OrderPlaced
+		if err := json.Unmarshal(e.Payload, &payload); err != nil {
+			return fmt.Errorf("decoding OrderPlaced: %w", err)
+		}
+		orders++
+		cents += payload.AmountCents
+	}
+	if orders == 0 {
+		return nil
+	}
+	key := 0
+	if info, ok := projection.BatchInfoFromContext(ctx); ok {
+		key = info.PartitionKey
+	}
+	_, err := tx.Exec(ctx, addRevenueSQL, key, orders, cents)
 	return err
 }
 
@@ -233,6 +324,51 @@ func (*ActivityLogProjection) Handle(ctx context.Context, tx pgx.Tx, event *proj
 		event.EventType, event.CreatedAt, key, total, generation)
 	if err != nil {
 		return fmt.Errorf("recording event %s in activity_log: %w", event.EventID, err)
+	}
+	return nil
+}
+
+// HandleBatch makes ActivityLogProjection a [projection.BatchProjection]:
+// the batch's rows in one INSERT from unnest, numbered by seq in the
+// events' order, as Handle would number them one by one. A redelivered
+// event still fails the whole INSERT on the primary key; the processor
+// then runs the batch again one event at a time, so the error names it.
+func (p *ActivityLogProjection) HandleBatch(ctx context.Context, tx pgx.Tx, events []projection.PersistedEvent) error {
+	if len(events) == 1 {
+		return p.Handle(ctx, tx, &events[0])
+	}
+	var key, total *int
+	var generation *int64
+	if info, ok := projection.BatchInfoFromContext(ctx); ok {
+		key, total, generation = &info.PartitionKey, &info.TotalPartitions, &info.Generation
+	}
+	n := len(events)
+	var (
+		ids        = make([]uuid.UUID, n)
+		positions  = make([]int64, n)
+		aggTypes   = make([]string, n)
+		aggIDs     = make([]string, n)
+		versions   = make([]int64, n)
+		eventTypes = make([]string, n)
+		createdAt  = make([]time.Time, n)
+	)
+	for i := range events {
+		e := &events[i]
+		ids[i], positions[i], aggTypes[i], aggIDs[i] = e.EventID, e.GlobalPosition, e.AggregateType, e.AggregateID
+		versions[i], eventTypes[i], createdAt[i] = e.AggregateVersion, e.EventType, e.CreatedAt
+	}
+	// ORDER BY the ordinality: seq's nextval is taken row by row in this
+	// order.
+	_, err := tx.Exec(ctx, `
+		INSERT INTO activity_log (event_id, global_position, aggregate_type, aggregate_id, aggregate_version,
+		                          event_type, created_at, partition_key, total_partitions, generation)
+		SELECT e.id, e.pos, e.agg_type, e.agg_id, e.version, e.type, e.created_at, $8, $9, $10
+		FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::timestamptz[])
+		     WITH ORDINALITY AS e(id, pos, agg_type, agg_id, version, type, created_at, ord)
+		ORDER BY e.ord`,
+		ids, positions, aggTypes, aggIDs, versions, eventTypes, createdAt, key, total, generation)
+	if err != nil {
+		return fmt.Errorf("recording %d events (positions %d to %d) in activity_log: %w", n, positions[0], positions[n-1], err)
 	}
 	return nil
 }

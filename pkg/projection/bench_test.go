@@ -15,7 +15,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -25,7 +27,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/projectionist/projectionist/internal/pgtest"
 	"github.com/projectionist/projectionist/pkg/projection"
+	"github.com/projectionist/projectionist/pkg/projection/runner"
 )
 
 const (
@@ -146,6 +150,32 @@ const upsertSQL = `
 	INSERT INTO bench_order_counts AS t (aggregate_id, n) VALUES ($1, 1)
 	ON CONFLICT (aggregate_id) DO UPDATE SET n = t.n + 1`
 
+// batchUpsertProjection keeps the same counters as upsertProjection, as a
+// BatchProjection: it counts each aggregate's events in Go and writes the
+// batch in one multi-row upsert. The counts must be summed first, since
+// one INSERT ... ON CONFLICT may not touch a row twice; the ids are sorted
+// so that concurrent batches lock rows in one order.
+type batchUpsertProjection struct{ upsertProjection }
+
+func (p batchUpsertProjection) HandleBatch(ctx context.Context, tx pgx.Tx, events []projection.PersistedEvent) error {
+	counts := make(map[string]int64, len(events))
+	for i := range events {
+		counts[events[i].AggregateID]++
+	}
+	ids := slices.Sorted(maps.Keys(counts))
+	ns := make([]int64, len(ids))
+	for i, id := range ids {
+		ns[i] = counts[id]
+	}
+	_, err := tx.Exec(ctx, batchUpsertSQL, ids, ns)
+	return err
+}
+
+const batchUpsertSQL = `
+	INSERT INTO bench_order_counts AS t (aggregate_id, n)
+	SELECT * FROM unnest($1::text[], $2::bigint[])
+	ON CONFLICT (aggregate_id) DO UPDATE SET n = t.n + EXCLUDED.n`
+
 func benchConfig(batchSize, key, total int) projection.ProcessorConfig {
 	cfg := projection.DefaultProcessorConfig()
 	cfg.BatchSize = batchSize
@@ -181,8 +211,9 @@ func BenchmarkProcessNoop(b *testing.B) {
 	}
 }
 
-// BenchmarkProcessUpsert measures a realistic projection: one upsert per
-// event into a read model, in batches of 1000.
+// BenchmarkProcessUpsert measures a realistic projection: a counter per
+// aggregate in a read model, in batches of 1000, written with one upsert
+// per event (Handle) or one multi-row upsert per batch (HandleBatch).
 func BenchmarkProcessUpsert(b *testing.B) {
 	pool := newBenchLog(b)
 	ctx := context.Background()
@@ -190,20 +221,9 @@ func BenchmarkProcessUpsert(b *testing.B) {
 		b.Fatal(err)
 	}
 	store := projection.NewStore()
-	b.Run("batch=1000", func(b *testing.B) {
-		b.ReportAllocs()
-		proc := projection.NewProcessor(pool, store, benchConfig(1000, 0, 1))
-		for b.Loop() {
-			b.StopTimer()
-			resetProjection(b, pool, "bench_order_counts")
-			b.StartTimer()
-			if err := proc.CatchUp(ctx, upsertProjection{}); err != nil {
-				b.Fatal(err)
-			}
-		}
-		b.StopTimer()
-		reportEventsPerSecond(b, benchEvents)
-		// The read model must hold every event exactly once.
+	// The read model must hold every event exactly once.
+	checkCounts := func(b *testing.B) {
+		b.Helper()
 		var rows, total int64
 		if err := pool.QueryRow(ctx, "SELECT count(*), coalesce(sum(n), 0) FROM bench_order_counts").Scan(&rows, &total); err != nil {
 			b.Fatal(err)
@@ -211,7 +231,31 @@ func BenchmarkProcessUpsert(b *testing.B) {
 		if rows != benchAggregates || total != benchEvents {
 			b.Fatalf("read model has %d aggregates and %d events, want %d and %d", rows, total, benchAggregates, benchEvents)
 		}
-	})
+	}
+	// One upsert per event (Handle), or one per batch (HandleBatch).
+	for _, bc := range []struct {
+		name string
+		proj projection.Projection
+	}{
+		{"batch=1000", upsertProjection{}},
+		{"handler=batch", batchUpsertProjection{}}, // also batches of 1000
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			proc := projection.NewProcessor(pool, store, benchConfig(1000, 0, 1))
+			for b.Loop() {
+				b.StopTimer()
+				resetProjection(b, pool, "bench_order_counts")
+				b.StartTimer()
+				if err := proc.CatchUp(ctx, bc.proj); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			reportEventsPerSecond(b, benchEvents)
+			checkCounts(b)
+		})
+	}
 	// The same upserts in the same transactions, sent straight through
 	// pgx without reading any event: the ceiling for any processor on this
 	// machine, set by the round trip each event costs. Compare the two,
@@ -416,4 +460,235 @@ func batchedSince(procs []*projection.Processor, before []int64) bool {
 		}
 	}
 	return true
+}
+
+// Wakeup benchmarks: how long an appended event waits to be handled, and
+// what idle partitions cost, with and without wakeups on commit.
+
+// latencyProjection notes when each event's batch committed: Handle
+// collects the batch's aggregate ids, OnBatch (after the commit) stamps
+// them. Both run on the processor's goroutine.
+type latencyProjection struct {
+	pending []string
+	mu      sync.Mutex
+	handled map[string]time.Time
+}
+
+func (*latencyProjection) Name() string { return "bench_latency" }
+
+func (p *latencyProjection) Handle(_ context.Context, _ pgx.Tx, e *projection.PersistedEvent) error {
+	p.pending = append(p.pending, e.AggregateID)
+	return nil
+}
+
+func (p *latencyProjection) committed(projection.BatchResult) {
+	now := time.Now()
+	p.mu.Lock()
+	for _, id := range p.pending {
+		if _, ok := p.handled[id]; !ok {
+			p.handled[id] = now
+		}
+	}
+	p.mu.Unlock()
+	p.pending = p.pending[:0]
+}
+
+func (p *latencyProjection) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.handled)
+}
+
+// BenchmarkWakeupLatency measures append-to-handled latency at 1,000
+// events/s (4 appending goroutines, each event its own aggregate and
+// transaction), with pollInterval 1s, with wakeups on commit (the
+// database's projectionist.wakeups on) and with polling only (the
+// default: the setting unset, the trigger sends nothing). Latency runs from just before Store.Append is called to
+// the commit of the batch that handled the event, so it includes the
+// append's own round trips. Each iteration appends 300 events on one
+// schedule over all iterations; p50, p99 and max are over every event.
+func BenchmarkWakeupLatency(b *testing.B) {
+	const (
+		rate        = 1000 // events/s
+		eventsPerOp = 300
+		appenders   = 4
+	)
+	for _, mode := range []projection.WakeupMode{projection.WakeupsListen, projection.WakeupsPoll} {
+		b.Run("wakeups="+mode.String(), func(b *testing.B) {
+			pool := newPool(b)
+			if mode == projection.WakeupsListen {
+				enableWakeups(b, pool) // the opt-in's other end
+			}
+			store := projection.NewStore()
+			proj := &latencyProjection{handled: map[string]time.Time{}}
+			cfg := projection.DefaultProcessorConfig()
+			cfg.PollInterval, cfg.Wakeups, cfg.OnBatch = time.Second, mode, proj.committed
+			proc := projection.NewProcessor(pool, store, cfg)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- proc.Run(ctx, proj) }()
+			for proc.Stats().Batches == 0 {
+				time.Sleep(time.Millisecond)
+			}
+			var startedMu sync.Mutex
+			started, returned := map[string]time.Time{}, map[string]time.Time{}
+			// One schedule over all iterations, so that appends keep
+			// their rate and phase across iterations and no iteration
+			// starts in step with a poll.
+			var begin time.Time
+			var next atomic.Int64
+			total := 0
+			for b.Loop() {
+				if begin.IsZero() {
+					begin = time.Now()
+				}
+				total += eventsPerOp
+				var wg sync.WaitGroup
+				for range appenders {
+					wg.Go(func() {
+						for {
+							i := next.Add(1) - 1
+							if i >= int64(total) {
+								next.Add(-1)
+								return
+							}
+							time.Sleep(time.Until(begin.Add(time.Duration(i) * time.Second / rate)))
+							id := fmt.Sprintf("lat-%d", i)
+							startedMu.Lock()
+							started[id] = time.Now()
+							startedMu.Unlock()
+							if _, err := store.Append(ctx, pool, "Order", id, projection.NoStream, projection.Event{EventType: "Placed"}); err != nil {
+								b.Error(err)
+								return
+							}
+							startedMu.Lock()
+							returned[id] = time.Now()
+							startedMu.Unlock()
+						}
+					})
+				}
+				wg.Wait()
+			}
+			for proj.count() < total {
+				time.Sleep(time.Millisecond)
+			}
+			b.StopTimer()
+			cancel()
+			if err := <-done; err != nil {
+				b.Fatal(err)
+			}
+			// lat: from calling Append to the handling batch's commit;
+			// appendLat: Append's own time, its share of lat.
+			// afterLat: from Append's return (the commit) to the
+			// handling commit, 0 if the event was handled first.
+			lat, appendLat, afterLat := make([]time.Duration, 0, total), make([]time.Duration, 0, total), make([]time.Duration, 0, total)
+			proj.mu.Lock()
+			for id, at := range proj.handled {
+				lat = append(lat, at.Sub(started[id]))
+				appendLat = append(appendLat, returned[id].Sub(started[id]))
+				afterLat = append(afterLat, max(0, at.Sub(returned[id])))
+			}
+			proj.mu.Unlock()
+			slices.Sort(lat)
+			slices.Sort(appendLat)
+			slices.Sort(afterLat)
+			ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+			b.ReportMetric(ms(lat[len(lat)/2]), "p50-ms")
+			b.ReportMetric(ms(lat[len(lat)*99/100]), "p99-ms")
+			b.ReportMetric(ms(lat[len(lat)-1]), "max-ms")
+			b.ReportMetric(ms(appendLat[len(appendLat)*99/100]), "append-p99-ms")
+			b.ReportMetric(ms(afterLat[len(afterLat)*99/100]), "commit-to-handled-p99-ms")
+			b.ReportMetric(float64(proc.Stats().Wakeups)/float64(b.N), "wakeups/op")
+		})
+	}
+}
+
+// roundTrips counts the statements and batches a pool's connections send,
+// and the liveness pings pgxpool sends on acquiring a connection idle for
+// over a second (its default rule, kept).
+type roundTrips struct{ n atomic.Int64 }
+
+func (r *roundTrips) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	r.n.Add(1)
+	return ctx
+}
+func (*roundTrips) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+func (r *roundTrips) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	r.n.Add(1)
+	return ctx
+}
+func (*roundTrips) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+func (*roundTrips) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
+func (r *roundTrips) shouldPing(_ context.Context, p pgxpool.ShouldPingParams) bool {
+	if p.IdleDuration > time.Second {
+		r.n.Add(1)
+		return true
+	}
+	return false
+}
+
+// BenchmarkIdlePartitionQueries measures the round trips per second that
+// 100 caught-up partitions of one projection, run by one runner in one
+// process, send to an idle database: polling every 100ms, and with
+// wakeups (one listening connection). With wakeups the partitions poll
+// every WakeupPollInterval, set to 2s here (a fifth of the default, to
+// keep the benchmark short): each iteration is a window of that length,
+// so it holds one safety poll of every partition whatever their phase.
+// The default 10s sends about a fifth of the figure reported. Before the
+// windows, a warm-up in which every partition handled its events and made
+// its first idle checkpoint save.
+func BenchmarkIdlePartitionQueries(b *testing.B) {
+	const (
+		partitions = 100
+		window     = 2 * time.Second
+	)
+	for _, mode := range []projection.WakeupMode{projection.WakeupsListen, projection.WakeupsPoll} {
+		b.Run("wakeups="+mode.String(), func(b *testing.B) {
+			trips := &roundTrips{}
+			poolCfg, err := pgxpool.ParseConfig(pgtest.NewDatabase(b))
+			if err != nil {
+				b.Fatal(err)
+			}
+			poolCfg.ConnConfig.Tracer, poolCfg.ShouldPing, poolCfg.MaxConns = trips, trips.shouldPing, 8
+			pool, err := pgxpool.NewWithConfig(context.Background(), poolCfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer pool.Close()
+			if _, err := projection.Migrate(context.Background(), pool); err != nil {
+				b.Fatal(err)
+			}
+			if mode == projection.WakeupsListen {
+				enableWakeups(b, pool)
+			}
+			// A short log, all handled in the warm-up.
+			store := projection.NewStore()
+			for i := range 200 {
+				if _, err := store.Append(context.Background(), pool, "Order", fmt.Sprintf("idle-%d", i), projection.NoStream, projection.Event{EventType: "Placed"}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			cfg := projection.DefaultProcessorConfig()
+			cfg.Wakeups, cfg.WakeupPollInterval = mode, window
+			proj := &countingProjection{}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- runner.RunProjectionPartitionsWithConfig(ctx, pool, store, proj, partitions, cfg) }()
+			for proj.handled.Load() < 200 {
+				time.Sleep(10 * time.Millisecond)
+			}
+			time.Sleep(2 * time.Second) // the first idle checkpoint saves
+			var sent int64
+			for b.Loop() {
+				before := trips.n.Load()
+				time.Sleep(window)
+				sent += trips.n.Load() - before
+			}
+			b.ReportMetric(float64(sent)/(window.Seconds()*float64(b.N)), "queries/s")
+			cancel()
+			if err := <-done; err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
 }

@@ -10,11 +10,12 @@ import (
 // Defaults of ProcessorConfig's fields, which a zero value stands for.
 // The operator's CRD defaults and package worker use these values.
 const (
-	DefaultBatchSize        = 100
-	DefaultTotalPartitions  = 1
-	DefaultPollInterval     = 100 * time.Millisecond
-	DefaultStatementTimeout = 10 * time.Second
-	DefaultBatchTimeout     = time.Minute
+	DefaultBatchSize          = 100
+	DefaultTotalPartitions    = 1
+	DefaultPollInterval       = 100 * time.Millisecond
+	DefaultWakeupPollInterval = 10 * time.Second
+	DefaultStatementTimeout   = 10 * time.Second
+	DefaultBatchTimeout       = time.Minute
 )
 
 // Bounds on ProcessorConfig.BatchSize.
@@ -57,9 +58,37 @@ type ProcessorConfig struct {
 	// [HashPartitionStrategy], which is filtered in SQL.
 	PartitionStrategy PartitionStrategy
 	// PollInterval is how long the processor waits when it has caught up
-	// before looking for new events. Must not be negative. Defaults to
-	// DefaultPollInterval (100ms) when zero.
+	// before looking for new events, unless a notification wakes it first
+	// (see Wakeups): under WakeupsListen, the interval it polls at while
+	// its listener is down or the database sends no notifications. Must
+	// not be negative. Defaults to DefaultPollInterval (100ms) when zero.
 	PollInterval time.Duration
+	// Wakeups says whether the processor waits for notifications of
+	// appends besides polling. Defaults to [WakeupsPoll] (the zero
+	// value): it only polls, every PollInterval. [WakeupsListen] needs the
+	// database to send notifications, which it does only where a DBA
+	// enabled them (projectionist.wakeups = on, see [WakeupsListen]).
+	Wakeups WakeupMode
+	// WakeupPollInterval is how long a caught-up processor waits between
+	// polls under WakeupsListen while its listener is connected and the
+	// database sends notifications: a safety net for appends that notify
+	// no one (a writer whose session does not have
+	// projectionist.wakeups = on, or with triggers disabled by
+	// session_replication_role = replica) and for events held
+	// back by a transaction that appended nothing. The processor uses the
+	// longer of it and PollInterval; while the listener is disconnected,
+	// while its session does not see projectionist.wakeups = on, and after
+	// such a poll found events that no notification announced (until one
+	// finds nothing), it polls at PollInterval. Must not be negative.
+	// Defaults to DefaultWakeupPollInterval (10s) when zero.
+	WakeupPollInterval time.Duration
+	// Listener is the listening connection that wakes the processor
+	// under [WakeupsListen]. Give every processor of a process the same
+	// one, so that they share one connection (package runner's helpers
+	// and package worker do). Defaults to nil: each Run opens a listener
+	// of its own, one connection more per processor (CatchUp opens none
+	// and polls).
+	Listener *Listener
 	// ErrorPolicy says what a failing Handle does to the processor.
 	// Defaults to [ErrorPolicyStop].
 	ErrorPolicy ErrorPolicy
@@ -141,6 +170,59 @@ func ParseErrorPolicy(s string) (ErrorPolicy, error) {
 	return 0, fmt.Errorf("%w: error policy %q: must be stop, skip or dead-letter", ErrInvalidConfig, s)
 }
 
+// WakeupMode says whether a processor listens for notifications of
+// appends (see [Listener]) or only polls.
+type WakeupMode int
+
+const (
+	// WakeupsPoll makes the processor only poll, every PollInterval, as
+	// before wakeups existed. The default (the zero value): notifications
+	// cost the writers group commit (see [WakeupsListen]), and a pooler in
+	// transaction mode (PgBouncer) cannot keep a LISTEN.
+	WakeupsPoll WakeupMode = iota
+	// WakeupsListen makes a caught-up processor wait for a notification
+	// of a commit that appended events for it, or for its poll interval,
+	// whichever comes first: new events are handled within milliseconds
+	// instead of up to a PollInterval later, and idle partitions send a
+	// query every WakeupPollInterval instead of every PollInterval, for
+	// one listening connection per process (per [Listener]). Correctness
+	// does not depend on it: a lost notification costs latency, never an
+	// event.
+	//
+	// It is opt-in at both ends. The schema's trigger notifies only
+	// appends of sessions that see projectionist.wakeups = on (ALTER
+	// DATABASE app SET projectionist.wakeups = on, or per role or
+	// session), because a notifying commit takes a cluster-wide lock that
+	// serialises concurrent commits and defeats group commit: several
+	// times fewer durable write transactions per second from concurrent
+	// writers (docs/operations.md has figures). When its connection opens,
+	// the [Listener] checks the setting as its own session sees it; if it
+	// is not on, it logs a warning and its processors poll at
+	// PollInterval, as under WakeupsPoll.
+	WakeupsListen
+)
+
+// String returns "listen" or "poll".
+func (m WakeupMode) String() string {
+	switch m {
+	case WakeupsListen:
+		return "listen"
+	case WakeupsPoll:
+		return "poll"
+	}
+	return fmt.Sprintf("WakeupMode(%d)", int(m))
+}
+
+// ParseWakeupMode parses "listen" or "poll".
+func ParseWakeupMode(s string) (WakeupMode, error) {
+	for _, m := range []WakeupMode{WakeupsPoll, WakeupsListen} {
+		if s == m.String() {
+			return m, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: wakeup mode %q: must be listen or poll", ErrInvalidConfig, s)
+}
+
 // TopologyMode says where a processor's partition count comes from. Either
 // way, a running processor follows every later change of the count recorded
 // in the database, without restarting.
@@ -180,13 +262,15 @@ func (m TopologyMode) String() string {
 // behaves exactly like the zero ProcessorConfig.
 func DefaultProcessorConfig() ProcessorConfig {
 	return ProcessorConfig{
-		BatchSize:         DefaultBatchSize,
-		PartitionKey:      0,
-		TotalPartitions:   DefaultTotalPartitions,
-		PartitionStrategy: HashPartitionStrategy{},
-		PollInterval:      DefaultPollInterval,
-		StatementTimeout:  DefaultStatementTimeout,
-		BatchTimeout:      DefaultBatchTimeout,
+		BatchSize:          DefaultBatchSize,
+		PartitionKey:       0,
+		TotalPartitions:    DefaultTotalPartitions,
+		PartitionStrategy:  HashPartitionStrategy{},
+		PollInterval:       DefaultPollInterval,
+		Wakeups:            WakeupsPoll,
+		WakeupPollInterval: DefaultWakeupPollInterval,
+		StatementTimeout:   DefaultStatementTimeout,
+		BatchTimeout:       DefaultBatchTimeout,
 	}
 }
 
@@ -203,6 +287,9 @@ func (c ProcessorConfig) withDefaults() ProcessorConfig {
 	}
 	if c.PollInterval == 0 {
 		c.PollInterval = DefaultPollInterval
+	}
+	if c.WakeupPollInterval == 0 {
+		c.WakeupPollInterval = DefaultWakeupPollInterval
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -243,6 +330,12 @@ func (c ProcessorConfig) Validate() error {
 	}
 	if c.PollInterval < 0 {
 		return fmt.Errorf("%w: PollInterval is %s, must not be negative", ErrInvalidConfig, c.PollInterval)
+	}
+	if c.Wakeups != WakeupsListen && c.Wakeups != WakeupsPoll {
+		return fmt.Errorf("%w: Wakeups is %s, must be WakeupsPoll or WakeupsListen", ErrInvalidConfig, c.Wakeups)
+	}
+	if c.WakeupPollInterval < 0 {
+		return fmt.Errorf("%w: WakeupPollInterval is %s, must not be negative", ErrInvalidConfig, c.WakeupPollInterval)
 	}
 	if c.StatementTimeout < 0 {
 		return fmt.Errorf("%w: StatementTimeout is %s, must not be negative", ErrInvalidConfig, c.StatementTimeout)

@@ -43,6 +43,10 @@ func TestProcessorConfigValidate(t *testing.T) {
 		{"key = total", func(c *projection.ProcessorConfig) { c.PartitionKey, c.TotalPartitions = 4, 4 }, "PartitionKey is 4, must be in [0, 4) for TotalPartitions 4"},
 		{"key last", func(c *projection.ProcessorConfig) { c.PartitionKey, c.TotalPartitions = 3, 4 }, ""},
 		{"poll negative", func(c *projection.ProcessorConfig) { c.PollInterval = -time.Second }, "PollInterval is -1s, must not be negative"},
+		{"wakeups listen", func(c *projection.ProcessorConfig) { c.Wakeups = projection.WakeupsListen }, ""},
+		{"unknown wakeup mode", func(c *projection.ProcessorConfig) { c.Wakeups = 7 }, "Wakeups is WakeupMode(7), must be WakeupsPoll or WakeupsListen"},
+		{"wakeup poll 0 is the default", func(c *projection.ProcessorConfig) { c.WakeupPollInterval = 0 }, ""},
+		{"wakeup poll negative", func(c *projection.ProcessorConfig) { c.WakeupPollInterval = -time.Second }, "WakeupPollInterval is -1s, must not be negative"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -263,6 +263,13 @@ func (b *batcher) retryDeadLetters(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(ctx, b.cfg.StatementTimeout)
 	defer cancel()
 	rows, err := b.pool.Query(sctx, retryCandidatesSQL, b.name, retryBatch)
+	if err != nil && ctx.Err() == nil && sctx.Err() != nil {
+		// A database that stopped answering is reported here as by a
+		// batch: with wakeups, this look-up is often the first round
+		// trip after a quiet spell.
+		return &TimeoutError{Projection: b.name, PartitionKey: b.cfg.PartitionKey, Op: "looking for dead-letter retries",
+			Bound: "statement timeout", Timeout: b.cfg.StatementTimeout, Err: err}
+	}
 	if err != nil {
 		return deadLetterSchema(b.wrap("looking for dead-letter retries", err))
 	}
@@ -280,6 +287,10 @@ func (b *batcher) retryDeadLetters(ctx context.Context) error {
 	}
 	for _, c := range cands {
 		if err := b.retryOne(ctx, c.id, c.aggregateID); err != nil {
+			if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+				err = &TimeoutError{Projection: b.name, PartitionKey: b.cfg.PartitionKey, Op: "retrying a dead letter",
+					Bound: "batch timeout", Timeout: b.cfg.BatchTimeout, Err: err}
+			}
 			return err
 		}
 	}

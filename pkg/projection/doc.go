@@ -19,6 +19,13 @@
 // same database. The zero [ProcessorConfig] is valid: every zero field means
 // its default.
 //
+// A [BatchProjection] also has HandleBatch, which receives a batch's events
+// in one call, so that it can write them in a few statements (a multi-row
+// upsert, an INSERT from unnest, a COPY) instead of one round trip each; the
+// error policies still apply to the failing event only. The demo
+// projections in the repository (internal/demo/projections.go) are worked
+// examples, tested to leave the same read models as their Handle.
+//
 // # Failures
 //
 // [Processor.Run] stops at the first failure. [Processor.RunSupervised]
@@ -40,6 +47,25 @@
 // (transaction_id, global_position) order, and checkpoints that pair. An
 // event can no longer appear behind the checkpoint. The cost: a long-running
 // write transaction holds every reader back until it ends.
+//
+// # Waking on commit
+//
+// The schema notifies every append: a statement-level trigger on events
+// (migration 0008) calls pg_notify on [WakeupChannel] once per INSERT
+// statement, delivered when the appending transaction commits, so appends
+// through plain SQL from any language wake processors too. Under
+// [WakeupsListen] (the default) a caught-up processor waits for such a
+// notification or its poll interval, whichever comes first: a new event is
+// handled within milliseconds rather than up to PollInterval later, and
+// while notifications arrive an idle partition polls only every
+// [ProcessorConfig.WakeupPollInterval] (10s). The notification of a
+// one-aggregate append names the aggregate's partition hash, so only the
+// partition that owns it wakes. A [Listener] holds the one listening
+// connection that all processors given it share; while it is down they
+// poll at PollInterval, and when it is back it wakes them all once, since
+// notifications sent meanwhile are lost. Correctness never depends on a
+// notification: a lost one costs latency, not an event. [WakeupsPoll]
+// turns it off (a pooler in transaction mode cannot hold a LISTEN).
 //
 // # Partitions
 //

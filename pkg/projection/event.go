@@ -18,8 +18,18 @@ type Event struct {
 	EventVersion int
 	// Payload is the event's body as JSON. Defaults to {}.
 	Payload json.RawMessage
-	// Metadata is free-form JSON (correlation ids, actor, ...). Defaults to {}.
+	// Metadata is free-form JSON (actor, tenant, ...). Defaults to {}.
 	Metadata json.RawMessage
+	// CausationID identifies what caused this event: the command or the
+	// event it was written in response to. Optional ("" is stored as NULL).
+	CausationID string
+	// CorrelationID groups the events of one conversation or workflow,
+	// across aggregates. Optional.
+	CorrelationID string
+	// TraceID is the distributed trace the event was written under (e.g.
+	// the W3C trace id of the request), so a read model's update can be
+	// followed back to the request. Optional.
+	TraceID string
 	// CreatedAt is when the event happened. Defaults to the appending
 	// transaction's time.
 	CreatedAt time.Time
@@ -52,6 +62,11 @@ type PersistedEvent struct {
 	Payload json.RawMessage
 	// Metadata is the event's metadata as JSON.
 	Metadata json.RawMessage
+	// CausationID, CorrelationID and TraceID are as appended; "" when the
+	// writer gave none (NULL in the table).
+	CausationID   string
+	CorrelationID string
+	TraceID       string
 	// CreatedAt is when the event happened.
 	CreatedAt time.Time
 }

@@ -82,6 +82,13 @@ func Migrate(ctx context.Context, db DBTX) ([]Migration, error) {
 	}
 	var applied []Migration
 	err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		var version int
+		if err := tx.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
+			return fmt.Errorf("reading the server's version: %w", err)
+		}
+		if err := checkServerVersion(version); err != nil {
+			return err
+		}
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1, 0)", lockClassMigrate); err != nil {
 			return fmt.Errorf("taking migration lock: %w", err)
 		}
@@ -167,4 +174,24 @@ func noSchema(err error) error {
 		return fmt.Errorf("%w: %w", ErrNoSchema, err)
 	}
 	return err
+}
+
+// MinServerVersion is the oldest PostgreSQL the schema runs on, as
+// server_version_num: 13 brought the xid8 type and pg_current_xact_id(),
+// which the log's read order (DESIGN.md rule 2) is built on.
+const MinServerVersion = 130000
+
+// checkServerVersion says, before any DDL, that a server is too old,
+// rather than letting the first migration fail on "type xid8 does not
+// exist".
+func checkServerVersion(num int) error {
+	if num >= MinServerVersion {
+		return nil
+	}
+	// 120005 is 12.5; before 10, 90624 was 9.6.24.
+	version := fmt.Sprintf("%d.%d", num/10000, num%10000)
+	if num < 100000 {
+		version = fmt.Sprintf("%d.%d", num/10000, num/100%100)
+	}
+	return fmt.Errorf("PostgreSQL %s is too old: projectionist needs PostgreSQL 13 or later (for xid8 and pg_current_xact_id)", version)
 }

@@ -140,6 +140,10 @@ type Stats struct {
 	// Idle is true while the partition key is outside the topology (or,
 	// following, there is none yet): the processor waits for it to grow.
 	Idle bool
+	// Wakeups is the number of times a notification ended a caught-up
+	// processor's wait before its poll interval ran out
+	// ([WakeupsListen]).
+	Wakeups int64
 }
 
 // Stats returns the processor's counters. It is safe to call while the
@@ -177,8 +181,10 @@ func (p *Processor) Run(ctx context.Context, proj Projection) error {
 // called has been handled, then returns nil. It is Run for jobs that should
 // end: rebuilds, tests, batch pipelines. If a transaction that was in
 // flight when CatchUp was called stays open, CatchUp waits for it (an event
-// it appends must not be missed), polling like Run. If ctx ends first,
-// CatchUp returns ctx's error.
+// it appends must not be missed), polling like Run (woken on commit only
+// through a configured [ProcessorConfig.Listener]: CatchUp opens no
+// listening connection of its own). If ctx ends first, CatchUp returns
+// ctx's error.
 func (p *Processor) CatchUp(ctx context.Context, proj Projection) error {
 	return p.run(ctx, proj, true)
 }
@@ -236,9 +242,36 @@ func (p *Processor) run(ctx context.Context, proj Projection, untilCaughtUp bool
 	b.log.Info("projection processor started")
 	defer b.log.Info("projection processor stopped")
 
+	var sub *subscription
+	// CatchUp, which usually ends within a batch or two, opens no
+	// listening connection of its own; it uses a configured one.
+	if b.cfg.Wakeups == WakeupsListen && (!untilCaughtUp || b.cfg.Listener != nil) {
+		l := b.cfg.Listener
+		if l == nil {
+			l = NewListener(p.pool, b.log)
+		}
+		// Before the first batch: a commit notified from now on is
+		// either seen by that batch or wakes the next one.
+		sub = l.subscribe(b.cfg.PartitionKey)
+		defer sub.unsubscribe()
+	}
 	poll := time.NewTimer(0)
 	defer poll.Stop()
+	var backoff time.Duration
+	// safetyPoll: the last wait was a listening processor's long one (or
+	// a fallback poll) and ended by its timer. fallback: such a poll found
+	// events that no notification announced (a writer with wakeups off,
+	// see migration 0008), so the processor polls at PollInterval until
+	// one finds nothing.
+	var safetyPoll, fallback bool
 	for {
+		if sub != nil {
+			// Every commit notified so far is visible to this batch.
+			sub.drain()
+			if sub.retry.Swap(false) {
+				b.retrier.due = time.Time{}
+			}
+		}
 		if err := b.retryDeadLetters(ctx); err != nil {
 			return finish(err)
 		}
@@ -246,19 +279,83 @@ func (p *Processor) run(ctx context.Context, proj Projection, untilCaughtUp bool
 		if err != nil || ctx.Err() != nil {
 			return finish(err)
 		}
+		if sub != nil {
+			if total := int64(b.wakeupTotal()); sub.total.Swap(total) != total {
+				// The filter changed (a first batch, a new partition
+				// count, idling): a notification filtered out by the old
+				// one before the swap was of a commit that the next
+				// batch's snapshot sees. Run it now.
+				continue
+			}
+		}
+		if safetyPoll {
+			fallback, safetyPoll = r.fetched > 0, false
+		}
 		if r.redo || (!r.idle && r.fetched == b.cfg.BatchSize) {
 			continue
 		}
 		if untilCaughtUp && (r.idle || r.horizon >= target) {
 			return nil
 		}
-		poll.Reset(b.cfg.PollInterval)
+		wait, safety := b.cfg.PollInterval, false
+		switch {
+		case sub == nil:
+		case !r.idle && r.horizon <= sub.notified.Load():
+			// An event of ours committed but an older transaction
+			// still in flight holds it back: look again soon, backing
+			// off towards PollInterval (that transaction may append
+			// nothing, and then nothing wakes us when it ends).
+			backoff = min(max(2*backoff, heldBackRetry), b.cfg.PollInterval)
+			wait = backoff
+		case !sub.l.connected.Load() || !sub.l.enabled.Load():
+			// Down, or the database sends no notifications (the
+			// listener warned): poll as without wakeups.
+			backoff = 0
+		case fallback:
+			backoff, safety = 0, true
+		default:
+			wait, backoff, safety = max(b.cfg.PollInterval, b.cfg.WakeupPollInterval), 0, true
+		}
+		if r.unsaved && wait > idleSaveInterval {
+			// The stored checkpoint is behind what we looked at: save
+			// it within idleSaveInterval, so that lag reads 0.
+			wait, safety = idleSaveInterval, false
+		}
+		poll.Reset(wait)
+		var woken <-chan struct{}
+		if sub != nil {
+			woken = sub.wake
+		}
 		select {
 		case <-ctx.Done():
 			return finish(nil)
 		case <-poll.C:
+			safetyPoll = safety
+		case <-woken:
+			poll.Stop() // Go 1.23 timers: no stale tick after Stop
+			p.mu.Lock()
+			p.stats.Wakeups++
+			p.mu.Unlock()
 		}
 	}
+}
+
+// heldBackRetry is the first wait of a processor whose notified event is
+// held back by an older transaction in flight.
+const heldBackRetry = time.Millisecond
+
+// wakeupTotal is the partition count by which the listener filters event
+// notifications for this batcher: 0 (take every one) for a strategy
+// evaluated in Go, -1 (none: only a topology change can end idling) while
+// idle.
+func (b *batcher) wakeupTotal() int {
+	switch {
+	case b.idle:
+		return -1
+	case b.goFilter || !isHashStrategy(b.cfg.PartitionStrategy):
+		return 0
+	}
+	return b.total
 }
 
 // batcher holds one run's state between batches.
@@ -391,6 +488,9 @@ type stepResult struct {
 	// idle: the partition key is outside the projection's topology (or,
 	// following, there is no topology yet); nothing was read.
 	idle bool
+	// unsaved: the batch looked past the stored checkpoint but did not
+	// write it (see idleSaveInterval).
+	unsaved bool
 }
 
 // step runs one batch within BatchTimeout, each of its own statements
@@ -475,7 +575,7 @@ func (b *batcher) batch(ctx context.Context) (stepResult, error) {
 		}
 		b.isolating = false
 		b.record(began, len(events), 0, a.skipped, 0, next, horizon)
-		return stepResult{fetched: len(events), horizon: horizon}, nil
+		return stepResult{fetched: len(events), horizon: horizon, unsaved: cp.Less(next)}, nil
 	}
 	if err := b.checkpoint(ctx, tx, next, a.handled); err != nil {
 		return stepResult{}, err

@@ -294,10 +294,13 @@ func validateAppend(boundedContext, aggregateType, aggregateID string, events []
 
 const appendSQL = `
 INSERT INTO events (bounded_context, aggregate_type, aggregate_id, aggregate_version,
-                    event_id, event_type, event_version, payload, metadata, created_at, partition_hash)
-SELECT $1, $2, $3, $4 + e.ord, e.id, e.type, e.ver, e.payload::json, e.meta::json, coalesce(e.created, now()), $5
-FROM unnest($6::uuid[], $7::text[], $8::int[], $9::text[], $10::text[], $11::timestamptz[])
-     WITH ORDINALITY AS e(id, type, ver, payload, meta, created, ord)
+                    event_id, event_type, event_version, payload, metadata, created_at, partition_hash,
+                    causation_id, correlation_id, trace_id)
+SELECT $1, $2, $3, $4 + e.ord, e.id, e.type, e.ver, e.payload::json, e.meta::json, coalesce(e.created, now()), $5,
+       e.causation, e.correlation, e.trace
+FROM unnest($6::uuid[], $7::text[], $8::int[], $9::text[], $10::text[], $11::timestamptz[],
+            $12::text[], $13::text[], $14::text[])
+     WITH ORDINALITY AS e(id, type, ver, payload, meta, created, causation, correlation, trace, ord)
 ORDER BY e.ord
 RETURNING global_position, transaction_id, aggregate_version, created_at`
 
@@ -336,7 +339,11 @@ func (s *Store) appendTx(ctx context.Context, tx pgx.Tx, aggregateType, aggregat
 	payloads := make([]string, n)
 	metas := make([]string, n)
 	created := make([]pgtype.Timestamptz, n)
+	causation, correlation, trace := make([]pgtype.Text, n), make([]pgtype.Text, n), make([]pgtype.Text, n)
 	for i, e := range events {
+		causation[i] = pgtype.Text{String: e.CausationID, Valid: e.CausationID != ""}
+		correlation[i] = pgtype.Text{String: e.CorrelationID, Valid: e.CorrelationID != ""}
+		trace[i] = pgtype.Text{String: e.TraceID, Valid: e.TraceID != ""}
 		id := e.EventID
 		if id == uuid.Nil {
 			var err error
@@ -354,7 +361,7 @@ func (s *Store) appendTx(ctx context.Context, tx pgx.Tx, aggregateType, aggregat
 		}
 	}
 	rows, err := tx.Query(ctx, appendSQL, s.boundedContext, aggregateType, aggregateID, current,
-		int64(PartitionHash(aggregateID)), ids, types, versions, payloads, metas, created)
+		int64(PartitionHash(aggregateID)), ids, types, versions, payloads, metas, created, causation, correlation, trace)
 	if err != nil {
 		return nil, fmt.Errorf("inserting events: %w", err)
 	}
@@ -376,6 +383,7 @@ func (s *Store) appendTx(ctx context.Context, tx pgx.Tx, aggregateType, aggregat
 			AggregateType: aggregateType, AggregateID: aggregateID, AggregateVersion: version,
 			EventID: id, EventType: e.EventType, EventVersion: int(versions[i]),
 			Payload: json.RawMessage(payloads[i]), Metadata: json.RawMessage(metas[i]), CreatedAt: at,
+			CausationID: e.CausationID, CorrelationID: e.CorrelationID, TraceID: e.TraceID,
 		})
 	}
 	if err := rows.Err(); err != nil {
@@ -400,7 +408,8 @@ func jsonOrEmpty(b json.RawMessage) string {
 // eventColumns is the column list every event read selects, in
 // eventScanner's order.
 const eventColumns = `global_position, transaction_id, bounded_context, aggregate_type, aggregate_id,
-	aggregate_version, event_id, event_type, event_version, payload, metadata, created_at`
+	aggregate_version, event_id, event_type, event_version, payload, metadata, created_at,
+	causation_id, correlation_id, trace_id`
 
 // eventScanner reads rows of eventColumns into PersistedEvents.
 //
@@ -442,6 +451,8 @@ type scannedRow struct {
 	payload          pgtype.DriverBytes
 	metadata         pgtype.DriverBytes
 	createdAt        time.Time
+	// NULL scans as nil.
+	causationID, correlationID, traceID pgtype.DriverBytes
 }
 
 const (
@@ -464,7 +475,8 @@ func (s *eventScanner) collect(rows pgx.Rows, into []PersistedEvent) ([]Persiste
 	if s.dest == nil {
 		r := &s.row
 		s.dest = []any{&r.globalPosition, &r.transactionID, &r.boundedContext, &r.aggregateType, &r.aggregateID,
-			&r.aggregateVersion, &r.eventID, &r.eventType, &r.eventVersion, &r.payload, &r.metadata, &r.createdAt}
+			&r.aggregateVersion, &r.eventID, &r.eventType, &r.eventVersion, &r.payload, &r.metadata, &r.createdAt,
+			&r.causationID, &r.correlationID, &r.traceID}
 	}
 	for rows.Next() {
 		if err := rows.Scan(s.dest...); err != nil {
@@ -484,9 +496,21 @@ func (s *eventScanner) collect(rows pgx.Rows, into []PersistedEvent) ([]Persiste
 			Payload:          s.clone(r.payload),
 			Metadata:         s.clone(r.metadata),
 			CreatedAt:        r.createdAt,
+			// Most events have none: no allocation for those.
+			CausationID:   optional(r.causationID),
+			CorrelationID: optional(r.correlationID),
+			TraceID:       optional(r.traceID),
 		})
 	}
 	return into, rows.Err()
+}
+
+// optional returns b as a string, "" for NULL or empty without allocating.
+func optional(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return string(b)
 }
 
 // name returns b as an interned string.

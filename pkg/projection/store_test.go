@@ -124,6 +124,56 @@ func TestAppendStoresWhatWasGiven(t *testing.T) {
 	}
 }
 
+// TestAppendTraceIDs: causation, correlation and trace ids are stored in
+// their own columns, NULL when not given, and read back by every reader
+// (the aggregate stream and the projection-order log); a plain SQL writer
+// sets them by name.
+func TestAppendTraceIDs(t *testing.T) {
+	ctx := t.Context()
+	pool := newPool(t)
+	store := projection.NewStore()
+	traced := projection.Event{EventType: "OrderPlaced", CausationID: "cmd-42", CorrelationID: "checkout-7",
+		TraceID: "4bf92f3577b34da6a3ce929d0e0e4736"}
+	if _, err := store.Append(ctx, pool, "Order", "o-1", projection.NoStream, traced, ev("OrderPaid")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO events (aggregate_type, aggregate_id, aggregate_version, event_id, event_type, payload, correlation_id)
+		VALUES ('Order', 'o-1', 3, gen_random_uuid(), 'OrderShipped', '{}', 'checkout-7')`); err != nil {
+		t.Fatal(err)
+	}
+	var nulls int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM events WHERE causation_id IS NULL AND trace_id IS NULL`).Scan(&nulls); err != nil || nulls != 2 {
+		t.Fatalf("events with NULL causation and trace ids: %d (%v), want 2 (an id not given is NULL, not '')", nulls, err)
+	}
+	type ids struct{ Type, Causation, Correlation, Trace string }
+	want := []ids{
+		{"OrderPlaced", "cmd-42", "checkout-7", "4bf92f3577b34da6a3ce929d0e0e4736"},
+		{"OrderPaid", "", "", ""},
+		{"OrderShipped", "", "checkout-7", ""},
+	}
+	of := func(events []projection.PersistedEvent) []ids {
+		var out []ids
+		for _, e := range events {
+			out = append(out, ids{e.EventType, e.CausationID, e.CorrelationID, e.TraceID})
+		}
+		return out
+	}
+	stream, err := store.ReadAggregateStream(ctx, pool, "Order", "o-1", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, of(stream)); diff != "" {
+		t.Errorf("ReadAggregateStream (-want +got):\n%s", diff)
+	}
+	log, err := store.ReadEvents(ctx, pool, projection.Position{}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, of(log)); diff != "" {
+		t.Errorf("ReadEvents (-want +got):\n%s", diff)
+	}
+}
+
 func TestAppendRejectsInvalidEvents(t *testing.T) {
 	ctx := t.Context()
 	pool := newPool(t)

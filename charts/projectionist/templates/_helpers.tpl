@@ -85,3 +85,14 @@ defaulting to the operator's.
 {{- $tag := default (include "projectionist.tag" .) .Values.workerImage.tag }}
 {{- printf "%s:%s" $repo $tag }}
 {{- end }}
+
+{{/*
+Fails, naming the value, unless the cluster serves the Prometheus operator's
+API (monitoring.coreos.com/v1). Called with (list $ "monitoring.podMonitor.enabled").
+*/}}
+{{- define "projectionist.requirePrometheusOperator" -}}
+{{- $root := index . 0 }}
+{{- if not ($root.Capabilities.APIVersions.Has "monitoring.coreos.com/v1") }}
+{{- fail (printf "%s is true, but the cluster does not serve monitoring.coreos.com/v1: install the Prometheus operator's CRDs first (with helm template, pass --api-versions monitoring.coreos.com/v1), or set it to false" (index . 1)) }}
+{{- end }}
+{{- end }}

@@ -15,6 +15,13 @@
 // whole transaction. Give the pool at least as many connections as
 // processors run at once (pgxpool's default is max(4, GOMAXPROCS); set
 // pool_max_conns in the DSN), or they take turns.
+//
+// Wakeups: [RunMultipleProjections] and the RunProjectionPartitions
+// functions give all their processors one [projection.Listener], so the
+// process holds one listening connection (beside the pool) however many
+// processors it runs. Processors built by the caller for [Runner.Run]
+// share one only if their configs name the same Listener; one left nil
+// opens its own.
 package runner
 
 import (
@@ -133,13 +140,19 @@ func validate(runners []ProjectionRunner) error {
 }
 
 // RunMultipleProjections runs several projections in one process, each with
-// its own processor config and checkpoint, sharing the pool. It returns nil
+// its own processor config and checkpoint, sharing the pool and one
+// [projection.Listener] (unless a config names its own). It returns nil
 // when ctx is cancelled, or the first projection's failure after stopping
 // the rest.
 func RunMultipleProjections(ctx context.Context, pool *pgxpool.Pool, store *projection.Store, configs []ProjectionConfig) error {
 	runners := make([]ProjectionRunner, len(configs))
+	l := projection.NewListener(pool, nil)
 	for i, c := range configs {
-		runners[i] = ProjectionRunner{Projection: c.Projection, Processor: projection.NewProcessor(pool, store, c.ProcessorConfig)}
+		pc := c.ProcessorConfig
+		if pc.Listener == nil {
+			pc.Listener = l
+		}
+		runners[i] = ProjectionRunner{Projection: c.Projection, Processor: projection.NewProcessor(pool, store, pc)}
 	}
 	return New().Run(ctx, runners)
 }
@@ -162,6 +175,9 @@ func RunProjectionPartitionsWithConfig(ctx context.Context, pool *pgxpool.Pool, 
 		return fmt.Errorf("runner: %w: partitions is %d, must be at least 1", projection.ErrInvalidConfig, partitions)
 	}
 	runners := make([]ProjectionRunner, partitions)
+	if cfg.Listener == nil {
+		cfg.Listener = projection.NewListener(pool, cfg.Logger)
+	}
 	for k := range partitions {
 		c := cfg
 		c.PartitionKey, c.TotalPartitions = k, partitions

@@ -239,3 +239,47 @@ func TestCatchUpAndRunSupervisedStopOnPoison(t *testing.T) {
 		})
 	}
 }
+
+// The partitions of one process share one listening connection, and a
+// partition that polls once an hour still handles events appended while
+// it waits: their notifications wake it.
+func TestRunProjectionPartitionsShareOneListener(t *testing.T) {
+	pool, store := setup(t, 0)
+	// Opt in at both ends: the database notifies, the processors listen.
+	if _, err := pool.Exec(t.Context(), `DO $$ BEGIN
+		EXECUTE format('ALTER DATABASE %I SET projectionist.wakeups = on', current_database());
+	END $$`); err != nil {
+		t.Fatal(err)
+	}
+	pool.Reset() // sessions opened before the ALTER do not see it
+	proj := &logProj{name: "p"}
+	cfg := projection.DefaultProcessorConfig()
+	cfg.Wakeups, cfg.PollInterval, cfg.WakeupPollInterval = projection.WakeupsListen, time.Hour, time.Hour
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- runner.RunProjectionPartitionsWithConfig(ctx, pool, store, proj, 4, cfg) }()
+	listeners := func() int {
+		var n int
+		if err := pool.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND query LIKE 'LISTEN%'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	waitFor(t, "a listening session", func() bool { return listeners() > 0 })
+	for round := 1; round <= 3; round++ {
+		for i := range 8 {
+			if _, err := store.Append(t.Context(), pool, "A", fmt.Sprintf("a-%d-%d", round, i), projection.NoStream, projection.Event{EventType: "Happened"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitFor(t, fmt.Sprintf("round %d applied", round), func() bool { return applied(t, pool, "p") == 8*round })
+	}
+	if n := listeners(); n != 1 {
+		t.Errorf("%d listening sessions for 4 partitions, want 1", n)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,266 @@
+package controllers
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/projectionist/projectionist/api/v1alpha1"
+	"github.com/projectionist/projectionist/pkg/projection"
+)
+
+// condition is the part of a condition the table compares: messages are
+// checked where they carry the decision (Blocked names the reason it
+// waits for).
+type condition struct {
+	Status metav1.ConditionStatus
+	Reason string
+}
+
+// TestComputeStatusConditions covers the condition setters without an API
+// server: every combination of a database problem (Degraded, and Blocked
+// while the pods differ from the spec), a worker failure, suspend, replicas
+// 0 (Paused), and a stalled or moving partition, from one reconcile's
+// observations to the four conditions the status shows. The envtest tests
+// check the same conditions end to end for the common cases.
+func TestComputeStatusConditions(t *testing.T) {
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	created := metav1.NewTime(now.Add(-time.Hour))
+	stalled := now.Add(-v1alpha1.StalledAfter - time.Second)
+	moving := now.Add(-time.Second)
+	// progress of a 2-partition topology whose partition 1 has lag and last
+	// moved at updated (zero: never).
+	progress := func(updated time.Time) *projection.Progress {
+		return &projection.Progress{
+			Topology:     projection.Topology{Generation: 1, TotalPartitions: 2},
+			HeadPosition: 10,
+			Partitions: []projection.PartitionProgress{
+				{PartitionKey: 0, Position: 10, UpdatedAt: moving},
+				{PartitionKey: 1, Position: 4, Lag: 3, UpdatedAt: updated},
+			},
+			Lag: 3,
+			Now: now,
+		}
+	}
+	caughtUp := &projection.Progress{
+		Topology:     projection.Topology{Generation: 1, TotalPartitions: 2},
+		HeadPosition: 10,
+		Partitions:   []projection.PartitionProgress{{PartitionKey: 0, Position: 10}, {PartitionKey: 1, Position: 10}},
+		Now:          now,
+	}
+	// statefulSet with n pods, all ready and rolled out.
+	statefulSet := func(n int32) *appsv1.StatefulSet {
+		return &appsv1.StatefulSet{
+			ObjectMeta: metav1.ObjectMeta{Generation: 2},
+			Spec:       appsv1.StatefulSetSpec{Replicas: ptr.To(n)},
+			Status:     appsv1.StatefulSetStatus{ObservedGeneration: 2, Replicas: n, ReadyReplicas: n},
+		}
+	}
+	unreachable := &problem{v1alpha1.ReasonDatabaseUnreachable, "database of Secret db: connection refused"}
+	workerFailing := &problem{v1alpha1.ReasonWorkerFailing, "pod p-1 exited with code 1"}
+
+	tests := []struct {
+		name string
+		// replicas is spec.replicas; suspend spec.suspend.
+		replicas int32
+		suspend  bool
+		sts      *appsv1.StatefulSet
+		// running is how many pods the StatefulSet was given this pass.
+		running       int32
+		degraded      *problem
+		workerFailure *problem
+		progress      *projection.Progress
+		want          map[string]condition
+		// blockedOn, when set, must be named in Progressing's message.
+		blockedOn string
+	}{{
+		name: "running and caught up", replicas: 2, sts: statefulSet(2), running: 2, progress: caughtUp,
+		want: map[string]condition{
+			v1alpha1.ConditionReady:       {metav1.ConditionTrue, v1alpha1.ReasonAllReplicasReady},
+			v1alpha1.ConditionProgressing: {metav1.ConditionFalse, v1alpha1.ReasonRolledOut},
+			v1alpha1.ConditionDegraded:    {metav1.ConditionFalse, v1alpha1.ReasonReconciled},
+			v1alpha1.ConditionStalled:     {metav1.ConditionFalse, v1alpha1.ReasonProgressing},
+			v1alpha1.ConditionCaughtUp:    {metav1.ConditionTrue, v1alpha1.ReasonLagReachedZero},
+		},
+	}, {
+		name: "new Projection: no StatefulSet, no progress yet", replicas: 2, running: 2,
+		want: map[string]condition{
+			v1alpha1.ConditionReady:       {metav1.ConditionFalse, v1alpha1.ReasonReplicasNotReady},
+			v1alpha1.ConditionProgressing: {metav1.ConditionTrue, v1alpha1.ReasonScaling},
+			v1alpha1.ConditionDegraded:    {metav1.ConditionFalse, v1alpha1.ReasonReconciled},
+			v1alpha1.ConditionCaughtUp:    {metav1.ConditionUnknown, v1alpha1.ReasonCatchingUp},
+		},
+	}, {
+		name: "scaling up from 2 to 3", replicas: 3, sts: statefulSet(2), running: 3, progress: progress(moving),
+		want: map[string]condition{
+			v1alpha1.ConditionReady:       {metav1.ConditionFalse, v1alpha1.ReasonReplicasNotReady},
+			v1alpha1.ConditionProgressing: {metav1.ConditionTrue, v1alpha1.ReasonScaling},
+			v1alpha1.ConditionDegraded:    {metav1.ConditionFalse, v1alpha1.ReasonReconciled},
+			v1alpha1.ConditionStalled:     {metav1.ConditionFalse, v1alpha1.ReasonProgressing},
+			v1alpha1.ConditionCaughtUp:    {metav1.ConditionFalse, v1alpha1.ReasonCatchingUp},
+		},
+	}, {
+		name: "stalled partition", replicas: 2, sts: statefulSet(2), running: 2, progress: progress(stalled),
+		want: map[string]condition{
+			v1alpha1.ConditionReady:       {metav1.ConditionTrue, v1alpha1.ReasonAllReplicasReady},
+			v1alpha1.ConditionProgressing: {metav1.ConditionFalse, v1alpha1.ReasonRolledOut},
+			v1alpha1.ConditionDegraded:    {metav1.ConditionFalse, v1alpha1.ReasonReconciled},
+			v1alpha1.ConditionStalled:     {metav1.ConditionTrue, v1alpha1.ReasonNoProgress},
+			v1alpha1.ConditionCaughtUp:    {metav1.ConditionFalse, v1alpha1.ReasonCatchingUp},
+		},
+	}, {
+		name: "a partition that never ran counts from the Projection's creation", replicas: 2, sts: statefulSet(2), running: 2,
+		progress: progress(time.Time{}),
+		want: map[string]condition{
+			v1alpha1.ConditionReady:       {metav1.ConditionTrue, v1alpha1.ReasonAllReplicasReady},
+			v1alpha1.ConditionProgressing: {metav1.ConditionFalse, v1alpha1.ReasonRolledOut},
+			v1alpha1.ConditionDegraded:    {metav1.ConditionFalse, v1alpha1.ReasonReconciled},
+			v1alpha1.ConditionStalled:     {metav1.ConditionTrue, v1alpha1.ReasonNoProgress},
+			v1alpha1.ConditionCaughtUp:    {metav1.ConditionFalse, v1alpha1.ReasonCatchingUp},
+		},
+	}, {
+		name: "database unreachable while the pods match the spec", replicas: 2, sts: statefulSet(2), running: 2, degraded: unreachable,
+		want: map[string]condition{
+			v1alpha1.ConditionReady:       {metav1.ConditionFalse, v1alpha1.ReasonDatabaseUnreachable},
+			v1alpha1.ConditionProgressing: {metav1.ConditionFalse, v1alpha1.ReasonRolledOut},
+			v1alpha1.ConditionDegraded:    {metav1.ConditionTrue, v1alpha1.ReasonDatabaseUnreachable},
+			v1alpha1.ConditionCaughtUp:    {metav1.ConditionUnknown, v1alpha1.ReasonCatchingUp},
+		},
+	}, {
+		name: "database unreachable during a rescale: Blocked", replicas: 3, sts: statefulSet(2), running: 2, degraded: unreachable,
+		want: map[string]condition{
+			v1alpha1.ConditionReady:       {metav1.ConditionFalse, v1alpha1.ReasonDatabaseUnreachable},
+			v1alpha1.ConditionProgressing: {metav1.ConditionFalse, v1alpha1.ReasonBlocked},
+			v1alpha1.ConditionDegraded:    {metav1.ConditionTrue, v1alpha1.ReasonDatabaseUnreachable},
+			v1alpha1.ConditionCaughtUp:    {metav1.ConditionUnknown, v1alpha1.ReasonCatchingUp},
+		},
+		blockedOn: v1alpha1.ReasonDatabaseUnreachable,
+	}, {
+		name: "a new Projection whose database is unreachable: Blocked at 0 pods", replicas: 2, running: 0, degraded: unreachable,
+		want: map[string]condition{
+			v1alpha1.ConditionReady:       {metav1.ConditionFalse, v1alpha1.ReasonDatabaseUnreachable},
+			v1alpha1.ConditionProgressing: {metav1.ConditionFalse, v1alpha1.ReasonBlocked},
+			v1alpha1.ConditionDegraded:    {metav1.ConditionTrue, v1alpha1.ReasonDatabaseUnreachable},
+			v1alpha1.ConditionCaughtUp:    {metav1.ConditionUnknown, v1alpha1.ReasonCatchingUp},
+		},
+		blockedOn: v1alpha1.ReasonDatabaseUnreachable,
+	}, {
+		name: "worker failing", replicas: 2, sts: statefulSet(2), running: 2, workerFailure: workerFailing, progress: progress(moving),
+		want: map[string]condition{
+			v1alpha1.ConditionReady:       {metav1.ConditionTrue, v1alpha1.ReasonAllReplicasReady},
+			v1alpha1.ConditionProgressing: {metav1.ConditionFalse, v1alpha1.ReasonRolledOut},
+			v1alpha1.ConditionDegraded:    {metav1.ConditionTrue, v1alpha1.ReasonWorkerFailing},
+			v1alpha1.ConditionStalled:     {metav1.ConditionFalse, v1alpha1.ReasonProgressing},
+			v1alpha1.ConditionCaughtUp:    {metav1.ConditionFalse, v1alpha1.ReasonCatchingUp},
+		},
+	}, {
+		name: "database problem wins over a worker failure", replicas: 2, sts: statefulSet(2), running: 2,
+		degraded: unreachable, workerFailure: workerFailing,
+		want: map[string]condition{
+			v1alpha1.ConditionReady:       {metav1.ConditionFalse, v1alpha1.ReasonDatabaseUnreachable},
+			v1alpha1.ConditionProgressing: {metav1.ConditionFalse, v1alpha1.ReasonRolledOut},
+			v1alpha1.ConditionDegraded:    {metav1.ConditionTrue, v1alpha1.ReasonDatabaseUnreachable},
+			v1alpha1.ConditionCaughtUp:    {metav1.ConditionUnknown, v1alpha1.ReasonCatchingUp},
+		},
+	}, {
+		name: "paused (replicas 0) with a stalled partition is not Stalled", replicas: 0, sts: statefulSet(0), running: 0,
+		progress: progress(stalled),
+		want: map[string]condition{
+			v1alpha1.ConditionReady:       {metav1.ConditionFalse, v1alpha1.ReasonPaused},
+			v1alpha1.ConditionProgressing: {metav1.ConditionFalse, v1alpha1.ReasonRolledOut},
+			v1alpha1.ConditionDegraded:    {metav1.ConditionFalse, v1alpha1.ReasonReconciled},
+			v1alpha1.ConditionStalled:     {metav1.ConditionFalse, v1alpha1.ReasonPaused},
+			v1alpha1.ConditionCaughtUp:    {metav1.ConditionFalse, v1alpha1.ReasonCatchingUp},
+		},
+	}, {
+		name: "suspended with a stalled partition is not Stalled", replicas: 2, suspend: true, sts: statefulSet(0), running: 0,
+		progress: progress(stalled),
+		want: map[string]condition{
+			v1alpha1.ConditionReady:       {metav1.ConditionFalse, v1alpha1.ReasonSuspended},
+			v1alpha1.ConditionProgressing: {metav1.ConditionFalse, v1alpha1.ReasonRolledOut},
+			v1alpha1.ConditionDegraded:    {metav1.ConditionFalse, v1alpha1.ReasonReconciled},
+			v1alpha1.ConditionStalled:     {metav1.ConditionFalse, v1alpha1.ReasonSuspended},
+			v1alpha1.ConditionCaughtUp:    {metav1.ConditionFalse, v1alpha1.ReasonCatchingUp},
+		},
+	}, {
+		name: "paused while the database is unreachable", replicas: 0, sts: statefulSet(0), running: 0, degraded: unreachable,
+		want: map[string]condition{
+			v1alpha1.ConditionReady:       {metav1.ConditionFalse, v1alpha1.ReasonPaused},
+			v1alpha1.ConditionProgressing: {metav1.ConditionFalse, v1alpha1.ReasonRolledOut},
+			v1alpha1.ConditionDegraded:    {metav1.ConditionTrue, v1alpha1.ReasonDatabaseUnreachable},
+			v1alpha1.ConditionCaughtUp:    {metav1.ConditionUnknown, v1alpha1.ReasonCatchingUp},
+		},
+	}, {
+		name: "scaling down to 0 while the database is unreachable: Blocked", replicas: 0, sts: statefulSet(2), running: 2,
+		degraded: unreachable,
+		want: map[string]condition{
+			v1alpha1.ConditionReady:       {metav1.ConditionFalse, v1alpha1.ReasonPaused},
+			v1alpha1.ConditionProgressing: {metav1.ConditionFalse, v1alpha1.ReasonBlocked},
+			v1alpha1.ConditionDegraded:    {metav1.ConditionTrue, v1alpha1.ReasonDatabaseUnreachable},
+			v1alpha1.ConditionCaughtUp:    {metav1.ConditionUnknown, v1alpha1.ReasonCatchingUp},
+		},
+		blockedOn: v1alpha1.ReasonDatabaseUnreachable,
+	}}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &v1alpha1.Projection{
+				ObjectMeta: metav1.ObjectMeta{Name: "orders", Namespace: "shop", Generation: 3, CreationTimestamp: created},
+				Spec:       v1alpha1.ProjectionSpec{Replicas: ptr.To(tc.replicas), Suspend: ptr.To(tc.suspend)},
+			}
+			s := &state{projection: p, desired: tc.replicas, suspended: tc.suspend, statefulSet: tc.sts,
+				replicas: tc.running, degraded: tc.degraded, workerFailure: tc.workerFailure, progress: tc.progress}
+			if tc.suspend {
+				s.desired = 0
+			}
+			st := (&ProjectionReconciler{}).computeStatus(s)
+			got := map[string]condition{}
+			for _, c := range st.Conditions {
+				got[c.Type] = condition{c.Status, c.Reason}
+				if c.ObservedGeneration != p.Generation {
+					t.Errorf("%s: observedGeneration %d, want %d", c.Type, c.ObservedGeneration, p.Generation)
+				}
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("conditions (-want +got):\n%s", diff)
+			}
+			if tc.blockedOn != "" {
+				for _, c := range st.Conditions {
+					if c.Type == v1alpha1.ConditionProgressing && !strings.Contains(c.Message, tc.blockedOn) {
+						t.Errorf("Progressing message %q does not name %s", c.Message, tc.blockedOn)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestCaughtUpStaysTrue: CaughtUp says the projection caught up once, so a
+// later reading with lag leaves it True.
+func TestCaughtUpStaysTrue(t *testing.T) {
+	p := &v1alpha1.Projection{ObjectMeta: metav1.ObjectMeta{Generation: 1}, Spec: v1alpha1.ProjectionSpec{Replicas: ptr.To[int32](1)}}
+	now := time.Now()
+	caught := &projection.Progress{Topology: projection.Topology{Generation: 1, TotalPartitions: 1},
+		Partitions: []projection.PartitionProgress{{PartitionKey: 0, Position: 5}}, HeadPosition: 5, Now: now}
+	r := &ProjectionReconciler{}
+	p.Status = r.computeStatus(&state{projection: p, desired: 1, replicas: 1, progress: caught})
+	behind := &projection.Progress{Topology: caught.Topology,
+		Partitions: []projection.PartitionProgress{{PartitionKey: 0, Position: 5, Lag: 7, UpdatedAt: now}}, HeadPosition: 12, Lag: 7, Now: now}
+	st := r.computeStatus(&state{projection: p, desired: 1, replicas: 1, progress: behind})
+	var got condition
+	for _, c := range st.Conditions {
+		if c.Type == v1alpha1.ConditionCaughtUp {
+			got = condition{c.Status, c.Reason}
+		}
+	}
+	if diff := cmp.Diff(condition{metav1.ConditionTrue, v1alpha1.ReasonLagReachedZero}, got); diff != "" {
+		t.Errorf("CaughtUp after lag returned (-want +got):\n%s", diff)
+	}
+	if st.Lag != 7 || st.HeadPosition != 12 {
+		t.Errorf("lag %d head %d, want 7 and 12", st.Lag, st.HeadPosition)
+	}
+}
