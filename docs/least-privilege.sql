@@ -39,7 +39,7 @@ DECLARE
 BEGIN
     -- Tables migrated by another role: the operator may still alter them.
     FOREACH t IN ARRAY ARRAY['events', 'projection_checkpoints', 'projection_topology', 'projection_frontier',
-                             'projection_dead_letters', 'projectionist_schema_migrations'] LOOP
+                             'projection_dead_letters', 'projection_resets', 'projectionist_schema_migrations'] LOOP
         IF to_regclass('public.' || t) IS NOT NULL THEN
             EXECUTE format('GRANT ALL ON public.%I TO projectionist_operator', t);
         END IF;
@@ -62,6 +62,18 @@ BEGIN
     END IF;
     IF to_regclass('public.projection_dead_letters') IS NOT NULL THEN
         GRANT SELECT, INSERT, UPDATE, DELETE ON public.projection_dead_letters TO projectionist_worker;
+    END IF;
+
+    -- A rebuild (spec.rebuildToken): the operator requests a reset, and a
+    -- worker carries it out at start, through the projection's Reset hook
+    -- and projection_complete_reset, which deletes the checkpoints with the
+    -- tables' owner's rights and only for a pending request. The column
+    -- UPDATE is for the FOR UPDATE lock on the request and for recording a
+    -- failed hook's error; a worker cannot request a reset.
+    IF to_regclass('public.projection_resets') IS NOT NULL THEN
+        GRANT SELECT, UPDATE (last_error) ON public.projection_resets TO projectionist_worker;
+        GRANT EXECUTE ON FUNCTION public.projection_complete_reset(text, text, text, text)
+            TO projectionist_operator, projectionist_worker;
     END IF;
 END
 $$;

@@ -112,6 +112,59 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 		}
 	}
 
+	// A rebuild: the operator requests a reset, and the workers, starting
+	// again, carry it out through the Reset hook and
+	// projection_complete_reset. The marker row must go with the read
+	// model, and applyOnce fails on an event applied twice: 80 rows again
+	// means every event was replayed once.
+	if err := projection.RequestReset(ctx, op, name, "rebuild-1"); err != nil {
+		t.Fatalf("requesting a reset as the operator: %v", err)
+	}
+	if _, err := admin.Exec(ctx, "INSERT INTO wk.applied VALUES ($1, gen_random_uuid())", name); err != nil {
+		t.Fatal(err)
+	}
+	workers = workers[:0]
+	for key := range 3 {
+		workers = append(workers, start(t, Config{DatabaseURL: workerDSN, PartitionKey: key, BatchSize: 10,
+			PollInterval: 10 * time.Millisecond, ErrorPolicy: projection.ErrorPolicyDeadLetter}, resettable{applyOnce{name: name}}))
+	}
+	waitFor(t, "the reset carried out and every event replayed", func() bool {
+		st, err := projection.GetResetStatus(ctx, op, name)
+		return err == nil && st.Succeeded("rebuild-1") && count(t, admin, "SELECT count(*) FROM wk.applied") == 80 &&
+			count(t, admin, "SELECT count(*) FROM projection_dead_letters") == 1
+	})
+	for _, r := range workers {
+		if err := r.stop(t); err != nil {
+			t.Errorf("worker: %v", err)
+		}
+	}
+	var completed bool
+	if err := wk.QueryRow(ctx, "SELECT projection_complete_reset($1, 'unrequested', 'wk', NULL)", name).Scan(&completed); err != nil || completed {
+		t.Errorf("completing a reset nobody requested: %v, %v; want false, nil", completed, err)
+	}
+	if n := count(t, admin, "SELECT count(*) FROM projection_checkpoints WHERE projection_name = $1", name); n != 3 {
+		t.Errorf("%d checkpoints after a reset nobody requested, want 3: it must change nothing", n)
+	}
+
+	// A role granted before rebuilds existed (the script not run again
+	// after the upgrade) still processes: only rebuilds wait.
+	if _, err := admin.Exec(ctx, "REVOKE ALL ON projection_resets FROM projectionist_worker"); err != nil {
+		t.Fatal(err)
+	}
+	const older = "granted_before_rebuilds"
+	if _, err := projection.SetTopology(ctx, op, older, 1); err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, Config{DatabaseURL: workerDSN, BatchSize: 10, PollInterval: 10 * time.Millisecond,
+		ErrorPolicy: projection.ErrorPolicyDeadLetter}, resettable{applyOnce{name: older}})
+	waitFor(t, "the worker without grants on projection_resets to project", func() bool {
+		return count(t, admin, "SELECT count(*) FROM wk.applied WHERE projection = $1", older) == 80
+	})
+	if err := r.stop(t); err != nil {
+		t.Errorf("worker without grants on projection_resets: %v", err)
+	}
+	grant()
+
 	// And nothing more.
 	for what, try := range map[string]func() error{
 		"switch a topology": func() error { _, err := projection.SetTopology(ctx, wk, name, 1); return err },
@@ -121,6 +174,7 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 		},
 		"create a table in public": func() error { _, err := wk.Exec(ctx, "CREATE TABLE public.intruder (id int)"); return err },
 		"delete checkpoints":       func() error { _, err := wk.Exec(ctx, "DELETE FROM projection_checkpoints"); return err },
+		"request a reset":          func() error { return projection.RequestReset(ctx, wk, name, "rebuild-2") },
 	} {
 		var pgErr *pgconn.PgError
 		if err := try(); !errors.As(err, &pgErr) || pgErr.Code != "42501" {

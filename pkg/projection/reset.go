@@ -227,7 +227,7 @@ func ApplyPendingReset(ctx context.Context, db DBTX, p Projection) (AppliedReset
 		if !ok {
 			refusal := &ResetNotSupportedError{Projection: name, Type: fmt.Sprintf("%T", p)}
 			done = AppliedReset{Outcome: ResetRefused, Token: s.RequestedToken, Refusal: refusal}
-			_, err := tx.Exec(ctx, markResetDoneSQL, name, by, refusal.Error())
+			_, err := tx.Exec(ctx, completeResetSQL, name, token, by, refusal.Error())
 			return err
 		}
 		if _, err := tx.Exec(ctx, "SELECT 1 FROM projection_topology WHERE projection_name = $1 FOR UPDATE", name); err != nil {
@@ -239,14 +239,7 @@ func ApplyPendingReset(ctx context.Context, db DBTX, p Projection) (AppliedReset
 		}
 		// Dead letters go too, as with ResetProjection: the replay meets
 		// their events again, and a retry of one would apply it twice.
-		batch := &pgx.Batch{}
-		for _, table := range []string{"projection_checkpoints", "projection_frontier", "projection_dead_letters"} {
-			batch.Queue("DELETE FROM "+table+" WHERE projection_name = $1", name)
-		}
-		batch.Queue(`UPDATE projection_topology SET generation = generation + 1, events_processed_before = 0, updated_at = now()
-			WHERE projection_name = $1`, name)
-		batch.Queue(markResetDoneSQL, name, by, nil)
-		if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+		if _, err := tx.Exec(ctx, completeResetSQL, name, token, by, nil); err != nil {
 			return fmt.Errorf("deleting checkpoints: %w", err)
 		}
 		done = AppliedReset{Outcome: ResetApplied, Token: s.RequestedToken}
@@ -268,8 +261,8 @@ func ApplyPendingReset(ctx context.Context, db DBTX, p Projection) (AppliedReset
 	return done, nil
 }
 
-// markResetDoneSQL records the pending request as done by $2, failed with
-// $3 unless it is null.
-const markResetDoneSQL = `UPDATE projection_resets
-	SET done_token = requested_token, done_at = now(), done_by = $2, error = $3, last_error = NULL
-	WHERE projection_name = $1`
+// completeResetSQL carries out (error $4 null) or refuses the pending
+// request $2 of projection $1 for $3, in the caller's transaction, through
+// the function of migration 0009: a worker's role may do that without the
+// right to delete checkpoints itself (docs/least-privilege.sql).
+const completeResetSQL = `SELECT projection_complete_reset($1, $2, $3, $4)`
