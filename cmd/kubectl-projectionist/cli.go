@@ -56,7 +56,7 @@ type command struct {
 }
 
 // commands lists the subcommands in the order help shows them.
-var commands = []command{statusCommand, suspendCommand, resumeCommand, listCommand}
+var commands = []command{statusCommand, rebuildCommand, suspendCommand, resumeCommand, listCommand}
 
 const topUsage = `Usage: kubectl projectionist <command> [flags]
 
@@ -73,6 +73,7 @@ Run 'kubectl projectionist <command> --help' for a command's flags and examples.
 Examples:
   kubectl projectionist list -A
   kubectl projectionist status user-count -n shop
+  kubectl projectionist rebuild revenue -n shop --wait
   kubectl projectionist suspend user-count -n shop --wait
 `
 

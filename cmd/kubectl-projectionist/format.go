@@ -84,6 +84,13 @@ func formatStatus(p *v1alpha1.Projection, now time.Time, eta string) string {
 	fmt.Fprintf(tw, "Head position:\t%d\n", st.HeadPosition)
 	fmt.Fprintf(tw, "Lag:\t%d events, oldest %s\n", st.Lag, time.Duration(st.LagSeconds)*time.Second)
 	fmt.Fprintf(tw, "ETA:\t%s\n", eta)
+	if b := st.Rebuild; b != nil {
+		line := fmt.Sprintf("%s, token %q", b.Phase, b.Token)
+		if b.StartedAt != nil {
+			line += ", started " + age(*b.StartedAt, now) + " ago"
+		}
+		fmt.Fprintf(tw, "Rebuild:\t%s\n", line)
+	}
 	if st.ObservedGeneration < p.Generation {
 		fmt.Fprintf(tw, "Observed:\tgeneration %d of %d: the operator has not yet reported on the latest spec\n", st.ObservedGeneration, p.Generation)
 	}

@@ -367,8 +367,8 @@ current-context: x
 			"kubectl projectionist status: unexpected argument \"b\"\nRun 'kubectl projectionist status --help' for usage.\n"},
 		{"unknown flag", []string{"list", "--bogus"}, nil, exitUsage,
 			"kubectl projectionist list: unknown flag: --bogus\nRun 'kubectl projectionist list --help' for usage.\n"},
-		{"unknown command", []string{"rebuild", "x"}, nil, exitUsage,
-			"kubectl projectionist: unknown command \"rebuild\"\nRun 'kubectl projectionist --help' for the list of commands.\n"},
+		{"unknown command", []string{"replay", "x"}, nil, exitUsage,
+			"kubectl projectionist: unknown command \"replay\"\nRun 'kubectl projectionist --help' for the list of commands.\n"},
 		{"no cluster", []string{"status", "x", "--kubeconfig="}, map[string]string{"KUBECONFIG": filepath.Join(t.TempDir(), "none"), "HOME": t.TempDir(), "KUBERNETES_SERVICE_HOST": ""}, exitUsage,
 			"kubectl projectionist status: no cluster configured: pass --kubeconfig, set KUBECONFIG, create ~/.kube/config, or run in a pod\nRun 'kubectl projectionist status --help' for usage.\n"},
 		{"unreachable", []string{"status", "x", "--kubeconfig", unreachable, "--request-timeout", "5s"}, nil, exitFailure,
@@ -399,11 +399,84 @@ current-context: x
 }
 
 func TestHelp(t *testing.T) {
-	for _, args := range [][]string{{"--help"}, {"help", "status"}, {"status", "-h"}, {"suspend", "--help"}, {"resume", "--help"}, {"list", "--help"}} {
+	for _, args := range [][]string{{"--help"}, {"help", "status"}, {"status", "-h"}, {"rebuild", "--help"}, {"suspend", "--help"}, {"resume", "--help"}, {"list", "--help"}} {
 		var stdout, stderr syncBuffer
 		code := newCLI(&stdout, &stderr).run(context.Background(), args)
 		if code != exitOK || stderr.String() != "" || !strings.Contains(stdout.String(), "Examples:\n  kubectl projectionist ") || !strings.Contains(stdout.String(), "--kubeconfig") {
 			t.Errorf("%v: exit %d, stderr %q, stdout:\n%s", args, code, stderr.String(), stdout.String())
 		}
+	}
+}
+
+// TestRebuild: rebuild sets spec.rebuildToken (a default token from the
+// clock, or --token); --wait follows status.rebuild through its phases as
+// an operator writes them, succeeds on Rebuilt and fails on Failed; the
+// token of a finished rebuild is refused, and a bad token is a usage error.
+func TestRebuild(t *testing.T) {
+	ctx := context.Background()
+	p := create(t, "shop", "revenue", nil, runningStatus(time.Now()))
+
+	now := time.Date(2026, 12, 3, 4, 5, 6, 0, time.UTC)
+	r := plugin(ctx, now, "rebuild", "revenue", "-n", "shop")
+	if r.code != exitOK || r.stdout != "projection \"revenue\" in namespace \"shop\": rebuild requested (spec.rebuildToken: \"kubectl-20261203T040506Z\")\n" {
+		t.Errorf("rebuild: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if got := get(t, "shop", "revenue").Spec.RebuildToken; got != "kubectl-20261203T040506Z" {
+		t.Errorf("spec.rebuildToken is %q; want kubectl-20261203T040506Z", got)
+	}
+
+	// The operator's part: each phase in turn, then the given end.
+	play := func(token string, end v1alpha1.RebuildPhase, message string) chan struct{} {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for get(t, "shop", "revenue").Spec.RebuildToken != token {
+				time.Sleep(50 * time.Millisecond)
+			}
+			for _, b := range []v1alpha1.RebuildStatus{
+				{Token: token, Phase: v1alpha1.RebuildStopping, Message: "stopping the worker pods"},
+				{Token: token, Phase: v1alpha1.RebuildReplaying, Message: "replaying: 1000 events replayed"},
+				{Token: token, Phase: end, Message: message},
+			} {
+				writeStatus(t, p, func(st *v1alpha1.ProjectionStatus) { st.Rebuild = &b })
+				time.Sleep(1500 * time.Millisecond) // longer than a poll: the command sees each
+			}
+		}()
+		return done
+	}
+	done := play("fix-vat", v1alpha1.RebuildRebuilt, "done: 2000 events replayed")
+	r = plugin(ctx, time.Time{}, "rebuild", "revenue", "-n", "shop", "--token", "fix-vat", "--wait", "--timeout", "1m")
+	<-done
+	var phases []string
+	for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n")[1:] {
+		if _, rest, ok := strings.Cut(line, "  "); ok {
+			phases = append(phases, rest)
+		}
+	}
+	want := []string{"Stopping: stopping the worker pods", "Replaying: replaying: 1000 events replayed", "Rebuilt: done: 2000 events replayed"}
+	if r.code != exitOK || !cmp.Equal(want, phases[len(phases)-3:]) {
+		t.Errorf("rebuild --wait: exit %d, stderr %q, stdout:\n%s\nwant its last lines %q", r.code, r.stderr, r.stdout, want)
+	}
+
+	r = plugin(ctx, time.Time{}, "rebuild", "revenue", "-n", "shop", "--token", "fix-vat")
+	if r.code != exitFailure || !strings.Contains(r.stderr, `already rebuilt under token "fix-vat" (Rebuilt): give another --token`) {
+		t.Errorf("rebuild with a finished token: exit %d, stderr %q", r.code, r.stderr)
+	}
+
+	done = play("no-hook", v1alpha1.RebuildFailed, "projection does not implement projection.Resetter")
+	r = plugin(ctx, time.Time{}, "rebuild", "revenue", "-n", "shop", "--token", "no-hook", "--wait", "--timeout", "1m")
+	<-done
+	if r.code != exitFailure || !strings.Contains(r.stderr, `rebuild "no-hook" of projection "revenue" failed: projection does not implement projection.Resetter`) {
+		t.Errorf("rebuild --wait of a projection without a hook: exit %d, stderr %q", r.code, r.stderr)
+	}
+
+	for _, token := range []string{strings.Repeat("x", 64), "tab\there"} {
+		r = plugin(ctx, time.Time{}, "rebuild", "revenue", "-n", "shop", "--token", token)
+		if r.code != exitUsage {
+			t.Errorf("rebuild --token %q: exit %d, stderr %q; want a usage error", token, r.code, r.stderr)
+		}
+	}
+	if got := get(t, "shop", "revenue").Spec.RebuildToken; got != "no-hook" {
+		t.Errorf("spec.rebuildToken is %q after refused tokens; want no-hook", got)
 	}
 }
