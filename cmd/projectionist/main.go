@@ -79,6 +79,7 @@ var commands = []command{
 	{"dead-letters show", "show one dead letter in full", (*cli).deadLettersShow},
 	{"dead-letters retry", "hand dead letters back to their partition's worker", (*cli).deadLettersRetry},
 	{"dead-letters discard", "delete dead letters without applying them", (*cli).deadLettersDiscard},
+	{"forget", "delete every row kept for a projection that is gone for good", (*cli).forget},
 	{"operator", "run the Kubernetes operator that reconciles Projection resources", (*cli).operator},
 	{"version", "print the version", (*cli).version},
 }

@@ -459,3 +459,51 @@ func partitions(n int) string {
 	}
 	return fmt.Sprintf("%d partitions", n)
 }
+
+// ForgottenRows counts the rows [ForgetProjection] deleted, per table.
+type ForgottenRows struct {
+	Checkpoints, Frontier, DeadLetters, Topology, Resets int64
+}
+
+// Total is the number of rows deleted.
+func (f ForgottenRows) Total() int64 {
+	return f.Checkpoints + f.Frontier + f.DeadLetters + f.Topology + f.Resets
+}
+
+// ForgetProjection deletes every row projectionist keeps for a projection
+// that is gone for good: its checkpoints, frontier, dead letters, topology
+// and reset requests, in one transaction. It is for after the projection's
+// workers are stopped for good (e.g. its Projection resource deleted after
+// a blue/green cut-over: deleting the resource leaves these rows, so that
+// a Projection recreated under the same name resumes). A worker still
+// running would start over from the beginning of the log. The read model's
+// own tables are the projection's: drop them yourself.
+func ForgetProjection(ctx context.Context, db DBTX, projection string) (ForgottenRows, error) {
+	var f ForgottenRows
+	if projection == "" {
+		return f, fmt.Errorf("%w: projection name is empty", ErrInvalidConfig)
+	}
+	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT 1 FROM projection_topology WHERE projection_name = $1 FOR UPDATE", projection); err != nil {
+			return err
+		}
+		for _, d := range []struct {
+			table string
+			n     *int64
+		}{
+			{"projection_checkpoints", &f.Checkpoints}, {"projection_frontier", &f.Frontier},
+			{"projection_dead_letters", &f.DeadLetters}, {"projection_resets", &f.Resets}, {"projection_topology", &f.Topology},
+		} {
+			tag, err := tx.Exec(ctx, "DELETE FROM "+d.table+" WHERE projection_name = $1", projection)
+			if err != nil {
+				return err
+			}
+			*d.n = tag.RowsAffected()
+		}
+		return nil
+	})
+	if err != nil {
+		return ForgottenRows{}, noSchema(fmt.Errorf("forgetting projection %q: %w", projection, err))
+	}
+	return f, nil
+}
