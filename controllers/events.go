@@ -47,6 +47,9 @@ func (r *ProjectionReconciler) emitEvents(ctx context.Context, s *state, before 
 			emit(corev1.EventTypeWarning, v1alpha1.ReasonResetNotSupported, "Rebuild", "rebuild %q failed: %s", b.Token, b.Message)
 		}
 	}
+	if a := s.deadLetterAction; a != nil {
+		emit(corev1.EventTypeNormal, "DeadLetterAction", string(a.Action), "%s", a.Message)
+	}
 	if n := s.deadLetters; n != nil && *n > s.deadLettersBefore {
 		emit(corev1.EventTypeWarning, "DeadLettersGrew", "DeadLetter",
 			"projection %s has %d dead letters (%d before): list them with 'projectionist dead-letters list --projection %s'",

@@ -22,12 +22,18 @@ func (r *ProjectionReconciler) observeProgress(ctx context.Context, s *state) er
 	}
 	var progress projection.Progress
 	var deadLetters int64
+	var samples []projection.DeadLetter
 	err := r.dbs.do(ctx, s.pool.db, "reading progress", databaseTimeout, func(ctx context.Context) (err error) {
 		progress, err = projection.GetProgress(ctx, s.pool.pool, s.projection.EffectiveProjectionName())
 		if err != nil {
 			return err
 		}
 		deadLetters, err = projection.CountDeadLetters(ctx, s.pool.pool, s.projection.EffectiveProjectionName())
+		if err != nil || deadLetters == 0 {
+			return err
+		}
+		samples, err = projection.ListDeadLetters(ctx, s.pool.pool, s.projection.EffectiveProjectionName(),
+			projection.DeadLetterFilter{Limit: v1alpha1.MaxDeadLetterSamples})
 		return err
 	})
 	if err != nil {
@@ -38,6 +44,7 @@ func (r *ProjectionReconciler) observeProgress(ctx context.Context, s *state) er
 	}
 	s.progress = &progress
 	s.deadLetters, s.deadLettersBefore = &deadLetters, s.projection.Status.DeadLetters
+	s.deadLetterSamples = deadLetterSamples(samples, s.pool.dsn)
 	return nil
 }
 

@@ -100,6 +100,7 @@ func (r *ProjectionReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		r.checkSpec,
 		r.switchTopology,
 		r.rebuild,
+		r.runDeadLetterAction,
 		r.applyStatefulSet,
 		r.observeProgress,
 		r.observePods,
@@ -154,6 +155,11 @@ type state struct {
 	// deadLettersBefore the one the status held before this pass.
 	deadLetters       *int64
 	deadLettersBefore int64
+	// deadLetterSamples are the oldest dead letters, read with the count.
+	deadLetterSamples []v1alpha1.DeadLetterSample
+	// deadLetterAction is the outcome of the spec.deadLetterAction this
+	// pass ran, if it ran one.
+	deadLetterAction *v1alpha1.DeadLetterActionStatus
 	// workerFailure is the last failure of a worker container, if any.
 	workerFailure *problem
 	// invalidSpec: the spec cannot make a StatefulSet; nothing is applied.

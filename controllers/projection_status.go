@@ -43,7 +43,10 @@ func (r *ProjectionReconciler) computeStatus(s *state) v1alpha1.ProjectionStatus
 		}
 	}
 	if s.deadLetters != nil {
-		st.DeadLetters = *s.deadLetters
+		st.DeadLetters, st.DeadLetterSamples = *s.deadLetters, s.deadLetterSamples
+	}
+	if s.deadLetterAction != nil {
+		st.DeadLetterAction = s.deadLetterAction
 	}
 	setDegradedCondition(&st, s)
 	setProgressingCondition(&st, s)

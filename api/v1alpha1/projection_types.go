@@ -104,6 +104,17 @@ type ProjectionSpec struct {
 	// +kubebuilder:validation:Pattern=`^[ -~]*$`
 	RebuildToken string `json:"rebuildToken,omitempty"`
 
+	// deadLetterAction retries or discards dead letters (errorPolicy
+	// DeadLetter) through the operator, so that whoever may patch the
+	// Projection can deal with them without the connection string: each
+	// new token runs the action once, and status.deadLetterAction reports
+	// the outcome. A retry hands the events back to their partitions'
+	// workers, which apply each in a transaction of its own through the
+	// handler and delete the dead letter only if it succeeds. The kubectl
+	// plugin's dead-letters retry and discard set it.
+	// +optional
+	DeadLetterAction *DeadLetterAction `json:"deadLetterAction,omitempty"`
+
 	// batchSize is the most events a partition handles in one transaction.
 	// Defaults to 100 (the library's projection.DefaultBatchSize); 1 to
 	// 10000.
@@ -296,6 +307,107 @@ const (
 	RebuildFailed RebuildPhase = "Failed"
 )
 
+// DeadLetterActionType is what a dead-letter action does.
+// +kubebuilder:validation:Enum=Retry;Discard
+type DeadLetterActionType string
+
+const (
+	// DeadLetterRetry hands the dead letters back to their partitions'
+	// workers, which apply them again.
+	DeadLetterRetry DeadLetterActionType = "Retry"
+	// DeadLetterDiscard deletes the dead letters without applying them.
+	DeadLetterDiscard DeadLetterActionType = "Discard"
+)
+
+// MaxDeadLetterActionEvents bounds spec.deadLetterAction.eventIDs.
+const MaxDeadLetterActionEvents = 100
+
+// DeadLetterAction is a retry or discard of dead letters, run once per
+// token.
+type DeadLetterAction struct {
+	// token names this action: the operator runs it when it differs from
+	// status.deadLetterAction.token. At most 63 printable ASCII
+	// characters.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[ -~]+$`
+	Token string `json:"token"`
+
+	// action is Retry or Discard.
+	// +required
+	Action DeadLetterActionType `json:"action"`
+
+	// eventIDs are the dead-lettered events to act on, by event id (as
+	// status.deadLetterSamples and 'projectionist dead-letters list' show
+	// them); empty means every dead letter of the projection. At most 100.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=100
+	// +kubebuilder:validation:items:Format=uuid
+	EventIDs []string `json:"eventIDs,omitempty"`
+}
+
+// DeadLetterActionStatus is the outcome of the latest dead-letter action.
+type DeadLetterActionStatus struct {
+	// token is the spec.deadLetterAction.token that was run.
+	// +required
+	// +kubebuilder:validation:MaxLength=63
+	Token string `json:"token"`
+
+	// action is what was done: Retry or Discard.
+	// +required
+	Action DeadLetterActionType `json:"action"`
+
+	// deadLetters is the number of dead letters the action applied to:
+	// retries requested, or dead letters deleted.
+	// +optional
+	DeadLetters int64 `json:"deadLetters,omitempty"`
+
+	// completedAt is when the operator ran it.
+	// +optional
+	CompletedAt *metav1.Time `json:"completedAt,omitempty"`
+
+	// message says what was done, and which event ids were not dead
+	// letters of the projection.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	Message string `json:"message,omitempty"`
+}
+
+// DeadLetterSample is one dead letter, as status shows it.
+type DeadLetterSample struct {
+	// eventID is the event's id, which names the dead letter.
+	// +required
+	EventID string `json:"eventID"`
+	// position is the event's global position in the log.
+	// +optional
+	Position int64 `json:"position,omitempty"`
+	// partition is the partition that set the event aside.
+	// +optional
+	Partition int32 `json:"partition,omitempty"`
+	// eventType is the event's type.
+	// +optional
+	EventType string `json:"eventType,omitempty"`
+	// aggregate is the event's aggregate, as type/id.
+	// +optional
+	Aggregate string `json:"aggregate,omitempty"`
+	// failedAt is when the handler last failed on the event.
+	// +optional
+	FailedAt *metav1.Time `json:"failedAt,omitempty"`
+	// retryPending is true while a retry is requested and not yet run.
+	// +optional
+	RetryPending bool `json:"retryPending,omitempty"`
+	// error is the first line of the handler's last error, cut at 256
+	// characters (the whole one: 'projectionist dead-letters show').
+	// +optional
+	Error string `json:"error,omitempty"`
+}
+
+// MaxDeadLetterSamples is how many dead letters status.deadLetterSamples
+// shows, the oldest first.
+const MaxDeadLetterSamples = 10
+
 // RebuildStatus is the state of the latest rebuild.
 type RebuildStatus struct {
 	// token is the spec.rebuildToken this rebuild is for.
@@ -401,6 +513,17 @@ type ProjectionStatus struct {
 	// spec.rebuildToken; unset if none was.
 	// +optional
 	Rebuild *RebuildStatus `json:"rebuild,omitempty"`
+
+	// deadLetterSamples are the projection's oldest dead letters, at most
+	// 10 (status.deadLetters counts them all).
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=10
+	DeadLetterSamples []DeadLetterSample `json:"deadLetterSamples,omitempty"`
+
+	// deadLetterAction is the outcome of the latest spec.deadLetterAction.
+	// +optional
+	DeadLetterAction *DeadLetterActionStatus `json:"deadLetterAction,omitempty"`
 
 	// conditions are Ready, Progressing, Degraded, Stalled, CaughtUp and,
 	// once a rebuild has been asked for, Rebuilding.
