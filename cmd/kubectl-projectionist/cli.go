@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -56,7 +57,8 @@ type command struct {
 }
 
 // commands lists the subcommands in the order help shows them.
-var commands = []command{statusCommand, rebuildCommand, suspendCommand, resumeCommand, listCommand}
+var commands = []command{statusCommand, rebuildCommand, suspendCommand, resumeCommand,
+	deadLettersListCommand, deadLettersRetryCommand, deadLettersDiscardCommand, listCommand}
 
 const topUsage = `Usage: kubectl projectionist <command> [flags]
 
@@ -75,6 +77,7 @@ Examples:
   kubectl projectionist status user-count -n shop
   kubectl projectionist rebuild revenue -n shop --wait
   kubectl projectionist suspend user-count -n shop --wait
+  kubectl projectionist dead-letters retry revenue -n shop --all --wait
 `
 
 func (c *cli) topUsage(w io.Writer) {
@@ -98,14 +101,15 @@ func (c *cli) run(ctx context.Context, args []string) int {
 	switch args[0] {
 	case "-h", "--help", "help":
 		if len(args) > 1 && args[0] == "help" {
-			return c.run(ctx, append(args[1:2], "--help"))
+			return c.run(ctx, append(slices.Clone(args[1:]), "--help"))
 		}
 		c.topUsage(c.stdout)
 		return exitOK
 	}
 	for _, cmd := range commands {
-		if cmd.name == args[0] {
-			return c.runCommand(ctx, cmd, args[1:])
+		// A command's name is one word or two ("dead-letters list").
+		if words := strings.Fields(cmd.name); len(args) >= len(words) && slices.Equal(args[:len(words)], words) {
+			return c.runCommand(ctx, cmd, args[len(words):])
 		}
 	}
 	fmt.Fprintf(c.stderr, "%s: unknown command %q\nRun '%s --help' for the list of commands.\n", prog, args[0], prog)

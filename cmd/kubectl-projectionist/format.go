@@ -178,3 +178,27 @@ func formatList(items []v1alpha1.Projection, now time.Time, allNamespaces bool) 
 	tw.Flush()
 	return b.String()
 }
+
+// formatDeadLetters lays out status.deadLetterSamples.
+func formatDeadLetters(p *v1alpha1.Projection, now time.Time) string {
+	st := &p.Status
+	if st.DeadLetters == 0 {
+		return fmt.Sprintf("projection %q has no dead letters\n", p.Name)
+	}
+	rows := [][]string{{"POSITION", "PARTITION", "EVENT ID", "TYPE", "AGGREGATE", "FAILED", "RETRY", "ERROR"}}
+	for _, d := range st.DeadLetterSamples {
+		failed, retry := "", "-"
+		if d.FailedAt != nil {
+			failed = age(*d.FailedAt, now) + " ago"
+		}
+		if d.RetryPending {
+			retry = "pending"
+		}
+		rows = append(rows, []string{fmt.Sprint(d.Position), fmt.Sprint(d.Partition), d.EventID, d.EventType, d.Aggregate, failed, retry, d.Error})
+	}
+	s := fmt.Sprintf("projection %q has %d dead letters", p.Name, st.DeadLetters)
+	if int64(len(st.DeadLetterSamples)) < st.DeadLetters {
+		s += fmt.Sprintf("; the oldest %d:", len(st.DeadLetterSamples))
+	}
+	return s + "\n" + table(rows, 0)
+}

@@ -399,7 +399,7 @@ current-context: x
 }
 
 func TestHelp(t *testing.T) {
-	for _, args := range [][]string{{"--help"}, {"help", "status"}, {"status", "-h"}, {"rebuild", "--help"}, {"suspend", "--help"}, {"resume", "--help"}, {"list", "--help"}} {
+	for _, args := range [][]string{{"--help"}, {"help", "status"}, {"status", "-h"}, {"rebuild", "--help"}, {"help", "dead-letters", "retry"}, {"dead-letters", "list", "--help"}, {"suspend", "--help"}, {"resume", "--help"}, {"list", "--help"}} {
 		var stdout, stderr syncBuffer
 		code := newCLI(&stdout, &stderr).run(context.Background(), args)
 		if code != exitOK || stderr.String() != "" || !strings.Contains(stdout.String(), "Examples:\n  kubectl projectionist ") || !strings.Contains(stdout.String(), "--kubeconfig") {
@@ -478,5 +478,82 @@ func TestRebuild(t *testing.T) {
 	}
 	if got := get(t, "shop", "revenue").Spec.RebuildToken; got != "no-hook" {
 		t.Errorf("spec.rebuildToken is %q after refused tokens; want no-hook", got)
+	}
+}
+
+// TestDeadLetters: list shows status.deadLetterSamples; retry and discard
+// set spec.deadLetterAction (ids, or none for --all, replacing earlier
+// ids) with a new token each time, and --wait prints the outcome the
+// operator reports; bad flags are usage errors.
+func TestDeadLetters(t *testing.T) {
+	ctx := context.Background()
+	now := time.Now().Truncate(time.Second)
+	st := runningStatus(now)
+	st.DeadLetters = 12
+	id1, id2 := "0b6f1c2e-5d1a-4f0e-9a57-3c2d1e0f9a8b", "1c7a2d3f-6e2b-4a1f-8b68-4d3e2f1a0b9c"
+	st.DeadLetterSamples = []v1alpha1.DeadLetterSample{
+		{EventID: id1, Position: 41, Partition: 1, EventType: "OrderPlaced", Aggregate: "Order/o-7",
+			FailedAt: ptr.To(metav1.NewTime(now.Add(-90 * time.Second))), Error: "amount_cents missing"},
+		{EventID: id2, Position: 57, EventType: "OrderPaid", Aggregate: "Order/o-9", RetryPending: true, Error: "no such order"},
+	}
+	p := create(t, "shop", "ledger", nil, st)
+
+	r := plugin(ctx, now, "dead-letters", "list", "ledger", "-n", "shop")
+	want := `projection "ledger" has 12 dead letters; the oldest 2:
+  POSITION  PARTITION  EVENT ID                              TYPE         AGGREGATE  FAILED   RETRY    ERROR
+  41        1          0b6f1c2e-5d1a-4f0e-9a57-3c2d1e0f9a8b  OrderPlaced  Order/o-7  90s ago  -        amount_cents missing
+  57        0          1c7a2d3f-6e2b-4a1f-8b68-4d3e2f1a0b9c  OrderPaid    Order/o-9           pending  no such order
+`
+	if r.code != exitOK || r.stdout != want {
+		t.Errorf("dead-letters list: exit %d, stderr %q, stdout (-want +got):\n%s", r.code, r.stderr, cmp.Diff(want, r.stdout))
+	}
+
+	r = plugin(ctx, now, "dead-letters", "retry", "ledger", "-n", "shop", "--id", id1, "--id", id2)
+	if r.code != exitOK || !strings.Contains(r.stdout, `Retry of 2 dead letters requested`) {
+		t.Errorf("dead-letters retry --id: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	first := get(t, "shop", "ledger").Spec.DeadLetterAction
+	if first == nil || first.Action != v1alpha1.DeadLetterRetry || !cmp.Equal(first.EventIDs, []string{id1, id2}) || first.Token == "" {
+		t.Fatalf("spec.deadLetterAction after retry --id: %+v", first)
+	}
+
+	// The operator's part, for the discard to come.
+	operator := make(chan struct{})
+	go func() {
+		defer close(operator)
+		for {
+			cur := get(t, "shop", "ledger")
+			if a := cur.Spec.DeadLetterAction; a != nil && a.Action == v1alpha1.DeadLetterDiscard {
+				writeStatus(t, p, func(st *v1alpha1.ProjectionStatus) {
+					st.DeadLetterAction = &v1alpha1.DeadLetterActionStatus{Token: a.Token, Action: a.Action, DeadLetters: 12,
+						Message: "discarded 12 dead letters of projection ledger (every dead letter)"}
+				})
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	r = plugin(ctx, now.Add(time.Second), "dead-letters", "discard", "ledger", "-n", "shop", "--all", "--wait", "--timeout", "30s")
+	<-operator
+	if r.code != exitOK || !strings.HasSuffix(r.stdout, "done: discarded 12 dead letters of projection ledger (every dead letter)\n") {
+		t.Errorf("dead-letters discard --all --wait: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	second := get(t, "shop", "ledger").Spec.DeadLetterAction
+	if second == nil || second.Action != v1alpha1.DeadLetterDiscard || len(second.EventIDs) != 0 || second.Token == first.Token {
+		t.Errorf("spec.deadLetterAction after discard --all: %+v; want a new token and no ids", second)
+	}
+
+	for _, args := range [][]string{
+		{"dead-letters", "retry", "ledger"},
+		{"dead-letters", "retry", "ledger", "--all", "--id", id1},
+		{"dead-letters", "discard", "ledger", "--id", "nope"},
+	} {
+		if r := plugin(ctx, now, args...); r.code != exitUsage {
+			t.Errorf("%v: exit %d, stderr %q; want a usage error", args, r.code, r.stderr)
+		}
+	}
+	if r := plugin(ctx, now, "dead-letters", "list", "nope", "-n", "shop"); r.code != exitFailure ||
+		r.stderr != "kubectl projectionist dead-letters list: projection \"nope\" not found in namespace \"shop\"\n" {
+		t.Errorf("dead-letters list of a missing Projection: exit %d, stderr %q", r.code, r.stderr)
 	}
 }
