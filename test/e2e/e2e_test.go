@@ -90,6 +90,7 @@ func TestProjectionist(t *testing.T) {
 		{"DeletePodUnderLoad", s.deletePodUnderLoad},
 		{"SuspendResume", s.suspendResume},
 		{"RebuildUnderLoad", s.rebuildUnderLoad},
+		{"DeadLetterRetry", s.deadLetterRetry},
 		{"CustomWorkerImage", s.customWorkerImage},
 		{"MissingSecret", s.missingSecret},
 		{"HelmUninstall", s.helmUninstall},

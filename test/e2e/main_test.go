@@ -64,6 +64,7 @@ var cfg config
 type config struct {
 	root                string // the repository's root
 	bin                 string // the projectionist binary, built by TestMain
+	plugin              string // the kubectl-projectionist plugin, built by TestMain
 	kubectl, helm       string
 	image               string // repository:tag
 	customImage         string // examples/custom-worker's image
@@ -157,10 +158,14 @@ func configure(tmp string) error {
 	if err != nil {
 		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
 	}
-	build := exec.Command(goTool, "build", "-o", cfg.bin, "./cmd/projectionist")
-	build.Dir = cfg.root
-	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build ./cmd/projectionist: %v\n%s", err, out)
+	// And the kubectl plugin, run as a user would, with only a kubeconfig.
+	cfg.plugin = filepath.Join(tmp, "kubectl-projectionist")
+	for pkg, out := range map[string]string{"./cmd/projectionist": cfg.bin, "./cmd/kubectl-projectionist": cfg.plugin} {
+		build := exec.Command(goTool, "build", "-o", out, pkg)
+		build.Dir = cfg.root
+		if out, err := build.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+		}
 	}
 	return nil
 }
