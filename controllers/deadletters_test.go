@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/projectionist/projectionist/api/v1alpha1"
@@ -121,10 +122,14 @@ func TestDeadLetterAction(t *testing.T) {
 		return nil
 	})
 
+	// The operator writes status while the test writes spec: a conflict is
+	// retried, so only the API server's validation can fail an action.
 	act := func(a *v1alpha1.DeadLetterAction) error {
-		cur := getProjection(t, ns, p.Name)
-		cur.Spec.DeadLetterAction = a
-		return k8sClient.Update(ctx, cur)
+		return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			cur := getProjection(t, ns, p.Name)
+			cur.Spec.DeadLetterAction = a
+			return k8sClient.Update(ctx, cur)
+		})
 	}
 	for _, bad := range []*v1alpha1.DeadLetterAction{
 		{Token: "x", Action: "Replay"},
