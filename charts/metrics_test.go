@@ -23,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/projectionist/projectionist/internal/pgtest"
+	"github.com/projectionist/projectionist/internal/proctest"
 	"github.com/projectionist/projectionist/pkg/projection"
 	"github.com/projectionist/projectionist/worker"
 )
@@ -239,11 +240,5 @@ func freeAddr(t *testing.T) string {
 // (a bound against hanging, not a measure of speed).
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting until %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	proctest.Eventually(t, 2*time.Minute, 50*time.Millisecond, what, proctest.True(cond))
 }

@@ -140,17 +140,7 @@ func newProjection(t *testing.T, ns, name, projectionName string, replicas int32
 // with cond's last error after timeout.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting %s for %s: %v", timeout, what, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	proctest.Eventually(t, timeout, 50*time.Millisecond, what, cond)
 }
 
 func getProjection(t *testing.T, ns, name string) *v1alpha1.Projection {

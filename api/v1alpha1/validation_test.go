@@ -20,6 +20,7 @@ import (
 
 	"github.com/projectionist/projectionist/api/v1alpha1"
 	"github.com/projectionist/projectionist/internal/kubetest"
+	"github.com/projectionist/projectionist/internal/proctest"
 )
 
 // These tests run against a real kube-apiserver with the generated CRD
@@ -535,17 +536,7 @@ func TestConfigApplies(t *testing.T) {
 func poll(ctx context.Context, timeout time.Duration, f func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	for {
-		err := f(ctx)
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+	return proctest.Until(timeout, 200*time.Millisecond, func() error { return f(ctx) })
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -291,17 +291,16 @@ func metric(tb testing.TB, addr, sample string) float64 {
 // it does not within timeout (with cond's last error, if any).
 func waitFor(tb testing.TB, timeout time.Duration, what string, cond func() (bool, error)) {
 	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
+	proctest.Eventually(tb, timeout, 20*time.Millisecond, what, func() error {
 		ok, err := cond()
-		if ok {
-			return
+		switch {
+		case ok:
+			return nil
+		case err != nil:
+			return fmt.Errorf("last error: %w", err)
 		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %s waiting for %s (last error: %v)", timeout, what, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return errors.New("not yet")
+	})
 }
 
 // mustRunning fails the test if a process in procs has exited: a worker

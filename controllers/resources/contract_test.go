@@ -10,7 +10,6 @@ package resources_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -278,12 +277,11 @@ func kubeletEnv(t *testing.T, env []corev1ac.EnvVarApplyConfiguration, name stri
 
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := proctest.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // generate appends n demo events (users and orders).

@@ -15,6 +15,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/projectionist/projectionist/internal/proctest"
 )
 
 // testCRDs is a directory of our own with a trivial CRD: these tests must not
@@ -45,17 +47,7 @@ func startEnv(t *testing.T, opts Options) (*Env, *kubernetes.Clientset) {
 // last error after timeout.
 func eventually(t *testing.T, timeout time.Duration, check func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not true after %s: %v", timeout, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	proctest.Eventually(t, timeout, 200*time.Millisecond, "the check", check)
 }
 
 func TestStartAPIServer(t *testing.T) {

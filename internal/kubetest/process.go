@@ -4,12 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/projectionist/projectionist/internal/proctest"
 )
 
 // stopTimeout is how long a component gets to exit after SIGTERM before its
@@ -116,10 +117,9 @@ func tailFile(path string) string {
 // process can take it before the component binds it; startComponent retries
 // with a new port when that happens.
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := proctest.FreePort()
 	if err != nil {
-		return 0, fmt.Errorf("kubetest: finding a free port: %w", err)
+		return 0, fmt.Errorf("kubetest: %w", err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return port, nil
 }

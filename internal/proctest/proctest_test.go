@@ -1,10 +1,13 @@
 package proctest_test
 
 import (
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/projectionist/projectionist/internal/proctest"
 )
@@ -38,4 +41,35 @@ func TestPeakRSSOfThisProcess(t *testing.T) {
 	if _, err := proctest.PeakRSS(-1); err == nil {
 		t.Error("PeakRSS(-1) succeeded")
 	}
+}
+
+func TestUntil(t *testing.T) {
+	calls := 0
+	if err := proctest.Until(time.Minute, time.Millisecond, func() error {
+		if calls++; calls < 3 {
+			return fmt.Errorf("call %d", calls)
+		}
+		return nil
+	}); err != nil || calls != 3 {
+		t.Errorf("Until: %v after %d calls, want nil after 3", err, calls)
+	}
+	err := proctest.Until(20*time.Millisecond, time.Millisecond, func() error { return errors.New("never") })
+	if err == nil || err.Error() != "never" {
+		t.Errorf("Until of a condition that never holds: %v, want its last error", err)
+	}
+	if err := proctest.Until(time.Minute, time.Millisecond, proctest.True(func() bool { return true })); err != nil {
+		t.Errorf("Until(True(true)): %v", err)
+	}
+}
+
+func TestFreePort(t *testing.T) {
+	port, err := proctest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatalf("port %d was not free: %v", port, err)
+	}
+	l.Close()
 }

@@ -497,14 +497,7 @@ func (r *run) logTail() string {
 }
 
 // freePort returns a loopback port that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+func freePort() (int, error) { return proctest.FreePort() }
 
 // createBigSecrets creates $BENCH_BIG_SECRETS Secrets of 512 KiB of
 // random-looking data in namespace "other".

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/projectionist/projectionist/internal/proctest"
 	"github.com/projectionist/projectionist/pkg/projection"
 	"github.com/projectionist/projectionist/pkg/projection/runner"
 )
@@ -64,13 +65,7 @@ func applied(t *testing.T, pool *pgxpool.Pool, name string) int {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	proctest.Eventually(t, 30*time.Second, 10*time.Millisecond, what, proctest.True(cond))
 }
 
 func TestRunMultipleProjectionsIndependentCheckpoints(t *testing.T) {
