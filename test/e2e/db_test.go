@@ -182,6 +182,18 @@ func (db *database) topology(ctx context.Context, projection string) (*topology,
 	return tp, err
 }
 
+// mustTopology is topology within 30 s, failing t if it cannot be read.
+func (db *database) mustTopology(t *testing.T, projection string) *topology {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tp, err := db.topology(ctx, projection)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tp
+}
+
 // allProcessing checks that the projection runs n partitions in the
 // database and every one of them has handled events in the current
 // generation.

@@ -36,12 +36,7 @@ func plugin(t *testing.T, args ...string) string {
 // error policy is put back to Stop at the end.
 func (s *suite) deadLetterRetry(t *testing.T) {
 	const name = "activity-log"
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	before, err := s.db.topology(ctx, "activity_log")
-	cancel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	before := s.db.mustTopology(t, "activity_log")
 	setPolicy := func(policy string) {
 		kubectl(t, "patch", "projection", name, "-n", s.ns, "--type", "merge", "-p", fmt.Sprintf(`{"spec":{"errorPolicy":%q}}`, policy))
 		s.waitSettled(t, name, before.partitions)

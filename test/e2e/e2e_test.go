@@ -458,12 +458,7 @@ func (s *suite) deletePodUnderLoad(t *testing.T) {
 
 	before := identities(s.mustPods(t, name, 2))
 	victim := name + "-0"
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	tp, err := s.db.topology(ctx, "activity_log")
-	cancel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	tp := s.db.mustTopology(t, "activity_log")
 	// A caught-up partition checkpoints (horizon, 0), so the position alone
 	// need not move; the count of events handled does.
 	processed := tp.checkpoints[0].processed
@@ -665,12 +660,7 @@ func (s *suite) dumpOnFailure(t *testing.T) {
 // exactly once.
 func (s *suite) suspendResume(t *testing.T) {
 	const name = "activity-log"
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	before, err := s.db.topology(ctx, "activity_log")
-	cancel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	before := s.db.mustTopology(t, "activity_log")
 	begin := time.Now()
 	kubectl(t, "patch", "projection", name, "-n", s.ns, "--type", "merge", "-p", `{"spec":{"suspend":true}}`)
 	eventually(t, name+" suspended: no pods, Ready False/Suspended", readyTimeout, func(ctx context.Context) error {
@@ -698,12 +688,7 @@ func (s *suite) suspendResume(t *testing.T) {
 	recordTiming(t, "resume: kubectl patch to the pods Ready", time.Since(begin))
 	eventually(t, "activity_log caught up after the resume", catchUpTimeout, s.db.activityLogCaughtUp)
 	s.waitSettled(t, name, before.partitions)
-	ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
-	after, err := s.db.topology(ctx, "activity_log")
-	cancel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	after := s.db.mustTopology(t, "activity_log")
 	if after.generation != before.generation || after.partitions != before.partitions {
 		t.Errorf("topology after suspend and resume: generation %d, %d partitions; before: %d, %d",
 			after.generation, after.partitions, before.generation, before.partitions)

@@ -24,12 +24,7 @@ import (
 // applied exactly once, in order.
 func (s *suite) rebuildUnderLoad(t *testing.T) {
 	const name = "activity-log"
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	before, err := s.db.topology(ctx, "activity_log")
-	cancel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	before := s.db.mustTopology(t, "activity_log")
 	oldPods := s.mustPods(t, name, int(before.partitions))
 	if n := s.db.mustInt(t, `WITH gone AS (DELETE FROM activity_log WHERE seq % 7 = 0 RETURNING 1) SELECT count(*) FROM gone`); n == 0 {
 		t.Fatal("deleted no activity_log row: nothing for the rebuild to fix")
@@ -83,12 +78,7 @@ func (s *suite) rebuildUnderLoad(t *testing.T) {
 
 	eventually(t, "activity_log caught up after the rebuild", catchUpTimeout, s.db.activityLogCaughtUp)
 	s.waitSettled(t, name, before.partitions)
-	ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
-	after, err := s.db.topology(ctx, "activity_log")
-	cancel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	after := s.db.mustTopology(t, "activity_log")
 	if after.partitions != before.partitions || after.generation != before.generation+1 {
 		t.Errorf("topology after the rebuild: %d partitions, generation %d; want %d and %d",
 			after.partitions, after.generation, before.partitions, before.generation+1)
