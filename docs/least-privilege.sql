@@ -13,6 +13,7 @@
 --   CREATE ROLE projectionist_op LOGIN PASSWORD '...' IN ROLE projectionist_operator;
 --   CREATE ROLE user_count LOGIN PASSWORD '...' IN ROLE projectionist_worker;
 --   CREATE SCHEMA user_count AUTHORIZATION user_count;  -- its read models
+--   CREATE ROLE keda LOGIN PASSWORD '...' IN ROLE projectionist_metrics;  -- lag only
 --
 -- A worker creates its read models in the schema named after its login,
 -- first on its search_path ("$user", public), and nowhere else.
@@ -25,13 +26,16 @@ BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'projectionist_worker') THEN
         CREATE ROLE projectionist_worker NOLOGIN;
     END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'projectionist_metrics') THEN
+        CREATE ROLE projectionist_metrics NOLOGIN;
+    END IF;
 END
 $$;
 
 -- The operator migrates the schema (it creates, and so owns, the tables)
 -- and switches topologies.
 GRANT USAGE, CREATE ON SCHEMA public TO projectionist_operator;
-GRANT USAGE ON SCHEMA public TO projectionist_worker;
+GRANT USAGE ON SCHEMA public TO projectionist_worker, projectionist_metrics;
 
 DO $$
 DECLARE
@@ -70,6 +74,13 @@ BEGIN
     -- tables' owner's rights and only for a pending request. The column
     -- UPDATE is for the FOR UPDATE lock on the request and for recording a
     -- failed hook's error; a worker cannot request a reset.
+    -- An autoscaler (KEDA's postgresql scaler) or a dashboard reads each
+    -- projection's lag from the view, which runs with its owner's rights:
+    -- the metrics role reads no event.
+    IF to_regclass('public.projection_lag') IS NOT NULL THEN
+        GRANT SELECT ON public.projection_lag TO projectionist_operator, projectionist_worker, projectionist_metrics;
+    END IF;
+
     IF to_regclass('public.projection_resets') IS NOT NULL THEN
         GRANT SELECT, UPDATE (last_error) ON public.projection_resets TO projectionist_worker;
         GRANT EXECUTE ON FUNCTION public.projection_complete_reset(text, text, text, text)

@@ -165,6 +165,20 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 	}
 	grant()
 
+	// The metrics role reads the lag view and nothing else.
+	if _, err := admin.Exec(ctx, "CREATE ROLE keda LOGIN IN ROLE projectionist_metrics"); err != nil {
+		t.Fatal(err)
+	}
+	keda := openPool(t, asRole(t, adminDSN, "keda"))
+	var lag int64
+	if err := keda.QueryRow(ctx, "SELECT coalesce(sum(lag_events), 0) FROM projection_lag WHERE projection_name = $1", name).Scan(&lag); err != nil || lag != 0 {
+		t.Errorf("the metrics role reading projection_lag: %d, %v; want 0 (caught up), nil", lag, err)
+	}
+	var pgErr *pgconn.PgError
+	if _, err := keda.Exec(ctx, "SELECT count(*) FROM events"); !errors.As(err, &pgErr) || pgErr.Code != "42501" {
+		t.Errorf("the metrics role may read events: %v, want permission denied (42501)", err)
+	}
+
 	// And nothing more.
 	for what, try := range map[string]func() error{
 		"switch a topology": func() error { _, err := projection.SetTopology(ctx, wk, name, 1); return err },

@@ -1,7 +1,11 @@
 package projection_test
 
 import (
+	"fmt"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/projectionist/projectionist/pkg/projection"
 )
@@ -94,5 +98,82 @@ func TestProgressOfScopedProjectionReachesZero(t *testing.T) {
 	}
 	if got.Lag != 0 || len(got.Partitions) != 1 {
 		t.Errorf("scoped projection after CatchUp: lag %d partitions %+v, want lag 0 and one partition", got.Lag, got.Partitions)
+	}
+}
+
+// The projection_lag view (migration 0011, for KEDA's postgresql scaler)
+// reports, per partition, the lag GetProgress reports, and the age of the
+// oldest event still to pass; checked with 1 and 3 partitions, before and
+// after one partition catches up, and the documented KEDA query.
+func TestLagViewMatchesGetProgress(t *testing.T) {
+	ctx := t.Context()
+	pool := newPool(t)
+	newAppliedTable(t, pool)
+	store := projection.NewStore()
+	appendN(t, pool, store, 30, 4, "User")
+	if _, err := pool.Exec(ctx, "UPDATE events SET created_at = now() - interval '90 seconds' WHERE global_position = 1"); err != nil {
+		t.Fatal(err)
+	}
+	check := func(name string) {
+		t.Helper()
+		want, err := projection.GetProgress(ctx, pool, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := pool.Query(ctx, `SELECT partition_key, total_partitions, generation, lag_events, oldest_unprocessed_age_seconds
+			FROM projection_lag WHERE projection_name = $1 ORDER BY partition_key`, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []projection.PartitionProgress
+		var key, total int
+		var gen, lag, age int64
+		_, err = pgx.ForEachRow(rows, []any{&key, &total, &gen, &lag, &age}, func() error {
+			if total != want.Topology.TotalPartitions || gen != want.Topology.Generation {
+				t.Errorf("%s: view has %d partitions generation %d, GetProgress %+v", name, total, gen, want.Topology)
+			}
+			pp := want.Partitions[key]
+			switch {
+			case pp.OldestUnprocessed.IsZero() && age != 0:
+				t.Errorf("%s partition %d: age %d s with nothing to pass", name, key, age)
+			case !pp.OldestUnprocessed.IsZero() && (age < int64(want.Now.Sub(pp.OldestUnprocessed).Seconds())-1):
+				t.Errorf("%s partition %d: age %d s, oldest event appended %s before", name, key, age, want.Now.Sub(pp.OldestUnprocessed))
+			}
+			got = append(got, projection.PartitionProgress{PartitionKey: key, Lag: lag})
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wantLags []projection.PartitionProgress
+		for _, pp := range want.Partitions {
+			wantLags = append(wantLags, projection.PartitionProgress{PartitionKey: pp.PartitionKey, Lag: pp.Lag})
+		}
+		if diff := cmp.Diff(wantLags, got); diff != "" {
+			t.Errorf("%s: projection_lag against GetProgress (-want +got):\n%s", name, diff)
+		}
+		sum := queryInt(t, pool, "SELECT coalesce(sum(lag_events), 0) FROM projection_lag WHERE projection_name = $1", name)
+		if int64(sum) != want.Lag {
+			t.Errorf("%s: the KEDA query says %d, GetProgress %d", name, sum, want.Lag)
+		}
+	}
+	for _, n := range []int{1, 3} {
+		name := fmt.Sprintf("lag_%d", n)
+		if _, err := projection.SetTopology(ctx, pool, name, n); err != nil {
+			t.Fatal(err)
+		}
+		check(name)
+		if age := queryInt(t, pool, "SELECT max(oldest_unprocessed_age_seconds) FROM projection_lag WHERE projection_name = $1", name); age < 89 {
+			t.Errorf("%s before any batch: the oldest unprocessed event is %d s old, want at least 89 (the first event's age)", name, age)
+		}
+		cfg := projection.DefaultProcessorConfig()
+		cfg.PartitionKey, cfg.TotalPartitions = 0, n
+		if err := projection.NewProcessor(pool, store, cfg).CatchUp(ctx, applyLog{name: name, key: 0}); err != nil {
+			t.Fatal(err)
+		}
+		check(name)
+	}
+	if n := queryInt(t, pool, "SELECT count(*) FROM projection_lag WHERE projection_name = 'lag_1' AND lag_events = 0 AND oldest_unprocessed_age_seconds = 0"); n != 1 {
+		t.Errorf("lag_1 after catching up: %d rows at lag 0 and age 0, want 1", n)
 	}
 }
