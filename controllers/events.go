@@ -35,6 +35,10 @@ func (r *ProjectionReconciler) emitEvents(ctx context.Context, s *state, before 
 		emit(corev1.EventTypeNormal, "TopologySwitched", "SwitchTopology",
 			"switched projection %s from %d to %s (topology generation %d)", p.EffectiveProjectionName(), e.from, partitions(e.to), e.generation)
 	}
+	if e := s.autoscaled; e != nil {
+		emit(corev1.EventTypeNormal, v1alpha1.ReasonAutoscaled, "Autoscale",
+			"autoscaler: %d to %s: %s", e.from, partitions(int(e.to)), e.why)
+	}
 	if rs := s.rebuild; rs != nil && rs.changed() {
 		name, b := p.EffectiveProjectionName(), rs.status
 		switch {

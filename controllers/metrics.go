@@ -32,7 +32,7 @@ var (
 	descPartitions = prometheus.NewDesc("projectionist_projection_partitions",
 		"Partition count of the projection's topology in the database (status.partitions).", projectionLabels, nil)
 	descDesired = prometheus.NewDesc("projectionist_projection_desired_replicas",
-		"Worker pods the spec asks for (spec.replicas), kept while suspended.", projectionLabels, nil)
+		"Worker pods the spec asks for (spec.replicas, or the autoscaler's count under spec.autoscaling), kept while suspended.", projectionLabels, nil)
 	descReady = prometheus.NewDesc("projectionist_projection_ready_replicas",
 		"Worker pods ready (status.readyReplicas).", projectionLabels, nil)
 	descDeadLetters = prometheus.NewDesc("projectionist_projection_dead_letters",
@@ -98,7 +98,11 @@ func collectProjection(ch chan<- prometheus.Metric, p *v1alpha1.Projection) {
 	gauge(descLag, float64(st.Lag))
 	gauge(descLagSeconds, float64(st.LagSeconds))
 	gauge(descPartitions, float64(st.Partitions))
-	gauge(descDesired, float64(ptr.Deref(p.Spec.Replicas, 1)))
+	desired := ptr.Deref(p.Spec.Replicas, 1)
+	if p.Spec.Autoscaling != nil && st.Autoscaling != nil && desired != 0 {
+		desired = st.Autoscaling.Partitions
+	}
+	gauge(descDesired, float64(desired))
 	gauge(descReady, float64(st.ReadyReplicas))
 	gauge(descDeadLetters, float64(st.DeadLetters))
 	suspended := 0.0

@@ -24,8 +24,11 @@ func (r *ProjectionReconciler) observeProgress(ctx context.Context, s *state) er
 	var deadLetters int64
 	var samples []projection.DeadLetter
 	err := r.dbs.do(ctx, s.pool.db, "reading progress", databaseTimeout, func(ctx context.Context) (err error) {
-		progress, err = projection.GetProgress(ctx, s.pool.pool, s.projection.EffectiveProjectionName())
-		if err != nil {
+		if s.progress != nil && s.switched == nil && (s.rebuild == nil || !s.rebuild.changed()) {
+			// The autoscaler's reading: neither the topology nor a
+			// rebuild has moved since.
+			progress = *s.progress
+		} else if progress, err = projection.GetProgress(ctx, s.pool.pool, s.projection.EffectiveProjectionName()); err != nil {
 			return err
 		}
 		deadLetters, err = projection.CountDeadLetters(ctx, s.pool.pool, s.projection.EffectiveProjectionName())

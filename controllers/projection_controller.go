@@ -6,6 +6,7 @@
 // watches.go (what is watched and mapped to Projections), apply.go (the
 // children, server-side applied behind a no-op cache), secrets.go and
 // database.go (the Secret, the connection pools and their timeouts),
+// autoscale.go (spec.autoscaling: the count from lag and throughput),
 // topology.go (the switch in the database), rebuild.go (spec.rebuildToken:
 // stop, reset, replay), observe.go (progress and worker
 // failures read back), projection_status.go (the status and its
@@ -70,6 +71,9 @@ type ProjectionReconciler struct {
 	// namespace/name (types.NamespacedName -> secretData), as of a
 	// resourceVersion.
 	secrets sync.Map
+	// autoscalers holds the readings and choices of each Projection with
+	// spec.autoscaling (types.NamespacedName -> *autoscaler).
+	autoscalers sync.Map
 }
 
 // Reconcile brings one Projection's children, topology and status to
@@ -81,6 +85,7 @@ func (r *ProjectionReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 			r.reported.Delete(req.NamespacedName)
 			r.applied.Delete(appliedKey{"StatefulSet", req.NamespacedName})
 			r.applied.Delete(appliedKey{"Service", req.NamespacedName})
+			r.autoscalers.Delete(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -98,6 +103,7 @@ func (r *ProjectionReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		r.observeStatefulSet,
 		r.connect,
 		r.checkSpec,
+		r.autoscale,
 		r.switchTopology,
 		r.rebuild,
 		r.runDeadLetterAction,
@@ -136,8 +142,8 @@ func (r *ProjectionReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 // state is what one reconcile learns, phase by phase.
 type state struct {
 	projection *v1alpha1.Projection
-	// desired is the number of worker pods: spec.replicas, or 0 while
-	// suspended.
+	// desired is the number of worker pods: spec.replicas (or the
+	// autoscaler's count), or 0 while suspended.
 	desired   int32
 	suspended bool
 
@@ -166,6 +172,10 @@ type state struct {
 	invalidSpec bool
 	// rebuild is the rebuild under way (spec.rebuildToken), if any.
 	rebuild *rebuildState
+	// autoscaling is the autoscaler's status (spec.autoscaling), and
+	// autoscaled the change of count it made in this pass, if any.
+	autoscaling *v1alpha1.AutoscalingStatus
+	autoscaled  *autoscaleEvent
 }
 
 type problem struct{ reason, message string }

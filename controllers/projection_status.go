@@ -48,6 +48,7 @@ func (r *ProjectionReconciler) computeStatus(s *state) v1alpha1.ProjectionStatus
 	if s.deadLetterAction != nil {
 		st.DeadLetterAction = s.deadLetterAction
 	}
+	st.Autoscaling = s.autoscaling
 	setDegradedCondition(&st, s)
 	setProgressingCondition(&st, s)
 	setReadyCondition(&st, s)
@@ -60,8 +61,12 @@ func (r *ProjectionReconciler) computeStatus(s *state) v1alpha1.ProjectionStatus
 // suspendedMessage says that the workers are stopped and what resuming
 // brings back.
 func suspendedMessage(s *state) string {
+	n := ptr.Deref(s.projection.Spec.Replicas, 1)
+	if s.autoscaling != nil {
+		n = s.autoscaling.Partitions
+	}
 	return fmt.Sprintf("spec.suspend is true: the worker pods are stopped; resuming brings back %s with no topology change",
-		partitions(int(ptr.Deref(s.projection.Spec.Replicas, 1))))
+		partitions(int(n)))
 }
 
 // setCaughtUpCondition turns CaughtUp True the first time a progress

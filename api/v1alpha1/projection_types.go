@@ -115,6 +115,16 @@ type ProjectionSpec struct {
 	// +optional
 	DeadLetterAction *DeadLetterAction `json:"deadLetterAction,omitempty"`
 
+	// autoscaling lets the operator choose the partition count between
+	// minReplicas and maxReplicas from the measured lag and throughput,
+	// through the same exact online rescaling as spec.replicas. While it is
+	// set, spec.replicas is the user's only to pause: 0 pauses the
+	// projection, any other value is ignored (status.autoscaling says the
+	// count in use). Removing it hands the count back to spec.replicas.
+	// Defaults to none: the count is spec.replicas.
+	// +optional
+	Autoscaling *AutoscalingSpec `json:"autoscaling,omitempty"`
+
 	// batchSize is the most events a partition handles in one transaction.
 	// Defaults to 100 (the library's projection.DefaultBatchSize); 1 to
 	// 10000.
@@ -267,6 +277,101 @@ type ProjectionSpec struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=8
 	TopologySpreadConstraints []corev1.TopologySpreadConstraint `json:"topologySpreadConstraints,omitempty"`
+}
+
+// DefaultTargetLagSeconds is spec.autoscaling.targetLagSeconds when unset.
+const DefaultTargetLagSeconds = 30
+
+// AutoscalingSpec bounds the partition count the operator chooses, and
+// says what lag to keep the projection under.
+// +kubebuilder:validation:XValidation:rule="!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",message="minReplicas must not exceed maxReplicas",fieldPath=".minReplicas"
+type AutoscalingSpec struct {
+	// minReplicas is the fewest partitions the operator runs. Defaults to
+	// 1; 1 to 1024.
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1024
+	MinReplicas *int32 `json:"minReplicas,omitempty"`
+
+	// maxReplicas is the most partitions the operator runs; 1 to 1024, at
+	// least minReplicas.
+	// +required
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1024
+	MaxReplicas int32 `json:"maxReplicas"`
+
+	// targetLagSeconds is the lag, as the age in seconds of the oldest
+	// event some partition has still to pass (status.lagSeconds), that the
+	// operator keeps the projection under. Above it, the operator adds the
+	// partitions that drain the backlog within the target at the measured
+	// throughput of a partition; below half of it, it removes the ones the
+	// append rate does not need (with a quarter to spare). Between the two
+	// it keeps the count. Defaults to 30; 1 to 86400.
+	// +optional
+	// +kubebuilder:default=30
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=86400
+	TargetLagSeconds *int32 `json:"targetLagSeconds,omitempty"`
+
+	// scaleUpStabilizationWindow is how long every reading must have asked
+	// for more partitions before the operator adds them: it adds the fewest
+	// any reading of the window asked for. A Go duration; defaults to 30s;
+	// 0s to 1h.
+	// +optional
+	// +kubebuilder:default="30s"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || (duration(self) >= duration('0s') && duration(self) <= duration('1h'))",message="scaleUpStabilizationWindow must be between 0s and 1h"
+	ScaleUpStabilizationWindow *metav1.Duration `json:"scaleUpStabilizationWindow,omitempty"`
+
+	// scaleDownStabilizationWindow is how long every reading must have
+	// asked for fewer partitions before the operator removes them: it keeps
+	// the most any reading of the window asked for, and removes none until
+	// it has watched the projection for a whole window (after it starts,
+	// too). A Go duration; defaults to 5m; 0s to 24h.
+	// +optional
+	// +kubebuilder:default="5m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || (duration(self) >= duration('0s') && duration(self) <= duration('24h'))",message="scaleDownStabilizationWindow must be between 0s and 24h"
+	ScaleDownStabilizationWindow *metav1.Duration `json:"scaleDownStabilizationWindow,omitempty"`
+}
+
+// AutoscalingStatus is what the autoscaler (spec.autoscaling) measured and
+// chose.
+type AutoscalingStatus struct {
+	// partitions is the partition count the autoscaler chose, which the
+	// operator runs (unless spec.replicas is 0 or spec.suspend is true).
+	// +required
+	Partitions int32 `json:"partitions"`
+
+	// recommendation is the count the latest reading alone asks for,
+	// before the stabilization windows.
+	// +optional
+	Recommendation int32 `json:"recommendation,omitempty"`
+
+	// eventsAppendedPerSecond is the rate at which events were appended to
+	// the log between the last two readings.
+	// +optional
+	EventsAppendedPerSecond int64 `json:"eventsAppendedPerSecond,omitempty"`
+
+	// partitionEventsPerSecond is the measured throughput of one busy
+	// partition (a smoothed reading of the times every partition had a
+	// backlog); 0 until measured.
+	// +optional
+	PartitionEventsPerSecond int64 `json:"partitionEventsPerSecond,omitempty"`
+
+	// lastScaleTime is when the autoscaler last changed the count.
+	// +optional
+	LastScaleTime *metav1.Time `json:"lastScaleTime,omitempty"`
+
+	// message says why the autoscaler chose the count.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
 }
 
 // PartitionStatus is one partition's progress, read from its checkpoint.
@@ -509,6 +614,11 @@ type ProjectionStatus struct {
 	// +listMapKey=partition
 	PartitionStatuses []PartitionStatus `json:"partitionStatuses,omitempty"`
 
+	// autoscaling is what the autoscaler measured and chose, while
+	// spec.autoscaling is set.
+	// +optional
+	Autoscaling *AutoscalingStatus `json:"autoscaling,omitempty"`
+
 	// rebuild is the state of the latest rebuild asked for with
 	// spec.rebuildToken; unset if none was.
 	// +optional
@@ -602,6 +712,7 @@ const (
 	ReasonRebuildReplaying    = "Replaying"
 	ReasonRebuilt             = "Rebuilt"
 	ReasonResetNotSupported   = "ResetNotSupported"
+	ReasonAutoscaled          = "Autoscaled"
 
 	// ReasonCANotFound: the connection string's sslrootcert, sslcert or
 	// sslkey names a file in one of the Projection's ConfigMap or Secret

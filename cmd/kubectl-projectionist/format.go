@@ -79,7 +79,19 @@ func formatStatus(p *v1alpha1.Projection, now time.Time, eta string) string {
 	fmt.Fprintf(tw, "Namespace:\t%s\n", p.Namespace)
 	fmt.Fprintf(tw, "Projection:\t%s\n", p.EffectiveProjectionName())
 	fmt.Fprintf(tw, "Suspended:\t%t\n", ptr.Deref(p.Spec.Suspend, false))
-	fmt.Fprintf(tw, "Replicas:\t%d desired, %d pods, %d ready\n", ptr.Deref(p.Spec.Replicas, 1), st.Replicas, st.ReadyReplicas)
+	desired, by := ptr.Deref(p.Spec.Replicas, 1), ""
+	if a := st.Autoscaling; a != nil && p.Spec.Autoscaling != nil && desired != 0 {
+		desired, by = a.Partitions, " (autoscaled)"
+	}
+	fmt.Fprintf(tw, "Replicas:\t%d desired%s, %d pods, %d ready\n", desired, by, st.Replicas, st.ReadyReplicas)
+	if as := p.Spec.Autoscaling; as != nil {
+		line := fmt.Sprintf("%d to %d partitions, target lag %ds", ptr.Deref(as.MinReplicas, 1), as.MaxReplicas,
+			ptr.Deref(as.TargetLagSeconds, v1alpha1.DefaultTargetLagSeconds))
+		if a := st.Autoscaling; a != nil && a.Message != "" {
+			line += ": " + a.Message
+		}
+		fmt.Fprintf(tw, "Autoscaling:\t%s\n", line)
+	}
 	fmt.Fprintf(tw, "Partitions:\t%d (topology generation %d)\n", st.Partitions, st.TopologyGeneration)
 	fmt.Fprintf(tw, "Head position:\t%d\n", st.HeadPosition)
 	fmt.Fprintf(tw, "Lag:\t%d events, oldest %s\n", st.Lag, time.Duration(st.LagSeconds)*time.Second)

@@ -127,6 +127,32 @@ Conditions:
 Partitions:
   none reported yet
 `,
+	}, {
+		name: "autoscaled: the count chosen, and why",
+		p: projection("ledger", func(p *v1alpha1.Projection) {
+			running(p)
+			p.Spec.Autoscaling = &v1alpha1.AutoscalingSpec{MinReplicas: ptr.To[int32](1), MaxReplicas: 4}
+			p.Status.Autoscaling = &v1alpha1.AutoscalingStatus{Partitions: 3, Message: "lag 35s is above the target 30s"}
+			p.Status.PartitionStatuses, p.Status.Conditions = nil, nil
+		}),
+		eta: "about 15s",
+		want: `Name:           ledger
+Namespace:      shop
+Projection:     ledger
+Suspended:      false
+Replicas:       3 desired (autoscaled), 3 pods, 3 ready
+Autoscaling:    1 to 4 partitions, target lag 30s: lag 35s is above the target 30s
+Partitions:     3 (topology generation 2)
+Head position:  10500
+Lag:            1200 events, oldest 35s
+ETA:            about 15s
+
+Conditions:
+  none yet: the operator has not reported on this Projection
+
+Partitions:
+  none reported yet
+`,
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

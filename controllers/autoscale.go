@@ -1,0 +1,336 @@
+// The autoscaler (spec.autoscaling): the partition count chosen from the
+// measured lag and throughput, before the topology switch.
+
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+
+	"github.com/projectionist/projectionist/api/v1alpha1"
+	"github.com/projectionist/projectionist/pkg/projection"
+)
+
+// Defaults of spec.autoscaling's windows, as the CRD sets them.
+const (
+	defaultScaleUpWindow   = 30 * time.Second
+	defaultScaleDownWindow = 5 * time.Minute
+)
+
+// scaleDownHeadroom is how much more than the append rate the partitions
+// left after a scale-down must be able to pass.
+const scaleDownHeadroom = 1.25
+
+// autoscaleConfig is a Projection's spec.autoscaling with its defaults.
+type autoscaleConfig struct {
+	min, max       int32
+	target         time.Duration
+	upWindow       time.Duration
+	downWindow     time.Duration
+	readingSpacing time.Duration
+}
+
+func autoscaleConfigOf(as *v1alpha1.AutoscalingSpec) autoscaleConfig {
+	c := autoscaleConfig{
+		min:        max(1, ptr.Deref(as.MinReplicas, 1)),
+		max:        as.MaxReplicas,
+		target:     time.Duration(ptr.Deref(as.TargetLagSeconds, v1alpha1.DefaultTargetLagSeconds)) * time.Second,
+		upWindow:   defaultScaleUpWindow,
+		downWindow: defaultScaleDownWindow,
+	}
+	if w := as.ScaleUpStabilizationWindow; w != nil {
+		c.upWindow = max(0, w.Duration)
+	}
+	if w := as.ScaleDownStabilizationWindow; w != nil {
+		c.downWindow = max(0, w.Duration)
+	}
+	c.max = max(c.max, c.min)
+	return c
+}
+
+func (c autoscaleConfig) clamp(n int32) int32 { return min(max(n, c.min), c.max) }
+
+// reading is one progress reading, as the autoscaler keeps it.
+type reading struct {
+	at         time.Time // the database's clock
+	head       int64
+	lag        int64
+	generation int64
+	partitions int
+	// busy: every partition of the topology had events to pass, none as
+	// many as the lag count's limit (beyond which the count says "at
+	// least").
+	busy bool
+}
+
+func readingOf(pr *projection.Progress) reading {
+	rd := reading{at: pr.Now, head: pr.HeadPosition, lag: pr.Lag,
+		generation: pr.Topology.Generation, partitions: pr.Topology.TotalPartitions}
+	rd.busy = rd.partitions > 0 && len(pr.Partitions) == rd.partitions
+	for _, pp := range pr.Partitions {
+		if pp.Lag == 0 || pp.Lag >= projection.LagCountLimit {
+			rd.busy = false
+		}
+	}
+	return rd
+}
+
+// measurement is what the autoscaler knows when it recommends a count.
+type measurement struct {
+	current    int32   // the count in use
+	lagSeconds float64 // age of the oldest event some partition has to pass
+	lagEvents  int64
+	// appendRate is events appended per second; negative until two
+	// readings give it.
+	appendRate float64
+	// capacity is what one busy partition passes per second; 0 until
+	// measured.
+	capacity float64
+}
+
+// recommend is the count one measurement asks for, and why. Above the
+// target lag it adds the partitions that pass the backlog within the
+// target while keeping up with the appends (or, before the throughput is
+// measured, grows the count in proportion to the lag); under half the
+// target it keeps the partitions the append rate needs with a quarter to
+// spare; in between it keeps the count, so that a lag near the target
+// does not flap.
+func recommend(c autoscaleConfig, m measurement) (int32, string) {
+	target := c.target.Seconds()
+	lag := fmt.Sprintf("lag %s", time.Duration(m.lagSeconds*float64(time.Second)).Round(100*time.Millisecond))
+	var n int32
+	var why string
+	switch {
+	case m.lagSeconds > target && m.capacity > 0:
+		need := max(0, m.appendRate) + float64(m.lagEvents)/target
+		n = max(m.current, ceilCount(need/m.capacity))
+		why = fmt.Sprintf("%s is above the target %s: passing %d events within it while %d a second are appended needs %s of %d events a second",
+			lag, c.target, m.lagEvents, int64(max(0, m.appendRate)), partitions(int(ceilCount(need/m.capacity))), int64(m.capacity))
+	case m.lagSeconds > target:
+		n = max(m.current+1, ceilCount(float64(m.current)*m.lagSeconds/target))
+		why = fmt.Sprintf("%s is above the target %s, and a partition's throughput is not measured yet: %s times %.1f",
+			lag, c.target, partitions(int(m.current)), m.lagSeconds/target)
+	case m.lagSeconds > target/2:
+		n = m.current
+		why = fmt.Sprintf("%s is within the target %s: keeping %s", lag, c.target, partitions(int(m.current)))
+	case m.appendRate == 0 && m.lagEvents == 0:
+		n = c.min
+		why = "nothing to pass and nothing appended"
+	case m.appendRate > 0 && m.capacity > 0:
+		need := m.appendRate*scaleDownHeadroom + float64(m.lagEvents)/target
+		n = min(m.current, ceilCount(need/m.capacity))
+		why = fmt.Sprintf("%s is under half the target %s: %d events a second appended need %s of %d events a second, with a quarter to spare",
+			lag, c.target, int64(m.appendRate), partitions(int(ceilCount(need/m.capacity))), int64(m.capacity))
+	default:
+		n = m.current
+		why = fmt.Sprintf("%s is under half the target %s, and the throughput a partition needs is not measured yet: keeping %s",
+			lag, c.target, partitions(int(m.current)))
+	}
+	return c.clamp(n), why
+}
+
+func ceilCount(x float64) int32 {
+	if x >= v1alpha1.MaxReplicas {
+		return v1alpha1.MaxReplicas
+	}
+	return int32(math.Ceil(x))
+}
+
+// autoscaler is one Projection's readings and choices, kept between
+// reconciles (the stabilization windows and the throughput need the
+// past). An operator that starts over, or takes over as leader, starts
+// from status.autoscaling.partitions and watches for a whole window
+// before it changes the count.
+type autoscaler struct {
+	mu  sync.Mutex
+	uid types.UID
+	// partitions is the chosen count; 0 until the first pass.
+	partitions int32
+	prev       *reading
+	capacity   float64
+	recs       []recommendation
+	// since is the first reading of the current watch.
+	since time.Time
+	// readAt is when the last reading was taken, on the operator's clock.
+	readAt time.Time
+}
+
+type recommendation struct {
+	at time.Time
+	n  int32
+}
+
+// observe takes a reading and returns the count to run, the
+// measurement's recommendation and why.
+func (a *autoscaler) observe(c autoscaleConfig, rd reading, lagSeconds float64) (next, rec int32, why string, m measurement) {
+	m = measurement{current: a.partitions, lagSeconds: lagSeconds, lagEvents: rd.lag, appendRate: -1, capacity: a.capacity}
+	if p := a.prev; p != nil && rd.at.After(p.at) {
+		dt := rd.at.Sub(p.at).Seconds()
+		m.appendRate = max(0, float64(rd.head-p.head)/dt)
+		if p.busy && rd.busy && p.generation == rd.generation && p.partitions == rd.partitions {
+			// Every partition had a backlog throughout: what they passed
+			// is what they can pass.
+			if passed := float64(p.lag + (rd.head - p.head) - rd.lag); passed > 0 {
+				per := passed / dt / float64(rd.partitions)
+				if a.capacity == 0 {
+					a.capacity = per
+				} else {
+					a.capacity = (a.capacity + per) / 2
+				}
+				m.capacity = a.capacity
+			}
+		}
+	}
+	a.prev = &rd
+	if a.since.IsZero() {
+		a.since = rd.at
+	}
+	rec, why = recommend(c, m)
+	a.recs = append(a.recs, recommendation{rd.at, rec})
+	keep := max(c.upWindow, c.downWindow)
+	for len(a.recs) > 1 && rd.at.Sub(a.recs[0].at) > keep {
+		a.recs = a.recs[1:]
+	}
+	up, down := rec, rec
+	for _, r := range a.recs {
+		if rd.at.Sub(r.at) <= c.upWindow {
+			up = min(up, r.n)
+		}
+		if rd.at.Sub(r.at) <= c.downWindow {
+			down = max(down, r.n)
+		}
+	}
+	watched := rd.at.Sub(a.since)
+	next = a.partitions
+	switch {
+	case up > a.partitions && watched >= c.upWindow:
+		next = up
+	case rec > a.partitions:
+		why += fmt.Sprintf("; scaling up waits for the scale-up stabilization window (%s)", c.upWindow)
+	case down < a.partitions && watched >= c.downWindow:
+		next = down
+	case rec < a.partitions:
+		why += fmt.Sprintf("; scaling down waits for the scale-down stabilization window (%s)", c.downWindow)
+	}
+	return next, rec, why, m
+}
+
+// forget drops the readings: after a pause the throughput and the windows
+// start over.
+func (a *autoscaler) forget() {
+	a.prev, a.recs, a.since = nil, nil, time.Time{}
+}
+
+// autoscaleEvent is a change of the chosen count, for an Event.
+type autoscaleEvent struct {
+	from, to int32
+	why      string
+}
+
+// autoscalerOf returns the Projection's autoscaler, a new one for a new
+// Projection of the same name.
+func (r *ProjectionReconciler) autoscalerOf(key types.NamespacedName, uid types.UID) *autoscaler {
+	v, _ := r.autoscalers.LoadOrStore(key, &autoscaler{uid: uid})
+	a := v.(*autoscaler)
+	if a.uid != uid {
+		a = &autoscaler{uid: uid}
+		r.autoscalers.Store(key, a)
+	}
+	return a
+}
+
+// autoscale chooses the partition count of a Projection with
+// spec.autoscaling from a progress reading, which later phases reuse. It
+// changes nothing while the Projection is paused or suspended, while a
+// rebuild stops and resets the workers, or while the operator cannot read
+// the database: the count stays the last one chosen.
+func (r *ProjectionReconciler) autoscale(ctx context.Context, s *state) error {
+	p := s.projection
+	key := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
+	if p.Spec.Autoscaling == nil {
+		r.autoscalers.Delete(key)
+		return nil
+	}
+	c := autoscaleConfigOf(p.Spec.Autoscaling)
+	a := r.autoscalerOf(key, p.UID)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := &v1alpha1.AutoscalingStatus{}
+	if prev := p.Status.Autoscaling; prev != nil {
+		st = prev.DeepCopy()
+	}
+	if a.partitions == 0 {
+		// The count chosen before (this operator's or a predecessor's),
+		// else the one running, else spec.replicas.
+		a.partitions = st.Partitions
+		if a.partitions == 0 {
+			a.partitions = p.Status.Partitions
+		}
+		if a.partitions == 0 {
+			a.partitions = ptr.Deref(p.Spec.Replicas, 1)
+		}
+	}
+	if n := c.clamp(a.partitions); n != a.partitions {
+		s.autoscaled = &autoscaleEvent{from: a.partitions, to: n,
+			why: fmt.Sprintf("spec.autoscaling allows %d to %d partitions", c.min, c.max)}
+		a.partitions = n
+		st.LastScaleTime = ptr.To(metav1.Now())
+	}
+	s.autoscaling = st
+	defer func() {
+		st.Partitions = a.partitions
+		if s.desired != 0 {
+			s.desired = a.partitions
+		}
+	}()
+	switch {
+	case s.desired == 0:
+		a.forget()
+		st.Message = "paused (spec.replicas 0 or spec.suspend): the autoscaler waits, and watches a whole window again when the projection resumes"
+		return nil
+	case s.degraded != nil || s.pool.pool == nil:
+		return nil // Degraded says why; the count stays
+	case rebuildActive(p) != "" && (p.Status.Rebuild == nil || p.Status.Rebuild.Token != rebuildActive(p) ||
+		p.Status.Rebuild.Phase == v1alpha1.RebuildStopping || p.Status.Rebuild.Phase == v1alpha1.RebuildResetting):
+		a.forget()
+		st.Message = "a rebuild stops and resets the workers: the autoscaler waits for the replay"
+		return nil
+	}
+	if a.prev != nil && time.Since(a.readAt) < r.StatusInterval/2 {
+		// Too soon after the last reading for a rate (a status write
+		// brings a reconcile right away): the count stays.
+		return nil
+	}
+	var pr projection.Progress
+	err := r.dbs.do(ctx, s.pool.db, "reading progress", databaseTimeout, func(ctx context.Context) (err error) {
+		pr, err = projection.GetProgress(ctx, s.pool.pool, p.EffectiveProjectionName())
+		return err
+	})
+	if err != nil {
+		s.degraded = &problem{reasonOf(err), redactErr(err, s.pool.dsn)}
+		return nil
+	}
+	s.progress = &pr
+	lagSeconds := 0.0
+	if !pr.OldestUnprocessed.IsZero() {
+		lagSeconds = max(0, pr.Now.Sub(pr.OldestUnprocessed).Seconds())
+	}
+	a.readAt = time.Now()
+	next, rec, why, m := a.observe(c, readingOf(&pr), lagSeconds)
+	st.Recommendation, st.Message = rec, truncate(why, 1024)
+	st.EventsAppendedPerSecond = int64(max(0, m.appendRate))
+	st.PartitionEventsPerSecond = int64(m.capacity)
+	if next != a.partitions {
+		s.autoscaled = &autoscaleEvent{from: a.partitions, to: next, why: why}
+		a.partitions = next
+		st.LastScaleTime = ptr.To(metav1.NewTime(pr.Now))
+	}
+	return nil
+}

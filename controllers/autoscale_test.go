@@ -1,0 +1,162 @@
+package controllers
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/projectionist/projectionist/api/v1alpha1"
+)
+
+func TestAutoscaleConfigDefaults(t *testing.T) {
+	c := autoscaleConfigOf(&v1alpha1.AutoscalingSpec{MaxReplicas: 8})
+	want := autoscaleConfig{min: 1, max: 8, target: v1alpha1.DefaultTargetLagSeconds * time.Second,
+		upWindow: defaultScaleUpWindow, downWindow: defaultScaleDownWindow}
+	if c != want {
+		t.Errorf("defaults %+v, want %+v", c, want)
+	}
+	c = autoscaleConfigOf(&v1alpha1.AutoscalingSpec{MinReplicas: ptr.To[int32](2), MaxReplicas: 4, TargetLagSeconds: ptr.To[int32](5),
+		ScaleUpStabilizationWindow: &metav1.Duration{}, ScaleDownStabilizationWindow: &metav1.Duration{Duration: time.Minute}})
+	want = autoscaleConfig{min: 2, max: 4, target: 5 * time.Second, downWindow: time.Minute}
+	if c != want {
+		t.Errorf("set %+v, want %+v", c, want)
+	}
+}
+
+func TestRecommend(t *testing.T) {
+	c := autoscaleConfig{min: 1, max: 8, target: 2 * time.Second}
+	for _, tc := range []struct {
+		name string
+		m    measurement
+		want int32
+		why  string
+	}{
+		{"above the target: the backlog within the target", measurement{current: 1, lagSeconds: 10, lagEvents: 4000, appendRate: 0, capacity: 500},
+			4, "passing 4000 events within it while 0 a second are appended needs 4 partitions of 500 events a second"},
+		{"above the target: the appends too", measurement{current: 1, lagSeconds: 10, lagEvents: 2000, appendRate: 1000, capacity: 500},
+			4, "while 1000 a second are appended"},
+		{"above the target: never fewer than now", measurement{current: 6, lagSeconds: 3, lagEvents: 100, appendRate: 0, capacity: 500},
+			6, "needs 1 partition"},
+		{"above the target, throughput unknown: in proportion", measurement{current: 2, lagSeconds: 5, lagEvents: 100, appendRate: -1},
+			5, "not measured yet: 2 partitions times 2.5"},
+		{"above the target, throughput unknown: at least one more", measurement{current: 2, lagSeconds: 2.1, lagEvents: 100, appendRate: -1},
+			3, "not measured yet"},
+		{"above the target: at most max", measurement{current: 2, lagSeconds: 100, lagEvents: 1e6, appendRate: 0, capacity: 10},
+			8, "above the target"},
+		{"within the target: kept", measurement{current: 3, lagSeconds: 1.5, lagEvents: 300, appendRate: 100, capacity: 500},
+			3, "within the target 2s: keeping 3 partitions"},
+		{"idle: min", measurement{current: 4, lagSeconds: 0, lagEvents: 0, appendRate: 0, capacity: 500},
+			1, "nothing to pass and nothing appended"},
+		{"under half: what the appends need, with headroom", measurement{current: 4, lagSeconds: 0.2, lagEvents: 10, appendRate: 800, capacity: 500},
+			3, "800 events a second appended need 3 partitions of 500 events a second"},
+		{"under half: never more than now", measurement{current: 2, lagSeconds: 0.2, lagEvents: 10, appendRate: 5000, capacity: 500},
+			2, "appended need"},
+		{"under half, throughput unknown: kept", measurement{current: 3, lagSeconds: 0, lagEvents: 0, appendRate: 50},
+			3, "not measured yet: keeping 3 partitions"},
+		{"first reading, no rate yet: kept", measurement{current: 3, lagSeconds: 0, lagEvents: 0, appendRate: -1},
+			3, "keeping 3 partitions"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n, why := recommend(c, tc.m)
+			if n != tc.want || !strings.Contains(why, tc.why) {
+				t.Errorf("recommend(%+v) = %d, %q; want %d, containing %q", tc.m, n, why, tc.want, tc.why)
+			}
+		})
+	}
+}
+
+// The windows: a count goes up only once every reading of the scale-up
+// window asked for more, down only once every reading of the scale-down
+// window asked for less, and neither before the autoscaler has watched for
+// a whole window; a lag swinging around the target moves nothing.
+func TestAutoscalerWindows(t *testing.T) {
+	c := autoscaleConfig{min: 1, max: 8, target: 10 * time.Second, upWindow: 20 * time.Second, downWindow: 60 * time.Second}
+	t0 := time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC)
+	a := &autoscaler{partitions: 2}
+	head := int64(0)
+	step := func(sec int, lagSeconds float64, lag int64, appended int64) int32 {
+		t.Helper()
+		head += appended
+		next, _, why, _ := a.observe(c, reading{at: t0.Add(time.Duration(sec) * time.Second), head: head, lag: lag, partitions: 2, generation: 1}, lagSeconds)
+		if next != a.partitions {
+			t.Logf("t=%ds: %d -> %d (%s)", sec, a.partitions, next, why)
+		}
+		a.partitions = next
+		return next
+	}
+	// Lag swinging across the target: the unmeasured throughput asks for
+	// more on the high readings only, and the window takes the fewest.
+	for sec := 0; sec <= 100; sec += 5 {
+		lagSeconds := 4.0
+		if sec%10 == 5 {
+			lagSeconds = 11
+		}
+		if n := step(sec, lagSeconds, 100, 50); n != 2 {
+			t.Fatalf("t=%ds: %d partitions while the lag swings around the target, want 2 kept", sec, n)
+		}
+	}
+	// Above the target for the whole window: up, once the window is full.
+	for sec := 105; sec < 125; sec += 5 {
+		if n := step(sec, 30, 1000, 50); n != 2 {
+			t.Fatalf("t=%ds: %d partitions before the scale-up window is full, want 2", sec, n)
+		}
+	}
+	if n := step(125, 30, 1000, 50); n <= 2 {
+		t.Fatalf("after 20s above the target: %d partitions, want more than 2", n)
+	}
+	up := a.partitions
+	// Idle: down only after a whole scale-down window of idle readings.
+	for sec := 130; sec < 190; sec += 5 {
+		if n := step(sec, 0, 0, 0); n != up {
+			t.Fatalf("t=%ds: %d partitions within the scale-down window, want %d", sec, n, up)
+		}
+	}
+	for sec := 190; sec < 200; sec += 5 {
+		step(sec, 0, 0, 0)
+	}
+	if a.partitions != c.min {
+		t.Errorf("after a whole window idle: %d partitions, want min %d", a.partitions, c.min)
+	}
+
+	// A new watch (an operator that started over) waits a whole window
+	// before it scales up, even with the lag far above the target.
+	a = &autoscaler{partitions: 1}
+	for sec := 0; sec < 20; sec += 5 {
+		if n := step(sec, 60, 5000, 100); n != 1 {
+			t.Fatalf("new watch, t=%ds: %d partitions, want 1 until it has watched for the scale-up window", sec, n)
+		}
+	}
+	if n := step(20, 60, 5000, 100); n == 1 {
+		t.Errorf("new watch after the window: still 1 partition")
+	}
+}
+
+// Throughput is measured only while every partition has a backlog, and
+// not across a topology change.
+func TestAutoscalerMeasuresThroughput(t *testing.T) {
+	c := autoscaleConfig{min: 1, max: 8, target: 2 * time.Second}
+	t0 := time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC)
+	a := &autoscaler{partitions: 2}
+	at := func(sec int) time.Time { return t0.Add(time.Duration(sec) * time.Second) }
+	a.observe(c, reading{at: at(0), head: 10_000, lag: 6000, partitions: 2, generation: 1, busy: true}, 5)
+	// 10s later: 2000 appended, lag down to 4000: 4000 passed by 2
+	// partitions in 10s, 200 a second each.
+	_, _, _, m := a.observe(c, reading{at: at(10), head: 12_000, lag: 4000, partitions: 2, generation: 1, busy: true}, 5)
+	if m.capacity != 200 || m.appendRate != 200 {
+		t.Fatalf("capacity %v, append rate %v; want 200, 200", m.capacity, m.appendRate)
+	}
+	// A topology change in between: no measurement.
+	_, _, _, m = a.observe(c, reading{at: at(20), head: 12_000, lag: 100, partitions: 3, generation: 2, busy: true}, 5)
+	if m.capacity != 200 {
+		t.Errorf("capacity %v after a topology change, want 200 kept", m.capacity)
+	}
+	// Not every partition busy: no measurement.
+	a.observe(c, reading{at: at(30), head: 12_000, lag: 0, partitions: 3, generation: 2}, 0)
+	_, _, _, m = a.observe(c, reading{at: at(40), head: 12_000, lag: 0, partitions: 3, generation: 2}, 0)
+	if m.capacity != 200 || m.appendRate != 0 {
+		t.Errorf("idle: capacity %v, append rate %v; want 200, 0", m.capacity, m.appendRate)
+	}
+}
