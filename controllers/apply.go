@@ -1,4 +1,4 @@
-// Applying the children (Service, StatefulSet) with server-side apply and
+// Applying the children (Service, StatefulSet, PodDisruptionBudget) with server-side apply and
 // the no-op cache that keeps a status refresh from sending them again.
 
 package controllers
@@ -11,7 +11,9 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
@@ -135,6 +137,35 @@ func (r *ProjectionReconciler) applyStatefulSet(ctx context.Context, s *state) e
 	}
 	if err := r.apply(ctx, s, "StatefulSet", sts, sts.ObjectMetaApplyConfiguration, observedVersion); err != nil {
 		return fmt.Errorf("applying StatefulSet: %w", err)
+	}
+	return nil
+}
+
+// applyPodDisruptionBudget keeps the worker pods' PodDisruptionBudget, or
+// deletes it when spec.podDisruptionBudget.enabled is false (only one the
+// Projection owns).
+func (r *ProjectionReconciler) applyPodDisruptionBudget(ctx context.Context, s *state) error {
+	if s.invalidSpec {
+		return nil
+	}
+	pdb := resources.PodDisruptionBudget(s.projection)
+	var observed policyv1.PodDisruptionBudget
+	err := r.Client.Get(ctx, types.NamespacedName{Namespace: *pdb.Namespace, Name: *pdb.Name}, &observed)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("reading PodDisruptionBudget: %w", err)
+	}
+	if !resources.PodDisruptionBudgetEnabled(s.projection) {
+		r.applied.Delete(appliedKey{"PodDisruptionBudget", types.NamespacedName{Namespace: s.projection.Namespace, Name: s.projection.Name}})
+		if err != nil || !metav1.IsControlledBy(&observed, s.projection) {
+			return nil
+		}
+		if err := r.Client.Delete(ctx, &observed, client.Preconditions{UID: &observed.UID}); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("deleting PodDisruptionBudget: %w", err)
+		}
+		return nil
+	}
+	if err := r.apply(ctx, s, "PodDisruptionBudget", pdb, pdb.ObjectMetaApplyConfiguration, observed.ResourceVersion); err != nil {
+		return fmt.Errorf("applying PodDisruptionBudget: %w", err)
 	}
 	return nil
 }

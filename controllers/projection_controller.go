@@ -4,7 +4,8 @@
 //
 // Reconcile (this file) runs the phases in order; each concern has its file:
 // watches.go (what is watched and mapped to Projections), apply.go (the
-// children, server-side applied behind a no-op cache), secrets.go and
+// children: Service, StatefulSet, PodDisruptionBudget, server-side applied
+// behind a no-op cache), secrets.go and
 // database.go (the Secret, the connection pools and their timeouts),
 // autoscale.go (spec.autoscaling: the count from lag and throughput),
 // topology.go (the switch in the database), rebuild.go (spec.rebuildToken:
@@ -85,6 +86,7 @@ func (r *ProjectionReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 			r.reported.Delete(req.NamespacedName)
 			r.applied.Delete(appliedKey{"StatefulSet", req.NamespacedName})
 			r.applied.Delete(appliedKey{"Service", req.NamespacedName})
+			r.applied.Delete(appliedKey{"PodDisruptionBudget", req.NamespacedName})
 			r.autoscalers.Delete(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -108,6 +110,7 @@ func (r *ProjectionReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		r.rebuild,
 		r.runDeadLetterAction,
 		r.applyStatefulSet,
+		r.applyPodDisruptionBudget,
 		r.observeProgress,
 		r.observePods,
 	} {

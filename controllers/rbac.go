@@ -15,6 +15,9 @@ package controllers
 //     (patch; create when the apply creates the object) and watched through
 //     the cache. No update and no delete: owner references let the garbage
 //     collector remove them with their Projection.
+//   - poddisruptionbudgets: the worker pods' budget, applied like the
+//     children above, and deleted when spec.podDisruptionBudget.enabled
+//     turns false (the garbage collector cannot know that).
 //   - secrets: read-only, for the database connection string.
 //   - configmaps: get only, for the CA bundle a connection string's
 //     sslrootcert names in one of the Projection's ConfigMap volumes.
@@ -32,6 +35,7 @@ package controllers
 // +kubebuilder:rbac:groups=projectionist.dev,resources=projections/finalizers,verbs=update
 // +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;patch
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch

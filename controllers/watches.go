@@ -9,6 +9,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -21,8 +22,8 @@ import (
 	"github.com/projectionist/projectionist/controllers/resources"
 )
 
-// SetupWithManager registers the reconciler: it owns StatefulSets and
-// Services, and follows the Secrets Projections name and their pods. Of
+// SetupWithManager registers the reconciler: it owns StatefulSets,
+// Services and PodDisruptionBudgets, and follows the Secrets Projections name and their pods. Of
 // Secrets it watches only metadata: caching every Secret's data in the
 // cluster (Helm's release Secrets among them) would grow the operator with
 // the cluster; it reads a Secret it needs when its resourceVersion changes.
@@ -46,6 +47,7 @@ func (r *ProjectionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&v1alpha1.Projection{}).
 		Owns(&appsv1.StatefulSet{}).
 		Owns(&corev1.Service{}).
+		Owns(&policyv1.PodDisruptionBudget{}).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.projectionsForSecret)).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(projectionForPod),
 			builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {

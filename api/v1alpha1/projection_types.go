@@ -5,6 +5,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 // MaxReplicas bounds spec.replicas: the library's maximum partition count.
@@ -124,6 +125,14 @@ type ProjectionSpec struct {
 	// Defaults to none: the count is spec.replicas.
 	// +optional
 	Autoscaling *AutoscalingSpec `json:"autoscaling,omitempty"`
+
+	// podDisruptionBudget configures the PodDisruptionBudget the operator
+	// keeps for the worker pods, named like the Projection, so that a node
+	// drain or a cluster autoscaler takes them down a few at a time: each
+	// evicted pod pauses its partition until it is rescheduled. Defaults to
+	// one with maxUnavailable 1.
+	// +optional
+	PodDisruptionBudget *PodDisruptionBudgetSpec `json:"podDisruptionBudget,omitempty"`
 
 	// batchSize is the most events a partition handles in one transaction.
 	// Defaults to 100 (the library's projection.DefaultBatchSize); 1 to
@@ -277,6 +286,24 @@ type ProjectionSpec struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=8
 	TopologySpreadConstraints []corev1.TopologySpreadConstraint `json:"topologySpreadConstraints,omitempty"`
+}
+
+// PodDisruptionBudgetSpec is the worker pods' PodDisruptionBudget.
+type PodDisruptionBudgetSpec struct {
+	// enabled keeps the PodDisruptionBudget; false deletes it. Defaults to
+	// true.
+	// +optional
+	// +kubebuilder:default=true
+	Enabled *bool `json:"enabled,omitempty"`
+
+	// maxUnavailable is how many worker pods voluntary disruptions may
+	// take down at a time: a number, or a percentage of the pods
+	// ("25%"). Defaults to 1.
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:XValidation:rule="type(self) == int ? self >= 0 : self.matches('^[0-9]+%$')",message="maxUnavailable must be a non-negative number or a percentage such as 25%"
+	MaxUnavailable *intstr.IntOrString `json:"maxUnavailable,omitempty"`
 }
 
 // DefaultTargetLagSeconds is spec.autoscaling.targetLagSeconds when unset.

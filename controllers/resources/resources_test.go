@@ -11,8 +11,10 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	policyv1ac "k8s.io/client-go/applyconfigurations/policy/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
@@ -678,6 +680,66 @@ spec:
 		t.Run(name, func(t *testing.T) {
 			if diff := cmp.Diff(want, Service(p)); diff != "" {
 				t.Errorf("Service mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestPodDisruptionBudget(t *testing.T) {
+	manifest := func(maxUnavailable string) string {
+		return `
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: user-count
+  namespace: shop
+  labels:
+    app.kubernetes.io/name: projectionist-worker
+    app.kubernetes.io/instance: user-count
+    app.kubernetes.io/managed-by: projectionist
+    app.kubernetes.io/component: worker
+    projectionist.dev/projection: user-count
+  ownerReferences:
+  - apiVersion: projectionist.dev/v1alpha1
+    kind: Projection
+    name: user-count
+    uid: 6f1c1f5e-8a43-4c1e-9a53-0d7b6f1e2a10
+    controller: true
+    blockOwnerDeletion: true
+spec:
+  maxUnavailable: ` + maxUnavailable + `
+  selector:
+    matchLabels:
+      app.kubernetes.io/name: projectionist-worker
+      app.kubernetes.io/instance: user-count
+      projectionist.dev/projection: user-count
+  unhealthyPodEvictionPolicy: AlwaysAllow
+`
+	}
+	for _, tc := range []struct {
+		name    string
+		p       *v1alpha1.Projection
+		want    string
+		enabled bool
+	}{
+		{"default", minimal(), "1", true},
+		{"a percentage", with(minimal(), func(p *v1alpha1.Projection) {
+			p.Spec.PodDisruptionBudget = &v1alpha1.PodDisruptionBudgetSpec{MaxUnavailable: ptr.To(intstr.FromString("25%"))}
+		}), `"25%"`, true},
+		{"a number", with(minimal(), func(p *v1alpha1.Projection) {
+			p.Spec.PodDisruptionBudget = &v1alpha1.PodDisruptionBudgetSpec{Enabled: ptr.To(true), MaxUnavailable: ptr.To(intstr.FromInt32(3))}
+		}), "3", true},
+		{"disabled", with(minimal(), func(p *v1alpha1.Projection) {
+			p.Spec.PodDisruptionBudget = &v1alpha1.PodDisruptionBudgetSpec{Enabled: ptr.To(false)}
+		}), "1", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			want := parse[policyv1ac.PodDisruptionBudgetApplyConfiguration](t, manifest(tc.want))
+			if diff := cmp.Diff(want, PodDisruptionBudget(tc.p)); diff != "" {
+				t.Errorf("PodDisruptionBudget mismatch (-want +got):\n%s", diff)
+			}
+			if got := PodDisruptionBudgetEnabled(tc.p); got != tc.enabled {
+				t.Errorf("PodDisruptionBudgetEnabled = %t, want %t", got, tc.enabled)
 			}
 		})
 	}

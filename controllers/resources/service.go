@@ -2,8 +2,12 @@ package resources
 
 import (
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
+	policyv1ac "k8s.io/client-go/applyconfigurations/policy/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/projectionist/projectionist/api/v1alpha1"
 	"github.com/projectionist/projectionist/worker"
@@ -28,4 +32,30 @@ func Service(p *v1alpha1.Projection) *corev1ac.ServiceApplyConfiguration {
 				WithProtocol(corev1.ProtocolTCP).
 				WithPort(worker.Port).
 				WithTargetPort(intstr.FromString(PortName))))
+}
+
+// PodDisruptionBudgetEnabled says whether the Projection keeps a
+// PodDisruptionBudget: unless spec.podDisruptionBudget.enabled is false.
+func PodDisruptionBudgetEnabled(p *v1alpha1.Projection) bool {
+	b := p.Spec.PodDisruptionBudget
+	return b == nil || ptr.Deref(b.Enabled, true)
+}
+
+// PodDisruptionBudget is the worker pods' PodDisruptionBudget, named like
+// the StatefulSet: spec.podDisruptionBudget.maxUnavailable pods at a time
+// (1 by default). Pods that are not ready may always be evicted
+// (unhealthyPodEvictionPolicy AlwaysAllow): a crash-looping worker must
+// not block a node drain, and its partition makes no progress anyway.
+func PodDisruptionBudget(p *v1alpha1.Projection) *policyv1ac.PodDisruptionBudgetApplyConfiguration {
+	maxUnavailable := intstr.FromInt32(1)
+	if b := p.Spec.PodDisruptionBudget; b != nil && b.MaxUnavailable != nil {
+		maxUnavailable = *b.MaxUnavailable
+	}
+	return policyv1ac.PodDisruptionBudget(StatefulSetName(p), p.Namespace).
+		WithLabels(Labels(p)).
+		WithOwnerReferences(ownerReference(p)).
+		WithSpec(policyv1ac.PodDisruptionBudgetSpec().
+			WithMaxUnavailable(maxUnavailable).
+			WithSelector(metav1ac.LabelSelector().WithMatchLabels(SelectorLabels(p))).
+			WithUnhealthyPodEvictionPolicy(policyv1.AlwaysAllow))
 }
