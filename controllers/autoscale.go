@@ -100,8 +100,8 @@ type measurement struct {
 // target while keeping up with the appends (or, before the throughput is
 // measured, grows the count in proportion to the lag); under half the
 // target it keeps the partitions the append rate needs with a quarter to
-// spare; in between it keeps the count, so that a lag near the target
-// does not flap.
+// spare (or, before the throughput is measured, one fewer); in between it
+// keeps the count, so that a lag near the target does not flap.
 func recommend(c autoscaleConfig, m measurement) (int32, string) {
 	target := c.target.Seconds()
 	lag := fmt.Sprintf("lag %s", time.Duration(m.lagSeconds*float64(time.Second)).Round(100*time.Millisecond))
@@ -128,9 +128,16 @@ func recommend(c autoscaleConfig, m measurement) (int32, string) {
 		n = min(m.current, ceilCount(need/m.capacity))
 		why = fmt.Sprintf("%s is under half the target %s: %d events a second appended need %s of %d events a second, with a quarter to spare",
 			lag, c.target, int64(m.appendRate), partitions(int(ceilCount(need/m.capacity))), int64(m.capacity))
+	case m.appendRate > 0:
+		// No partition has been busy long enough to measure what it
+		// passes: try one fewer, and let the lag say whether that was one
+		// too many (the windows keep this to one step per window).
+		n = m.current - 1
+		why = fmt.Sprintf("%s is under half the target %s, and a partition's throughput is not measured yet: one partition fewer",
+			lag, c.target)
 	default:
 		n = m.current
-		why = fmt.Sprintf("%s is under half the target %s, and the throughput a partition needs is not measured yet: keeping %s",
+		why = fmt.Sprintf("%s is under half the target %s: keeping %s until the append rate is measured",
 			lag, c.target, partitions(int(m.current)))
 	}
 	return c.clamp(n), why

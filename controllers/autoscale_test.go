@@ -54,10 +54,12 @@ func TestRecommend(t *testing.T) {
 			3, "800 events a second appended need 3 partitions of 500 events a second"},
 		{"under half: never more than now", measurement{current: 2, lagSeconds: 0.2, lagEvents: 10, appendRate: 5000, capacity: 500},
 			2, "appended need"},
-		{"under half, throughput unknown: kept", measurement{current: 3, lagSeconds: 0, lagEvents: 0, appendRate: 50},
-			3, "not measured yet: keeping 3 partitions"},
+		{"under half, throughput unknown: one fewer", measurement{current: 3, lagSeconds: 0, lagEvents: 0, appendRate: 50},
+			2, "not measured yet: one partition fewer"},
+		{"under half, throughput unknown, at min: kept", measurement{current: 1, lagSeconds: 0.5, lagEvents: 3, appendRate: 50},
+			1, "one partition fewer"},
 		{"first reading, no rate yet: kept", measurement{current: 3, lagSeconds: 0, lagEvents: 0, appendRate: -1},
-			3, "keeping 3 partitions"},
+			3, "keeping 3 partitions until the append rate is measured"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			n, why := recommend(c, tc.m)

@@ -61,7 +61,8 @@ type suite struct {
 
 // TestProjectionist installs the operator with the Helm chart, runs the
 // sample Projections, rescales one under load, deletes a worker pod under
-// load, suspends and resumes it, rebuilds it under load, checks a broken
+// load, suspends and resumes it, rebuilds it under load, retries a dead
+// letter, autoscales it under load, checks a broken
 // Projection's condition, and uninstalls the
 // operator, asserting every event is applied exactly once throughout. The
 // steps build on each other: the first failure ends the run.
@@ -91,6 +92,7 @@ func TestProjectionist(t *testing.T) {
 		{"SuspendResume", s.suspendResume},
 		{"RebuildUnderLoad", s.rebuildUnderLoad},
 		{"DeadLetterRetry", s.deadLetterRetry},
+		{"AutoscaleUnderLoad", s.autoscaleUnderLoad},
 		{"CustomWorkerImage", s.customWorkerImage},
 		{"MissingSecret", s.missingSecret},
 		{"HelmUninstall", s.helmUninstall},
