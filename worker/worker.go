@@ -55,7 +55,11 @@
 // it applies its share exactly, but its 200 body says "ok (warning: ...)",
 // it logs a WARN once, and projectionist_topology_mismatch is 1.
 // /metrics serves the projectionist_* metrics, labelled by projection and
-// partition, from a registry of the worker's own.
+// partition, and the connection pool's pgxpool_* metrics, from a registry
+// of the worker's own. What comes from the database (the lag in events and
+// seconds, the dead letters, the horizon stall, whether the database
+// answers) is measured every MetricsInterval (METRICS_INTERVAL, 10s), not
+// per scrape: a scrape sends no query.
 package worker
 
 import (
