@@ -34,8 +34,8 @@ var (
 	idleDesc = prometheus.NewDesc("projectionist_idle",
 		"1 while the partition is outside the projection's topology and waits for it to grow, else 0.", labels, nil)
 	fetchedDesc = prometheus.NewDesc("projectionist_events_fetched_total",
-		"Events read from the log in batches that completed: the partition's own (and, with a partition strategy "+
-			"evaluated in Go, its neighbours'), handled, skipped or set aside.", labels, nil)
+		"Events of the partition and the projection's scope read from the log in batches that completed: "+
+			"handled, skipped or set aside.", labels, nil)
 	skippedDesc = prometheus.NewDesc("projectionist_events_skipped_total",
 		"Events read but not handled because an earlier topology generation already applied them (after a rescale).", labels, nil)
 	lagDesc = prometheus.NewDesc("projectionist_lag_events",
