@@ -156,15 +156,17 @@ func workerMetrics(t *testing.T) map[string]bool {
 		return samples["projectionist_events_handled_total"] >= 1
 	})
 	handledBy := samples["projectionist_batches_total"]
-	waitUntil(t, "a batch after the one that handled the event", func() bool {
+	waitUntil(t, "a batch after the one that handled the event, and the sampler's measurements", func() bool {
 		samples = scrape(t, client, "http://"+addr+worker.PathMetrics)
-		return samples["projectionist_batches_total"] > handledBy
+		_, sampled := samples["projectionist_lag_seconds"]
+		_, up := samples["projectionist_database_up"]
+		return samples["projectionist_batches_total"] > handledBy && sampled && up
 	})
 	names := map[string]bool{}
 	for n := range samples {
 		names[n] = true
 	}
-	for _, n := range []string{"projectionist_lag_events", "projectionist_batch_duration_seconds_bucket"} {
+	for _, n := range []string{"projectionist_lag_events", "projectionist_lag_seconds", "projectionist_database_up", "projectionist_batch_duration_seconds_bucket"} {
 		if !names[n] {
 			t.Fatalf("the worker serves no %s; it serves %v", n, slices.Sorted(maps.Keys(names)))
 		}

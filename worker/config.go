@@ -83,6 +83,13 @@ type Config struct {
 	// does not answer within it is reported, and retried, as not
 	// responding. Defaults to 10s ([projection.DefaultStatementTimeout]).
 	StatementTimeout time.Duration
+	// MetricsInterval is how often the worker measures what /metrics
+	// reports from the database (each partition's lag in events and
+	// seconds, the dead letters, the horizon stall, whether the database
+	// answers), so that a scrape only reads the last measurement and costs
+	// the database nothing. Defaults to 10s ([DefaultMetricsInterval]).
+	// ParseConfig takes it from METRICS_INTERVAL.
+	MetricsInterval time.Duration
 	// BatchTimeout bounds a whole batch, the projections' Handle calls
 	// included, and the schema migration, Setup and a pending reset (a
 	// rebuild: the projection's Reset hook). Defaults to 1m
@@ -134,6 +141,7 @@ const (
 const (
 	DefaultHTTPAddr        = ":8080"
 	DefaultShutdownTimeout = 25 * time.Second
+	DefaultMetricsInterval = 10 * time.Second
 )
 
 // ErrInvalidConfig is matched (with errors.Is) by every configuration
@@ -244,6 +252,10 @@ var settings = []setting{
 	}},
 	{"statement-timeout", "STATEMENT_TIMEOUT", "duration", "bound on each of the worker's own database round trips (default 10s)", func(c *Config, v string) (err error) {
 		c.StatementTimeout, err = parseDuration(v)
+		return err
+	}},
+	{"metrics-interval", "METRICS_INTERVAL", "duration", "how often to measure the lag, dead letters, horizon stall and database health that /metrics reports (default " + DefaultMetricsInterval.String() + ")", func(c *Config, v string) (err error) {
+		c.MetricsInterval, err = parseDuration(v)
 		return err
 	}},
 	{"batch-timeout", "BATCH_TIMEOUT", "duration", "bound on a whole batch, Handle calls included (default 1m)", func(c *Config, v string) (err error) {
@@ -420,6 +432,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.BatchTimeout == 0 {
 		c.BatchTimeout = projection.DefaultBatchTimeout
+	}
+	if c.MetricsInterval == 0 {
+		c.MetricsInterval = DefaultMetricsInterval
 	}
 	if c.LogFormat == "" {
 		c.LogFormat = LogFormatJSON

@@ -34,12 +34,14 @@ func TestParseConfig(t *testing.T) {
 				"BATCH_SIZE": "500", "POLL_INTERVAL": "250ms", "PARTITION_KEY": "2", "TOTAL_PARTITIONS": "4",
 				"ERROR_POLICY": "dead-letter", "HTTP_ADDR": "127.0.0.1:9090", "SHUTDOWN_TIMEOUT": "10s",
 				"LOG_LEVEL": "DEBUG", "LOG_FORMAT": "Text", "WAKEUPS": "listen", "WAKEUP_POLL_INTERVAL": "30s",
+				"METRICS_INTERVAL": "1m",
 			},
 			want: Config{
 				DatabaseURL: "postgres://alice:s3cret@db:5432/app", Projections: []string{"user_count", "revenue"},
 				BatchSize: 500, PollInterval: 250 * time.Millisecond, PartitionKey: 2, TotalPartitions: 4,
 				ErrorPolicy: projection.ErrorPolicyDeadLetter, HTTPAddr: "127.0.0.1:9090", ShutdownTimeout: 10 * time.Second,
 				LogLevel: slog.LevelDebug, LogFormat: LogFormatText, Wakeups: projection.WakeupsListen, WakeupPollInterval: 30 * time.Second,
+				MetricsInterval: time.Minute,
 			},
 		},
 		{
@@ -128,6 +130,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{env: map[string]string{"ERROR_POLICY": "halt"}, want: `ERROR_POLICY "halt": must be stop, skip or dead-letter`},
 		{env: map[string]string{"WAKEUPS": "notify"}, want: `WAKEUPS "notify": must be listen or poll`},
 		{args: []string{"--wakeup-poll-interval=0s"}, want: `--wakeup-poll-interval "0s": must be a positive duration such as 500ms, 2s or 1m`},
+		{env: map[string]string{"METRICS_INTERVAL": "0"}, want: `METRICS_INTERVAL "0": must be a positive duration such as 500ms, 2s or 1m`},
 		{env: map[string]string{"HTTP_ADDR": "8080"}, want: `HTTP_ADDR "8080": must be host:port, such as :8080 or 127.0.0.1:8080`},
 		{env: map[string]string{"LOG_LEVEL": "loud"}, want: `LOG_LEVEL "loud": must be debug, info, warn or error`},
 		{env: map[string]string{"LOG_FORMAT": "xml"}, want: `LOG_FORMAT "xml": must be json or text`},

@@ -1,23 +1,15 @@
 package worker
 
 import (
-	"context"
 	"fmt"
 	"runtime"
-	"time"
 
+	"github.com/IBM/pgxpoolprometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/projectionist/projectionist/pkg/projection"
 )
-
-// scrapeTimeout bounds the queries a scrape runs.
-const scrapeTimeout = 5 * time.Second
-
-// lagCountLimit bounds the rows a lag query counts, so that a partition
-// far behind does not make every scrape scan the rest of the log.
-const lagCountLimit = 1_000_000
 
 var (
 	labels = []string{"projection", "partition"}
@@ -41,12 +33,25 @@ var (
 			"because another process switched the topology, else 0.", labels, nil)
 	idleDesc = prometheus.NewDesc("projectionist_idle",
 		"1 while the partition is outside the projection's topology and waits for it to grow, else 0.", labels, nil)
+	fetchedDesc = prometheus.NewDesc("projectionist_events_fetched_total",
+		"Events of the partition and the projection's scope read from the log in batches that completed: "+
+			"handled, skipped or set aside.", labels, nil)
+	skippedDesc = prometheus.NewDesc("projectionist_events_skipped_total",
+		"Events read but not handled because an earlier topology generation already applied them (after a rescale).", labels, nil)
 	lagDesc = prometheus.NewDesc("projectionist_lag_events",
-		"Events in the partition's scope after its read position: an exact count, queried at scrape time, "+
+		"Events in the partition's scope after its read position: an exact count, measured every METRICS_INTERVAL, "+
 			"that saturates at 1000000. It includes events an earlier topology generation applied, which the partition will skip.", labels, nil)
+	lagSecondsDesc = prometheus.NewDesc("projectionist_lag_seconds",
+		"Age of the oldest event in the partition's scope after its read position, on the database's clock, "+
+			"measured every METRICS_INTERVAL; 0 when caught up.", labels, nil)
+	lagSampledDesc = prometheus.NewDesc("projectionist_lag_sampled_timestamp_seconds",
+		"Unix time when projectionist_lag_events and projectionist_lag_seconds were last measured; "+
+			"older than METRICS_INTERVAL while the measurement fails.", labels, nil)
 	deadLettersDesc = prometheus.NewDesc("projectionist_dead_letters",
 		"Dead letters of the projection, over all its partitions (every partition reports the same count: "+
-			"aggregate with max by (projection)), queried at scrape time; saturates at 1000000.", labels, nil)
+			"aggregate with max by (projection)), measured every METRICS_INTERVAL.", labels, nil)
+	databaseUpDesc = prometheus.NewDesc("projectionist_database_up",
+		"1 if the database answered the worker's last metrics round trip (every METRICS_INTERVAL), else 0.", nil, nil)
 	wakeupsDesc = prometheus.NewDesc("projectionist_wakeups_total",
 		"Times a notification of a commit woke the caught-up partition before its poll interval ran out.", labels, nil)
 	notificationsDesc = prometheus.NewDesc("projectionist_listener_notifications_total",
@@ -61,7 +66,7 @@ var (
 			"else 0 (then the partitions poll at the poll interval; 0 with WAKEUPS=poll).", nil, nil)
 	stallDesc = prometheus.NewDesc("projectionist_horizon_stall_seconds",
 		"Seconds the oldest transaction holding a transaction id (pg_stat_activity.backend_xid, or a prepared transaction) "+
-			"has been open, queried at scrape time; no processor can read past it. 0 if none. "+
+			"has been open, measured every METRICS_INTERVAL; no processor can read past it. 0 if none. "+
 			"Complete only if the worker's role may read every session (pg_read_all_stats).", labels, nil)
 )
 
@@ -75,8 +80,8 @@ func newBatchDuration() *prometheus.HistogramVec {
 }
 
 // newRegistry returns the registry /metrics serves: the worker's metrics,
-// the build information, the Go runtime's and the process's, and
-// cfg.Collectors.
+// the build information, the connection pool's (pgxpool_*), the Go
+// runtime's and the process's, and cfg.Collectors.
 func (w *worker) newRegistry() (*prometheus.Registry, error) {
 	reg := prometheus.NewRegistry()
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
@@ -90,6 +95,7 @@ func (w *worker) newRegistry() (*prometheus.Registry, error) {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo,
 		w.batchDuration,
+		pgxpoolprometheus.NewCollector(w.pool, nil),
 		statsCollector{w},
 	)
 	for i, c := range w.cfg.Collectors {
@@ -103,25 +109,22 @@ func (w *worker) newRegistry() (*prometheus.Registry, error) {
 	return reg, nil
 }
 
-// statsCollector exports the processors' Stats, and the lag and the
-// horizon stall, which it queries when scraped.
+// statsCollector exports the processors' Stats and the listener's, and
+// the sampler's last measurements (sampler.go). It sends no query: a
+// scrape costs the database nothing.
 type statsCollector struct{ w *worker }
 
 func (c statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{handledDesc, batchesDesc, poisonedDesc, positionDesc,
-		generationDesc, partitionsDesc, mismatchDesc, idleDesc, lagDesc, deadLettersDesc, stallDesc,
+		generationDesc, partitionsDesc, mismatchDesc, idleDesc, fetchedDesc, skippedDesc,
+		lagDesc, lagSecondsDesc, lagSampledDesc, deadLettersDesc, stallDesc, databaseUpDesc,
 		wakeupsDesc, notificationsDesc, reconnectsDesc, listeningDesc, wakeupsEnabledDesc} {
 		ch <- d
 	}
 }
 
 func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
-	defer cancel()
-	stall, stallErr := c.w.horizonStall(ctx)
-	if stallErr != nil {
-		c.w.log.Debug("worker metrics: reading the horizon stall", errAttr(stallErr))
-	}
+	up, stall, sampled, _ := c.w.samples.snapshot()
 	policy := c.w.cfg.ErrorPolicy.String()
 	var ls projection.ListenerStats
 	if c.w.listener != nil {
@@ -131,12 +134,24 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(reconnectsDesc, prometheus.CounterValue, float64(ls.Reconnects))
 	ch <- prometheus.MustNewConstMetric(listeningDesc, prometheus.GaugeValue, boolFloat(ls.Connected))
 	ch <- prometheus.MustNewConstMetric(wakeupsEnabledDesc, prometheus.GaugeValue, boolFloat(ls.NotificationsEnabled))
-	for _, p := range c.w.procs {
+	// A measurement that never succeeded is left out rather than
+	// reported as zero.
+	if up.ok {
+		ch <- prometheus.MustNewConstMetric(databaseUpDesc, prometheus.GaugeValue, up.value)
+	}
+	for i, p := range c.w.procs {
 		st := p.processor.Stats()
 		metric := func(d *prometheus.Desc, t prometheus.ValueType, v float64, extra ...string) {
 			ch <- prometheus.MustNewConstMetric(d, t, v, append([]string{p.name, p.partition}, extra...)...)
 		}
+		gauge := func(d *prometheus.Desc, m measured) {
+			if m.ok {
+				metric(d, prometheus.GaugeValue, m.value)
+			}
+		}
 		metric(handledDesc, prometheus.CounterValue, float64(st.EventsHandled))
+		metric(fetchedDesc, prometheus.CounterValue, float64(st.EventsFetched))
+		metric(skippedDesc, prometheus.CounterValue, float64(st.EventsSkipped))
 		metric(batchesDesc, prometheus.CounterValue, float64(st.Batches))
 		metric(wakeupsDesc, prometheus.CounterValue, float64(st.Wakeups))
 		metric(poisonedDesc, prometheus.CounterValue, float64(st.EventsPoisoned), policy)
@@ -145,21 +160,17 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 		metric(partitionsDesc, prometheus.GaugeValue, float64(st.TotalPartitions))
 		metric(idleDesc, prometheus.GaugeValue, boolFloat(st.Idle))
 		metric(mismatchDesc, prometheus.GaugeValue, boolFloat(p.mismatch(st)))
-		if stallErr == nil {
-			metric(stallDesc, prometheus.GaugeValue, stall)
+		gauge(stallDesc, stall)
+		if i >= len(sampled) {
+			continue // no round yet
 		}
-		// A metric that cannot be measured is left out rather than
-		// reported as zero.
-		if lag, err := c.w.lag(ctx, p, st.Position); err == nil {
-			metric(lagDesc, prometheus.GaugeValue, float64(lag))
-		} else {
-			c.w.log.Debug("worker metrics: reading the lag", "projection", p.name, errAttr(err))
+		ps := sampled[i]
+		gauge(lagDesc, ps.lagEvents)
+		gauge(lagSecondsDesc, ps.lagSeconds)
+		if ps.lagEvents.ok {
+			metric(lagSampledDesc, prometheus.GaugeValue, float64(ps.lagAt.UnixNano())/1e9)
 		}
-		if n, err := c.w.deadLetters(ctx, p); err == nil {
-			metric(deadLettersDesc, prometheus.GaugeValue, float64(n))
-		} else {
-			c.w.log.Debug("worker metrics: counting dead letters", "projection", p.name, errAttr(err))
-		}
+		gauge(deadLettersDesc, ps.deadLetters)
 	}
 }
 
@@ -168,53 +179,4 @@ func boolFloat(b bool) float64 {
 		return 1
 	}
 	return 0
-}
-
-// lagSQL counts a partition's events after a position, up to a limit. The
-// partition count comes from the topology, so the count is right before
-// the first batch too; a key outside the topology has no events.
-// int8eq(a, b) is a = b hidden from the planner, as in the processor's
-// query, so that it keeps the ordered index scan that stops at the LIMIT.
-const lagSQL = `
-	SELECT count(*) FROM (
-		SELECT FROM projection_topology t
-		JOIN events e ON (e.transaction_id, e.global_position) > ($3::xid8, $4::bigint)
-		WHERE t.projection_name = $1 AND $2::int < t.total_partitions
-		  AND int8eq(e.partition_hash % t.total_partitions, $2::bigint)
-		  AND ($5::text[] IS NULL OR e.aggregate_type = ANY($5::text[]))
-		  AND ($6::text[] IS NULL OR e.bounded_context = ANY($6::text[]))
-		LIMIT $7) AS beyond`
-
-func (w *worker) lag(ctx context.Context, p *proc, after projection.Position) (int64, error) {
-	var n int64
-	err := w.pool.QueryRow(ctx, lagSQL, p.name, w.cfg.PartitionKey, after.TransactionID, after.GlobalPosition,
-		p.aggregateTypes, p.boundedContexts, lagCountLimit).Scan(&n)
-	return n, err
-}
-
-// horizonStallSQL measures the oldest transaction that holds a transaction
-// id: the horizon, below which processors read, cannot pass it.
-const horizonStallSQL = `
-	SELECT coalesce(extract(epoch FROM clock_timestamp() - min(started)), 0)::float8 FROM (
-		SELECT xact_start AS started FROM pg_stat_activity WHERE backend_xid IS NOT NULL
-		UNION ALL
-		SELECT prepared FROM pg_prepared_xacts) AS writers`
-
-func (w *worker) horizonStall(ctx context.Context) (float64, error) {
-	var seconds float64
-	err := w.pool.QueryRow(ctx, horizonStallSQL).Scan(&seconds)
-	return seconds, err
-}
-
-// deadLettersSQL counts a projection's dead letters up to a limit: a range
-// of the primary key's index, so a scrape costs what the projection's own
-// dead letters cost, never the whole table.
-const deadLettersSQL = `
-	SELECT count(*) FROM (
-		SELECT FROM projection_dead_letters WHERE projection_name = $1 LIMIT $2) AS parked`
-
-func (w *worker) deadLetters(ctx context.Context, p *proc) (int64, error) {
-	var n int64
-	err := w.pool.QueryRow(ctx, deadLettersSQL, p.name, lagCountLimit).Scan(&n)
-	return n, err
 }

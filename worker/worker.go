@@ -55,7 +55,11 @@
 // it applies its share exactly, but its 200 body says "ok (warning: ...)",
 // it logs a WARN once, and projectionist_topology_mismatch is 1.
 // /metrics serves the projectionist_* metrics, labelled by projection and
-// partition, from a registry of the worker's own.
+// partition, and the connection pool's pgxpool_* metrics, from a registry
+// of the worker's own. What comes from the database (the lag in events and
+// seconds, the dead letters, the horizon stall, whether the database
+// answers) is measured every MetricsInterval (METRICS_INTERVAL, 10s), not
+// per scrape: a scrape sends no query.
 package worker
 
 import (
@@ -127,7 +131,11 @@ type worker struct {
 	procs         []*proc
 	batchDuration *prometheus.HistogramVec
 	registry      *prometheus.Registry // what /metrics serves
-	migrated      bool                 // schema migrated and Setup done; by attempt only
+	// samples are the sampler's measurements, which /metrics reports;
+	// sampleNow asks it for a round (buffered, 1).
+	samples   samples
+	sampleNow chan struct{}
+	migrated  bool // schema migrated and Setup done; by attempt only
 	// redact removes the database's password from errors and readiness.
 	redact *dbconn.Redactor
 
@@ -183,6 +191,9 @@ func newWorker(cfg Config, projections []projection.Projection) (*worker, error)
 	if cfg.ShutdownTimeout < 0 {
 		return nil, fmt.Errorf("%w: ShutdownTimeout is %s, must not be negative", ErrInvalidConfig, cfg.ShutdownTimeout)
 	}
+	if cfg.MetricsInterval < 0 {
+		return nil, fmt.Errorf("%w: MetricsInterval is %s, must not be negative", ErrInvalidConfig, cfg.MetricsInterval)
+	}
 	// One connection per processor, one for readiness, one for metrics.
 	// The listener (wakeups) has one of its own, outside the pool.
 	poolCfg, err := dbconn.ParseConfig(cfg.DatabaseURL, dbconn.Options{Application: "projectionist-worker",
@@ -195,7 +206,8 @@ func newWorker(cfg Config, projections []projection.Projection) (*worker, error)
 		return nil, fmt.Errorf("%w: DATABASE_URL: %w", ErrInvalidConfig, redactor(cfg.DatabaseURL).Error(err))
 	}
 
-	w := &worker{cfg: cfg, log: cfg.Logger, pool: pool, batchDuration: newBatchDuration(), redact: redactor(cfg.DatabaseURL)}
+	w := &worker{cfg: cfg, log: cfg.Logger, pool: pool, batchDuration: newBatchDuration(), redact: redactor(cfg.DatabaseURL),
+		sampleNow: make(chan struct{}, 1)}
 	if cfg.Wakeups == projection.WakeupsListen {
 		w.listener = projection.NewListener(pool, cfg.Logger)
 	}
@@ -275,6 +287,8 @@ func (w *worker) run(ctx context.Context, ln net.Listener) error {
 	defer cancel()
 	ran := make(chan error, 1)
 	go func() { ran <- w.runProjections(runCtx) }()
+	sampled := make(chan struct{})
+	go func() { defer close(sampled); w.runSampler(runCtx) }()
 
 	var err error
 	running := true
@@ -302,6 +316,10 @@ func (w *worker) run(ctx context.Context, ln net.Listener) error {
 			_ = srv.Close()
 			return fmt.Errorf("projections did not stop within the shutdown timeout of %s", w.cfg.ShutdownTimeout)
 		}
+	}
+	select {
+	case <-sampled:
+	case <-shutdownCtx.Done():
 	}
 	if serr := srv.Shutdown(shutdownCtx); serr != nil {
 		_ = srv.Close()
@@ -341,6 +359,7 @@ func (w *worker) attempt(ctx context.Context) error {
 			return err
 		}
 		w.migrated = true
+		w.sampleSoon() // the lag can be measured now
 	}
 	runners := make([]runner.ProjectionRunner, len(w.procs))
 	for i, p := range w.procs {

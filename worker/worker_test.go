@@ -142,6 +142,9 @@ type running struct {
 // test ends.
 func start(t *testing.T, cfg Config, projections ...projection.Projection) *running {
 	t.Helper()
+	if cfg.MetricsInterval == 0 {
+		cfg.MetricsInterval = 20 * time.Millisecond // metrics that follow the test's steps
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug, ReplaceAttr: redactAttr(redactor(cfg.DatabaseURL))}))
 	}
@@ -229,8 +232,13 @@ func TestReadinessAndMetrics(t *testing.T) {
 	if want := `projection "counted" partition 0: no batch completed yet`; code != http.StatusServiceUnavailable || !strings.Contains(body, want) {
 		t.Errorf("/readyz before the first batch = %d %q, want 503 %q", code, body, want)
 	}
-	if lag, _ := r.metric(sample("projectionist_lag_events", "counted")); lag != n {
-		t.Errorf("lag before the first batch = %v, want %d", lag, n)
+	waitFor(t, "the lag measured before the first batch", func() bool {
+		lag, _ := r.metric(sample("projectionist_lag_events", "counted"))
+		age, _ := r.metric(sample("projectionist_lag_seconds", "counted"))
+		return lag == n && age > 0
+	})
+	if v, ok := r.metric("projectionist_database_up"); !ok || v != 1 {
+		t.Errorf("projectionist_database_up = %v (found: %t), want 1", v, ok)
 	}
 
 	close(proj.gate)
@@ -243,12 +251,23 @@ func TestReadinessAndMetrics(t *testing.T) {
 		t.Errorf("applied rows = %d, want %d", got, n)
 	}
 
+	waitFor(t, "the lag measured at 0 events and 0 s", func() bool {
+		lag, _ := r.metric(sample("projectionist_lag_events", "counted"))
+		age, ok := r.metric(sample("projectionist_lag_seconds", "counted"))
+		return lag == 0 && age == 0 && ok
+	})
+
 	// Batches of 10: three with events, then empty polls.
 	for s, want := range map[string]func(float64) bool{
+		sample("projectionist_events_fetched_total", "counted"):                                 func(v float64) bool { return v == n },
+		sample("projectionist_events_skipped_total", "counted"):                                 func(v float64) bool { return v == 0 },
+		sample("projectionist_lag_sampled_timestamp_seconds", "counted"):                        func(v float64) bool { return v > 0 },
+		"projectionist_database_up":                                                             func(v float64) bool { return v == 1 },
+		"pgxpool_max_conns":                                                                     func(v float64) bool { return v >= 3 }, // the projection's, readiness', metrics'
+		"pgxpool_acquire_count":                                                                 func(v float64) bool { return v > 0 },
 		sample("projectionist_batches_total", "counted"):                                        func(v float64) bool { return v >= 3 },
 		sample("projectionist_batch_duration_seconds_count", "counted"):                         func(v float64) bool { return v >= 3 },
 		sample("projectionist_checkpoint_transaction_id", "counted"):                            func(v float64) bool { return v > 0 },
-		sample("projectionist_lag_events", "counted"):                                           func(v float64) bool { return v == 0 },
 		sample("projectionist_topology_generation", "counted"):                                  func(v float64) bool { return v == 1 },
 		sample("projectionist_topology_partitions", "counted"):                                  func(v float64) bool { return v == 1 },
 		sample("projectionist_idle", "counted"):                                                 func(v float64) bool { return v == 0 },
@@ -296,9 +315,10 @@ func TestIdlePartitionFollowsTopology(t *testing.T) {
 	if v, ok := r.metric(`projectionist_idle{partition="3",projection="followed"}`); v != 1 || !ok {
 		t.Errorf("idle = %v (found: %t), want 1", v, ok)
 	}
-	if v, ok := r.metric(`projectionist_lag_events{partition="3",projection="followed"}`); v != 0 || !ok {
-		t.Errorf("lag of an idle partition = %v (found: %t), want 0", v, ok)
-	}
+	waitFor(t, "the lag of the idle partition measured at 0", func() bool {
+		v, ok := r.metric(`projectionist_lag_events{partition="3",projection="followed"}`)
+		return v == 0 && ok
+	})
 
 	// The count grows: partition 3 resumes without a restart.
 	if _, err := projection.SetTopology(t.Context(), pool, "followed", 4); err != nil {
@@ -430,6 +450,8 @@ func TestRunRejectsBadConfig(t *testing.T) {
 			`invalid worker config: unknown projection "nope"; this worker has a, b`},
 		{Config{}, nil, "invalid worker config: no projections to run"},
 		{Config{}, []projection.Projection{a, a}, `invalid worker config: two projections are named "a"`},
+		{Config{MetricsInterval: -time.Second}, []projection.Projection{a},
+			"invalid worker config: MetricsInterval is -1s, must not be negative"},
 		{Config{BatchSize: 20000}, []projection.Projection{a},
 			`projection "a": invalid processor config: BatchSize is 20000, must be between 1 and 10000`},
 		{Config{PartitionKey: 2, TotalPartitions: 2}, []projection.Projection{a},

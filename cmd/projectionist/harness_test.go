@@ -361,6 +361,8 @@ var scope = map[string]string{"activity_log": "", "revenue": demo.AggregateOrder
 func waitCaughtUp(tb testing.TB, pool *pgxpool.Pool, timeout time.Duration, names []string, workers ...*process) int64 {
 	tb.Helper()
 	ctx := context.Background()
+	// Lag measured before now may predate the last appends.
+	since := time.Now()
 	want := map[string]int64{}
 	for _, name := range names {
 		var err error
@@ -387,7 +389,7 @@ func waitCaughtUp(tb testing.TB, pool *pgxpool.Pool, timeout time.Duration, name
 				tb.Fatalf("projection %s processed %d events, more than the %d in its scope", name, got[name], want[name])
 			}
 			if got[name] < want[name] {
-				if err := skipped(pool, names, got, workers); err != nil {
+				if err := skipped(pool, names, got, since, workers); err != nil {
 					tb.Fatalf("want %v events processed: %v", want, err)
 				}
 				return false, fmt.Errorf("processed %v", got)
@@ -402,9 +404,11 @@ func waitCaughtUp(tb testing.TB, pool *pgxpool.Pool, timeout time.Duration, name
 // processed events, never will process more: every partition of each
 // projection's current topology is run by a worker in workers whose
 // /metrics say that its last batch was of the current generation and that
-// no event of its partition lies beyond its read position (lag 0), and
-// the counts have not moved since. It returns nil when it cannot tell.
-func skipped(pool *pgxpool.Pool, names []string, processed map[string]int64, workers []*process) error {
+// no event of its partition lies beyond its read position (lag 0, as
+// measured after since: the worker measures the lag every
+// METRICS_INTERVAL), and the counts have not moved since. It returns nil
+// when it cannot tell.
+func skipped(pool *pgxpool.Pool, names []string, processed map[string]int64, since time.Time, workers []*process) error {
 	ctx := context.Background()
 	byKey := map[int]*process{}
 	for _, w := range workers {
@@ -430,7 +434,8 @@ func skipped(pool *pgxpool.Pool, names []string, processed map[string]int64, wor
 			labels := fmt.Sprintf(`{partition="%d",projection="%s"}`, k, name)
 			gen, ok1 := samples["projectionist_topology_generation"+labels]
 			lag, ok2 := samples["projectionist_lag_events"+labels]
-			if !ok1 || !ok2 || int64(gen) != top.Generation || lag != 0 {
+			at, ok3 := samples["projectionist_lag_sampled_timestamp_seconds"+labels]
+			if !ok1 || !ok2 || !ok3 || int64(gen) != top.Generation || lag != 0 || at < float64(since.UnixNano())/1e9 {
 				return nil // still working
 			}
 		}

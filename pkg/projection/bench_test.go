@@ -18,6 +18,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -689,6 +690,41 @@ func BenchmarkIdlePartitionQueries(b *testing.B) {
 			if err := <-done; err != nil {
 				b.Fatal(err)
 			}
+		})
+	}
+}
+
+// BenchmarkGetPartitionLag measures one partition's lag over the fixture
+// log, as the worker's metrics sampler does once per partition every
+// METRICS_INTERVAL: with one partition 100 000 events behind, with 4
+// partitions (25 000 each), and scoped to an aggregate type the log does
+// not hold (the scan still walks every entry after the position).
+func BenchmarkGetPartitionLag(b *testing.B) {
+	ctx := context.Background()
+	pool := newBenchLog(b)
+	for _, bc := range []struct {
+		name       string
+		partitions int
+		types      []string
+	}{
+		{"1-partition", 1, nil},
+		{"4-partitions", 4, nil},
+		{"1-partition-scoped-out", 1, []string{"Invoice"}},
+	} {
+		proj := "bench_lag_" + strconv.Itoa(bc.partitions)
+		if _, err := projection.SetTopology(ctx, pool, proj, bc.partitions); err != nil {
+			b.Fatal(err)
+		}
+		b.Run(bc.name, func(b *testing.B) {
+			var events int64
+			for b.Loop() {
+				l, err := projection.GetPartitionLag(ctx, pool, projection.LagQuery{Projection: proj, AggregateTypes: bc.types})
+				if err != nil {
+					b.Fatal(err)
+				}
+				events = l.Events
+			}
+			b.ReportMetric(float64(events), "lag-events")
 		})
 	}
 }

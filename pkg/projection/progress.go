@@ -3,6 +3,7 @@ package projection
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -57,13 +58,37 @@ type PartitionProgress struct {
 	UpdatedAt time.Time
 }
 
+// lagBeyondSQL is the one definition of lag ([GetProgress], [GetPartitionLag],
+// and the projection_lag view of migration 0011, which spells the same
+// query out because a migration is frozen): the events after a read
+// position, in read order, that hash to a partition of the topology t and
+// lie in a scope, counted up to a limit, with the oldest one's append time.
+// The placeholders name the caller's columns or parameters (never values):
+// {x} and {p} the position, {key} the partition key, {types} and
+// {contexts} the scope (text[], NULL for all), {limit} the limit.
+// int8eq(a, b) is a = b hidden from the planner, as in the processor's
+// query, so that it keeps the ordered index scan that stops at the LIMIT.
+const lagBeyondSQL = `
+	SELECT count(*) AS n, min(rest.created_at) AS oldest FROM (
+		SELECT e.created_at FROM events e
+		WHERE (e.transaction_id, e.global_position) > ({x}, {p})
+		  AND int8eq(e.partition_hash % t.total_partitions, {key}::bigint)
+		  AND ({types}::text[] IS NULL OR e.aggregate_type = ANY({types}::text[]))
+		  AND ({contexts}::text[] IS NULL OR e.bounded_context = ANY({contexts}::text[]))
+		ORDER BY e.transaction_id, e.global_position
+		LIMIT {limit}) AS rest`
+
+// lagBeyond returns lagBeyondSQL with its placeholders filled in.
+func lagBeyond(x, p, key, types, contexts, limit string) string {
+	return strings.NewReplacer("{x}", x, "{p}", p, "{key}", key, "{types}", types, "{contexts}", contexts, "{limit}", limit).
+		Replace(lagBeyondSQL)
+}
+
 // progressSQL reads the topology, the head and every partition of the
 // current generation with its lag, in one statement and one snapshot. A
 // partition that has not run yet has no checkpoint row and starts at the
-// beginning of the log. int8eq(a, b) is a = b hidden from the planner, as
-// in the processor's query, so that it keeps the ordered index scan that
-// stops at the LIMIT.
-const progressSQL = `
+// beginning of the log.
+var progressSQL = `
 	SELECT now(), t.generation, t.total_partitions,
 	       coalesce((SELECT max(global_position) FROM events), 0),
 	       k.key, c.x, c.p, c.updated_at,
@@ -80,13 +105,7 @@ const progressSQL = `
 		SELECT e.global_position FROM events e
 		WHERE (e.transaction_id, e.global_position) <= (c.x, c.p)
 		ORDER BY e.transaction_id DESC, e.global_position DESC LIMIT 1) AS passed ON true
-	LEFT JOIN LATERAL (
-		SELECT count(*) AS n, min(created_at) AS oldest FROM (
-			SELECT e.created_at FROM events e
-			WHERE (e.transaction_id, e.global_position) > (c.x, c.p)
-			  AND int8eq(e.partition_hash % t.total_partitions, k.key::bigint)
-			ORDER BY e.transaction_id, e.global_position
-			LIMIT $2) AS rest) AS beyond ON k.key IS NOT NULL
+	LEFT JOIN LATERAL (` + lagBeyond("c.x", "c.p", "k.key", "NULL", "NULL", "$2") + `) AS beyond ON k.key IS NOT NULL
 	ORDER BY k.key`
 
 // GetProgress reads a projection's progress: its topology, each
@@ -136,4 +155,94 @@ func GetProgress(ctx context.Context, db DBTX, projection string) (Progress, err
 		return Progress{}, noSchema(fmt.Errorf("reading progress of projection %q: %w", projection, err))
 	}
 	return p, nil
+}
+
+// LagQuery names the partition [GetPartitionLag] measures.
+type LagQuery struct {
+	// Projection is the projection's name.
+	Projection string
+	// PartitionKey is the partition, of the projection's current topology.
+	PartitionKey int
+	// After is the read position to measure from, such as a running
+	// processor's Stats().Position (which can be ahead of the stored
+	// checkpoint: an idle partition writes it about once a second). Nil
+	// measures from the partition's stored checkpoint of the current
+	// generation, as [GetProgress] does.
+	After *Position
+	// AggregateTypes and BoundedContexts narrow the count to a
+	// [ScopedProjection]'s scope; nil or empty counts every event.
+	AggregateTypes, BoundedContexts []string
+}
+
+// PartitionLag is how far a partition is behind the head of the log.
+type PartitionLag struct {
+	// Events counts the events after the position that hash to the
+	// partition (and lie in the query's scope), up to [LagCountLimit]. As
+	// in [PartitionProgress], it counts the events an earlier topology
+	// generation applied, which the partition will skip. 0 for a partition
+	// outside the topology, or of a projection without one.
+	Events int64
+	// OldestUnprocessed is when the oldest of those events was appended;
+	// zero if there is none.
+	OldestUnprocessed time.Time
+	// Now is the database server's clock when it counted.
+	Now time.Time
+}
+
+// Age is how long the oldest unprocessed event has waited: Now minus
+// OldestUnprocessed, 0 when caught up.
+func (l PartitionLag) Age() time.Duration {
+	if l.OldestUnprocessed.IsZero() {
+		return 0
+	}
+	return max(0, l.Now.Sub(l.OldestUnprocessed))
+}
+
+// partitionLagSQL measures one partition's lag with the definition
+// GetProgress uses (lagBeyondSQL), from a given position or the stored
+// checkpoint. A key outside the topology, or a projection without one, has
+// no lag.
+var partitionLagSQL = `
+	SELECT now(), coalesce(beyond.n, 0), beyond.oldest
+	FROM (SELECT 1) AS one
+	LEFT JOIN projection_topology t ON t.projection_name = $1 AND $2::int < t.total_partitions
+	LEFT JOIN LATERAL (
+		SELECT coalesce($3::xid8, max(cp.last_transaction_id), '0') AS x,
+		       coalesce($4::bigint, max(cp.last_global_position), 0) AS p
+		FROM projection_checkpoints cp
+		WHERE cp.projection_name = $1 AND cp.partition_key = $2 AND cp.generation = t.generation) AS c ON true
+	LEFT JOIN LATERAL (` + lagBeyond("c.x", "c.p", "$2", "$5", "$6", "$7") + `) AS beyond ON t.projection_name IS NOT NULL`
+
+// GetPartitionLag measures one partition's lag: what [GetProgress] reports
+// for it, optionally from a processor's own position and within a scope.
+// It counts up to [LagCountLimit] events through the events'
+// (transaction_id, global_position) index, so its cost grows with the lag:
+// a caller that measures often (a metrics endpoint) should do it on a
+// timer rather than on every request.
+func GetPartitionLag(ctx context.Context, db DBTX, q LagQuery) (PartitionLag, error) {
+	var (
+		l      PartitionLag
+		x      *uint64
+		p      *int64
+		oldest *time.Time
+	)
+	if q.After != nil {
+		x, p = &q.After.TransactionID, &q.After.GlobalPosition
+	}
+	err := db.QueryRow(ctx, partitionLagSQL, q.Projection, q.PartitionKey, x, p,
+		emptyToNil(q.AggregateTypes), emptyToNil(q.BoundedContexts), LagCountLimit).Scan(&l.Now, &l.Events, &oldest)
+	if err != nil {
+		return PartitionLag{}, noSchema(fmt.Errorf("reading lag of projection %q partition %d: %w", q.Projection, q.PartitionKey, err))
+	}
+	if oldest != nil {
+		l.OldestUnprocessed = *oldest
+	}
+	return l, nil
+}
+
+func emptyToNil(s []string) []string {
+	if len(s) == 0 {
+		return nil
+	}
+	return s
 }

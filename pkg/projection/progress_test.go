@@ -3,6 +3,7 @@ package projection_test
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/jackc/pgx/v5"
@@ -175,5 +176,90 @@ func TestLagViewMatchesGetProgress(t *testing.T) {
 	}
 	if n := queryInt(t, pool, "SELECT count(*) FROM projection_lag WHERE projection_name = 'lag_1' AND lag_events = 0 AND oldest_unprocessed_age_seconds = 0"); n != 1 {
 		t.Errorf("lag_1 after catching up: %d rows at lag 0 and age 0, want 1", n)
+	}
+}
+
+// GetPartitionLag measures one partition as GetProgress does, from the
+// stored checkpoint or a given position, within a scope, and with the age
+// of the oldest event still to pass; a key outside the topology and a
+// projection without one have no lag.
+func TestGetPartitionLag(t *testing.T) {
+	ctx := t.Context()
+	pool := newPool(t)
+	newAppliedTable(t, pool)
+	store := projection.NewStore()
+	lag := func(q projection.LagQuery) projection.PartitionLag {
+		t.Helper()
+		l, err := projection.GetPartitionLag(ctx, pool, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+
+	if l := lag(projection.LagQuery{Projection: "nobody"}); l.Events != 0 || l.Age() != 0 || l.Now.IsZero() {
+		t.Errorf("lag of a projection without a topology = %+v, want 0 events and a clock", l)
+	}
+	appendN(t, pool, store, 20, 3, "User")
+	appendN(t, pool, store, 10, 2, "Order")
+	if _, err := pool.Exec(ctx, "UPDATE events SET created_at = now() - interval '90 seconds' WHERE global_position = 1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := projection.SetTopology(ctx, pool, "p", 2); err != nil {
+		t.Fatal(err)
+	}
+
+	progress, err := projection.GetProgress(ctx, pool, "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pp := range progress.Partitions {
+		l := lag(projection.LagQuery{Projection: "p", PartitionKey: pp.PartitionKey})
+		if l.Events != pp.Lag || !l.OldestUnprocessed.Equal(pp.OldestUnprocessed) {
+			t.Errorf("partition %d: GetPartitionLag %+v, GetProgress %+v", pp.PartitionKey, l, pp)
+		}
+		want := queryInt(t, pool, "SELECT count(*) FROM events WHERE partition_hash % 2 = $1 AND aggregate_type = 'Order'", pp.PartitionKey)
+		if l := lag(projection.LagQuery{Projection: "p", PartitionKey: pp.PartitionKey, AggregateTypes: []string{"Order"}}); int(l.Events) != want {
+			t.Errorf("partition %d scoped to Order: %d events, want %d", pp.PartitionKey, l.Events, want)
+		}
+		if l := lag(projection.LagQuery{Projection: "p", PartitionKey: pp.PartitionKey, BoundedContexts: []string{"elsewhere"}}); l.Events != 0 || l.Age() != 0 {
+			t.Errorf("partition %d scoped to an empty bounded context: %+v, want no lag", pp.PartitionKey, l)
+		}
+	}
+	first := queryInt(t, pool, "SELECT partition_hash % 2 FROM events WHERE global_position = 1")
+	if age := lag(projection.LagQuery{Projection: "p", PartitionKey: first}).Age(); age < 89*time.Second {
+		t.Errorf("partition %d holds an event appended 90 s ago, but its lag's age is %s", first, age)
+	}
+	if l := lag(projection.LagQuery{Projection: "p", PartitionKey: 2}); l.Events != 0 || l.Age() != 0 {
+		t.Errorf("lag of key 2 of 2 partitions = %+v, want none", l)
+	}
+
+	// From a position: the last event's leaves nothing behind, and the
+	// one before it leaves one event (in its partition) or none.
+	var last, before projection.Position
+	var lastKey int
+	if err := pool.QueryRow(ctx, `SELECT transaction_id::text::bigint, global_position, partition_hash % 2 FROM events
+		ORDER BY transaction_id DESC, global_position DESC LIMIT 1`).Scan(&last.TransactionID, &last.GlobalPosition, &lastKey); err != nil {
+		t.Fatal(err)
+	}
+	if err := pool.QueryRow(ctx, `SELECT transaction_id::text::bigint, global_position FROM events
+		ORDER BY transaction_id DESC, global_position DESC OFFSET 1 LIMIT 1`).Scan(&before.TransactionID, &before.GlobalPosition); err != nil {
+		t.Fatal(err)
+	}
+	if l := lag(projection.LagQuery{Projection: "p", PartitionKey: lastKey, After: &last}); l.Events != 0 || l.Age() != 0 {
+		t.Errorf("lag after the last event = %+v, want none", l)
+	}
+	if l := lag(projection.LagQuery{Projection: "p", PartitionKey: lastKey, After: &before}); l.Events != 1 || l.Age() < 0 || l.OldestUnprocessed.IsZero() {
+		t.Errorf("lag after the last event but one, in the last event's partition = %+v, want 1 event", l)
+	}
+
+	// Partition 0 catches up: the stored checkpoint now leaves nothing.
+	cfg := projection.DefaultProcessorConfig()
+	cfg.PartitionKey, cfg.TotalPartitions = 0, 2
+	if err := projection.NewProcessor(pool, store, cfg).CatchUp(ctx, applyLog{name: "p", key: 0}); err != nil {
+		t.Fatal(err)
+	}
+	if l := lag(projection.LagQuery{Projection: "p", PartitionKey: 0}); l.Events != 0 || l.Age() != 0 {
+		t.Errorf("lag of caught-up partition 0 = %+v, want none", l)
 	}
 }
