@@ -60,8 +60,8 @@ test: envtest-assets helm ## Run all tests (starts its own PostgreSQL and API se
 	KUBEBUILDER_ASSETS=$(KUBE_BIN) $(GO) test -race -count=1 $(GOTEST_FLAGS) ./...
 
 .PHONY: bench
-bench: ## Run the benchmarks (100k events; see pkg/projection/bench_test.go, internal/demo/bench_test.go).
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3x -count 3 ./pkg/... ./internal/demo
+bench: ## Run the benchmarks (100k events; see pkg/projection/bench_test.go, pkg/demo/bench_test.go).
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3x -count 3 ./pkg/...
 
 .PHONY: bench-operator
 bench-operator: kube-binaries ## Time the real operator over 1000 Projections on envtest and PostgreSQL; report its peak RSS (see test/bench).

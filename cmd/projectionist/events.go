@@ -6,8 +6,8 @@ import (
 	"io"
 	"time"
 
-	"github.com/projectionist/projectionist/internal/demo"
 	"github.com/projectionist/projectionist/internal/loadgen"
+	"github.com/projectionist/projectionist/pkg/demo"
 )
 
 // generateFlagNames maps loadgen's option names to this command's flags.

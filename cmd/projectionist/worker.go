@@ -6,7 +6,7 @@ import (
 	"fmt"
 
 	"github.com/projectionist/projectionist/internal/dbconn"
-	"github.com/projectionist/projectionist/internal/demo"
+	"github.com/projectionist/projectionist/pkg/demo"
 	"github.com/projectionist/projectionist/pkg/projection"
 	"github.com/projectionist/projectionist/worker"
 )

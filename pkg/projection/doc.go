@@ -23,7 +23,7 @@
 // in one call, so that it can write them in a few statements (a multi-row
 // upsert, an INSERT from unnest, a COPY) instead of one round trip each; the
 // error policies still apply to the failing event only. The demo
-// projections in the repository (internal/demo/projections.go) are worked
+// projections in the repository (pkg/demo/projections.go) are worked
 // examples, tested to leave the same read models as their Handle.
 //
 // # Failures

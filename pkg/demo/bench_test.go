@@ -6,9 +6,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/projectionist/projectionist/internal/demo"
 	"github.com/projectionist/projectionist/internal/loadgen"
 	"github.com/projectionist/projectionist/internal/pgtest"
+	"github.com/projectionist/projectionist/pkg/demo"
 	"github.com/projectionist/projectionist/pkg/projection"
 )
 
@@ -20,7 +20,7 @@ import (
 // checkpoints reset, outside the timer); events/s counts the events in the
 // projection's scope.
 //
-//	go test ./internal/demo -run '^$' -bench DemoProjections -benchtime 3x -count 3
+//	go test ./pkg/demo -run '^$' -bench DemoProjections -benchtime 3x -count 3
 func BenchmarkDemoProjections(b *testing.B) {
 	ctx := context.Background()
 	pool := pgtest.NewPool(b)

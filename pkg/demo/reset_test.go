@@ -3,7 +3,7 @@ package demo_test
 import (
 	"testing"
 
-	"github.com/projectionist/projectionist/internal/demo"
+	"github.com/projectionist/projectionist/pkg/demo"
 	"github.com/projectionist/projectionist/pkg/projection"
 )
 
