@@ -50,6 +50,8 @@ helm-lint: helm ## Lint the Helm chart (helm lint --strict).
 verify: manifests generate ## Fail if generated files (including the chart's copies) are stale, code is unformatted, go.mod is untidy, or vet complains.
 	@out=$$(git status --porcelain -- api config charts); if [ -n "$$out" ]; then echo "generated files are stale or uncommitted (run make manifests generate, then commit):"; echo "$$out"; git --no-pager diff --stat -- api config charts; exit 1; fi
 	@out=$$(git ls-files -z '*.go' | xargs -0 gofmt -s -l); if [ -n "$$out" ]; then echo "unformatted files (run make fmt):"; echo "$$out"; exit 1; fi
+	@# The examples must build when copied out of the repository.
+	@out=$$(grep -rln 'projectionist/projectionist/internal' examples || true); if [ -n "$$out" ]; then echo "examples import internal packages, which a copy outside the repository cannot:"; echo "$$out"; exit 1; fi
 	$(GO) mod tidy -diff
 	$(GO) vet ./...
 	@# examples/custom-worker is a module of its own, as a user's would be.

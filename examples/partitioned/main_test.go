@@ -11,17 +11,17 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/projectionist/projectionist/internal/demo"
-	"github.com/projectionist/projectionist/internal/pgtest"
+	"github.com/projectionist/projectionist/pkg/demo"
 	"github.com/projectionist/projectionist/pkg/projection"
+	"github.com/projectionist/projectionist/pkg/projection/projectiontest"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) { projectiontest.Main(m) }
 
 func TestPartitionedExample(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	dsn := pgtest.NewDatabase(t)
+	dsn := projectiontest.NewDatabase(t)
 
 	// One "process" per partition, run one after another so that each
 	// output is deterministic: the first one appends the demo events, the

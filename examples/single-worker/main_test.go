@@ -7,15 +7,15 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/projectionist/projectionist/internal/demo"
-	"github.com/projectionist/projectionist/internal/pgtest"
+	"github.com/projectionist/projectionist/pkg/demo"
+	"github.com/projectionist/projectionist/pkg/projection/projectiontest"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) { projectiontest.Main(m) }
 
 func TestSingleWorkerExample(t *testing.T) {
 	ctx := context.Background()
-	dsn := pgtest.NewDatabase(t)
+	dsn := projectiontest.NewDatabase(t)
 
 	var out bytes.Buffer
 	if err := run(ctx, dsn, &out); err != nil {

@@ -1,0 +1,55 @@
+package projectiontest_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/projectionist/projectionist/pkg/projection"
+	"github.com/projectionist/projectionist/pkg/projection/projectiontest"
+)
+
+func TestMain(m *testing.M) { projectiontest.Main(m) }
+
+// Each test gets an empty database of its own, which takes the schema,
+// and which is gone once the test has ended.
+func TestNewDatabase(t *testing.T) {
+	ctx := context.Background()
+	var names [2]string
+	for i := range names {
+		t.Run("test", func(t *testing.T) {
+			conn, err := pgx.Connect(ctx, projectiontest.NewDatabase(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(ctx)
+			var tables int
+			if err := conn.QueryRow(ctx, `SELECT current_database(), (SELECT count(*) FROM pg_tables WHERE schemaname = 'public')`).
+				Scan(&names[i], &tables); err != nil {
+				t.Fatal(err)
+			}
+			if tables != 0 {
+				t.Errorf("database %s has %d tables, want none", names[i], tables)
+			}
+			if _, err := projection.Migrate(ctx, conn); err != nil {
+				t.Fatalf("migrating the test database: %v", err)
+			}
+		})
+	}
+	if names[0] == names[1] {
+		t.Fatalf("both tests got database %s", names[0])
+	}
+	conn, err := pgx.Connect(ctx, projectiontest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var left int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_database WHERE datname = ANY($1)`, names[:]).Scan(&left); err != nil {
+		t.Fatal(err)
+	}
+	if left != 0 {
+		t.Errorf("%d of the ended tests' databases %v are left", left, names)
+	}
+}
