@@ -31,6 +31,10 @@ manifests: controller-gen ## Generate the CRD (config/crd/bases) and the manager
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 	@$(MAKE) --no-print-directory chart-sync
 
+.PHONY: api-docs
+api-docs: crd-ref-docs ## Generate docs/api.md, the field reference, from the API types (api/v1alpha1).
+	$(CRD_REF_DOCS) --log-level=ERROR --source-path=./api/v1alpha1 --config=hack/api-docs/config.yaml --renderer=markdown --output-path=docs/api.md
+
 .PHONY: generate
 generate: controller-gen ## Generate the API's deepcopy methods (api/v1alpha1/zz_generated.deepcopy.go).
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths="./api/..."
@@ -47,8 +51,8 @@ helm-lint: helm ## Lint the Helm chart (helm lint --strict).
 	$(HELM) lint $(CHART) --strict
 
 .PHONY: verify
-verify: manifests generate ## Fail if generated files (including the chart's copies) are stale, code is unformatted, go.mod is untidy, or vet complains.
-	@out=$$(git status --porcelain -- api config charts); if [ -n "$$out" ]; then echo "generated files are stale or uncommitted (run make manifests generate, then commit):"; echo "$$out"; git --no-pager diff --stat -- api config charts; exit 1; fi
+verify: manifests generate api-docs ## Fail if generated files (including the chart's copies) are stale, code is unformatted, go.mod is untidy, or vet complains.
+	@out=$$(git status --porcelain -- api config charts docs/api.md); if [ -n "$$out" ]; then echo "generated files are stale or uncommitted (run make manifests generate api-docs, then commit):"; echo "$$out"; git --no-pager diff --stat -- api config charts docs/api.md; exit 1; fi
 	@out=$$(git ls-files -z '*.go' | xargs -0 gofmt -s -l); if [ -n "$$out" ]; then echo "unformatted files (run make fmt):"; echo "$$out"; exit 1; fi
 	@# The examples must build when copied out of the repository.
 	@out=$$(grep -rln 'projectionist/projectionist/internal' examples || true); if [ -n "$$out" ]; then echo "examples import internal packages, which a copy outside the repository cannot:"; echo "$$out"; exit 1; fi
@@ -79,6 +83,16 @@ controller-gen: ## Install controller-gen (pinned, v0.23.0) into bin/ unless tha
 	@test -x $(CONTROLLER_GEN) && $(CONTROLLER_GEN) --version | grep -qx 'Version: $(CONTROLLER_TOOLS_VERSION)' || { \
 		echo "installing controller-gen $(CONTROLLER_TOOLS_VERSION) into $(LOCALBIN)"; \
 		rm -f $(CONTROLLER_GEN) && GOBIN=$(LOCALBIN) $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION); }
+
+CRD_REF_DOCS_VERSION ?= v0.3.0
+CRD_REF_DOCS ?= $(LOCALBIN)/crd-ref-docs-$(CRD_REF_DOCS_VERSION)
+
+.PHONY: crd-ref-docs
+crd-ref-docs: ## Install crd-ref-docs (pinned, v0.3.0) into bin/ unless that version is there.
+	@test -x $(CRD_REF_DOCS) || { \
+		echo "installing crd-ref-docs $(CRD_REF_DOCS_VERSION) into $(LOCALBIN)"; \
+		tmp=$$(mktemp -d) && GOBIN=$$tmp $(GO) install github.com/elastic/crd-ref-docs@$(CRD_REF_DOCS_VERSION) && \
+		mkdir -p $(LOCALBIN) && mv $$tmp/crd-ref-docs $(CRD_REF_DOCS) && rmdir $$tmp; }
 
 HELM ?= $(LOCALBIN)/helm
 HELM_VERSION ?= v3.22.0
