@@ -64,18 +64,23 @@ type reading struct {
 	lag        int64
 	generation int64
 	partitions int
-	// busy: every partition of the topology had events to pass, none as
-	// many as the lag count's limit (beyond which the count says "at
-	// least").
+	// busy: every partition of the topology had at least a full batch
+	// waiting, so that it was fetching batches as fast as it can rather
+	// than waiting for events (a partition keeping up with a steady
+	// stream always has a few events to pass, and what it passes then is
+	// the append rate, not what it could pass); and none as many as the
+	// lag count's limit (beyond which the count says "at least").
 	busy bool
 }
 
-func readingOf(pr *projection.Progress) reading {
+// readingOf is the autoscaler's reading of pr, for a projection whose
+// batches hold batchSize events.
+func readingOf(pr *projection.Progress, batchSize int64) reading {
 	rd := reading{at: pr.Now, head: pr.HeadPosition, lag: pr.Lag,
 		generation: pr.Topology.Generation, partitions: pr.Topology.TotalPartitions}
 	rd.busy = rd.partitions > 0 && len(pr.Partitions) == rd.partitions
 	for _, pp := range pr.Partitions {
-		if pp.Lag == 0 || pp.Lag >= projection.LagCountLimit {
+		if pp.Lag < max(1, batchSize) || pp.Lag >= projection.LagCountLimit {
 			rd.busy = false
 		}
 	}
@@ -330,7 +335,7 @@ func (r *ProjectionReconciler) autoscale(ctx context.Context, s *state) error {
 		lagSeconds = max(0, pr.Now.Sub(pr.OldestUnprocessed).Seconds())
 	}
 	a.readAt = time.Now()
-	next, rec, why, m := a.observe(c, readingOf(&pr), lagSeconds)
+	next, rec, why, m := a.observe(c, readingOf(&pr, int64(ptr.Deref(p.Spec.BatchSize, projection.DefaultBatchSize))), lagSeconds)
 	st.Recommendation, st.Message = rec, truncate(why, 1024)
 	st.EventsAppendedPerSecond = int64(max(0, m.appendRate))
 	st.PartitionEventsPerSecond = int64(m.capacity)

@@ -9,6 +9,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/projectionist/projectionist/api/v1alpha1"
+	"github.com/projectionist/projectionist/pkg/projection"
 )
 
 func TestAutoscaleConfigDefaults(t *testing.T) {
@@ -160,5 +161,34 @@ func TestAutoscalerMeasuresThroughput(t *testing.T) {
 	_, _, _, m = a.observe(c, reading{at: at(40), head: 12_000, lag: 0, partitions: 3, generation: 2}, 0)
 	if m.capacity != 200 || m.appendRate != 0 {
 		t.Errorf("idle: capacity %v, append rate %v; want 200, 0", m.capacity, m.appendRate)
+	}
+}
+
+// A partition is busy only with a full batch waiting: one keeping up with
+// a steady stream has a few events to pass at any reading, and measuring
+// it would take the append rate for its throughput.
+func TestReadingBusy(t *testing.T) {
+	progress := func(lags ...int64) *projection.Progress {
+		pr := &projection.Progress{Topology: projection.Topology{TotalPartitions: len(lags), Generation: 1}}
+		for k, l := range lags {
+			pr.Partitions = append(pr.Partitions, projection.PartitionProgress{PartitionKey: k, Lag: l})
+			pr.Lag += l
+		}
+		return pr
+	}
+	for _, tc := range []struct {
+		name string
+		pr   *projection.Progress
+		want bool
+	}{
+		{"every partition a batch behind", progress(100, 250, 4000), true},
+		{"one keeping up with a few events", progress(100, 3, 4000), false},
+		{"one caught up", progress(500, 0), false},
+		{"one beyond the count's limit", progress(500, projection.LagCountLimit), false},
+		{"no topology", progress(), false},
+	} {
+		if got := readingOf(tc.pr, 100).busy; got != tc.want {
+			t.Errorf("%s: busy %t, want %t", tc.name, got, tc.want)
+		}
 	}
 }
