@@ -191,22 +191,28 @@ func readObject(t *testing.T, path string, into any) {
 	}
 }
 
+// crdFile is the CRD's name in config/crd/bases and in the chart's files/crds.
+const crdFile = "projectionist.dev_projections.yaml"
+
+// crdName is the name of the Projection CRD.
+const crdName = "projections.projectionist.dev"
+
 func TestCRDIsTheGeneratedOne(t *testing.T) {
-	const name = "projectionist.dev_projections.yaml"
-	want, err := os.ReadFile(filepath.Join("..", "config", "crd", "bases", name))
+	want, err := os.ReadFile(filepath.Join("..", "config", "crd", "bases", crdFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := os.ReadFile(filepath.Join(chartDir, "crds", name))
+	got, err := os.ReadFile(filepath.Join(chartDir, "files", "crds", crdFile))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(got, want) {
-		t.Errorf("%s/crds/%s differs from config/crd/bases/%s: run make manifests (or make chart-sync)\n%s",
-			chartDir, name, name, cmp.Diff(string(want), string(got)))
+		t.Errorf("%s/files/crds/%s differs from config/crd/bases/%s: run make manifests (or make chart-sync)\n%s",
+			chartDir, crdFile, crdFile, cmp.Diff(string(want), string(got)))
 	}
-	// Exactly one CRD: a stale extra file in crds/ would be installed too.
-	entries, err := os.ReadDir(filepath.Join(chartDir, "crds"))
+	// Exactly one CRD file, and no crds/ directory: Helm would install
+	// whatever is there on the first install, beside the templated CRD.
+	entries, err := os.ReadDir(filepath.Join(chartDir, "files", "crds"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,8 +220,81 @@ func TestCRDIsTheGeneratedOne(t *testing.T) {
 	for _, e := range entries {
 		files = append(files, e.Name())
 	}
-	if diff := cmp.Diff([]string{name}, files); diff != "" {
-		t.Errorf("files in crds/ (-want +got):\n%s", diff)
+	if diff := cmp.Diff([]string{crdFile}, files); diff != "" {
+		t.Errorf("files in files/crds/ (-want +got):\n%s", diff)
+	}
+	if _, err := os.Stat(filepath.Join(chartDir, "crds")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s/crds exists (%v): the CRD is a template (templates/crds.yaml)", chartDir, err)
+	}
+
+	// The rendered CRD is the generated one, field for field, plus the
+	// chart's labels and (crds.keep) the resource policy.
+	var wantObj map[string]any
+	if err := yaml.Unmarshal(want, &wantObj); err != nil {
+		t.Fatal(err)
+	}
+	var rendered map[string]any
+	render(t, "").get(t, "CustomResourceDefinition", crdName, &rendered)
+	meta := rendered["metadata"].(map[string]any)
+	labels, _ := meta["labels"].(map[string]any)
+	if labels["app.kubernetes.io/managed-by"] != "Helm" || labels["app.kubernetes.io/instance"] != release {
+		t.Errorf("CRD labels = %v, want the chart's", labels)
+	}
+	delete(meta, "labels")
+	annotations, _ := meta["annotations"].(map[string]any)
+	delete(annotations, "helm.sh/resource-policy")
+	if diff := cmp.Diff(wantObj, rendered); diff != "" {
+		t.Errorf("rendered CRD differs from config/crd/bases/%s beyond labels and annotations (-want +got):\n%s", crdFile, diff)
+	}
+}
+
+// TestCRDValues: crds.install renders the CRD or not; crds.keep puts the
+// resource policy that makes helm uninstall leave it.
+func TestCRDValues(t *testing.T) {
+	const keep = "helm.sh/resource-policy"
+	for _, tc := range []struct {
+		values     string
+		installed  bool
+		wantPolicy string
+	}{
+		{"", true, "keep"},
+		{"crds: {install: true, keep: true}", true, "keep"},
+		{"crds: {keep: false}", true, ""},
+		{"crds: {install: false}", false, ""},
+		{"crds: {install: false, keep: false}", false, ""},
+	} {
+		t.Run(tc.values, func(t *testing.T) {
+			t.Parallel()
+			r := render(t, tc.values)
+			if got := r.has("CustomResourceDefinition", crdName); got != tc.installed {
+				t.Fatalf("CRD rendered = %v, want %v: %v", got, tc.installed, r.names())
+			}
+			if !tc.installed {
+				return
+			}
+			var crd struct {
+				Metadata struct {
+					Annotations map[string]string `json:"annotations"`
+				} `json:"metadata"`
+			}
+			for _, o := range r.objects {
+				if o.Kind == "CustomResourceDefinition" { // not get: decoded loosely
+					if err := yaml.Unmarshal(o.raw, &crd); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			got, ok := crd.Metadata.Annotations[keep]
+			if tc.wantPolicy == "" && ok {
+				t.Errorf("annotation %s=%q, want none", keep, got)
+			}
+			if tc.wantPolicy != "" && got != tc.wantPolicy {
+				t.Errorf("annotation %s=%q, want %q", keep, got, tc.wantPolicy)
+			}
+			if crd.Metadata.Annotations["controller-gen.kubebuilder.io/version"] == "" {
+				t.Errorf("annotations %v lack controller-gen's", crd.Metadata.Annotations)
+			}
+		})
 	}
 }
 
@@ -268,6 +347,7 @@ func TestDefaults(t *testing.T) {
 	r := render(t, "")
 
 	want := []string{
+		"CustomResourceDefinition/" + crdName,
 		"ServiceAccount/" + fullname,
 		"ClusterRole/" + fullname + "-manager",
 		"ClusterRoleBinding/" + fullname + "-manager",
@@ -281,7 +361,7 @@ func TestDefaults(t *testing.T) {
 		t.Errorf("rendered objects (-want +got):\n%s", diff)
 	}
 	for _, o := range r.objects {
-		clusterScoped := o.Kind == "ClusterRole" || o.Kind == "ClusterRoleBinding"
+		clusterScoped := o.Kind == "ClusterRole" || o.Kind == "ClusterRoleBinding" || o.Kind == "CustomResourceDefinition"
 		if got, want := o.Namespace, namespace; !clusterScoped && got != want {
 			t.Errorf("%s %s: namespace %q, want the release namespace %q", o.Kind, o.Name, got, want)
 		}
@@ -672,6 +752,9 @@ func TestSchemaRefusesBadValues(t *testing.T) {
 		{"monitoring.prometheusRule.batchDurationSeconds=fast", "at '/monitoring/prometheusRule/batchDurationSeconds'"},
 		{"monitoring.prometheusRule.batchDurationSeconds=0.0", "at '/monitoring/prometheusRule/batchDurationSeconds'"},
 		{"monitoring.dashboard.label.team=a", "additional properties 'label' not allowed"},
+		{"crds.instal=false", "additional properties 'instal' not allowed"},
+		{"crds.install=no", "at '/crds/install': got string, want boolean"},
+		{"crds.keep=1", "at '/crds/keep': got number, want boolean"},
 	} {
 		for _, cmd := range [][]string{{"template", release, chartDir}, {"lint", chartDir, "--strict"}} {
 			out, err := exec.Command(helm(t), append(cmd, "--set", tc.set)...).CombinedOutput()
