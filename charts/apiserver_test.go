@@ -89,7 +89,7 @@ workerImage: {repository: registry.example/workers, tag: w1}
 watchNamespace: demo
 logLevel: debug
 statusInterval: 30s
-metrics: {port: 9090}
+metrics: {port: 9090, certSecret: metrics-tls}
 resources: {requests: {cpu: 50m, memory: 128Mi}, limits: {memory: 512Mi}}
 nodeSelector: {kubernetes.io/os: linux}
 tolerations: [{key: dedicated, operator: Equal, value: ops, effect: NoSchedule}]
@@ -105,12 +105,13 @@ podDisruptionBudget: {maxUnavailable: 1}
 networkPolicy: {enabled: true, metricsFrom: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]}
 monitoring:
   podMonitor: {enabled: true, labels: {release: kps}, interval: 15s, scrapeTimeout: 10s}
-  serviceMonitor: {enabled: true, labels: {release: kps}, interval: 30s, scrapeTimeout: 10s}
+  serviceMonitor: {enabled: true, labels: {release: kps}, interval: 30s, scrapeTimeout: 10s, bearerTokenSecret: {name: prometheus-token, key: token}}
   prometheusRule: {enabled: true, labels: {release: kps}, alertLabels: {team: data}, lagEventsThreshold: 5000, horizonStallSeconds: 120, batchDurationSeconds: 2.5}
   dashboard: {enabled: true, labels: {team: ops}, annotations: {grafana_folder: Projectionist}}
 `},
 		{"monitoring on, defaults otherwise", "monitoring: {podMonitor: {enabled: true}, serviceMonitor: {enabled: true}, prometheusRule: {enabled: true}, dashboard: {enabled: true}}"},
 		{"no leader election, no metrics Service", "leaderElection: {enabled: false}\nmetrics: {service: {enabled: false}}"},
+		{"plain HTTP metrics, ServiceMonitor", "metrics: {secure: false}\nmonitoring: {serviceMonitor: {enabled: true}}"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := renderWith(t, tc.values, prometheusOperator)

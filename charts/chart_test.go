@@ -24,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 )
 
@@ -323,7 +324,22 @@ func TestRBACIsTheGeneratedOne(t *testing.T) {
 		t.Errorf("leader-election Role rules differ from config/rbac/leader_election_role.yaml (run make chart-sync) (-want +got):\n%s", diff)
 	}
 
-	// Both bindings grant their role to the operator's ServiceAccount.
+	for _, role := range []struct{ file, name string }{
+		{"config/rbac/metrics_auth_role.yaml", fullname + "-metrics-auth"},
+		{"config/rbac/metrics_reader_role.yaml", fullname + "-metrics-reader"},
+	} {
+		var want, got rbacv1.ClusterRole
+		readObject(t, role.file, &want)
+		r.get(t, "ClusterRole", role.name, &got)
+		if len(want.Rules) == 0 {
+			t.Fatalf("%s has no rules", role.file)
+		}
+		if diff := cmp.Diff(want.Rules, got.Rules); diff != "" {
+			t.Errorf("ClusterRole %s rules differ from %s (run make chart-sync) (-want +got):\n%s", role.name, role.file, diff)
+		}
+	}
+
+	// The bindings grant their role to the operator's ServiceAccount.
 	subjects := []rbacv1.Subject{{Kind: "ServiceAccount", Name: fullname, Namespace: namespace}}
 	var crb rbacv1.ClusterRoleBinding
 	r.get(t, "ClusterRoleBinding", fullname+"-manager", &crb)
@@ -332,6 +348,14 @@ func TestRBACIsTheGeneratedOne(t *testing.T) {
 	}
 	if diff := cmp.Diff(subjects, crb.Subjects); diff != "" {
 		t.Errorf("ClusterRoleBinding subjects (-want +got):\n%s", diff)
+	}
+	var auth rbacv1.ClusterRoleBinding
+	r.get(t, "ClusterRoleBinding", fullname+"-metrics-auth", &auth)
+	if diff := cmp.Diff(rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: fullname + "-metrics-auth"}, auth.RoleRef); diff != "" {
+		t.Errorf("metrics-auth ClusterRoleBinding roleRef (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(subjects, auth.Subjects); diff != "" {
+		t.Errorf("metrics-auth ClusterRoleBinding subjects (-want +got):\n%s", diff)
 	}
 	var rb rbacv1.RoleBinding
 	r.get(t, "RoleBinding", fullname+"-leader-election", &rb)
@@ -351,6 +375,9 @@ func TestDefaults(t *testing.T) {
 		"ServiceAccount/" + fullname,
 		"ClusterRole/" + fullname + "-manager",
 		"ClusterRoleBinding/" + fullname + "-manager",
+		"ClusterRole/" + fullname + "-metrics-auth",
+		"ClusterRoleBinding/" + fullname + "-metrics-auth",
+		"ClusterRole/" + fullname + "-metrics-reader",
 		"Role/" + fullname + "-leader-election",
 		"RoleBinding/" + fullname + "-leader-election",
 		"Service/" + fullname + "-metrics",
@@ -390,6 +417,7 @@ func TestDefaults(t *testing.T) {
 		"operator",
 		"--leader-elect",
 		"--metrics-addr=:8080",
+		"--metrics-secure=true",
 		"--health-probe-addr=:8081",
 		"--worker-image=" + defaultImage,
 		"--log-level=info",
@@ -446,6 +474,9 @@ func TestDefaults(t *testing.T) {
 	if diff := cmp.Diff(wantResources, c.Resources); diff != "" {
 		t.Errorf("resources (-want +got):\n%s", diff)
 	}
+	if pod.Volumes != nil || c.VolumeMounts != nil {
+		t.Errorf("volumes %v, volumeMounts %v: want none by default", pod.Volumes, c.VolumeMounts)
+	}
 	if pod.NodeSelector != nil || pod.Tolerations != nil || pod.Affinity != nil {
 		t.Errorf("nodeSelector %v, tolerations %v, affinity %v: want none by default", pod.NodeSelector, pod.Tolerations, pod.Affinity)
 	}
@@ -455,7 +486,8 @@ func TestDefaults(t *testing.T) {
 	if diff := cmp.Diff(d.Spec.Selector.MatchLabels, svc.Spec.Selector); diff != "" {
 		t.Errorf("metrics Service selector, against the Deployment's (-want +got):\n%s", diff)
 	}
-	wantSvcPorts := []corev1.ServicePort{{Name: "metrics", Port: 8080, TargetPort: intstr.FromString("metrics"), Protocol: corev1.ProtocolTCP}}
+	wantSvcPorts := []corev1.ServicePort{{Name: "metrics", Port: 8080, TargetPort: intstr.FromString("metrics"), Protocol: corev1.ProtocolTCP,
+		AppProtocol: ptr.To("https")}}
 	if diff := cmp.Diff(wantSvcPorts, svc.Spec.Ports); diff != "" {
 		t.Errorf("metrics Service ports (-want +got):\n%s", diff)
 	}
@@ -564,6 +596,44 @@ func TestValues(t *testing.T) {
 			}
 			if r.has("Service", fullname+"-metrics") {
 				t.Errorf("metrics Service rendered: %v", r.names())
+			}
+		},
+	}, {
+		name:   "plain HTTP metrics",
+		values: "metrics: {secure: false}",
+		check: func(t *testing.T, r rendered) {
+			_, c := r.operator(t)
+			if !slices.Contains(c.Args, "--metrics-secure=false") {
+				t.Errorf("args %q lack --metrics-secure=false", c.Args)
+			}
+			for _, name := range []string{"-metrics-auth", "-metrics-reader"} {
+				if r.has("ClusterRole", fullname+name) || r.has("ClusterRoleBinding", fullname+name) {
+					t.Errorf("%s RBAC rendered for plain HTTP metrics: %v", name, r.names())
+				}
+			}
+			var svc corev1.Service
+			r.get(t, "Service", fullname+"-metrics", &svc)
+			if p := svc.Spec.Ports[0].AppProtocol; p == nil || *p != "http" {
+				t.Errorf("metrics Service appProtocol = %v, want http", p)
+			}
+		},
+	}, {
+		name:   "metrics certificate from a Secret",
+		values: "metrics: {certSecret: metrics-tls}",
+		check: func(t *testing.T, r rendered) {
+			d, c := r.operator(t)
+			if !slices.Contains(c.Args, "--metrics-cert-dir=/etc/projectionist/metrics-certs") {
+				t.Errorf("args %q lack --metrics-cert-dir", c.Args)
+			}
+			wantMounts := []corev1.VolumeMount{{Name: "metrics-certs", MountPath: "/etc/projectionist/metrics-certs", ReadOnly: true}}
+			if diff := cmp.Diff(wantMounts, c.VolumeMounts); diff != "" {
+				t.Errorf("volumeMounts (-want +got):\n%s", diff)
+			}
+			wantVolumes := []corev1.Volume{{Name: "metrics-certs", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+				SecretName: "metrics-tls", Items: []corev1.KeyToPath{{Key: "tls.crt", Path: "tls.crt"}, {Key: "tls.key", Path: "tls.key"}},
+			}}}}
+			if diff := cmp.Diff(wantVolumes, d.Spec.Template.Spec.Volumes); diff != "" {
+				t.Errorf("volumes (-want +got):\n%s", diff)
 			}
 		},
 	}, {
@@ -708,6 +778,13 @@ func wantWorker(t *testing.T, c corev1.Container, want string) {
 	}
 }
 
+func TestMetricsCertificateNeedsSecureMetrics(t *testing.T) {
+	out, err := exec.Command(helm(t), "template", release, chartDir, "--set", "metrics.secure=false,metrics.certSecret=metrics-tls").CombinedOutput()
+	if want := "metrics.certSecret needs metrics.secure"; err == nil || !strings.Contains(string(out), want) {
+		t.Errorf("helm template with a certificate for plain HTTP: err %v, want an error containing %q:\n%s", err, want, out)
+	}
+}
+
 func TestExistingServiceAccountNeedsAName(t *testing.T) {
 	cmd := exec.Command(helm(t), "template", release, chartDir, "--set", "serviceAccount.create=false")
 	out, err := cmd.CombinedOutput()
@@ -753,6 +830,9 @@ func TestSchemaRefusesBadValues(t *testing.T) {
 		{"monitoring.prometheusRule.batchDurationSeconds=0.0", "at '/monitoring/prometheusRule/batchDurationSeconds'"},
 		{"monitoring.dashboard.label.team=a", "additional properties 'label' not allowed"},
 		{"crds.instal=false", "additional properties 'instal' not allowed"},
+		{"metrics.secure=maybe", "at '/metrics/secure': got string, want boolean"},
+		{"metrics.certSecret=Bad_Name", "at '/metrics/certSecret'"},
+		{"monitoring.serviceMonitor.bearerTokenSecret.nam=x", "additional properties 'nam' not allowed"},
 		{"crds.install=no", "at '/crds/install': got string, want boolean"},
 		{"crds.keep=1", "at '/crds/keep': got number, want boolean"},
 	} {
