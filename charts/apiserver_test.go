@@ -225,9 +225,28 @@ spec: {projectionName: activity_log, database: {secretRef: {name: db}}}
 			t.Errorf("helm uninstall with crds.keep=false left the CRD: %v", err)
 		}
 
-		// Leave the CRD as the API server started, for the subtests below.
+		// A CRD without Helm's ownership, as chart 0.2.x's crds/ left it:
+		// helm refuses it until the commands of docs/operations.md
+		// (Upgrading) adopt it.
 		if _, err := env.Kubectl(ctx, "create", "-f", filepath.Join(crds, crdFile)); err != nil {
 			t.Fatal(err)
+		}
+		cmd := exec.CommandContext(ctx, helm(t), "install", release, chartDir, "--kubeconfig", env.Kubeconfig, "--namespace", namespace)
+		if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "invalid ownership metadata") {
+			t.Fatalf("helm install over an unowned CRD: err %v, want invalid ownership metadata:\n%s", err, out)
+		}
+		if _, err := env.Kubectl(ctx, "label", "--overwrite", "crd", crdName, "app.kubernetes.io/managed-by=Helm"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := env.Kubectl(ctx, "annotate", "--overwrite", "crd", crdName,
+			"meta.helm.sh/release-name="+release, "meta.helm.sh/release-namespace="+namespace); err != nil {
+			t.Fatal(err)
+		}
+		helmRun(t, "install", release, chartDir)
+		helmRun(t, "uninstall", release, "--wait")
+		// The CRD stays, as the API server started, for the subtests below.
+		if get(t, "{.metadata.name}") != crdName {
+			t.Fatal("helm uninstall deleted the adopted CRD despite crds.keep=true")
 		}
 	})
 
