@@ -42,9 +42,9 @@ generate: controller-gen ## Generate the API's deepcopy methods (api/v1alpha1/zz
 CHART ?= charts/projectionist
 
 .PHONY: chart-sync
-chart-sync: ## Copy the CRD and the RBAC rules from config/ into the Helm chart (crds/, files/rbac/); run by manifests.
-	cp config/crd/bases/projectionist.dev_projections.yaml $(CHART)/crds/
-	cp config/rbac/role.yaml config/rbac/leader_election_role.yaml $(CHART)/files/rbac/
+chart-sync: ## Copy the CRD and the RBAC rules from config/ into the Helm chart (files/crds/, files/rbac/), whose templates read them; run by manifests.
+	cp config/crd/bases/projectionist.dev_projections.yaml $(CHART)/files/crds/
+	cp config/rbac/role.yaml config/rbac/leader_election_role.yaml config/rbac/metrics_auth_role.yaml config/rbac/metrics_reader_role.yaml $(CHART)/files/rbac/
 
 .PHONY: helm-lint
 helm-lint: helm ## Lint the Helm chart (helm lint --strict).

@@ -24,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 )
 
@@ -191,22 +192,28 @@ func readObject(t *testing.T, path string, into any) {
 	}
 }
 
+// crdFile is the CRD's name in config/crd/bases and in the chart's files/crds.
+const crdFile = "projectionist.dev_projections.yaml"
+
+// crdName is the name of the Projection CRD.
+const crdName = "projections.projectionist.dev"
+
 func TestCRDIsTheGeneratedOne(t *testing.T) {
-	const name = "projectionist.dev_projections.yaml"
-	want, err := os.ReadFile(filepath.Join("..", "config", "crd", "bases", name))
+	want, err := os.ReadFile(filepath.Join("..", "config", "crd", "bases", crdFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := os.ReadFile(filepath.Join(chartDir, "crds", name))
+	got, err := os.ReadFile(filepath.Join(chartDir, "files", "crds", crdFile))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(got, want) {
-		t.Errorf("%s/crds/%s differs from config/crd/bases/%s: run make manifests (or make chart-sync)\n%s",
-			chartDir, name, name, cmp.Diff(string(want), string(got)))
+		t.Errorf("%s/files/crds/%s differs from config/crd/bases/%s: run make manifests (or make chart-sync)\n%s",
+			chartDir, crdFile, crdFile, cmp.Diff(string(want), string(got)))
 	}
-	// Exactly one CRD: a stale extra file in crds/ would be installed too.
-	entries, err := os.ReadDir(filepath.Join(chartDir, "crds"))
+	// Exactly one CRD file, and no crds/ directory: Helm would install
+	// whatever is there on the first install, beside the templated CRD.
+	entries, err := os.ReadDir(filepath.Join(chartDir, "files", "crds"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,8 +221,81 @@ func TestCRDIsTheGeneratedOne(t *testing.T) {
 	for _, e := range entries {
 		files = append(files, e.Name())
 	}
-	if diff := cmp.Diff([]string{name}, files); diff != "" {
-		t.Errorf("files in crds/ (-want +got):\n%s", diff)
+	if diff := cmp.Diff([]string{crdFile}, files); diff != "" {
+		t.Errorf("files in files/crds/ (-want +got):\n%s", diff)
+	}
+	if _, err := os.Stat(filepath.Join(chartDir, "crds")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s/crds exists (%v): the CRD is a template (templates/crds.yaml)", chartDir, err)
+	}
+
+	// The rendered CRD is the generated one, field for field, plus the
+	// chart's labels and (crds.keep) the resource policy.
+	var wantObj map[string]any
+	if err := yaml.Unmarshal(want, &wantObj); err != nil {
+		t.Fatal(err)
+	}
+	var rendered map[string]any
+	render(t, "").get(t, "CustomResourceDefinition", crdName, &rendered)
+	meta := rendered["metadata"].(map[string]any)
+	labels, _ := meta["labels"].(map[string]any)
+	if labels["app.kubernetes.io/managed-by"] != "Helm" || labels["app.kubernetes.io/instance"] != release {
+		t.Errorf("CRD labels = %v, want the chart's", labels)
+	}
+	delete(meta, "labels")
+	annotations, _ := meta["annotations"].(map[string]any)
+	delete(annotations, "helm.sh/resource-policy")
+	if diff := cmp.Diff(wantObj, rendered); diff != "" {
+		t.Errorf("rendered CRD differs from config/crd/bases/%s beyond labels and annotations (-want +got):\n%s", crdFile, diff)
+	}
+}
+
+// TestCRDValues: crds.install renders the CRD or not; crds.keep puts the
+// resource policy that makes helm uninstall leave it.
+func TestCRDValues(t *testing.T) {
+	const keep = "helm.sh/resource-policy"
+	for _, tc := range []struct {
+		values     string
+		installed  bool
+		wantPolicy string
+	}{
+		{"", true, "keep"},
+		{"crds: {install: true, keep: true}", true, "keep"},
+		{"crds: {keep: false}", true, ""},
+		{"crds: {install: false}", false, ""},
+		{"crds: {install: false, keep: false}", false, ""},
+	} {
+		t.Run(tc.values, func(t *testing.T) {
+			t.Parallel()
+			r := render(t, tc.values)
+			if got := r.has("CustomResourceDefinition", crdName); got != tc.installed {
+				t.Fatalf("CRD rendered = %v, want %v: %v", got, tc.installed, r.names())
+			}
+			if !tc.installed {
+				return
+			}
+			var crd struct {
+				Metadata struct {
+					Annotations map[string]string `json:"annotations"`
+				} `json:"metadata"`
+			}
+			for _, o := range r.objects {
+				if o.Kind == "CustomResourceDefinition" { // not get: decoded loosely
+					if err := yaml.Unmarshal(o.raw, &crd); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			got, ok := crd.Metadata.Annotations[keep]
+			if tc.wantPolicy == "" && ok {
+				t.Errorf("annotation %s=%q, want none", keep, got)
+			}
+			if tc.wantPolicy != "" && got != tc.wantPolicy {
+				t.Errorf("annotation %s=%q, want %q", keep, got, tc.wantPolicy)
+			}
+			if crd.Metadata.Annotations["controller-gen.kubebuilder.io/version"] == "" {
+				t.Errorf("annotations %v lack controller-gen's", crd.Metadata.Annotations)
+			}
+		})
 	}
 }
 
@@ -244,7 +324,22 @@ func TestRBACIsTheGeneratedOne(t *testing.T) {
 		t.Errorf("leader-election Role rules differ from config/rbac/leader_election_role.yaml (run make chart-sync) (-want +got):\n%s", diff)
 	}
 
-	// Both bindings grant their role to the operator's ServiceAccount.
+	for _, role := range []struct{ file, name string }{
+		{"config/rbac/metrics_auth_role.yaml", fullname + "-metrics-auth"},
+		{"config/rbac/metrics_reader_role.yaml", fullname + "-metrics-reader"},
+	} {
+		var want, got rbacv1.ClusterRole
+		readObject(t, role.file, &want)
+		r.get(t, "ClusterRole", role.name, &got)
+		if len(want.Rules) == 0 {
+			t.Fatalf("%s has no rules", role.file)
+		}
+		if diff := cmp.Diff(want.Rules, got.Rules); diff != "" {
+			t.Errorf("ClusterRole %s rules differ from %s (run make chart-sync) (-want +got):\n%s", role.name, role.file, diff)
+		}
+	}
+
+	// The bindings grant their role to the operator's ServiceAccount.
 	subjects := []rbacv1.Subject{{Kind: "ServiceAccount", Name: fullname, Namespace: namespace}}
 	var crb rbacv1.ClusterRoleBinding
 	r.get(t, "ClusterRoleBinding", fullname+"-manager", &crb)
@@ -253,6 +348,14 @@ func TestRBACIsTheGeneratedOne(t *testing.T) {
 	}
 	if diff := cmp.Diff(subjects, crb.Subjects); diff != "" {
 		t.Errorf("ClusterRoleBinding subjects (-want +got):\n%s", diff)
+	}
+	var auth rbacv1.ClusterRoleBinding
+	r.get(t, "ClusterRoleBinding", fullname+"-metrics-auth", &auth)
+	if diff := cmp.Diff(rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: fullname + "-metrics-auth"}, auth.RoleRef); diff != "" {
+		t.Errorf("metrics-auth ClusterRoleBinding roleRef (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(subjects, auth.Subjects); diff != "" {
+		t.Errorf("metrics-auth ClusterRoleBinding subjects (-want +got):\n%s", diff)
 	}
 	var rb rbacv1.RoleBinding
 	r.get(t, "RoleBinding", fullname+"-leader-election", &rb)
@@ -268,9 +371,13 @@ func TestDefaults(t *testing.T) {
 	r := render(t, "")
 
 	want := []string{
+		"CustomResourceDefinition/" + crdName,
 		"ServiceAccount/" + fullname,
 		"ClusterRole/" + fullname + "-manager",
 		"ClusterRoleBinding/" + fullname + "-manager",
+		"ClusterRole/" + fullname + "-metrics-auth",
+		"ClusterRoleBinding/" + fullname + "-metrics-auth",
+		"ClusterRole/" + fullname + "-metrics-reader",
 		"Role/" + fullname + "-leader-election",
 		"RoleBinding/" + fullname + "-leader-election",
 		"Service/" + fullname + "-metrics",
@@ -281,7 +388,7 @@ func TestDefaults(t *testing.T) {
 		t.Errorf("rendered objects (-want +got):\n%s", diff)
 	}
 	for _, o := range r.objects {
-		clusterScoped := o.Kind == "ClusterRole" || o.Kind == "ClusterRoleBinding"
+		clusterScoped := o.Kind == "ClusterRole" || o.Kind == "ClusterRoleBinding" || o.Kind == "CustomResourceDefinition"
 		if got, want := o.Namespace, namespace; !clusterScoped && got != want {
 			t.Errorf("%s %s: namespace %q, want the release namespace %q", o.Kind, o.Name, got, want)
 		}
@@ -310,6 +417,7 @@ func TestDefaults(t *testing.T) {
 		"operator",
 		"--leader-elect",
 		"--metrics-addr=:8080",
+		"--metrics-secure=true",
 		"--health-probe-addr=:8081",
 		"--worker-image=" + defaultImage,
 		"--log-level=info",
@@ -366,6 +474,9 @@ func TestDefaults(t *testing.T) {
 	if diff := cmp.Diff(wantResources, c.Resources); diff != "" {
 		t.Errorf("resources (-want +got):\n%s", diff)
 	}
+	if pod.Volumes != nil || c.VolumeMounts != nil {
+		t.Errorf("volumes %v, volumeMounts %v: want none by default", pod.Volumes, c.VolumeMounts)
+	}
 	if pod.NodeSelector != nil || pod.Tolerations != nil || pod.Affinity != nil {
 		t.Errorf("nodeSelector %v, tolerations %v, affinity %v: want none by default", pod.NodeSelector, pod.Tolerations, pod.Affinity)
 	}
@@ -375,7 +486,8 @@ func TestDefaults(t *testing.T) {
 	if diff := cmp.Diff(d.Spec.Selector.MatchLabels, svc.Spec.Selector); diff != "" {
 		t.Errorf("metrics Service selector, against the Deployment's (-want +got):\n%s", diff)
 	}
-	wantSvcPorts := []corev1.ServicePort{{Name: "metrics", Port: 8080, TargetPort: intstr.FromString("metrics"), Protocol: corev1.ProtocolTCP}}
+	wantSvcPorts := []corev1.ServicePort{{Name: "metrics", Port: 8080, TargetPort: intstr.FromString("metrics"), Protocol: corev1.ProtocolTCP,
+		AppProtocol: ptr.To("https")}}
 	if diff := cmp.Diff(wantSvcPorts, svc.Spec.Ports); diff != "" {
 		t.Errorf("metrics Service ports (-want +got):\n%s", diff)
 	}
@@ -484,6 +596,44 @@ func TestValues(t *testing.T) {
 			}
 			if r.has("Service", fullname+"-metrics") {
 				t.Errorf("metrics Service rendered: %v", r.names())
+			}
+		},
+	}, {
+		name:   "plain HTTP metrics",
+		values: "metrics: {secure: false}",
+		check: func(t *testing.T, r rendered) {
+			_, c := r.operator(t)
+			if !slices.Contains(c.Args, "--metrics-secure=false") {
+				t.Errorf("args %q lack --metrics-secure=false", c.Args)
+			}
+			for _, name := range []string{"-metrics-auth", "-metrics-reader"} {
+				if r.has("ClusterRole", fullname+name) || r.has("ClusterRoleBinding", fullname+name) {
+					t.Errorf("%s RBAC rendered for plain HTTP metrics: %v", name, r.names())
+				}
+			}
+			var svc corev1.Service
+			r.get(t, "Service", fullname+"-metrics", &svc)
+			if p := svc.Spec.Ports[0].AppProtocol; p == nil || *p != "http" {
+				t.Errorf("metrics Service appProtocol = %v, want http", p)
+			}
+		},
+	}, {
+		name:   "metrics certificate from a Secret",
+		values: "metrics: {certSecret: metrics-tls}",
+		check: func(t *testing.T, r rendered) {
+			d, c := r.operator(t)
+			if !slices.Contains(c.Args, "--metrics-cert-dir=/etc/projectionist/metrics-certs") {
+				t.Errorf("args %q lack --metrics-cert-dir", c.Args)
+			}
+			wantMounts := []corev1.VolumeMount{{Name: "metrics-certs", MountPath: "/etc/projectionist/metrics-certs", ReadOnly: true}}
+			if diff := cmp.Diff(wantMounts, c.VolumeMounts); diff != "" {
+				t.Errorf("volumeMounts (-want +got):\n%s", diff)
+			}
+			wantVolumes := []corev1.Volume{{Name: "metrics-certs", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+				SecretName: "metrics-tls", Items: []corev1.KeyToPath{{Key: "tls.crt", Path: "tls.crt"}, {Key: "tls.key", Path: "tls.key"}},
+			}}}}
+			if diff := cmp.Diff(wantVolumes, d.Spec.Template.Spec.Volumes); diff != "" {
+				t.Errorf("volumes (-want +got):\n%s", diff)
 			}
 		},
 	}, {
@@ -628,6 +778,13 @@ func wantWorker(t *testing.T, c corev1.Container, want string) {
 	}
 }
 
+func TestMetricsCertificateNeedsSecureMetrics(t *testing.T) {
+	out, err := exec.Command(helm(t), "template", release, chartDir, "--set", "metrics.secure=false,metrics.certSecret=metrics-tls").CombinedOutput()
+	if want := "metrics.certSecret needs metrics.secure"; err == nil || !strings.Contains(string(out), want) {
+		t.Errorf("helm template with a certificate for plain HTTP: err %v, want an error containing %q:\n%s", err, want, out)
+	}
+}
+
 func TestExistingServiceAccountNeedsAName(t *testing.T) {
 	cmd := exec.Command(helm(t), "template", release, chartDir, "--set", "serviceAccount.create=false")
 	out, err := cmd.CombinedOutput()
@@ -672,6 +829,12 @@ func TestSchemaRefusesBadValues(t *testing.T) {
 		{"monitoring.prometheusRule.batchDurationSeconds=fast", "at '/monitoring/prometheusRule/batchDurationSeconds'"},
 		{"monitoring.prometheusRule.batchDurationSeconds=0.0", "at '/monitoring/prometheusRule/batchDurationSeconds'"},
 		{"monitoring.dashboard.label.team=a", "additional properties 'label' not allowed"},
+		{"crds.instal=false", "additional properties 'instal' not allowed"},
+		{"metrics.secure=maybe", "at '/metrics/secure': got string, want boolean"},
+		{"metrics.certSecret=Bad_Name", "at '/metrics/certSecret'"},
+		{"monitoring.serviceMonitor.bearerTokenSecret.nam=x", "additional properties 'nam' not allowed"},
+		{"crds.install=no", "at '/crds/install': got string, want boolean"},
+		{"crds.keep=1", "at '/crds/keep': got number, want boolean"},
 	} {
 		for _, cmd := range [][]string{{"template", release, chartDir}, {"lint", chartDir, "--strict"}} {
 			out, err := exec.Command(helm(t), append(cmd, "--set", tc.set)...).CombinedOutput()

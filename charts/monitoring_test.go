@@ -34,10 +34,25 @@ type (
 		Metadata   metav1.ObjectMeta `json:"metadata"`
 	}
 	endpoint struct {
-		Port          string `json:"port"`
-		Path          string `json:"path"`
-		Interval      string `json:"interval,omitempty"`
-		ScrapeTimeout string `json:"scrapeTimeout,omitempty"`
+		Port            string         `json:"port"`
+		Path            string         `json:"path"`
+		Interval        string         `json:"interval,omitempty"`
+		ScrapeTimeout   string         `json:"scrapeTimeout,omitempty"`
+		Scheme          string         `json:"scheme,omitempty"`
+		BearerTokenFile string         `json:"bearerTokenFile,omitempty"`
+		Authorization   *authorization `json:"authorization,omitempty"`
+		TLSConfig       *tlsConfig     `json:"tlsConfig,omitempty"`
+	}
+	authorization struct {
+		Type        string                   `json:"type"`
+		Credentials corev1.SecretKeySelector `json:"credentials"`
+	}
+	tlsConfig struct {
+		InsecureSkipVerify bool   `json:"insecureSkipVerify,omitempty"`
+		ServerName         string `json:"serverName,omitempty"`
+		CA                 *struct {
+			Secret *corev1.SecretKeySelector `json:"secret,omitempty"`
+		} `json:"ca,omitempty"`
 	}
 	namespaceSelector struct {
 		Any        bool     `json:"any,omitempty"`
@@ -182,12 +197,44 @@ func TestMonitoring(t *testing.T) {
 			if diff := cmp.Diff(namespaceSelector{MatchNames: []string{namespace}}, sm.Spec.NamespaceSelector); diff != "" {
 				t.Errorf("namespaceSelector (-want +got):\n%s", diff)
 			}
-			want := []endpoint{{Port: svc.Spec.Ports[0].Name, Path: "/metrics", Interval: "1m"}}
+			// Secure metrics (the default): HTTPS with Prometheus's own
+			// token, and the self-signed certificate is not verified.
+			want := []endpoint{{Port: svc.Spec.Ports[0].Name, Path: "/metrics", Interval: "1m", Scheme: "https",
+				BearerTokenFile: "/var/run/secrets/kubernetes.io/serviceaccount/token", TLSConfig: &tlsConfig{InsecureSkipVerify: true}}}
 			if diff := cmp.Diff(want, sm.Spec.Endpoints); diff != "" {
 				t.Errorf("endpoints, against the metrics Service's port (-want +got):\n%s", diff)
 			}
 			if sm.Metadata.Labels["release"] != "kps" {
 				t.Errorf("labels = %v, want release=kps", sm.Metadata.Labels)
+			}
+		},
+	}, {
+		name: "ServiceMonitor with a token Secret and the metrics certificate's CA",
+		values: "metrics: {certSecret: metrics-tls}\n" +
+			"monitoring: {serviceMonitor: {enabled: true, bearerTokenSecret: {name: prometheus-token}}}",
+		check: func(t *testing.T, r rendered) {
+			var sm serviceMonitor
+			r.get(t, "ServiceMonitor", fullname, &sm)
+			ca := &struct {
+				Secret *corev1.SecretKeySelector `json:"secret,omitempty"`
+			}{Secret: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "metrics-tls"}, Key: "ca.crt"}}
+			want := []endpoint{{Port: "metrics", Path: "/metrics", Scheme: "https",
+				Authorization: &authorization{Type: "Bearer", Credentials: corev1.SecretKeySelector{
+					LocalObjectReference: corev1.LocalObjectReference{Name: "prometheus-token"}, Key: "token"}},
+				TLSConfig: &tlsConfig{ServerName: fullname + "-metrics." + namespace + ".svc", CA: ca}}}
+			if diff := cmp.Diff(want, sm.Spec.Endpoints); diff != "" {
+				t.Errorf("endpoints (-want +got):\n%s", diff)
+			}
+		},
+	}, {
+		name:   "ServiceMonitor of plain HTTP metrics",
+		values: "metrics: {secure: false}\nmonitoring: {serviceMonitor: {enabled: true}}",
+		check: func(t *testing.T, r rendered) {
+			var sm serviceMonitor
+			r.get(t, "ServiceMonitor", fullname, &sm)
+			want := []endpoint{{Port: "metrics", Path: "/metrics", Scheme: "http"}}
+			if diff := cmp.Diff(want, sm.Spec.Endpoints); diff != "" {
+				t.Errorf("endpoints (-want +got):\n%s", diff)
 			}
 		},
 	}, {

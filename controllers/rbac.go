@@ -28,7 +28,11 @@ package controllers
 //
 // Leader election (a Lease and core/v1 Events in the operator's own
 // namespace) is a namespaced Role, config/rbac/leader_election_role.yaml,
-// written by hand.
+// written by hand. So is config/rbac/metrics_auth_role.yaml (create on
+// authentication.k8s.io tokenreviews and authorization.k8s.io
+// subjectaccessreviews), which secure metrics need and plain HTTP metrics
+// do not: a separate ClusterRole, as in kubebuilder's scaffold, so that an
+// operator serving plain HTTP metrics does not hold it.
 
 // +kubebuilder:rbac:groups=projectionist.dev,resources=projections,verbs=get;list;watch
 // +kubebuilder:rbac:groups=projectionist.dev,resources=projections/status,verbs=get;update;patch

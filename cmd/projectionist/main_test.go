@@ -244,6 +244,7 @@ func TestBadInput(t *testing.T) {
 		{"negative rate", nil, []string{"events", "generate", "--rate", "-5"}, 2, "projectionist events generate: --rate is -5: must not be negative"},
 		{"too much concurrency", nil, []string{"events", "generate", "--concurrency", "1000"}, 2, "projectionist events generate: --concurrency is 1000: must be between 1 and 256"},
 		{"rate not a number", nil, []string{"events", "generate", "--rate", "fast"}, 2, `projectionist events generate: invalid value "fast" for flag -rate`},
+		{"metrics certificate for plain HTTP", nil, []string{"operator", "--metrics-secure=false", "--metrics-cert-dir", "/tmp"}, 2, "projectionist operator: --metrics-cert-dir needs --metrics-secure"},
 		{"unknown flag", nil, []string{"migrate", "--bogus"}, 2, "projectionist migrate: flag provided but not defined: -bogus"},
 		{"extra argument", nil, []string{"migrate", "now"}, 2, `projectionist migrate: unexpected argument "now"`},
 		{"migrate without database", nil, []string{"migrate"}, 2, "projectionist migrate: no database: set DATABASE_URL or pass --database-url"},

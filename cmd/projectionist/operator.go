@@ -36,6 +36,8 @@ Projection's status. It connects to the API server in-cluster, or with
 	leaderElect := f.Bool("leader-elect", false, "elect a leader, so that one of several operator replicas reconciles at a time")
 	leaderNamespace := f.String("leader-election-namespace", "", "namespace of the leader election's Lease (default: the operator's own)")
 	metricsAddr := f.String("metrics-addr", ":8080", `address of /metrics, or "0" to disable`)
+	metricsSecure := f.Bool("metrics-secure", true, "serve /metrics over HTTPS, only to bearer tokens the API server authenticates and authorizes for get on /metrics (false: plain HTTP, open to all)")
+	metricsCertDir := f.String("metrics-cert-dir", "", "directory holding tls.crt and tls.key for the HTTPS /metrics, reloaded on change (default: a self-signed certificate)")
 	probeAddr := f.String("health-probe-addr", ":8081", "address of /healthz and /readyz")
 	interval := f.Duration("status-interval", controllers.DefaultStatusInterval, "how often a Projection's status is refreshed from its database")
 	maxReconciles := f.Int("max-concurrent-reconciles", controllers.DefaultMaxConcurrentReconciles, "how many Projections are reconciled at once")
@@ -53,6 +55,9 @@ Projection's status. It connects to the API server in-cluster, or with
 	if *image == "" {
 		return c.fail("operator", usagef("--worker-image is empty"))
 	}
+	if *metricsCertDir != "" && !*metricsSecure {
+		return c.fail("operator", usagef("--metrics-cert-dir needs --metrics-secure"))
+	}
 	if *maxReconciles < 1 {
 		return c.fail("operator", usagef("--max-concurrent-reconciles %d: must be at least 1", *maxReconciles))
 	}
@@ -62,13 +67,15 @@ Projection's status. It connects to the API server in-cluster, or with
 	if err != nil {
 		return c.fail("operator", fmt.Errorf("loading the Kubernetes client configuration: %w", err))
 	}
-	logger.Info("operator starting", "version", version, "workerImage", *image, "watchNamespace", *namespace, "leaderElect", *leaderElect)
+	logger.Info("operator starting", "version", version, "workerImage", *image, "watchNamespace", *namespace, "leaderElect", *leaderElect, "metricsSecure", *metricsSecure)
 	err = controllers.RunManager(c.ctx, cfg, controllers.ManagerOptions{
 		WorkerImage:             *image,
 		WatchNamespace:          *namespace,
 		LeaderElect:             *leaderElect,
 		LeaderElectionNamespace: *leaderNamespace,
 		MetricsAddr:             *metricsAddr,
+		MetricsSecure:           *metricsSecure,
+		MetricsCertDir:          *metricsCertDir,
 		ProbeAddr:               *probeAddr,
 		StatusInterval:          *interval,
 		Logger:                  logger,

@@ -111,14 +111,18 @@ func (s *suite) helmInstall(t *testing.T) {
 	kubectl(t, "create", "namespace", s.ns)
 	kubectl(t, "label", "namespace", s.ns, "pod-security.kubernetes.io/enforce=restricted")
 
+	// The chart installs the CRD (crds.install) unless it exists already:
+	// then it belongs to another release, or to no release, and helm would
+	// refuse to take it over. Bring it up to date as the chart's README says
+	// for crds.install=false.
+	crds := map[string]any{"install": !s.crdExisted}
 	if s.crdExisted {
-		// Helm installs a chart's CRD on the first install only; bring an
-		// earlier one up to date as the chart's README says for upgrades.
-		t.Logf("CRD %s exists already: applying the chart's version server-side", crdName)
-		kubectl(t, "apply", "--server-side", "--force-conflicts", "-f", filepath.Join(cfg.root, "charts", "projectionist", "crds"))
+		t.Logf("CRD %s exists already: crds.install=false, applying this release's version server-side", crdName)
+		kubectl(t, "apply", "--server-side", "--force-conflicts", "-f", filepath.Join(cfg.root, "config", "crd", "bases"))
 	}
 
 	values := map[string]any{
+		"crds":           crds,
 		"image":          map[string]any{"repository": cfg.imageRepo, "tag": cfg.imageTag, "pullPolicy": cfg.pullPolicy},
 		"workerImage":    map[string]any{"repository": cfg.imageRepo, "tag": cfg.imageTag},
 		"watchNamespace": s.ns,
