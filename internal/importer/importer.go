@@ -357,11 +357,13 @@ func describeSource(ctx context.Context, db *pgxpool.Pool, table string) (source
 	return s, nil
 }
 
-// candidateTables lists the source's tables that have a global_position
-// column, for an error that says a table is missing.
+// candidateTables lists the source's tables that look like event logs
+// (global_position and aggregate_version columns), for an error that says
+// a table is missing.
 func candidateTables(ctx context.Context, db *pgxpool.Pool) string {
 	rows, err := db.Query(ctx, `SELECT quote_ident(table_schema) || '.' || quote_ident(table_name) FROM information_schema.columns
-		WHERE column_name = 'global_position' AND table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1`)
+		WHERE column_name IN ('global_position', 'aggregate_version') AND table_schema NOT IN ('pg_catalog', 'information_schema')
+		GROUP BY table_schema, table_name HAVING count(*) = 2 ORDER BY 1`)
 	if err != nil {
 		return ""
 	}
@@ -370,9 +372,9 @@ func candidateTables(ctx context.Context, db *pgxpool.Pool) string {
 		return ""
 	}
 	if len(tables) == 0 {
-		return " (the database has no table with a global_position column)"
+		return " (the database has no table with global_position and aggregate_version columns)"
 	}
-	return " (tables with a global_position column: " + strings.Join(tables, ", ") + ")"
+	return " (tables with global_position and aggregate_version columns: " + strings.Join(tables, ", ") + ")"
 }
 
 // read returns the select-list expression that reads c, stored as typname.
