@@ -184,17 +184,18 @@ func Run(ctx context.Context, cfg Config) (Progress, error) {
 	}
 	report()
 
-	b := newBatch(cfg.BatchSize)
-	for {
-		if err := ctx.Err(); err != nil {
-			return p, err
+	// The next batch is read while this one is inserted. A batch read is
+	// handed over whole, or with the error that ended it, in order: an
+	// event that cannot be imported stops the import after the batches
+	// before it are committed, as if read one by one.
+	rctx, stopReading := context.WithCancel(ctx)
+	defer stopReading()
+	batches := readAhead(rctx, src, cfg.Source, p.Position, cfg.BatchSize)
+	for r := range batches {
+		if r.err != nil {
+			return p, r.err
 		}
-		if err := src.read(ctx, cfg.Source, p.Position, cfg.BatchSize, b); err != nil {
-			return p, err
-		}
-		if b.len() == 0 {
-			break
-		}
+		b := r.batch
 		imported, err := insert(ctx, cfg.Target, name, p.Position, b)
 		if err != nil {
 			return p, err
@@ -203,7 +204,11 @@ func Run(ctx context.Context, cfg Config) (Progress, error) {
 		p.Imported += imported
 		p.Skipped += int64(b.len()) - imported
 		p.RunEvents += int64(b.len())
+		r.done()
 		report()
+	}
+	if err := ctx.Err(); err != nil {
+		return p, err
 	}
 
 	// An event that committed after the import had read past its
@@ -225,6 +230,50 @@ func Run(ctx context.Context, cfg Config) (Progress, error) {
 	}
 	p.Elapsed = time.Since(start)
 	return p, nil
+}
+
+// readResult is a batch read, or why reading stopped.
+type readResult struct {
+	batch *batch
+	err   error
+	// done hands the batch back for reuse.
+	done func()
+}
+
+// readAhead reads the source's batches after position in order, one
+// ahead of the consumer, until the end of the source, an error, or ctx's
+// end; the channel is closed after the last.
+func readAhead(ctx context.Context, src source, db *pgxpool.Pool, position int64, size int) <-chan readResult {
+	out := make(chan readResult)
+	free := make(chan *batch, 2)
+	free <- newBatch(size)
+	free <- newBatch(size)
+	go func() {
+		defer close(out)
+		for {
+			var b *batch
+			select {
+			case b = <-free:
+			case <-ctx.Done():
+				return
+			}
+			err := src.read(ctx, db, position, size, b)
+			if err == nil && b.len() == 0 {
+				return
+			}
+			r := readResult{batch: b, err: err, done: func() { free <- b }}
+			select {
+			case out <- r:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+			position = b.positions[b.len()-1]
+		}
+	}()
+	return out
 }
 
 // startSQL creates the checkpoint, or resets it (from start), and clears

@@ -1,0 +1,111 @@
+package importer_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/projectionist/projectionist/internal/importer"
+	"github.com/projectionist/projectionist/internal/pgtest"
+	"github.com/projectionist/projectionist/pkg/projection"
+)
+
+// guideDB returns a migrated database with the guide's events table in
+// schema pup, holding n events over 4 aggregates.
+func guideDB(t *testing.T, n int) *pgxpool.Pool {
+	t.Helper()
+	pool := pgtest.NewPool(t)
+	if _, err := projection.Migrate(t.Context(), pool); err != nil {
+		t.Fatal(err)
+	}
+	q := fmt.Sprintf(`
+		CREATE SCHEMA pup;
+		CREATE TABLE pup.events (
+		    global_position BIGSERIAL PRIMARY KEY,
+		    aggregate_type TEXT NOT NULL, aggregate_id TEXT NOT NULL, aggregate_version BIGINT NOT NULL,
+		    event_id UUID NOT NULL UNIQUE, event_type TEXT NOT NULL, event_version INT NOT NULL DEFAULT 1,
+		    payload BYTEA NOT NULL, trace_id TEXT, correlation_id TEXT, causation_id TEXT, metadata JSONB,
+		    created_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+		    UNIQUE (aggregate_type, aggregate_id, aggregate_version));
+		INSERT INTO pup.events (aggregate_type, aggregate_id, aggregate_version, event_id, event_type, payload)
+		SELECT 'User', 'user-' || (i %% 4), i / 4 + 1, gen_random_uuid(), 'Touched', convert_to('{"i": ' || i || '}', 'UTF8')
+		FROM generate_series(0, %d - 1) AS i ORDER BY i;`, n)
+	if _, err := pool.Exec(t.Context(), q); err != nil {
+		t.Fatal(err)
+	}
+	return pool
+}
+
+func count(t *testing.T, db *pgxpool.Pool, q string) (n int64) {
+	t.Helper()
+	if err := db.QueryRow(t.Context(), q).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// Cancelled after three batches (Ctrl-C), the import keeps those three
+// and no more; run again, it resumes after them and imports the rest once.
+func TestCancelAndResume(t *testing.T) {
+	pool := guideDB(t, 40)
+	ctx, cancel := context.WithCancel(t.Context())
+	cfg := importer.Config{Source: pool, Target: pool, Table: "pup.events", BatchSize: 4,
+		Progress: func(p importer.Progress) {
+			if p.RunEvents == 12 {
+				cancel()
+			}
+		}}
+	p, err := importer.Run(ctx, cfg)
+	if !errors.Is(err, context.Canceled) || p.Position != 12 || p.Imported != 12 {
+		t.Fatalf("cancelled import: %+v, %v; want stopped at position 12 with 12 imported, context.Canceled", p, err)
+	}
+	if n := count(t, pool, "SELECT count(*) FROM events"); n != 12 {
+		t.Errorf("%d events after the cancelled import, want 12", n)
+	}
+	if n := count(t, pool, "SELECT last_position FROM projection_imports"); n != 12 {
+		t.Errorf("checkpoint at %d, want 12", n)
+	}
+
+	cfg.Progress = nil
+	p, err = importer.Run(t.Context(), cfg)
+	if err != nil || !p.Resumed || p.Position != 40 || p.Imported != 40 || p.Skipped != 0 || p.RunEvents != 28 {
+		t.Fatalf("resumed import: %+v, %v; want 28 more, 40 imported up to position 40", p, err)
+	}
+	if n := count(t, pool, `SELECT count(*) FROM events e JOIN pup.events s USING (event_id)
+		WHERE e.aggregate_id = s.aggregate_id AND e.aggregate_version = s.aggregate_version AND e.global_position = s.global_position`); n != 40 {
+		t.Errorf("%d events imported at their source position, want 40", n)
+	}
+}
+
+// An event that commits behind the import's position after the import
+// passed it (the source's sequence commits out of order) is reported, not
+// silently left out; importing from the start picks it up.
+func TestLateSourceEventIsReported(t *testing.T) {
+	pool := guideDB(t, 10)
+	// Position 5 "not yet committed" during the first import.
+	if _, err := pool.Exec(t.Context(), "CREATE TABLE late AS SELECT * FROM pup.events WHERE global_position = 5; DELETE FROM pup.events WHERE global_position = 5"); err != nil {
+		t.Fatal(err)
+	}
+	cfg := importer.Config{Source: pool, Target: pool, Table: "pup.events", BatchSize: 3}
+	if p, err := importer.Run(t.Context(), cfg); err != nil || p.Imported != 9 || p.Position != 10 {
+		t.Fatalf("first import: %+v, %v; want 9 imported up to position 10", p, err)
+	}
+	if _, err := pool.Exec(t.Context(), "INSERT INTO pup.events SELECT * FROM late"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := importer.Run(t.Context(), cfg)
+	if !errors.Is(err, importer.ErrLateEvents) {
+		t.Fatalf("import after a late commit: %v, want ErrLateEvents", err)
+	}
+	cfg.FromStart = true
+	p, err := importer.Run(t.Context(), cfg)
+	if err != nil || p.Imported != 1 || p.Skipped != 9 {
+		t.Fatalf("import from the start: %+v, %v; want 1 imported, 9 skipped", p, err)
+	}
+	if n := count(t, pool, "SELECT count(*) FROM events"); n != 10 {
+		t.Errorf("%d events, want 10", n)
+	}
+}
