@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
+	"os"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -21,6 +24,14 @@ func guideDB(t *testing.T, n int) *pgxpool.Pool {
 	if _, err := projection.Migrate(t.Context(), pool); err != nil {
 		t.Fatal(err)
 	}
+	fillGuide(t, pool, n)
+	return pool
+}
+
+// fillGuide creates the guide's events table in schema pup, holding n
+// events over 4 aggregates.
+func fillGuide(t *testing.T, db *pgxpool.Pool, n int) {
+	t.Helper()
 	q := fmt.Sprintf(`
 		CREATE SCHEMA pup;
 		CREATE TABLE pup.events (
@@ -33,10 +44,9 @@ func guideDB(t *testing.T, n int) *pgxpool.Pool {
 		INSERT INTO pup.events (aggregate_type, aggregate_id, aggregate_version, event_id, event_type, payload)
 		SELECT 'User', 'user-' || (i %% 4), i / 4 + 1, gen_random_uuid(), 'Touched', convert_to('{"i": ' || i || '}', 'UTF8')
 		FROM generate_series(0, %d - 1) AS i ORDER BY i;`, n)
-	if _, err := pool.Exec(t.Context(), q); err != nil {
+	if _, err := db.Exec(t.Context(), q); err != nil {
 		t.Fatal(err)
 	}
-	return pool
 }
 
 func count(t *testing.T, db *pgxpool.Pool, q string) (n int64) {
@@ -108,4 +118,66 @@ func TestLateSourceEventIsReported(t *testing.T) {
 	if n := count(t, pool, "SELECT count(*) FROM events"); n != 10 {
 		t.Errorf("%d events, want 10", n)
 	}
+}
+
+// With the roles of docs/least-privilege.sql: the operator's role imports
+// (given SELECT on the source), a worker's cannot.
+func TestImportWithOperatorRole(t *testing.T) {
+	ctx := t.Context()
+	script, err := os.ReadFile("../../docs/least-privilege.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := pgtest.NewServer(t) // roles are the server's, not the database's
+	adminDSN := srv.NewDatabase(t)
+	admin := open(t, adminDSN)
+	for _, sql := range []string{
+		string(script),
+		"CREATE ROLE op LOGIN IN ROLE projectionist_operator",
+		"CREATE ROLE wk LOGIN IN ROLE projectionist_worker",
+	} {
+		if _, err := admin.Exec(ctx, sql); err != nil {
+			t.Fatalf("%.60s: %v", sql, err)
+		}
+	}
+	op := open(t, asRole(t, adminDSN, "op"))
+	if _, err := projection.Migrate(ctx, op); err != nil {
+		t.Fatalf("migrating as the operator: %v", err)
+	}
+	if _, err := admin.Exec(ctx, string(script)); err != nil {
+		t.Fatal(err)
+	}
+	fillGuide(t, admin, 20)
+	if _, err := admin.Exec(ctx, "GRANT USAGE ON SCHEMA pup TO projectionist_operator, projectionist_worker; GRANT SELECT ON pup.events TO projectionist_operator, projectionist_worker"); err != nil {
+		t.Fatal(err)
+	}
+
+	wk := open(t, asRole(t, adminDSN, "wk"))
+	if _, err := importer.Run(ctx, importer.Config{Source: wk, Target: wk, Table: "pup.events"}); err == nil || !strings.Contains(err.Error(), "permission denied") {
+		t.Errorf("import as a worker: %v, want permission denied", err)
+	}
+	p, err := importer.Run(ctx, importer.Config{Source: op, Target: op, Table: "pup.events", BatchSize: 6})
+	if err != nil || p.Imported != 20 {
+		t.Fatalf("import as the operator: %+v, %v; want 20 imported", p, err)
+	}
+}
+
+func asRole(t *testing.T, dsn, role string) string {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User(role)
+	return u.String()
+}
+
+func open(t *testing.T, dsn string) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgxpool.New(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
 }
