@@ -103,7 +103,7 @@ to standard error, the summary to standard output.`,
 	res, err := importer.Run(c.ctx, cfg)
 	if err != nil {
 		if c.ctx.Err() != nil {
-			err = fmt.Errorf("interrupted at source position %d, %d events in: run the same command again to resume", res.Position, res.Done())
+			err = fmt.Errorf("interrupted after source position %d (%d events imported, %d skipped): run the same command again to resume", res.Position, res.Imported, res.Skipped)
 		} else if errors.Is(err, importer.ErrInvalidEvent) {
 			err = fmt.Errorf("%w\nThe import stopped after source position %d (%d events imported, %d skipped); fix or delete the event in the source and run the same command again to resume", err, res.Position, res.Imported, res.Skipped)
 		}

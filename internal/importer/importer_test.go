@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/projectionist/projectionist/internal/importer"
@@ -180,4 +182,44 @@ func open(t *testing.T, dsn string) *pgxpool.Pool {
 	}
 	t.Cleanup(pool.Close)
 	return pool
+}
+
+// A source of other column types, with only the required columns and a
+// bounded context: jsonb and text payloads are taken as their text, the
+// missing columns get the target's defaults.
+func TestMinimalSourceOfOtherTypes(t *testing.T) {
+	ctx := t.Context()
+	pool := pgtest.NewPool(t)
+	if _, err := projection.Migrate(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `
+		CREATE SCHEMA other;
+		CREATE TABLE other.log (global_position integer PRIMARY KEY, bounded_context varchar(50), aggregate_type text, aggregate_id text,
+		    aggregate_version integer, event_id text, event_type text, payload jsonb);
+		INSERT INTO other.log VALUES
+		    (10, 'billing', 'Invoice', 'inv-1', 1, 'c0ffee00-0000-4000-8000-000000000001', 'Issued', '{"b": 2, "a": [1]}'),
+		    (20, NULL, 'Invoice', 'inv-1', 2, 'C0FFEE00-0000-4000-8000-000000000002', 'Paid', '"just a string"')`); err != nil {
+		t.Fatal(err)
+	}
+	p, err := importer.Run(ctx, importer.Config{Source: pool, Target: pool, Table: "other.log", Location: "here"})
+	if err != nil || p.Imported != 2 || p.Position != 20 || p.Source != "here/other.log" {
+		t.Fatalf("import: %+v, %v; want 2 imported up to position 20, source here/other.log", p, err)
+	}
+	rows, err := pool.Query(ctx, `SELECT bounded_context || '|' || event_id || '|' || event_version || '|' || payload::text || '|' || metadata::text
+		|| '|' || (created_at > now() - interval '1 hour') || '|' || coalesce(trace_id, 'null') FROM events ORDER BY global_position`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		`billing|c0ffee00-0000-4000-8000-000000000001|1|{"a": [1], "b": 2}|{}|true|null`,
+		`|c0ffee00-0000-4000-8000-000000000002|1|"just a string"|{}|true|null`,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("imported events (-want +got):\n%s", diff)
+	}
 }
