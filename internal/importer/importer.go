@@ -189,8 +189,14 @@ func Run(ctx context.Context, cfg Config) (Progress, error) {
 	// event that cannot be imported stops the import after the batches
 	// before it are committed, as if read one by one.
 	rctx, stopReading := context.WithCancel(ctx)
-	defer stopReading()
 	batches := readAhead(rctx, src, cfg.Source, p.Position, cfg.BatchSize)
+	defer func() {
+		// Returning with the reader stopped: its connection is back in
+		// the pool, which the caller may close.
+		stopReading()
+		for range batches {
+		}
+	}()
 	for r := range batches {
 		if r.err != nil {
 			return p, r.err
