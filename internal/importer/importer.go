@@ -149,8 +149,9 @@ func (c Config) validate() error {
 }
 
 // Run imports cfg's source into cfg's target, from the checkpoint (or the
-// start) to the end of the source as it was when Run started, and returns
-// where the import stands. A cancelled ctx stops it between two batches or
+// start) until a read finds no more events, and returns where the import
+// stands. An import that reached the end is marked completed, after a
+// check that no source event committed behind it ([ErrLateEvents]). A cancelled ctx stops it between two batches or
 // rolls the current one back: nothing is lost, and a later Run resumes.
 func Run(ctx context.Context, cfg Config) (Progress, error) {
 	cfg = cfg.withDefaults()
@@ -169,8 +170,7 @@ func Run(ctx context.Context, cfg Config) (Progress, error) {
 	if err := cfg.Source.QueryRow(ctx, "SELECT count(*) FROM "+src.ident).Scan(&p.Total); err != nil {
 		return p, fmt.Errorf("counting the source's events: %w", err)
 	}
-	var completed *time.Time
-	err = cfg.Target.QueryRow(ctx, startSQL, name, cfg.FromStart).Scan(&p.Position, &p.Imported, &p.Skipped, &completed)
+	err = cfg.Target.QueryRow(ctx, startSQL, name, cfg.FromStart).Scan(&p.Position, &p.Imported, &p.Skipped)
 	if err != nil {
 		return p, fmt.Errorf("reading the import's checkpoint: %w", err)
 	}
@@ -293,7 +293,7 @@ ON CONFLICT (source) DO UPDATE SET
     started_at      = CASE WHEN $2 THEN now() ELSE i.started_at END,
     completed_at    = NULL,
     updated_at      = now()
-RETURNING last_position, events_imported, events_skipped, completed_at`
+RETURNING last_position, events_imported, events_skipped`
 
 // column is a column the importer reads: its name in the source, whether
 // it must be there, and the types it may have.
