@@ -42,8 +42,15 @@ DECLARE
     t text;
 BEGIN
     -- Tables migrated by another role: the operator may still alter them.
+    -- `projectionist import` runs with the operator's role (it inserts
+    -- into events and writes its checkpoint, projection_imports); a source
+    -- table in this database needs SELECT for it too, e.g.
+    --   GRANT USAGE ON SCHEMA pup TO projectionist_operator;
+    --   GRANT SELECT ON pup.events TO projectionist_operator;
+    -- Workers get nothing on projection_imports.
     FOREACH t IN ARRAY ARRAY['events', 'projection_checkpoints', 'projection_topology', 'projection_frontier',
-                             'projection_dead_letters', 'projection_resets', 'projectionist_schema_migrations'] LOOP
+                             'projection_dead_letters', 'projection_resets', 'projectionist_schema_migrations',
+                             'projection_imports'] LOOP
         IF to_regclass('public.' || t) IS NOT NULL THEN
             EXECUTE format('GRANT ALL ON public.%I TO projectionist_operator', t);
         END IF;

@@ -6,6 +6,7 @@
 //	projectionist worker
 //	projectionist events generate --count 100000 --rate 5000
 //	projectionist dead-letters list --projection revenue
+//	projectionist import --source-url postgres://old-db/app --source-table events
 //	projectionist operator --leader-elect
 //	projectionist version
 //
@@ -79,6 +80,7 @@ var commands = []command{
 	{"dead-letters show", "show one dead letter in full", (*cli).deadLettersShow},
 	{"dead-letters retry", "hand dead letters back to their partition's worker", (*cli).deadLettersRetry},
 	{"dead-letters discard", "delete dead letters without applying them", (*cli).deadLettersDiscard},
+	{"import", "copy an existing event log (the guide's events table) into the event store", (*cli).importEvents},
 	{"forget", "delete every row kept for a projection that is gone for good", (*cli).forget},
 	{"operator", "run the Kubernetes operator that reconciles Projection resources", (*cli).operator},
 	{"version", "print the version", (*cli).version},
