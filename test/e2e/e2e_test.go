@@ -57,6 +57,9 @@ type suite struct {
 	db      *database
 	// crdExisted: the CRD was there before the run, which leaves it.
 	crdExisted bool
+	// monitoringCRDs are the Prometheus operator's CRDs this run created
+	// (none on a cluster that has them), which it deletes at the end.
+	monitoringCRDs []string
 }
 
 // TestProjectionist installs the operator with the Helm chart, runs the
@@ -121,11 +124,26 @@ func (s *suite) helmInstall(t *testing.T) {
 		kubectl(t, "apply", "--server-side", "--force-conflicts", "-f", filepath.Join(cfg.root, "config", "crd", "bases"))
 	}
 
+	// The Prometheus operator's CRDs, unless the cluster has them, so that
+	// the chart's monitors and rules are created and validated for real.
+	s.installMonitoringCRDs(t)
+
 	values := map[string]any{
-		"crds":           crds,
-		"image":          map[string]any{"repository": cfg.imageRepo, "tag": cfg.imageTag, "pullPolicy": cfg.pullPolicy},
-		"workerImage":    map[string]any{"repository": cfg.imageRepo, "tag": cfg.imageTag},
-		"watchNamespace": s.ns,
+		"crds": crds,
+		// Monitoring and the operator's PodDisruptionBudget on, as a
+		// production install has them; two replicas with leader election.
+		"replicaCount": 2,
+		"metrics":      map[string]any{"service": map[string]any{"enabled": true}},
+		"monitoring": map[string]any{
+			"podMonitor":     map[string]any{"enabled": true},
+			"serviceMonitor": map[string]any{"enabled": true},
+			"prometheusRule": map[string]any{"enabled": true},
+			"dashboard":      map[string]any{"enabled": true},
+		},
+		"podDisruptionBudget": map[string]any{"enabled": true},
+		"image":               map[string]any{"repository": cfg.imageRepo, "tag": cfg.imageTag, "pullPolicy": cfg.pullPolicy},
+		"workerImage":         map[string]any{"repository": cfg.imageRepo, "tag": cfg.imageTag},
+		"watchNamespace":      s.ns,
 		// Status (lag, partitions) every 2s instead of 10s: the test waits on it.
 		"statusInterval": "2s",
 	}
@@ -158,6 +176,7 @@ func (s *suite) helmInstall(t *testing.T) {
 	if strings.TrimSpace(kubectl(t, "get", "crd", crdName, "--ignore-not-found", "-o", "name")) == "" {
 		t.Fatalf("no CRD %s after helm install", crdName)
 	}
+	s.checkMonitoring(t)
 
 	secret := fmt.Sprintf(`apiVersion: v1
 kind: Secret
@@ -576,7 +595,8 @@ func (s *suite) helmUninstall(t *testing.T) {
 		t.Errorf("helm list after helm uninstall: %s", left)
 	}
 	selector := "app.kubernetes.io/instance=" + s.release + ",app.kubernetes.io/managed-by=Helm"
-	if left := strings.TrimSpace(kubectl(t, "get", "deployments,services,serviceaccounts,roles,rolebindings,configmaps,secrets",
+	if left := strings.TrimSpace(kubectl(t, "get", "deployments,services,serviceaccounts,roles,rolebindings,configmaps,secrets,"+
+		"poddisruptionbudgets,podmonitors,servicemonitors,prometheusrules",
 		"-n", s.ns, "-l", selector, "-o", "name")); left != "" {
 		t.Errorf("helm uninstall left in the namespace:\n%s", left)
 	}
@@ -623,6 +643,11 @@ func (s *suite) tearDown(t *testing.T) {
 	}
 	if !s.crdExisted {
 		if _, err := run(ctx, nil, cfg.kubectl, "delete", "crd", crdName, "--ignore-not-found", "--wait", "--timeout", "1m"); err != nil {
+			t.Errorf("tear-down: %v", err)
+		}
+	}
+	for _, crd := range s.monitoringCRDs {
+		if _, err := run(ctx, nil, cfg.kubectl, "delete", "crd", crd, "--ignore-not-found", "--wait", "--timeout", "1m"); err != nil {
 			t.Errorf("tear-down: %v", err)
 		}
 	}
