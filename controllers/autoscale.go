@@ -30,11 +30,10 @@ const scaleDownHeadroom = 1.25
 
 // autoscaleConfig is a Projection's spec.autoscaling with its defaults.
 type autoscaleConfig struct {
-	min, max       int32
-	target         time.Duration
-	upWindow       time.Duration
-	downWindow     time.Duration
-	readingSpacing time.Duration
+	min, max   int32
+	target     time.Duration
+	upWindow   time.Duration
+	downWindow time.Duration
 }
 
 func autoscaleConfigOf(as *v1alpha1.AutoscalingSpec) autoscaleConfig {

@@ -146,7 +146,7 @@ func TestScaleSwitchesTopologyFirst(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tx.Rollback(context.Background()) // before db.Close, which waits for it
+	defer func() { _ = tx.Rollback(context.Background()) }() // before db.Close, which waits for it
 	if _, err := tx.Exec(ctx, "SELECT 1 FROM projection_topology WHERE projection_name = 'activity_log' FOR SHARE"); err != nil {
 		t.Fatal(err)
 	}

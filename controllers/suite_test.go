@@ -50,7 +50,11 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "starting the test cluster:", err)
 		return 1
 	}
-	defer env.Stop()
+	defer func() {
+		if err := env.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stopping the test cluster:", err)
+		}
+	}()
 	k8sClient, err = client.New(env.Config, client.Options{Scheme: controllers.Scheme()})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

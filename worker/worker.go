@@ -309,7 +309,7 @@ func (w *worker) run(ctx context.Context, ln net.Listener) error {
 	defer cancelShutdown()
 	if running {
 		select {
-		case <-ran:
+		case <-ran: //nolint:errcheck // ran's error was reported where it happened; this only waits
 		case <-shutdownCtx.Done():
 			// Exiting closes the connections: the server rolls the
 			// batches in flight back. Closing the pool would wait for them.
@@ -427,7 +427,7 @@ func (w *worker) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+PathHealthz, func(rw http.ResponseWriter, _ *http.Request) {
 		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		io.WriteString(rw, "ok\n")
+		_, _ = io.WriteString(rw, "ok\n")
 	})
 	mux.HandleFunc("GET "+PathReadyz, func(rw http.ResponseWriter, r *http.Request) {
 		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -435,7 +435,7 @@ func (w *worker) handler() http.Handler {
 		if !ok {
 			rw.WriteHeader(http.StatusServiceUnavailable)
 		}
-		io.WriteString(rw, reason+"\n")
+		_, _ = io.WriteString(rw, reason+"\n")
 	})
 	mux.Handle("GET "+PathMetrics, promhttp.HandlerFor(w.registry, promhttp.HandlerOpts{}))
 	return mux

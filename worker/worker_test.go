@@ -159,7 +159,7 @@ func start(t *testing.T, cfg Config, projections ...projection.Projection) *runn
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{w: w, url: "http://" + ln.Addr().String(), cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- w.run(ctx, ln) }()
-	t.Cleanup(func() { r.stop(t) })
+	t.Cleanup(func() { _ = r.stop(t) }) // a test that cares about the error stops it itself
 	return r
 }
 
@@ -285,7 +285,7 @@ func TestReadinessAndMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tx.Rollback(t.Context())
+	defer func() { _ = tx.Rollback(t.Context()) }()
 	if _, err := tx.Exec(t.Context(), "SELECT pg_current_xact_id()"); err != nil {
 		t.Fatal(err)
 	}

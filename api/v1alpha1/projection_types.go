@@ -800,7 +800,3 @@ type ProjectionList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []Projection `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&Projection{}, &ProjectionList{})
-}

@@ -293,7 +293,7 @@ func TestWorkerRunsDemoProjections(t *testing.T) {
 	defer func() {
 		if cmd.ProcessState == nil {
 			_ = cmd.Process.Kill()
-			<-exited
+			<-exited //nolint:errcheck // killed: its exit status says nothing
 		}
 	}()
 

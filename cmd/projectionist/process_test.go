@@ -62,7 +62,7 @@ func TestPostgresRestart(t *testing.T) {
 	for i, addr := range addrs {
 		waitFor(t, 30*time.Second, workers[i].name+" to be ready", func() (bool, error) {
 			code, body, err := readyz(addr)
-			return code == 200, fmt.Errorf("%d %s (%v)", code, body, err)
+			return code == 200, fmt.Errorf("%d %s (%w)", code, body, err)
 		})
 	}
 	waitApplied(t, pool, 500, workers...)
@@ -81,7 +81,7 @@ func TestPostgresRestart(t *testing.T) {
 					downReasons = append(downReasons, body)
 					return true, nil
 				}
-				return false, fmt.Errorf("%d %s (%v)", code, body, err)
+				return false, fmt.Errorf("%d %s (%w)", code, body, err)
 			})
 		}
 	})
@@ -93,7 +93,7 @@ func TestPostgresRestart(t *testing.T) {
 				t.Fatal(err)
 			}
 			code, body, err := readyz(addr)
-			return code == 200, fmt.Errorf("%d %s (%v)", code, body, err)
+			return code == 200, fmt.Errorf("%d %s (%w)", code, body, err)
 		})
 	}
 	generate(t, dsn, "--count", "500", "--aggregates", "200", "--concurrency", "4")

@@ -218,7 +218,7 @@ func TestRandomizedRescale(t *testing.T) {
 		waitFor(t, 30*time.Second, w.name+" readiness", func() (bool, error) {
 			code, body, err := readyz(addr)
 			if k < current {
-				return code == 200, fmt.Errorf("%d %s (%v)", code, body, err)
+				return code == 200, fmt.Errorf("%d %s (%w)", code, body, err)
 			}
 			return code == 503 && strings.Contains(body, "idle"), fmt.Errorf("%d %s (%v)", code, body, err)
 		})

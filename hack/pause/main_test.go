@@ -42,7 +42,7 @@ func TestExitsZeroOnSignal(t *testing.T) {
 					t.Fatalf("pause exited with %v after %s, want exit status 0", err, sig)
 				}
 			case <-time.After(10 * time.Second):
-				cmd.Process.Kill()
+				_ = cmd.Process.Kill()
 				t.Fatalf("pause still runs 10s after %s", sig)
 			}
 		})

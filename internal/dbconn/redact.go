@@ -106,7 +106,7 @@ func quoteValue(s string) string {
 func candidates(dsn string) []string {
 	var out []string
 	add := func(v string) {
-		out = append(out, v, unquoteValue(v), strings.Trim(v, "'"), strings.TrimRight(unquoteValue(v), `\\`))
+		out = append(out, v, unquoteValue(v), strings.Trim(v, "'"), strings.TrimRight(unquoteValue(v), `\`))
 		for w := range strings.FieldsSeq(v) {
 			if w = strings.Trim(w, "'"); len(w) >= 4 {
 				out = append(out, w, unquoteValue(w))

@@ -630,7 +630,7 @@ func checkJSON(b []byte) error {
 	if err == nil {
 		err = errors.New("invalid")
 	}
-	return fmt.Errorf("is not valid JSON (%v)", err)
+	return fmt.Errorf("is not valid JSON (%w)", err)
 }
 
 // insertSQL inserts a batch in source order (the identity is assigned in

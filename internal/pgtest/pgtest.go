@@ -249,7 +249,7 @@ func NewServer(tb testing.TB) *Server {
 	}
 	srv := &Server{s: s}
 	tb.Cleanup(func() {
-		srv.signal(syscall.SIGCONT) // a frozen server cannot shut down
+		_ = srv.signal(syscall.SIGCONT) // a frozen server cannot shut down
 		s.stop()
 	})
 	return srv

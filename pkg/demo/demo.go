@@ -210,7 +210,7 @@ func RunUntilProcessed(ctx context.Context, pool *pgxpool.Pool, want map[string]
 		}
 		if err != nil && runCtx.Err() == nil {
 			cancel()
-			<-done
+			<-done //nolint:errcheck // the runner's error after a cancel is the cancel
 			return fmt.Errorf("reading checkpoints: %w", err)
 		}
 		select {

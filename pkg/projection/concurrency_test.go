@@ -108,7 +108,7 @@ func testConcurrentAppenders(t *testing.T, partitions int) {
 			select {
 			case err := <-ch:
 				ch <- err
-				return fmt.Errorf("processor %d returned early: %v", key, err)
+				return fmt.Errorf("processor %d returned early: %w", key, err)
 			default:
 			}
 		}

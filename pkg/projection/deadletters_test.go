@@ -335,7 +335,7 @@ type batchRetryLog struct {
 func (r *batchRetryLog) HandleBatch(ctx context.Context, tx pgx.Tx, events []projection.PersistedEvent) error {
 	r.batchCalls.Add(1)
 	for i := range events {
-		if err := r.retryLog.Handle(ctx, tx, &events[i]); err != nil {
+		if err := r.Handle(ctx, tx, &events[i]); err != nil {
 			return err
 		}
 	}

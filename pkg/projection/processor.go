@@ -695,7 +695,7 @@ func (b *batcher) apply(ctx context.Context, tx pgx.Tx, events []PersistedEvent)
 			continue
 		}
 		if err := b.handle(hctx, tx, events[i:i+1:i+1]); err != nil {
-			if err := b.handleFailed(ctx, tx, e, err); err != errRedo {
+			if err := b.handleFailed(ctx, tx, e, err); !errors.Is(err, errRedo) {
 				return a, err
 			}
 			// Found: the redo runs the batch as a whole again, without it.
@@ -809,8 +809,8 @@ func (b *batcher) setAside(ctx context.Context, tx pgx.Tx, e *PersistedEvent, he
 	if b.cfg.ErrorPolicy != ErrorPolicyDeadLetter {
 		return nil
 	}
-	var cause error = herr
-	if he, ok := herr.(*HandlerError); ok {
+	cause := herr
+	if he, ok := errors.AsType[*HandlerError](herr); ok {
 		cause = he.Err
 	}
 	sctx, cancel := b.statement(ctx, "recording dead letter")
