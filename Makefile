@@ -51,13 +51,14 @@ helm-lint: helm ## Lint the Helm chart (helm lint --strict).
 	$(HELM) lint $(CHART) --strict
 
 .PHONY: verify
-verify: manifests generate api-docs ## Fail if generated files (including the chart's copies) are stale, code is unformatted, go.mod is untidy, or vet complains.
+verify: manifests generate api-docs ## Fail if generated files (including the chart's copies) are stale, code is unformatted, go.mod is untidy, or vet or golangci-lint complains.
 	@out=$$(git status --porcelain -- api config charts docs/api.md); if [ -n "$$out" ]; then echo "generated files are stale or uncommitted (run make manifests generate api-docs, then commit):"; echo "$$out"; git --no-pager diff --stat -- api config charts docs/api.md; exit 1; fi
 	@out=$$(git ls-files -z '*.go' | xargs -0 gofmt -s -l); if [ -n "$$out" ]; then echo "unformatted files (run make fmt):"; echo "$$out"; exit 1; fi
 	@# The examples must build when copied out of the repository.
 	@out=$$(grep -rln 'projectionist/projectionist/internal' examples || true); if [ -n "$$out" ]; then echo "examples import internal packages, which a copy outside the repository cannot:"; echo "$$out"; exit 1; fi
 	$(GO) mod tidy -diff
 	$(GO) vet ./...
+	@$(MAKE) --no-print-directory lint
 	@# examples/custom-worker is a module of its own, as a user's would be.
 	cd examples/custom-worker && $(GO) mod tidy -diff && $(GO) vet ./...
 
@@ -83,6 +84,20 @@ controller-gen: ## Install controller-gen (pinned, v0.23.0) into bin/ unless tha
 	@test -x $(CONTROLLER_GEN) && $(CONTROLLER_GEN) --version | grep -qx 'Version: $(CONTROLLER_TOOLS_VERSION)' || { \
 		echo "installing controller-gen $(CONTROLLER_TOOLS_VERSION) into $(LOCALBIN)"; \
 		rm -f $(CONTROLLER_GEN) && GOBIN=$(LOCALBIN) $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION); }
+
+GOLANGCI_LINT_VERSION ?= v2.15.0
+GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
+
+.PHONY: golangci-lint
+golangci-lint: ## Install golangci-lint (pinned, v2.15.0, built from the module proxy) into bin/ unless that version is there.
+	@test -x $(GOLANGCI_LINT) || { \
+		echo "installing golangci-lint $(GOLANGCI_LINT_VERSION) into $(LOCALBIN)"; \
+		tmp=$$(mktemp -d) && GOBIN=$$tmp $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION) && \
+		mkdir -p $(LOCALBIN) && mv $$tmp/golangci-lint $(GOLANGCI_LINT) && rmdir $$tmp; }
+
+.PHONY: lint
+lint: golangci-lint ## Run golangci-lint with .golangci.yml (which says why each linter is on or off).
+	$(GOLANGCI_LINT) run --timeout 10m ./...
 
 CRD_REF_DOCS_VERSION ?= v0.3.0
 CRD_REF_DOCS ?= $(LOCALBIN)/crd-ref-docs-$(CRD_REF_DOCS_VERSION)
