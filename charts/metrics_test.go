@@ -21,7 +21,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/projectionist/projectionist/controllers"
 	"github.com/projectionist/projectionist/internal/pgtest"
 	"github.com/projectionist/projectionist/internal/proctest"
 	"github.com/projectionist/projectionist/pkg/projection"
@@ -41,6 +43,7 @@ var metricName = regexp.MustCompile(`\bprojectionist_[a-z0-9_]*[a-z0-9]\b`)
 // least one projectionist metric, so that none escapes the check.
 func TestDashboardAndRulesUseExportedMetrics(t *testing.T) {
 	exported := workerMetrics(t)
+	maps.Copy(exported, operatorMetrics())
 
 	queries := map[string]string{} // where -> PromQL
 	var dashboard struct {
@@ -100,11 +103,29 @@ func TestDashboardAndRulesUseExportedMetrics(t *testing.T) {
 		}
 		for _, n := range names {
 			if !exported[n] {
-				t.Errorf("%s: %s is not a metric the worker serves (%q)", where, n, q)
+				t.Errorf("%s: %s is not a metric the worker or the operator serves (%q)", where, n, q)
 			}
 		}
 	}
 }
+
+// operatorMetrics are the names of the operator's per-Projection metrics,
+// from the descriptors its collector registers.
+func operatorMetrics() map[string]bool {
+	ch := make(chan *prometheus.Desc, 32)
+	controllers.ProjectionMetrics().Describe(ch)
+	close(ch)
+	names := map[string]bool{}
+	for d := range ch {
+		if m := descName.FindStringSubmatch(d.String()); m != nil {
+			names[m[1]] = true
+		}
+	}
+	return names
+}
+
+// descName is a Desc's fully-qualified name, as its String shows it.
+var descName = regexp.MustCompile(`fqName: "([a-z0-9_]+)"`)
 
 // workerMetrics runs a worker with one projection against a fresh database
 // and returns the names of the samples its /metrics serves, as PromQL sees

@@ -249,7 +249,8 @@ func TestMonitoring(t *testing.T) {
 				names = append(names, name)
 			}
 			want := []string{"ProjectionistBatchesSlow", "ProjectionistDeadLetters", "ProjectionistEventsPoisoned", "ProjectionistHorizonStalled",
-				"ProjectionistLagHigh", "ProjectionistNotProcessing", "ProjectionistPartitionIdle", "ProjectionistTopologyDisagreement", "ProjectionistTopologyMismatch"}
+				"ProjectionistLagHigh", "ProjectionistNotProcessing", "ProjectionistPartitionIdle", "ProjectionistTopologyDisagreement", "ProjectionistTopologyMismatch",
+				"ProjectionistDatabaseDown", "ProjectionistProjectionDegraded", "ProjectionistProjectionStalled"}
 			if diff := cmp.Diff(want, names, cmpSorted); diff != "" {
 				t.Errorf("alerts (-want +got):\n%s", diff)
 			}

@@ -56,6 +56,11 @@ var projectionMetrics = &projectionCollector{}
 
 func init() { crmetrics.Registry.MustRegister(projectionMetrics) }
 
+// ProjectionMetrics is the collector of the operator's per-Projection
+// metrics, registered on controller-runtime's registry; its Describe lists
+// them (the chart's tests check the alerts against it).
+func ProjectionMetrics() prometheus.Collector { return projectionMetrics }
+
 func (c *projectionCollector) setReader(r client.Reader) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
