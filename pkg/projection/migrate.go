@@ -89,6 +89,18 @@ func Migrate(ctx context.Context, db DBTX) ([]Migration, error) {
 		if err := checkServerVersion(version); err != nil {
 			return err
 		}
+		// The tables go into the first schema of the search_path that
+		// exists (a DSN's search_path=NAME puts them into NAME): with none,
+		// CREATE TABLE would fail with "no schema has been selected".
+		var schema *string
+		var searchPath string
+		if err := tx.QueryRow(ctx, "SELECT current_schema(), current_setting('search_path')").Scan(&schema, &searchPath); err != nil {
+			return fmt.Errorf("reading the search_path: %w", err)
+		}
+		if schema == nil {
+			return fmt.Errorf("the search_path (%s) names no schema that exists, so there is none to create projectionist's tables in: "+
+				"create it first (CREATE SCHEMA ...), or fix the connection string's search_path", searchPath)
+		}
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1, 0)", lockClassMigrate); err != nil {
 			return fmt.Errorf("taking migration lock: %w", err)
 		}
