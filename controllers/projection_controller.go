@@ -72,6 +72,9 @@ type ProjectionReconciler struct {
 	// namespace/name (types.NamespacedName -> secretData), as of a
 	// resourceVersion.
 	secrets sync.Map
+	// caughtUpSince is when each Projection's CaughtUp turned True, as
+	// this operator set it (types.NamespacedName -> caughtUpSince).
+	caughtUpSince sync.Map
 	// autoscalers holds the readings and choices of each Projection with
 	// spec.autoscaling (types.NamespacedName -> *autoscaler).
 	autoscalers sync.Map
@@ -88,6 +91,7 @@ func (r *ProjectionReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 			r.applied.Delete(appliedKey{"Service", req.NamespacedName})
 			r.applied.Delete(appliedKey{"PodDisruptionBudget", req.NamespacedName})
 			r.autoscalers.Delete(req.NamespacedName)
+			r.caughtUpSince.Delete(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}

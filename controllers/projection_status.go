@@ -7,6 +7,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -55,7 +56,47 @@ func (r *ProjectionReconciler) computeStatus(s *state) v1alpha1.ProjectionStatus
 	setStalledCondition(&st, s)
 	setRebuildStatus(&st, s)
 	setCaughtUpCondition(&st, s)
+	r.keepCaughtUpSince(&st, s)
 	return st
+}
+
+// keepCaughtUpSince keeps CaughtUp as this operator first set it True: a
+// pass that read the Projection from a cache that had not yet seen that
+// status write would compute it from the older status, turning it True
+// again with a later time (the cut-over signal's time would move) or,
+// with events appended meanwhile, back to False. Only a rebuild starts it
+// over.
+func (r *ProjectionReconciler) keepCaughtUpSince(st *v1alpha1.ProjectionStatus, s *state) {
+	p := s.projection
+	key := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
+	if rebuildUnderway(s) {
+		r.caughtUpSince.Delete(key)
+		return
+	}
+	c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionCaughtUp)
+	if v, ok := r.caughtUpSince.Load(key); ok {
+		if first := v.(caughtUpSince); first.uid == p.UID {
+			if c == nil || c.Status != metav1.ConditionTrue || first.condition.LastTransitionTime.Before(&c.LastTransitionTime) {
+				kept := first.condition
+				kept.ObservedGeneration = p.Generation
+				if c != nil {
+					*c = kept // in place: the conditions keep their order
+				} else {
+					st.Conditions = append(st.Conditions, kept)
+				}
+			}
+			return
+		}
+	}
+	if c != nil && c.Status == metav1.ConditionTrue {
+		r.caughtUpSince.Store(key, caughtUpSince{uid: p.UID, condition: *c})
+	}
+}
+
+// caughtUpSince is a Projection's CaughtUp condition as it turned True.
+type caughtUpSince struct {
+	uid       types.UID
+	condition metav1.Condition
 }
 
 // suspendedMessage says that the workers are stopped and what resuming

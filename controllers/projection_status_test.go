@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -262,5 +263,42 @@ func TestCaughtUpStaysTrue(t *testing.T) {
 	}
 	if st.Lag != 7 || st.HeadPosition != 12 {
 		t.Errorf("lag %d head %d, want 7 and 12", st.Lag, st.HeadPosition)
+	}
+}
+
+// A pass that read the Projection from a cache that had not yet seen
+// CaughtUp turn True keeps the condition as this operator first set it:
+// True, at its first time, even when events have been appended since. A
+// rebuild starts it over.
+func TestCaughtUpSurvivesAStaleRead(t *testing.T) {
+	p := &v1alpha1.Projection{ObjectMeta: metav1.ObjectMeta{Generation: 1, Namespace: "shop", Name: "ledger", UID: "u1"},
+		Spec: v1alpha1.ProjectionSpec{Replicas: ptr.To[int32](1)}}
+	now := time.Now()
+	caught := &projection.Progress{Topology: projection.Topology{Generation: 1, TotalPartitions: 1},
+		Partitions: []projection.PartitionProgress{{PartitionKey: 0, Position: 5}}, HeadPosition: 5, Now: now}
+	behind := &projection.Progress{Topology: caught.Topology,
+		Partitions: []projection.PartitionProgress{{PartitionKey: 0, Position: 5, Lag: 7, UpdatedAt: now}}, HeadPosition: 12, Lag: 7, Now: now}
+	r := &ProjectionReconciler{}
+	stale := p.DeepCopy() // the cache's copy, before the write below
+	p.Status = r.computeStatus(&state{projection: p, desired: 1, replicas: 1, progress: caught})
+	first := *meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionCaughtUp)
+	if first.Status != metav1.ConditionTrue {
+		t.Fatalf("CaughtUp %+v after lag 0, want True", first)
+	}
+
+	for name, pr := range map[string]*projection.Progress{"caught up": caught, "behind": behind} {
+		st := r.computeStatus(&state{projection: stale.DeepCopy(), desired: 1, replicas: 1, progress: pr})
+		got := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionCaughtUp)
+		if got == nil || got.Status != metav1.ConditionTrue || !got.LastTransitionTime.Equal(&first.LastTransitionTime) || got.Reason != first.Reason {
+			t.Errorf("stale read, %s: CaughtUp %+v, want %+v", name, got, first)
+		}
+	}
+
+	// Another Projection of the same name (a new UID) starts afresh.
+	other := stale.DeepCopy()
+	other.UID = "u2"
+	st := r.computeStatus(&state{projection: other, desired: 1, replicas: 1, progress: behind})
+	if got := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionCaughtUp); got == nil || got.Status == metav1.ConditionTrue {
+		t.Errorf("a new Projection of the same name with lag: CaughtUp %+v, want not True", got)
 	}
 }
