@@ -2,7 +2,6 @@ package controllers_test
 
 import (
 	"fmt"
-	"net/url"
 	"testing"
 	"time"
 
@@ -20,14 +19,7 @@ func TestProjectionInASchemaOfItsOwn(t *testing.T) {
 	if _, err := admin.Exec(ctx, "CREATE SCHEMA shop"); err != nil {
 		t.Fatal(err)
 	}
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", "shop")
-	u.RawQuery = q.Encode()
-	newSecret(t, ns, "db", map[string]string{"dsn": u.String()})
+	newSecret(t, ns, "db", map[string]string{"dsn": pgtest.WithSearchPath(dsn, "shop")})
 	newProjection(t, ns, "user-count", "user_count", 2)
 
 	eventually(t, 60*time.Second, "2 partitions in schema shop", func() error {

@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"net/url"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -22,17 +21,11 @@ func TestWorkerInASchemaOfItsOwn(t *testing.T) {
 	if _, err := admin.Exec(t.Context(), "CREATE SCHEMA shop"); err != nil {
 		t.Fatal(err)
 	}
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", "shop")
-	u.RawQuery = q.Encode()
-	pool := prepareDatabase(t, u.String())
+	shop := pgtest.WithSearchPath(dsn, "shop")
+	pool := prepareDatabase(t, shop)
 	mustAppend(t, pool, repeat("Happened", 12)...)
 
-	r := start(t, Config{DatabaseURL: u.String(), TotalPartitions: 1}, applyOnce{name: "counted"})
+	r := start(t, Config{DatabaseURL: shop, TotalPartitions: 1}, applyOnce{name: "counted"})
 	waitFor(t, "every event handled and the lag 0", func() bool {
 		handled, _ := r.metric(sample("projectionist_events_handled_total", "counted"))
 		lag, ok := r.metric(sample("projectionist_lag_events", "counted"))

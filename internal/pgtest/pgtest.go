@@ -179,6 +179,20 @@ func withDatabase(dsn, name string) string {
 	return u.String()
 }
 
+// WithSearchPath returns dsn with search_path set to schema, which pgx
+// sends as a startup parameter: the sessions of a pool on it resolve
+// unqualified names, and create tables, in schema.
+func WithSearchPath(dsn, schema string) string {
+	u, err := url.Parse(dsn)
+	if err != nil || u.Scheme == "" {
+		return dsn + " search_path=" + schema
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
 func start() (*server, error) {
 	if dsn := os.Getenv(EnvDatabaseURL); dsn != "" {
 		return &server{adminURL: dsn}, nil

@@ -3,7 +3,6 @@ package projection_test
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -15,21 +14,6 @@ import (
 	"github.com/projectionist/projectionist/internal/pgtest"
 	"github.com/projectionist/projectionist/pkg/projection"
 )
-
-// withSearchPath is dsn with search_path=schema, which pgx sends as a
-// startup parameter: every session of a pool on it resolves unqualified
-// names in schema.
-func withSearchPath(t *testing.T, dsn, schema string) string {
-	t.Helper()
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
-}
 
 // countByAggregate counts the events it handles per aggregate, in a table
 // of the session's schema.
@@ -63,7 +47,7 @@ func TestSchemaOfChoice(t *testing.T) {
 	}
 	pools := map[string]*pgxpool.Pool{}
 	for _, s := range []string{"tenant_a", "tenant_b"} {
-		pool, err := pgxpool.New(ctx, withSearchPath(t, dsn, s))
+		pool, err := pgxpool.New(ctx, pgtest.WithSearchPath(dsn, s))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -172,7 +156,7 @@ func TestSchemaOfChoice(t *testing.T) {
 	}
 
 	// A search_path naming no schema that exists is refused with a hint.
-	pool, err := pgxpool.New(ctx, withSearchPath(t, dsn, "tenant_c"))
+	pool, err := pgxpool.New(ctx, pgtest.WithSearchPath(dsn, "tenant_c"))
 	if err != nil {
 		t.Fatal(err)
 	}
