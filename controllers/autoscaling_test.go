@@ -16,7 +16,6 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/projectionist/projectionist/api/v1alpha1"
-	"github.com/projectionist/projectionist/internal/pgtest"
 	"github.com/projectionist/projectionist/pkg/projection"
 )
 
@@ -112,12 +111,7 @@ func (w *podWorkers) failed() error {
 func TestAutoscalingOnLag(t *testing.T) {
 	ctx := t.Context()
 	ns := newNamespace(t)
-	dsn := pgtest.NewDatabase(t)
-	newSecret(t, ns, "db", map[string]string{"dsn": dsn})
-	db := newPool(t, dsn)
-	if _, err := projection.Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	db := newMigratedDatabase(t, ns)
 	if _, err := db.Exec(ctx, `CREATE TABLE ledger_applied (event_id uuid PRIMARY KEY)`); err != nil {
 		t.Fatal(err)
 	}

@@ -743,12 +743,7 @@ func TestSuspendKeepsTopology(t *testing.T) {
 func TestCaughtUpOnceLagReachesZero(t *testing.T) {
 	ctx := t.Context()
 	ns := newNamespace(t)
-	dsn := pgtest.NewDatabase(t)
-	newSecret(t, ns, "db", map[string]string{"dsn": dsn})
-	db := newPool(t, dsn)
-	if _, err := projection.Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	db := newMigratedDatabase(t, ns)
 	store := projection.NewStore()
 	appendSome := func() {
 		t.Helper()

@@ -168,12 +168,7 @@ func TestRebuildThroughSpecToken(t *testing.T) {
 	const partitions = 2
 	ctx := t.Context()
 	ns := newNamespace(t)
-	dsn := pgtest.NewDatabase(t)
-	newSecret(t, ns, "db", map[string]string{"dsn": dsn})
-	db := newPool(t, dsn)
-	if _, err := projection.Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	db := newMigratedDatabase(t, ns)
 	if err := demo.EnsureSchema(ctx, db); err != nil {
 		t.Fatal(err)
 	}

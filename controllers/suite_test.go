@@ -23,6 +23,7 @@ import (
 	"github.com/projectionist/projectionist/internal/kubetest"
 	"github.com/projectionist/projectionist/internal/pgtest"
 	"github.com/projectionist/projectionist/internal/proctest"
+	"github.com/projectionist/projectionist/pkg/projection"
 )
 
 // The package's tests share one API server with kube-controller-manager,
@@ -121,6 +122,19 @@ func newPool(t *testing.T, dsn string) *pgxpool.Pool {
 	}
 	t.Cleanup(pool.Close)
 	return pool
+}
+
+// newMigratedDatabase creates a migrated database for one test, and the
+// Secret "db" in ns holding its DSN; it returns a pool on it.
+func newMigratedDatabase(t *testing.T, ns string) *pgxpool.Pool {
+	t.Helper()
+	dsn := pgtest.NewDatabase(t)
+	newSecret(t, ns, "db", map[string]string{"dsn": dsn})
+	db := newPool(t, dsn)
+	if _, err := projection.Migrate(t.Context(), db); err != nil {
+		t.Fatal(err)
+	}
+	return db
 }
 
 // newProjection creates a Projection reading Secret "db".
