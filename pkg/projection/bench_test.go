@@ -286,53 +286,75 @@ func BenchmarkProcessUpsert(b *testing.B) {
 }
 
 // BenchmarkProcessPartitions measures total throughput of a no-op
-// projection split into hash partitions whose processors run concurrently.
-// It also reports how many rows each partition fetched per iteration: about
-// benchEvents/partitions each when the partition filter runs in SQL, and
-// benchEvents each if it did not.
+// projection split into hash partitions whose processors run concurrently,
+// reading through the partition filter (read=filter) and, for 2 or more
+// partitions, through the partition index for their count (read=index,
+// see CreatePartitionIndex). It also reports the rows the partitions
+// fetched per iteration, which must add up to the log: each partition
+// fetches only its own rows either way.
+//
+//	go test ./pkg/projection -run '^$' -bench ProcessPartitions -benchtime 5x -count 3
 func BenchmarkProcessPartitions(b *testing.B) {
 	pool := newBenchLog(b)
 	store := projection.NewStore()
-	for _, partitions := range []int{1, 4} {
-		b.Run(fmt.Sprintf("partitions=%d", partitions), func(b *testing.B) {
-			b.ReportAllocs()
-			ctx := context.Background()
-			procs := make([]*projection.Processor, partitions)
-			for k := range procs {
-				procs[k] = projection.NewProcessor(pool, store, benchConfig(1000, k, partitions))
-			}
-			for b.Loop() {
-				b.StopTimer()
-				resetProjection(b, pool)
-				projs := make([]*countingProjection, partitions)
-				for k := range projs {
-					projs[k] = &countingProjection{}
+	ctx := context.Background()
+	for _, partitions := range []int{1, 4, 16, 64} {
+		reads := []string{"filter"}
+		if partitions >= projection.MinPartitionIndexPartitions {
+			reads = append(reads, "index")
+		}
+		for _, read := range reads {
+			if read == "index" {
+				if _, err := projection.CreatePartitionIndex(ctx, pool, partitions); err != nil {
+					b.Fatal(err)
 				}
-				errs := make([]error, partitions)
-				var wg sync.WaitGroup
-				b.StartTimer()
+			}
+			b.Run(fmt.Sprintf("partitions=%d/read=%s", partitions, read), func(b *testing.B) {
+				b.ReportAllocs()
+				procs := make([]*projection.Processor, partitions)
 				for k := range procs {
-					wg.Go(func() { errs[k] = procs[k].CatchUp(ctx, projs[k]) })
+					procs[k] = projection.NewProcessor(pool, store, benchConfig(1000, k, partitions))
 				}
-				wg.Wait()
-				b.StopTimer()
-				var total int64
-				for k, err := range errs {
-					if err != nil {
-						b.Fatalf("partition %d: %v", k, err)
+				for b.Loop() {
+					b.StopTimer()
+					resetProjection(b, pool)
+					projs := make([]*countingProjection, partitions)
+					for k := range projs {
+						projs[k] = &countingProjection{}
 					}
-					total += projs[k].handled.Load()
+					errs := make([]error, partitions)
+					var wg sync.WaitGroup
+					b.StartTimer()
+					for k := range procs {
+						wg.Go(func() { errs[k] = procs[k].CatchUp(ctx, projs[k]) })
+					}
+					wg.Wait()
+					b.StopTimer()
+					var total int64
+					for k, err := range errs {
+						if err != nil {
+							b.Fatalf("partition %d: %v", k, err)
+						}
+						total += projs[k].handled.Load()
+					}
+					if total != benchEvents {
+						b.Fatalf("partitions handled %d events in all, want %d", total, benchEvents)
+					}
+					b.StartTimer()
 				}
-				if total != benchEvents {
-					b.Fatalf("partitions handled %d events in all, want %d", total, benchEvents)
+				reportEventsPerSecond(b, benchEvents)
+				var fetched int64
+				for _, p := range procs {
+					fetched += p.Stats().EventsFetched
 				}
-				b.StartTimer()
+				b.ReportMetric(float64(fetched)/float64(b.N), "rows/op")
+			})
+			if read == "index" {
+				if err := projection.DropPartitionIndex(ctx, pool, partitions); err != nil {
+					b.Fatal(err)
+				}
 			}
-			reportEventsPerSecond(b, benchEvents)
-			for k, p := range procs {
-				b.ReportMetric(float64(p.Stats().EventsFetched)/float64(b.N), fmt.Sprintf("p%d-rows/op", k))
-			}
-		})
+		}
 	}
 }
 

@@ -385,7 +385,10 @@ type batcher struct {
 	frontier   frontier
 	// goFilter: the strategy is evaluated in Go, not SQL.
 	goFilter bool
-	idle     bool
+	// indexChecked is when the batcher last looked whether the partition
+	// index for its count is valid (query.partitionIndex).
+	indexChecked time.Time
+	idle         bool
 	// reload: re-read the frontier at the next batch that runs (after
 	// idling, the frontier may have changed under the same generation
 	// number only through a reset, but reloading is cheap and sure).
@@ -900,11 +903,39 @@ func (b *batcher) lockState(ctx context.Context, tx pgx.Tx) (Position, uint64, e
 		b.floor, b.floorBase = Position{}, Position{}
 		if isHashStrategy(b.cfg.PartitionStrategy) {
 			b.query.partitionKey, b.query.totalPartitions = b.cfg.PartitionKey, b.total
+			b.query.partitionIndex, b.indexChecked = false, time.Time{}
 		} else {
 			b.goFilter = b.total > 1
 		}
 	}
+	if err := b.checkPartitionIndex(ctx, tx); err != nil {
+		return cp, 0, err
+	}
 	return cp, horizon, nil
+}
+
+// partitionIndexCheckInterval is how often a partition of a hash strategy
+// looks whether the partition index for its count is valid (or still is):
+// once a build has finished, it reads through the index within this long.
+const partitionIndexCheckInterval = 30 * time.Second
+
+// checkPartitionIndex chooses, on a new partition count and then every
+// partitionIndexCheckInterval, whether the partition reads through the
+// partition index for its count (partition_index.go). Either way it reads
+// the same rows.
+func (b *batcher) checkPartitionIndex(ctx context.Context, tx pgx.Tx) error {
+	if b.query.totalPartitions < MinPartitionIndexPartitions || time.Since(b.indexChecked) < partitionIndexCheckInterval {
+		return nil
+	}
+	ok, err := partitionIndexValid(ctx, tx, b.query.totalPartitions)
+	if err != nil {
+		return b.wrap("checking the partition index", err)
+	}
+	if ok != b.query.partitionIndex {
+		b.log.Info("projection partition reads", "partitionIndex", ok, "index", PartitionIndexName(b.query.totalPartitions))
+	}
+	b.query.partitionIndex, b.indexChecked = ok, time.Now()
+	return nil
 }
 
 func (b *batcher) setIdle(idle bool, gen int64, total int) {

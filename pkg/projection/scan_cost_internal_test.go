@@ -24,7 +24,8 @@ const scanCostEvents = 100_000
 // and the time per fetched event. The ordered index scan on
 // (transaction_id, global_position) filters partition_hash % N, so it
 // examines about N entries per row it returns: the database's work for all
-// N partitions together grows with N times the log.
+// N partitions together grows with N times the log. Through the partition
+// index for N (read=index) it examines only its own rows.
 //
 //	go test ./pkg/projection -run '^$' -bench PartitionScanCost -benchtime 1x -count 3
 func BenchmarkPartitionScanCost(b *testing.B) {
@@ -44,25 +45,42 @@ func BenchmarkPartitionScanCost(b *testing.B) {
 		b.Fatal(err)
 	}
 	for _, n := range []int{1, 4, 16, 64, 256} {
-		b.Run(fmt.Sprintf("partitions=%d", n), func(b *testing.B) {
-			var examined, fetched int64
-			for b.Loop() {
-				examined, fetched = scanPartition(b, pool, n)
+		reads := []string{"filter"}
+		if n >= MinPartitionIndexPartitions {
+			reads = append(reads, "index")
+		}
+		for _, read := range reads {
+			if read == "index" {
+				if _, err := CreatePartitionIndex(ctx, pool, n); err != nil {
+					b.Fatal(err)
+				}
 			}
-			b.ReportMetric(float64(examined)/float64(fetched), "examined/fetched")
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(fetched), "ns/fetched")
-			b.ReportMetric(float64(fetched), "fetched/op")
-		})
+			b.Run(fmt.Sprintf("partitions=%d/read=%s", n, read), func(b *testing.B) {
+				var examined, fetched int64
+				for b.Loop() {
+					examined, fetched = scanPartition(b, pool, n, read == "index")
+				}
+				b.ReportMetric(float64(examined)/float64(fetched), "examined/fetched")
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(fetched), "ns/fetched")
+				b.ReportMetric(float64(fetched), "fetched/op")
+			})
+			if read == "index" {
+				if err := DropPartitionIndex(ctx, pool, n); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
 	}
 }
 
-// scanPartition reads the log as partition 0 of n does and returns the
-// index entries examined and the events fetched, summed over its batches.
-func scanPartition(b *testing.B, pool *pgxpool.Pool, n int) (examined, fetched int64) {
+// scanPartition reads the log as partition 0 of n does, through the
+// partition index for n or the filter, and returns the rows examined and
+// the events fetched, summed over its batches.
+func scanPartition(b *testing.B, pool *pgxpool.Pool, n int, partitionIndex bool) (examined, fetched int64) {
 	ctx := context.Background()
 	var after Position
 	for {
-		q := eventQuery{after: after, partitionKey: 0, totalPartitions: n, limit: 1000}
+		q := eventQuery{after: after, partitionKey: 0, totalPartitions: n, partitionIndex: partitionIndex, limit: 1000}
 		sql, args := q.build()
 		var plan []struct {
 			Plan explainNode `json:"Plan"`

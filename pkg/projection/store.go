@@ -595,9 +595,12 @@ type eventQuery struct {
 	// partitionKey / totalPartitions select partition_hash % total = key
 	// when totalPartitions > 1.
 	partitionKey, totalPartitions int
-	aggregateTypes                []string
-	boundedContexts               []string
-	limit                         int
+	// partitionIndex: the partition index for totalPartitions is valid;
+	// select the partition in the form that the index serves.
+	partitionIndex  bool
+	aggregateTypes  []string
+	boundedContexts []string
+	limit           int
 }
 
 func (q eventQuery) build() (string, []any) {
@@ -610,7 +613,13 @@ func (q eventQuery) build() (string, []any) {
 	} else {
 		b.WriteString(` AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())`)
 	}
-	if q.totalPartitions > 1 {
+	if q.totalPartitions > 1 && q.partitionIndex {
+		// The count is written into the statement: the planner matches
+		// an index expression only against the same expression, constant
+		// included (partition_index.go).
+		args = append(args, int64(q.partitionKey))
+		fmt.Fprintf(&b, ` AND partition_hash %% %d = $%d::bigint`, q.totalPartitions, len(args))
+	} else if q.totalPartitions > 1 {
 		args = append(args, int64(q.totalPartitions), int64(q.partitionKey))
 		// int8eq(x, y) is x = y, written as a function call on purpose.
 		// The planner has no statistics on partition_hash % N and guesses

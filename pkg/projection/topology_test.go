@@ -220,13 +220,24 @@ func TestFollowingPartitionIdlesAndResumes(t *testing.T) {
 // by per-event and by batch handlers (whose batches must never hold an
 // event the frontier skips: applied's primary key would refuse it).
 func TestRescaleRandomizedUnderLoad(t *testing.T) {
-	t.Run("handler=event", func(t *testing.T) { testRescaleRandomizedUnderLoad(t, false) })
-	t.Run("handler=batch", func(t *testing.T) { testRescaleRandomizedUnderLoad(t, true) })
+	t.Run("handler=event", func(t *testing.T) { testRescaleRandomizedUnderLoad(t, false, false) })
+	t.Run("handler=batch", func(t *testing.T) { testRescaleRandomizedUnderLoad(t, true, false) })
+	// With a partition index for every count, partitions read in the
+	// form the index serves: the same rows, batch after batch, across
+	// every switch.
+	t.Run("handler=event/reads=index", func(t *testing.T) { testRescaleRandomizedUnderLoad(t, false, true) })
 }
 
-func testRescaleRandomizedUnderLoad(t *testing.T, batch bool) {
+func testRescaleRandomizedUnderLoad(t *testing.T, batch, indexes bool) {
 	pool := newPool(t)
 	newAppliedTable(t, pool)
+	if indexes {
+		for n := projection.MinPartitionIndexPartitions; n <= 8; n++ {
+			if _, err := projection.CreatePartitionIndex(t.Context(), pool, n); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	store := projection.NewStore()
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
