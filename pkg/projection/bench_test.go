@@ -368,8 +368,18 @@ func BenchmarkAppend(b *testing.B) {
 	store := projection.NewStore()
 	ids, _ := benchAggregateIDs()
 	payload := json.RawMessage(`{"order_id":"order-000042","sku":"SKU-01234","quantity":3,"unit_price_cents":1299}`)
-	for _, perCall := range []int{1, 10} {
-		b.Run(fmt.Sprintf("events=%d", perCall), func(b *testing.B) {
+	for _, c := range []struct{ perCall, indexes int }{{1, 0}, {10, 0}, {10, 1}} {
+		perCall := c.perCall
+		name := fmt.Sprintf("events=%d", perCall)
+		if c.indexes > 0 {
+			// What a partition index costs each append: one more
+			// index entry per event.
+			name += fmt.Sprintf("/partitionIndexes=%d", c.indexes)
+			if _, err := projection.CreatePartitionIndex(context.Background(), pool, 64); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.Run(name, func(b *testing.B) {
 			b.ReportAllocs()
 			ctx := context.Background()
 			rng := rand.New(rand.NewPCG(1, uint64(perCall)))
@@ -387,6 +397,11 @@ func BenchmarkAppend(b *testing.B) {
 			}
 			reportEventsPerSecond(b, eventsPerOp)
 		})
+		if c.indexes > 0 {
+			if err := projection.DropPartitionIndex(context.Background(), pool, 64); err != nil {
+				b.Fatal(err)
+			}
+		}
 	}
 	// A writer in another language: one plain INSERT per event, each its
 	// own transaction, with the partition hash left to the trigger or
