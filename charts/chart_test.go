@@ -552,12 +552,23 @@ func TestValues(t *testing.T) {
 			}
 		},
 	}, {
+		name:   "partition indexes",
+		values: "partitionIndexes: {minPartitions: 0, retention: 2h}",
+		check: func(t *testing.T, r rendered) {
+			_, c := r.operator(t)
+			for _, arg := range []string{"--partition-index-min-partitions=0", "--partition-index-retention=2h"} {
+				if !slices.Contains(c.Args, arg) {
+					t.Errorf("args %q lack %s", c.Args, arg)
+				}
+			}
+		},
+	}, {
 		name:   "no watch namespace by default",
 		values: "",
 		check: func(t *testing.T, r rendered) {
 			_, c := r.operator(t)
 			for _, arg := range c.Args {
-				if strings.HasPrefix(arg, "--watch-namespace") || strings.HasPrefix(arg, "--status-interval") {
+				if strings.HasPrefix(arg, "--watch-namespace") || strings.HasPrefix(arg, "--status-interval") || strings.HasPrefix(arg, "--partition-index") {
 					t.Errorf("args %q have %s", c.Args, arg)
 				}
 			}
@@ -816,6 +827,7 @@ func TestSchemaRefusesBadValues(t *testing.T) {
 		{"logLevel=verbose", "at '/logLevel'"},
 		{"metrics.prot=9090", "additional properties 'prot' not allowed"},
 		{"statusInterval=soon", "at '/statusInterval'"},
+		{"partitionIndexes.minPartitions=-1", "at '/partitionIndexes/minPartitions'"},
 		{"extraArgs=--max-concurrent-reconciles=8", "at '/extraArgs': got string, want array"},
 		{"extraEnv[0].value=x", "at '/extraEnv/0': missing property 'name'"},
 		{"podLabels.tier=1", "at '/podLabels/tier': got number, want string"},

@@ -68,6 +68,15 @@ type ManagerOptions struct {
 	// MaxConcurrentReconciles is how many Projections are reconciled at
 	// once. Defaults to DefaultMaxConcurrentReconciles.
 	MaxConcurrentReconciles int
+	// PartitionIndexMinPartitions is the smallest partition count for
+	// which the operator builds a partition index; 0 builds none (the
+	// projectionist binary's --partition-index-min-partitions defaults to
+	// DefaultPartitionIndexMinPartitions).
+	PartitionIndexMinPartitions int
+	// PartitionIndexRetention is how long a partition index that no
+	// projection in its database uses is kept before the operator drops
+	// it. Defaults to DefaultPartitionIndexRetention.
+	PartitionIndexRetention time.Duration
 }
 
 // DefaultMaxConcurrentReconciles lets a reconcile waiting on the API
@@ -148,6 +157,9 @@ func NewManager(cfg *rest.Config, opts ManagerOptions) (ctrl.Manager, error) {
 		Recorder:       mgr.GetEventRecorder("projectionist-operator"),
 		Options:        resources.Options{WorkerImage: opts.WorkerImage},
 		StatusInterval: opts.StatusInterval,
+
+		PartitionIndexMinPartitions: opts.PartitionIndexMinPartitions,
+		PartitionIndexRetention:     opts.PartitionIndexRetention,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the Projection controller: %w", err)

@@ -8,7 +8,8 @@
 // behind a no-op cache), secrets.go and
 // database.go (the Secret, the connection pools and their timeouts),
 // autoscale.go (spec.autoscaling: the count from lag and throughput),
-// topology.go (the switch in the database), rebuild.go (spec.rebuildToken:
+// topology.go (the switch in the database), partition_index.go (the
+// partition index of a large count), rebuild.go (spec.rebuildToken:
 // stop, reset, replay), observe.go (progress and worker
 // failures read back), projection_status.go (the status and its
 // conditions) and events.go (the Events and log lines of a change).
@@ -58,6 +59,14 @@ type ProjectionReconciler struct {
 	// StatusInterval is how often status is refreshed from the database.
 	// Defaults to DefaultStatusInterval.
 	StatusInterval time.Duration
+	// PartitionIndexMinPartitions is the smallest partition count for
+	// which the operator builds a partition index (partition_index.go); 0
+	// builds none and drops none.
+	PartitionIndexMinPartitions int
+	// PartitionIndexRetention is how long a partition index no projection
+	// in its database uses is kept. Defaults to
+	// DefaultPartitionIndexRetention.
+	PartitionIndexRetention time.Duration
 
 	dbs databases
 	// reported is what emitEvents last reported per Projection
@@ -78,6 +87,8 @@ type ProjectionReconciler struct {
 	// autoscalers holds the readings and choices of each Projection with
 	// spec.autoscaling (types.NamespacedName -> *autoscaler).
 	autoscalers sync.Map
+	// indexes runs the partition index builds and drops.
+	indexes partitionIndexes
 }
 
 // Reconcile brings one Projection's children, topology and status to
@@ -111,6 +122,7 @@ func (r *ProjectionReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		r.checkSpec,
 		r.autoscale,
 		r.switchTopology,
+		r.ensurePartitionIndex,
 		r.rebuild,
 		r.runDeadLetterAction,
 		r.applyStatefulSet,
@@ -183,6 +195,8 @@ type state struct {
 	// autoscaled the change of count it made in this pass, if any.
 	autoscaling *v1alpha1.AutoscalingStatus
 	autoscaled  *autoscaleEvent
+	// partitionIndex is where the partition index for the count stands.
+	partitionIndex *v1alpha1.PartitionIndexStatus
 }
 
 type problem struct{ reason, message string }

@@ -50,6 +50,7 @@ func (r *ProjectionReconciler) computeStatus(s *state) v1alpha1.ProjectionStatus
 		st.DeadLetterAction = s.deadLetterAction
 	}
 	st.Autoscaling = s.autoscaling
+	st.PartitionIndex = s.partitionIndex
 	setDegradedCondition(&st, s)
 	setProgressingCondition(&st, s)
 	setReadyCondition(&st, s)

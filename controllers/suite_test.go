@@ -70,6 +70,9 @@ func run(m *testing.M) int {
 		MetricsAddr:    "0",
 		ProbeAddr:      "0",
 		StatusInterval: time.Second,
+		// Above every other test's count; an unused index goes at once.
+		PartitionIndexMinPartitions: partitionIndexMin,
+		PartitionIndexRetention:     time.Millisecond,
 		Logger: slog.New(slog.NewMultiHandler(
 			slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}),
 			slog.NewJSONHandler(operatorLog, &slog.HandlerOptions{Level: slog.LevelInfo}))),

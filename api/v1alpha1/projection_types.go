@@ -401,6 +401,53 @@ type AutoscalingStatus struct {
 	Message string `json:"message,omitempty"`
 }
 
+// PartitionIndexPhase is where the partition index for a count stands.
+// +kubebuilder:validation:Enum=Building;Ready;Failed
+type PartitionIndexPhase string
+
+const (
+	// PartitionIndexBuilding: the operator is building the index, with
+	// CREATE INDEX CONCURRENTLY; appends and partitions go on meanwhile,
+	// the partitions reading through the partition filter.
+	PartitionIndexBuilding PartitionIndexPhase = "Building"
+	// PartitionIndexReady: the index is valid; the partitions read through
+	// it from their next check (within 30 seconds).
+	PartitionIndexReady PartitionIndexPhase = "Ready"
+	// PartitionIndexFailed: the build failed (message says why); the
+	// partitions go on reading through the filter, and the operator tries
+	// again later.
+	PartitionIndexFailed PartitionIndexPhase = "Failed"
+)
+
+// PartitionIndexStatus is the state of the partition index for the
+// projection's partition count N: an index of the events table on
+// (partition_hash % N, transaction_id, global_position), shared by every
+// projection of N partitions in the database.
+type PartitionIndexStatus struct {
+	// name is the index's name, events_partitions_N_idx.
+	// +required
+	// +kubebuilder:validation:MaxLength=63
+	Name string `json:"name"`
+
+	// partitions is the partition count N the index serves.
+	// +required
+	Partitions int32 `json:"partitions"`
+
+	// phase is Building, Ready or Failed.
+	// +required
+	Phase PartitionIndexPhase `json:"phase"`
+
+	// since is when the index entered its phase, as this operator saw it.
+	// +optional
+	Since *metav1.Time `json:"since,omitempty"`
+
+	// message says what the phase means for the partitions, or why the
+	// build failed.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
+}
+
 // PartitionStatus is one partition's progress, read from its checkpoint.
 type PartitionStatus struct {
 	// partition is the partition key (the pod ordinal).
@@ -646,6 +693,13 @@ type ProjectionStatus struct {
 	// +optional
 	Autoscaling *AutoscalingStatus `json:"autoscaling,omitempty"`
 
+	// partitionIndex is the partition index for the projection's
+	// partition count, through which each partition reads only its own
+	// rows; set while the count is at least the operator's
+	// --partition-index-min-partitions.
+	// +optional
+	PartitionIndex *PartitionIndexStatus `json:"partitionIndex,omitempty"`
+
 	// rebuild is the state of the latest rebuild asked for with
 	// spec.rebuildToken; unset if none was.
 	// +optional
@@ -740,6 +794,10 @@ const (
 	ReasonRebuilt             = "Rebuilt"
 	ReasonResetNotSupported   = "ResetNotSupported"
 	ReasonAutoscaled          = "Autoscaled"
+	// ReasonPartitionIndexReady and ReasonPartitionIndexFailed are the
+	// Events of a partition index build (status.partitionIndex).
+	ReasonPartitionIndexReady  = "PartitionIndexReady"
+	ReasonPartitionIndexFailed = "PartitionIndexFailed"
 
 	// ReasonCANotFound: the connection string's sslrootcert, sslcert or
 	// sslkey names a file in one of the Projection's ConfigMap or Secret

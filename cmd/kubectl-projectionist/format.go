@@ -93,6 +93,9 @@ func formatStatus(p *v1alpha1.Projection, now time.Time, eta string) string {
 		fmt.Fprintf(tw, "Autoscaling:\t%s\n", line)
 	}
 	fmt.Fprintf(tw, "Partitions:\t%d (topology generation %d)\n", st.Partitions, st.TopologyGeneration)
+	if ix := st.PartitionIndex; ix != nil {
+		fmt.Fprintf(tw, "Partition index:\t%s %s: %s\n", ix.Name, ix.Phase, ix.Message)
+	}
 	fmt.Fprintf(tw, "Head position:\t%d\n", st.HeadPosition)
 	fmt.Fprintf(tw, "Lag:\t%d events, oldest %s\n", st.Lag, time.Duration(st.LagSeconds)*time.Second)
 	fmt.Fprintf(tw, "ETA:\t%s\n", eta)

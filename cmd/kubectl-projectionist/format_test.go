@@ -128,24 +128,27 @@ Partitions:
   none reported yet
 `,
 	}, {
-		name: "autoscaled: the count chosen, and why",
+		name: "autoscaled: the count chosen, and why; a partition index building",
 		p: projection("ledger", func(p *v1alpha1.Projection) {
 			running(p)
 			p.Spec.Autoscaling = &v1alpha1.AutoscalingSpec{MinReplicas: ptr.To[int32](1), MaxReplicas: 4}
 			p.Status.Autoscaling = &v1alpha1.AutoscalingStatus{Partitions: 3, Message: "lag 35s is above the target 30s"}
+			p.Status.PartitionIndex = &v1alpha1.PartitionIndexStatus{Name: "events_partitions_3_idx", Partitions: 3,
+				Phase: v1alpha1.PartitionIndexBuilding, Message: "building with CREATE INDEX CONCURRENTLY"}
 			p.Status.PartitionStatuses, p.Status.Conditions = nil, nil
 		}),
 		eta: "about 15s",
-		want: `Name:           ledger
-Namespace:      shop
-Projection:     ledger
-Suspended:      false
-Replicas:       3 desired (autoscaled), 3 pods, 3 ready
-Autoscaling:    1 to 4 partitions, target lag 30s: lag 35s is above the target 30s
-Partitions:     3 (topology generation 2)
-Head position:  10500
-Lag:            1200 events, oldest 35s
-ETA:            about 15s
+		want: `Name:             ledger
+Namespace:        shop
+Projection:       ledger
+Suspended:        false
+Replicas:         3 desired (autoscaled), 3 pods, 3 ready
+Autoscaling:      1 to 4 partitions, target lag 30s: lag 35s is above the target 30s
+Partitions:       3 (topology generation 2)
+Partition index:  events_partitions_3_idx Building: building with CREATE INDEX CONCURRENTLY
+Head position:    10500
+Lag:              1200 events, oldest 35s
+ETA:              about 15s
 
 Conditions:
   none yet: the operator has not reported on this Projection

@@ -11,6 +11,7 @@ import (
 
 	"github.com/projectionist/projectionist/controllers"
 	"github.com/projectionist/projectionist/internal/dbconn"
+	"github.com/projectionist/projectionist/pkg/projection"
 )
 
 // defaultWorkerImage is the worker image of Projections without
@@ -41,6 +42,10 @@ Projection's status. It connects to the API server in-cluster, or with
 	probeAddr := f.String("health-probe-addr", ":8081", "address of /healthz and /readyz")
 	interval := f.Duration("status-interval", controllers.DefaultStatusInterval, "how often a Projection's status is refreshed from its database")
 	maxReconciles := f.Int("max-concurrent-reconciles", controllers.DefaultMaxConcurrentReconciles, "how many Projections are reconciled at once")
+	indexMin := f.Int("partition-index-min-partitions", controllers.DefaultPartitionIndexMinPartitions,
+		"build a partition index (one index range of its own rows for each partition to read) for every partition count of at least this; 0: none")
+	indexRetention := f.Duration("partition-index-retention", controllers.DefaultPartitionIndexRetention,
+		"how long a partition index no projection in its database uses is kept before the operator drops it")
 	logLevel := f.String("log-level", "info", "debug, info, warn or error")
 	if done, code := c.parse(f, args); done {
 		return code
@@ -61,6 +66,12 @@ Projection's status. It connects to the API server in-cluster, or with
 	if *maxReconciles < 1 {
 		return c.fail("operator", usagef("--max-concurrent-reconciles %d: must be at least 1", *maxReconciles))
 	}
+	if *indexMin != 0 && *indexMin < projection.MinPartitionIndexPartitions {
+		return c.fail("operator", usagef("--partition-index-min-partitions %d: must be 0 (none) or at least %d", *indexMin, projection.MinPartitionIndexPartitions))
+	}
+	if *indexRetention < time.Minute {
+		return c.fail("operator", usagef("--partition-index-retention %s: must be at least 1m", *indexRetention))
+	}
 	logger := slog.New(slog.NewJSONHandler(c.stderr, &slog.HandlerOptions{Level: level, ReplaceAttr: redactAttr}))
 
 	cfg, err := kubeConfig(*kubeconfig)
@@ -80,6 +91,9 @@ Projection's status. It connects to the API server in-cluster, or with
 		StatusInterval:          *interval,
 		Logger:                  logger,
 		MaxConcurrentReconciles: *maxReconciles,
+
+		PartitionIndexMinPartitions: *indexMin,
+		PartitionIndexRetention:     *indexRetention,
 	})
 	if err != nil {
 		return c.fail("operator", err)
