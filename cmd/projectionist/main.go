@@ -82,6 +82,9 @@ var commands = []command{
 	{"dead-letters discard", "delete dead letters without applying them", (*cli).deadLettersDiscard},
 	{"import", "copy an existing event log (the guide's events table) into the event store", (*cli).importEvents},
 	{"forget", "delete every row kept for a projection that is gone for good", (*cli).forget},
+	{"partition-indexes list", "list the partition indexes that let each partition read only its own rows", (*cli).partitionIndexesList},
+	{"partition-indexes create", "build the partition index for a partition count", (*cli).partitionIndexesCreate},
+	{"partition-indexes drop", "drop the partition index for a partition count", (*cli).partitionIndexesDrop},
 	{"operator", "run the Kubernetes operator that reconciles Projection resources", (*cli).operator},
 	{"version", "print the version", (*cli).version},
 }
