@@ -146,6 +146,9 @@ func (s *suite) helmInstall(t *testing.T) {
 		"watchNamespace":      s.ns,
 		// Status (lag, partitions) every 2s instead of 10s: the test waits on it.
 		"statusInterval": "2s",
+		// A partition index from 4 partitions instead of 16, so that the
+		// scale to 4 under load builds one and reads through it.
+		"partitionIndexes": map[string]any{"minPartitions": 4},
 	}
 	b, err := yaml.Marshal(values)
 	if err != nil {
@@ -369,6 +372,17 @@ func (s *suite) scaleUnderLoad(t *testing.T) {
 	s.scale(t, name, "activity_log", 1, 4)
 	after4 := s.mustPods(t, name, 4)
 	checkSurvivors(t, "scale 1 -> 4", identities(before), after4)
+	d := eventually(t, "the partition index for 4 partitions Ready", readyTimeout, func(ctx context.Context) error {
+		p, err := getProjection(ctx, s.c, s.ns, name)
+		if err != nil {
+			return err
+		}
+		if ix := p.Status.PartitionIndex; ix == nil || ix.Name != "events_partitions_4_idx" || ix.Phase != v1alpha1.PartitionIndexReady {
+			return fmt.Errorf("status.partitionIndex %+v", ix)
+		}
+		return nil
+	})
+	recordTiming(t, "scale 1 -> 4: partition index Ready, under load", d)
 
 	// Let the four partitions work under load for a moment.
 	waitForEvents(t, s.db, gen, 500)
@@ -379,6 +393,11 @@ func (s *suite) scaleUnderLoad(t *testing.T) {
 	delete(survivors, name+"-2")
 	delete(survivors, name+"-3")
 	checkSurvivors(t, "scale 4 -> 2", survivors, after2)
+	if p, err := getProjection(t.Context(), s.c, s.ns, name); err != nil {
+		t.Error(err)
+	} else if ix := p.Status.PartitionIndex; ix != nil {
+		t.Errorf("at 2 partitions, below the operator's minimum of 4: status.partitionIndex %+v, want none", ix)
+	}
 	if got := s.mustStatefulSet(t, name).Status.UpdateRevision; got != revision {
 		t.Errorf("the StatefulSet's revision changed from %s to %s: scaling rolled the pod template", revision, got)
 	}
