@@ -172,7 +172,8 @@ func (p *Processor) Config() ProcessorConfig { return p.cfg.withDefaults() }
 
 // Run processes events until ctx is cancelled, then returns nil; a batch in
 // flight at that moment is rolled back. Any other failure (a handler error,
-// a lost database connection, a topology mismatch) stops it and is returned.
+// a lost database connection, a [*TopologyManagedError] under
+// TopologyApply) stops it and is returned.
 func (p *Processor) Run(ctx context.Context, proj Projection) error {
 	return p.run(ctx, proj, false)
 }
