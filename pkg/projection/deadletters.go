@@ -60,52 +60,9 @@ var ErrDeadLetterNotFound = errors.New("dead letter not found")
 // defaultDeadLetterLimit is DeadLetterFilter.Limit's default.
 const defaultDeadLetterLimit = 100
 
-// The statements on projection_dead_letters, but for the INSERT of a
-// batch's setAside.
-const (
-	deadLetterColumns = `projection_name, event_id, partition_key, global_position, transaction_id,
-		aggregate_type, aggregate_id, event_type, error, failed_at, retry_requested_at, retries`
-	listDeadLettersSQL = `SELECT ` + deadLetterColumns + ` FROM projection_dead_letters
-		WHERE projection_name = $1 AND ($2::integer IS NULL OR partition_key = $2)
-		ORDER BY transaction_id, global_position LIMIT $3`
-	getDeadLetterSQL = `SELECT ` + deadLetterColumns + ` FROM projection_dead_letters
-		WHERE projection_name = $1 AND event_id = $2`
-	countDeadLettersSQL = `SELECT count(*) FROM projection_dead_letters WHERE projection_name = $1`
-	// A request already pending keeps its time, so that requesting twice
-	// is the same as once.
-	retryDeadLetterSQL = `UPDATE projection_dead_letters SET retry_requested_at = coalesce(retry_requested_at, now())
-		WHERE projection_name = $1 AND event_id = $2`
-	retryAllDeadLettersSQL = `UPDATE projection_dead_letters SET retry_requested_at = coalesce(retry_requested_at, now())
-		WHERE projection_name = $1`
-	discardDeadLetterSQL     = `DELETE FROM projection_dead_letters WHERE projection_name = $1 AND event_id = $2`
-	discardAllDeadLettersSQL = `DELETE FROM projection_dead_letters WHERE projection_name = $1`
-
-	// retryCandidatesSQL finds requested retries without locking them:
-	// the owner of each is decided in Go (any PartitionStrategy), and
-	// each is locked in its own transaction.
-	retryCandidatesSQL = `SELECT event_id, aggregate_id FROM projection_dead_letters
-		WHERE projection_name = $1 AND retry_requested_at IS NOT NULL
-		ORDER BY transaction_id, global_position LIMIT $2`
-	// retryLockStateSQL holds the topology FOR SHARE (no switch changes
-	// the owner while the retry runs) and the partition's checkpoint FOR
-	// UPDATE (a processor with the same key takes turns with it), as a
-	// batch does.
-	retryLockStateSQL = `SELECT t.generation, t.total_partitions
-		FROM projection_topology t
-		JOIN projection_checkpoints c ON c.projection_name = t.projection_name AND c.partition_key = $2
-		WHERE t.projection_name = $1
-		FOR SHARE OF t FOR UPDATE OF c`
-	// retryLockSQL takes the dead letter for this retry; a concurrent
-	// retry of the same one skips it, and one that was applied or
-	// discarded meanwhile is gone.
-	retryLockSQL = `SELECT event_id FROM projection_dead_letters
-		WHERE projection_name = $1 AND event_id = $2 AND retry_requested_at IS NOT NULL
-		FOR UPDATE SKIP LOCKED`
-	retryEventSQL  = `SELECT ` + eventColumns + ` FROM events WHERE event_id = $1`
-	retryFailedSQL = `UPDATE projection_dead_letters
-		SET error = $3, failed_at = now(), retry_requested_at = NULL, retries = retries + 1
-		WHERE projection_name = $1 AND event_id = $2`
-)
+// retryEventSQL reads a dead letter's event for its retry (the statements
+// on projection_dead_letters are in statements.go).
+const retryEventSQL = `SELECT ` + eventColumns + ` FROM events WHERE event_id = $1`
 
 func scanDeadLetters(rows pgx.Rows) ([]DeadLetter, error) {
 	var out []DeadLetter

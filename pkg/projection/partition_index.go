@@ -59,26 +59,6 @@ type PartitionIndex struct {
 	UsedBy []string
 }
 
-const (
-	// listPartitionIndexesSQL lists the indexes on the events table the
-	// connection's search_path finds, whatever their names, with whether a
-	// build of each is in progress and which projections have its count.
-	listPartitionIndexesSQL = `
-		SELECT c.relname, i.indisvalid AND i.indisready,
-		       EXISTS (SELECT FROM pg_stat_progress_create_index p WHERE p.index_relid = i.indexrelid),
-		       pg_relation_size(i.indexrelid)
-		FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-		WHERE i.indrelid = 'events'::regclass AND c.relname LIKE 'events\_partitions\_%\_idx'`
-	partitionIndexUsersSQL = `
-		SELECT total_partitions, projection_name FROM projection_topology ORDER BY projection_name`
-	// partitionIndexValidSQL: whether processors of n partitions can read
-	// through the partition index named $1.
-	partitionIndexValidSQL = `
-		SELECT coalesce(bool_or(i.indisvalid AND i.indisready), false)
-		FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-		WHERE i.indrelid = 'events'::regclass AND c.relname = $1`
-)
-
 // PartitionIndexes lists the partition indexes on the events table, by
 // partition count.
 func PartitionIndexes(ctx context.Context, db DBTX) ([]PartitionIndex, error) {

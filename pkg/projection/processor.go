@@ -172,7 +172,8 @@ func (p *Processor) Config() ProcessorConfig { return p.cfg.withDefaults() }
 
 // Run processes events until ctx is cancelled, then returns nil; a batch in
 // flight at that moment is rolled back. Any other failure (a handler error,
-// a lost database connection, a topology mismatch) stops it and is returned.
+// a lost database connection, a [*TopologyManagedError] under
+// TopologyApply) stops it and is returned.
 func (p *Processor) Run(ctx context.Context, proj Projection) error {
 	return p.run(ctx, proj, false)
 }
@@ -451,34 +452,6 @@ func (p *Processor) newBatcher(proj Projection) (*batcher, error) {
 	}
 	return b, nil
 }
-
-const (
-	// lockStateSQL reads the topology and this partition's checkpoint,
-	// holding the topology FOR SHARE (a switch waits for this batch, and
-	// this batch for a switch in progress) and the checkpoint FOR UPDATE
-	// (two processors with the same key take turns), and the horizon.
-	lockStateSQL = `
-		SELECT t.generation, t.total_partitions, c.last_transaction_id, c.last_global_position,
-		       pg_snapshot_xmin(pg_current_snapshot())
-		FROM projection_topology t
-		JOIN projection_checkpoints c ON c.projection_name = t.projection_name AND c.partition_key = $2
-		WHERE t.projection_name = $1
-		FOR SHARE OF t FOR UPDATE OF c`
-	shareTopologySQL = `
-		SELECT generation, total_partitions FROM projection_topology WHERE projection_name = $1 FOR SHARE`
-	createTopologySQL = `
-		INSERT INTO projection_topology (projection_name, generation, total_partitions)
-		VALUES ($1, 1, $2) ON CONFLICT (projection_name) DO NOTHING`
-	createCheckpointSQL = `
-		INSERT INTO projection_checkpoints (projection_name, partition_key, total_partitions, generation)
-		VALUES ($1, $2, $3, $4)
-		ON CONFLICT (projection_name, partition_key) DO NOTHING`
-	saveCheckpointSQL = `
-		UPDATE projection_checkpoints
-		SET last_transaction_id = $3, last_global_position = $4,
-		    events_processed = events_processed + $5, updated_at = now()
-		WHERE projection_name = $1 AND partition_key = $2`
-)
 
 // stepResult is what one batch saw.
 type stepResult struct {
@@ -818,10 +791,7 @@ func (b *batcher) setAside(ctx context.Context, tx pgx.Tx, e *PersistedEvent, he
 	}
 	sctx, cancel := b.statement(ctx, "recording dead letter")
 	defer cancel()
-	_, err := tx.Exec(sctx, `INSERT INTO projection_dead_letters
-		(projection_name, event_id, partition_key, global_position, transaction_id, aggregate_type, aggregate_id, event_type, error)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-		ON CONFLICT (projection_name, event_id) DO UPDATE SET error = EXCLUDED.error, failed_at = now()`,
+	_, err := tx.Exec(sctx, recordDeadLetterSQL,
 		b.name, e.EventID, b.cfg.PartitionKey, e.GlobalPosition, e.TransactionID, e.AggregateType, e.AggregateID, e.EventType, cause.Error())
 	if err != nil {
 		return b.wrap("recording dead letter", err)

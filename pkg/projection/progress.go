@@ -3,7 +3,6 @@ package projection
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -57,56 +56,6 @@ type PartitionProgress struct {
 	// partition has not run yet.
 	UpdatedAt time.Time
 }
-
-// lagBeyondSQL is the one definition of lag ([GetProgress], [GetPartitionLag],
-// and the projection_lag view of migration 0011, which spells the same
-// query out because a migration is frozen): the events after a read
-// position, in read order, that hash to a partition of the topology t and
-// lie in a scope, counted up to a limit, with the oldest one's append time.
-// The placeholders name the caller's columns or parameters (never values):
-// {x} and {p} the position, {key} the partition key, {types} and
-// {contexts} the scope (text[], NULL for all), {limit} the limit.
-// int8eq(a, b) is a = b hidden from the planner, as in the processor's
-// query, so that it keeps the ordered index scan that stops at the LIMIT.
-const lagBeyondSQL = `
-	SELECT count(*) AS n, min(rest.created_at) AS oldest FROM (
-		SELECT e.created_at FROM events e
-		WHERE (e.transaction_id, e.global_position) > ({x}, {p})
-		  AND int8eq(e.partition_hash % t.total_partitions, {key}::bigint)
-		  AND ({types}::text[] IS NULL OR e.aggregate_type = ANY({types}::text[]))
-		  AND ({contexts}::text[] IS NULL OR e.bounded_context = ANY({contexts}::text[]))
-		ORDER BY e.transaction_id, e.global_position
-		LIMIT {limit}) AS rest`
-
-// lagBeyond returns lagBeyondSQL with its placeholders filled in.
-func lagBeyond(x, p, key, types, contexts, limit string) string {
-	return strings.NewReplacer("{x}", x, "{p}", p, "{key}", key, "{types}", types, "{contexts}", contexts, "{limit}", limit).
-		Replace(lagBeyondSQL)
-}
-
-// progressSQL reads the topology, the head and every partition of the
-// current generation with its lag, in one statement and one snapshot. A
-// partition that has not run yet has no checkpoint row and starts at the
-// beginning of the log.
-var progressSQL = `
-	SELECT now(), t.generation, t.total_partitions,
-	       coalesce((SELECT max(global_position) FROM events), 0),
-	       k.key, c.x, c.p, c.updated_at,
-	       coalesce(passed.global_position, 0), beyond.n, beyond.oldest
-	FROM (SELECT 1) AS one
-	LEFT JOIN projection_topology t ON t.projection_name = $1
-	LEFT JOIN LATERAL generate_series(0, t.total_partitions - 1) AS k(key) ON true
-	LEFT JOIN LATERAL (
-		SELECT coalesce(max(cp.last_transaction_id), '0') AS x, coalesce(max(cp.last_global_position), 0) AS p,
-		       max(cp.updated_at) AS updated_at
-		FROM projection_checkpoints cp
-		WHERE cp.projection_name = $1 AND cp.partition_key = k.key AND cp.generation = t.generation) AS c ON true
-	LEFT JOIN LATERAL (
-		SELECT e.global_position FROM events e
-		WHERE (e.transaction_id, e.global_position) <= (c.x, c.p)
-		ORDER BY e.transaction_id DESC, e.global_position DESC LIMIT 1) AS passed ON true
-	LEFT JOIN LATERAL (` + lagBeyond("c.x", "c.p", "k.key", "NULL", "NULL", "$2") + `) AS beyond ON k.key IS NOT NULL
-	ORDER BY k.key`
 
 // GetProgress reads a projection's progress: its topology, each
 // partition's checkpoint and lag, and the head of the log. A projection
@@ -197,21 +146,6 @@ func (l PartitionLag) Age() time.Duration {
 	}
 	return max(0, l.Now.Sub(l.OldestUnprocessed))
 }
-
-// partitionLagSQL measures one partition's lag with the definition
-// GetProgress uses (lagBeyondSQL), from a given position or the stored
-// checkpoint. A key outside the topology, or a projection without one, has
-// no lag.
-var partitionLagSQL = `
-	SELECT now(), coalesce(beyond.n, 0), beyond.oldest
-	FROM (SELECT 1) AS one
-	LEFT JOIN projection_topology t ON t.projection_name = $1 AND $2::int < t.total_partitions
-	LEFT JOIN LATERAL (
-		SELECT coalesce($3::xid8, max(cp.last_transaction_id), '0') AS x,
-		       coalesce($4::bigint, max(cp.last_global_position), 0) AS p
-		FROM projection_checkpoints cp
-		WHERE cp.projection_name = $1 AND cp.partition_key = $2 AND cp.generation = t.generation) AS c ON true
-	LEFT JOIN LATERAL (` + lagBeyond("c.x", "c.p", "$2", "$5", "$6", "$7") + `) AS beyond ON t.projection_name IS NOT NULL`
 
 // GetPartitionLag measures one partition's lag: what [GetProgress] reports
 // for it, optionally from a processor's own position and within a scope.

@@ -118,32 +118,25 @@ func RequestReset(ctx context.Context, db DBTX, projection, token string) error 
 	if token == "" || len(token) > MaxResetTokenLength {
 		return fmt.Errorf("%w: projection %q: reset token must be 1 to %d bytes, is %d", ErrInvalidConfig, projection, MaxResetTokenLength, len(token))
 	}
-	_, err := db.Exec(ctx, `
-		INSERT INTO projection_resets (projection_name, requested_token) VALUES ($1, $2)
-		ON CONFLICT (projection_name) DO UPDATE
-		SET requested_token = EXCLUDED.requested_token, requested_at = now(), last_error = NULL
-		WHERE projection_resets.requested_token <> EXCLUDED.requested_token`, projection, token)
+	_, err := db.Exec(ctx, requestResetSQL, projection, token)
 	if err != nil {
 		return noSchema(fmt.Errorf("requesting reset %q of projection %q: %w", token, projection, err))
 	}
 	return nil
 }
 
-// readResetSQL reads a projection's reset request and its outcome.
-const readResetSQL = `SELECT requested_token, requested_at, coalesce(done_token, ''), coalesce(done_at, 'epoch'),
-	coalesce(done_by, ''), coalesce(error, ''), coalesce(last_error, '')
-	FROM projection_resets WHERE projection_name = $1`
-
 // GetResetStatus reads the state of projection's reset requests. A
 // projection that was never asked to reset has a zero status (with its
 // name), and no error.
 func GetResetStatus(ctx context.Context, db DBTX, projection string) (ResetStatus, error) {
-	return getResetStatus(ctx, db, projection, "")
+	return getResetStatus(ctx, db, readResetSQL, projection)
 }
 
-func getResetStatus(ctx context.Context, db DBTX, projection, suffix string) (ResetStatus, error) {
+// getResetStatus reads the reset request through query: readResetSQL, or
+// readResetForUpdateSQL.
+func getResetStatus(ctx context.Context, db DBTX, query, projection string) (ResetStatus, error) {
 	s := ResetStatus{Projection: projection}
-	err := db.QueryRow(ctx, readResetSQL+suffix, projection).Scan(&s.RequestedToken, &s.RequestedAt, &s.DoneToken, &s.DoneAt,
+	err := db.QueryRow(ctx, query, projection).Scan(&s.RequestedToken, &s.RequestedAt, &s.DoneToken, &s.DoneAt,
 		&s.DoneBy, &s.Error, &s.LastError)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return s, nil
@@ -218,7 +211,7 @@ func ApplyPendingReset(ctx context.Context, db DBTX, p Projection) (AppliedReset
 	var hookErr error
 	token := s.RequestedToken
 	err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
-		s, err := getResetStatus(ctx, tx, name, " FOR UPDATE")
+		s, err := getResetStatus(ctx, tx, readResetForUpdateSQL, name)
 		if err != nil || !s.Pending() {
 			return err // another worker did it while this one waited
 		}
@@ -230,7 +223,7 @@ func ApplyPendingReset(ctx context.Context, db DBTX, p Projection) (AppliedReset
 			_, err := tx.Exec(ctx, completeResetSQL, name, token, by, refusal.Error())
 			return err
 		}
-		if _, err := tx.Exec(ctx, "SELECT 1 FROM projection_topology WHERE projection_name = $1 FOR UPDATE", name); err != nil {
+		if _, err := tx.Exec(ctx, lockTopologySQL, name); err != nil {
 			return fmt.Errorf("locking topology: %w", err)
 		}
 		if err := r.Reset(ctx, tx); err != nil {
@@ -248,8 +241,7 @@ func ApplyPendingReset(ctx context.Context, db DBTX, p Projection) (AppliedReset
 	if hookErr != nil && ctx.Err() == nil {
 		// Recorded apart from the rolled-back transaction, so that the
 		// operator can show it; best effort, the error is returned anyway.
-		_, _ = db.Exec(ctx, `UPDATE projection_resets SET last_error = $2 WHERE projection_name = $1 AND requested_token = $3`,
-			name, hookErr.Error(), token)
+		_, _ = db.Exec(ctx, recordResetErrorSQL, name, hookErr.Error(), token)
 	}
 	if hookErr != nil {
 		// Not noSchema: a table missing is the hook's, not the schema's.
@@ -260,9 +252,3 @@ func ApplyPendingReset(ctx context.Context, db DBTX, p Projection) (AppliedReset
 	}
 	return done, nil
 }
-
-// completeResetSQL carries out (error $4 null) or refuses the pending
-// request $2 of projection $1 for $3, in the caller's transaction, through
-// the function of migration 0009: a worker's role may do that without the
-// right to delete checkpoints itself (docs/least-privilege.sql).
-const completeResetSQL = `SELECT projection_complete_reset($1, $2, $3, $4)`

@@ -211,9 +211,6 @@ func SetTopologyAs(ctx context.Context, db DBTX, projection string, n int, opts 
 // MaxPartitions bounds a projection's partition count.
 const MaxPartitions = 1024
 
-// readTopologySQL reads a projection's topology row.
-const readTopologySQL = "SELECT generation, total_partitions, managed_by FROM projection_topology WHERE projection_name = $1"
-
 func setTopology(ctx context.Context, tx pgx.Tx, projection string, n int, opts TopologyOptions) (TopologyChange, error) {
 	var c TopologyChange
 	c.Before = Topology{Projection: projection}
@@ -236,7 +233,7 @@ func setTopology(ctx context.Context, tx pgx.Tx, projection string, n int, opts 
 	}
 	var old int32
 	t := Topology{Projection: projection}
-	if err := tx.QueryRow(ctx, readTopologySQL+" FOR UPDATE", projection).Scan(&t.Generation, &old, &t.ManagedBy); err != nil {
+	if err := tx.QueryRow(ctx, readTopologyForUpdateSQL, projection).Scan(&t.Generation, &old, &t.ManagedBy); err != nil {
 		return c, fmt.Errorf("locking topology: %w", err)
 	}
 	t.TotalPartitions = int(old)
@@ -253,7 +250,7 @@ func setTopology(ctx context.Context, tx pgx.Tx, projection string, n int, opts 
 		return c, &TopologyManagedError{Projection: projection, ManagedBy: t.ManagedBy, TotalPartitions: int(old), Requested: n}
 	}
 	if t.ManagedBy != opts.ManagedBy && opts.ManagedBy == ManagerOperator {
-		if _, err := tx.Exec(ctx, `UPDATE projection_topology SET managed_by = $2 WHERE projection_name = $1`, projection, string(opts.ManagedBy)); err != nil {
+		if _, err := tx.Exec(ctx, claimTopologySQL, projection, string(opts.ManagedBy)); err != nil {
 			return c, fmt.Errorf("claiming topology: %w", err)
 		}
 		t.ManagedBy = opts.ManagedBy
@@ -266,8 +263,7 @@ func setTopology(ctx context.Context, tx pgx.Tx, projection string, n int, opts 
 	// The old generation's final vector. A partition that never ran has
 	// no row and applied nothing: position zero.
 	final := make([]Position, old)
-	rows, err := tx.Query(ctx, `SELECT partition_key, last_transaction_id, last_global_position
-		FROM projection_checkpoints WHERE projection_name = $1`, projection)
+	rows, err := tx.Query(ctx, finalCheckpointsSQL, projection)
 	if err != nil {
 		return c, fmt.Errorf("reading checkpoints: %w", err)
 	}
@@ -291,18 +287,12 @@ func setTopology(ctx context.Context, tx pgx.Tx, projection string, n int, opts 
 
 	batch := &pgx.Batch{}
 	for k, c := range final {
-		batch.Queue(`INSERT INTO projection_frontier (projection_name, generation, total_partitions, partition_key, last_transaction_id, last_global_position)
-			VALUES ($1, $2, $3, $4, $5, $6)`, projection, t.Generation, int(old), k, c.TransactionID, c.GlobalPosition)
+		batch.Queue(insertFrontierSQL, projection, t.Generation, int(old), k, c.TransactionID, c.GlobalPosition)
 	}
-	batch.Queue(`UPDATE projection_topology SET events_processed_before = events_processed_before +
-		(SELECT coalesce(sum(events_processed), 0) FROM projection_checkpoints WHERE projection_name = $1)
-		WHERE projection_name = $1`, projection)
-	batch.Queue(`DELETE FROM projection_checkpoints WHERE projection_name = $1`, projection)
-	batch.Queue(`INSERT INTO projection_checkpoints (projection_name, partition_key, total_partitions, generation, last_transaction_id, last_global_position)
-		SELECT $1, k, $2, $3, $4, $5 FROM generate_series(0, $2 - 1) AS k`, projection, n, t.Generation+1, start.TransactionID, start.GlobalPosition)
-	batch.Queue(`UPDATE projection_topology SET generation = $2, total_partitions = $3, updated_at = now(),
-		switched_by = $4, switched_at = now()
-		WHERE projection_name = $1`, projection, t.Generation+1, n, opts.Switcher)
+	batch.Queue(addEventsProcessedBeforeSQL, projection)
+	batch.Queue(deleteCheckpointsSQL, projection)
+	batch.Queue(startCheckpointsSQL, projection, n, t.Generation+1, start.TransactionID, start.GlobalPosition)
+	batch.Queue(switchGenerationSQL, projection, t.Generation+1, n, opts.Switcher)
 	// Every live checkpoint is now at start: entries whose highest
 	// position is at or before it can no longer skip anything.
 	batch.Queue(pruneFrontierSQL, projection)
@@ -317,28 +307,12 @@ func setTopology(ctx context.Context, tx pgx.Tx, projection string, n int, opts 
 	return c, nil
 }
 
-// pruneFrontierSQL drops the frontier entries of generations whose highest
-// position every live checkpoint of the projection has reached.
-const pruneFrontierSQL = `
-WITH entry_max AS (
-    SELECT DISTINCT ON (generation) generation, last_transaction_id AS x, last_global_position AS p
-    FROM projection_frontier WHERE projection_name = $1
-    ORDER BY generation, last_transaction_id DESC, last_global_position DESC
-)
-DELETE FROM projection_frontier f USING entry_max m
-WHERE f.projection_name = $1 AND f.generation = m.generation
-  AND NOT EXISTS (SELECT 1 FROM projection_checkpoints c
-                  WHERE c.projection_name = $1
-                    AND (c.last_transaction_id, c.last_global_position) < (m.x, m.p))`
-
 // EventsProcessed returns how many events a projection has handled, over
 // all its partitions and topology generations. With the ErrorPolicySkip or
 // ErrorPolicyDeadLetter policies, events set aside are not counted.
 func EventsProcessed(ctx context.Context, db DBTX, projection string) (int64, error) {
 	var n int64
-	err := db.QueryRow(ctx, `SELECT
-		coalesce((SELECT events_processed_before FROM projection_topology WHERE projection_name = $1), 0) +
-		coalesce((SELECT sum(events_processed) FROM projection_checkpoints WHERE projection_name = $1), 0)`, projection).Scan(&n)
+	err := db.QueryRow(ctx, eventsProcessedSQL, projection).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("counting events processed by projection %q: %w", projection, err)
 	}
@@ -355,13 +329,13 @@ func ResetProjection(ctx context.Context, db DBTX, projection string) error {
 	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
 		// Lock the topology first, as a switch does, so batches in
 		// flight finish before the reset and later ones see it.
-		if _, err := tx.Exec(ctx, "SELECT 1 FROM projection_topology WHERE projection_name = $1 FOR UPDATE", projection); err != nil {
+		if _, err := tx.Exec(ctx, lockTopologySQL, projection); err != nil {
 			return err
 		}
 		// Dead letters go too: the replay meets their events again, and
 		// a retry of a leftover one would apply it a second time.
-		for _, table := range []string{"projection_checkpoints", "projection_frontier", "projection_dead_letters", "projection_topology"} {
-			if _, err := tx.Exec(ctx, "DELETE FROM "+table+" WHERE projection_name = $1", projection); err != nil {
+		for _, sql := range []string{deleteCheckpointsSQL, deleteFrontierSQL, discardAllDeadLettersSQL, deleteTopologySQL} {
+			if _, err := tx.Exec(ctx, sql, projection); err != nil {
 				return err
 			}
 		}
@@ -384,8 +358,7 @@ type frontierEntry struct {
 type frontier []frontierEntry
 
 func loadFrontier(ctx context.Context, tx pgx.Tx, projection string) (frontier, error) {
-	rows, err := tx.Query(ctx, `SELECT generation, total_partitions, partition_key, last_transaction_id, last_global_position
-		FROM projection_frontier WHERE projection_name = $1 ORDER BY generation, partition_key`, projection)
+	rows, err := tx.Query(ctx, loadFrontierSQL, projection)
 	if err != nil {
 		return nil, err
 	}
@@ -484,17 +457,17 @@ func ForgetProjection(ctx context.Context, db DBTX, projection string) (Forgotte
 		return f, fmt.Errorf("%w: projection name is empty", ErrInvalidConfig)
 	}
 	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT 1 FROM projection_topology WHERE projection_name = $1 FOR UPDATE", projection); err != nil {
+		if _, err := tx.Exec(ctx, lockTopologySQL, projection); err != nil {
 			return err
 		}
 		for _, d := range []struct {
-			table string
-			n     *int64
+			sql string
+			n   *int64
 		}{
-			{"projection_checkpoints", &f.Checkpoints}, {"projection_frontier", &f.Frontier},
-			{"projection_dead_letters", &f.DeadLetters}, {"projection_resets", &f.Resets}, {"projection_topology", &f.Topology},
+			{deleteCheckpointsSQL, &f.Checkpoints}, {deleteFrontierSQL, &f.Frontier},
+			{discardAllDeadLettersSQL, &f.DeadLetters}, {deleteResetsSQL, &f.Resets}, {deleteTopologySQL, &f.Topology},
 		} {
-			tag, err := tx.Exec(ctx, "DELETE FROM "+d.table+" WHERE projection_name = $1", projection)
+			tag, err := tx.Exec(ctx, d.sql, projection)
 			if err != nil {
 				return err
 			}
