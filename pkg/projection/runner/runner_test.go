@@ -14,6 +14,7 @@ import (
 
 	"github.com/projectionist/projectionist/internal/proctest"
 	"github.com/projectionist/projectionist/pkg/projection"
+	"github.com/projectionist/projectionist/pkg/projection/projectiontest"
 	"github.com/projectionist/projectionist/pkg/projection/runner"
 )
 
@@ -37,7 +38,7 @@ func (p *logProj) Handle(ctx context.Context, tx pgx.Tx, e *projection.Persisted
 
 func setup(t *testing.T, events int) (*pgxpool.Pool, *projection.Store) {
 	t.Helper()
-	pool := newPool(t)
+	pool := projectiontest.NewPool(t)
 	if _, err := pool.Exec(t.Context(), "CREATE TABLE applied (projection text, event_id uuid, PRIMARY KEY (projection, event_id))"); err != nil {
 		t.Fatal(err)
 	}
