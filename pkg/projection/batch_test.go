@@ -59,9 +59,7 @@ func TestBatchHandlerErrorPolicies(t *testing.T) {
 	for _, policy := range []projection.ErrorPolicy{projection.ErrorPolicyStop, projection.ErrorPolicySkip, projection.ErrorPolicyDeadLetter} {
 		t.Run(policy.String(), func(t *testing.T) {
 			ctx := t.Context()
-			pool := newPool(t)
-			newAppliedTable(t, pool)
-			store := projection.NewStore()
+			pool, store := newStore(t, newAppliedTable)
 			var all, poison []projection.PersistedEvent
 			for i := range 30 {
 				typ := "Fine"
@@ -136,9 +134,7 @@ func TestBatchHandlerErrorPolicies(t *testing.T) {
 // whole again.
 func TestBatchHandlerFailureNoEventReproduces(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
-	newAppliedTable(t, pool)
-	store := projection.NewStore()
+	pool, store := newStore(t, newAppliedTable)
 	appendN(t, pool, store, 1, 25, "A")
 	cfg := projection.DefaultProcessorConfig()
 	cfg.BatchSize, cfg.ErrorPolicy = 10, projection.ErrorPolicyStop

@@ -5,6 +5,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/projectionist/projectionist/pkg/projection"
 	"github.com/projectionist/projectionist/pkg/projection/projectiontest"
 )
 
@@ -14,4 +15,16 @@ func TestMain(m *testing.M) { projectiontest.Main(m) }
 func newPool(tb testing.TB) *pgxpool.Pool {
 	tb.Helper()
 	return projectiontest.NewPool(tb)
+}
+
+// newStore is the set-up most tests share: a store, and a pool on a fresh,
+// migrated database of this test's own in which each of tables (such as
+// newAppliedTable) has created its read model.
+func newStore(t *testing.T, tables ...func(*testing.T, *pgxpool.Pool)) (*pgxpool.Pool, *projection.Store) {
+	t.Helper()
+	pool := newPool(t)
+	for _, create := range tables {
+		create(t, pool)
+	}
+	return pool, projection.NewStore()
 }

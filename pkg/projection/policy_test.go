@@ -41,9 +41,7 @@ func TestErrorPolicies(t *testing.T) {
 	for _, policy := range []projection.ErrorPolicy{projection.ErrorPolicySkip, projection.ErrorPolicyDeadLetter} {
 		t.Run(policy.String(), func(t *testing.T) {
 			ctx := t.Context()
-			pool := newPool(t)
-			newAppliedTable(t, pool)
-			store := projection.NewStore()
+			pool, store := newStore(t, newAppliedTable)
 			var poison []projection.PersistedEvent
 			for i := range 30 {
 				typ := "Fine"
@@ -111,9 +109,7 @@ func TestErrorPolicies(t *testing.T) {
 // set aside: the processor stops and nothing is skipped.
 func TestTransientErrorIsNotPoison(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
-	newAppliedTable(t, pool)
-	store := projection.NewStore()
+	pool, store := newStore(t, newAppliedTable)
 	if _, err := store.Append(ctx, pool, "A", "a", projection.NoStream, ev("Fine"), ev("Poison")); err != nil {
 		t.Fatal(err)
 	}

@@ -91,9 +91,7 @@ func TestApplyPendingResetIsExactUnderAppends(t *testing.T) {
 	const partitions = 2
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	pool := newPool(t)
-	newSums(t, pool)
-	store := projection.NewStore()
+	pool, store := newStore(t, newSums)
 
 	// The appender: every committed event's amount is counted.
 	// It stops between appends, never during one, so that every
@@ -201,9 +199,7 @@ func TestApplyPendingResetIsExactUnderAppends(t *testing.T) {
 // others wait for it on the request's row and find it done.
 func TestApplyPendingResetRacingWorkersResetOnce(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
-	newSums(t, pool)
-	store := projection.NewStore()
+	pool, store := newStore(t, newSums)
 	for i := range 20 {
 		if err := appendAmount(ctx, pool, store, fmt.Sprintf("o-%d", i), 10); err != nil {
 			t.Fatal(err)
@@ -271,9 +267,7 @@ func checkpointsOf(t *testing.T, pool *pgxpool.Pool, name string) string {
 // again, changes nothing.
 func TestApplyPendingResetWithoutHookRecordsError(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
-	newSums(t, pool)
-	store := projection.NewStore()
+	pool, store := newStore(t, newSums)
 	for i := range 10 {
 		if err := appendAmount(ctx, pool, store, fmt.Sprintf("o-%d", i), 5); err != nil {
 			t.Fatal(err)
@@ -336,9 +330,7 @@ func mustTopology(t *testing.T, pool *pgxpool.Pool, name string) projection.Topo
 // the hook's error recorded, until a worker whose hook works does it.
 func TestApplyPendingResetHookFailureRollsBack(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
-	newSums(t, pool)
-	store := projection.NewStore()
+	pool, store := newStore(t, newSums)
 	for i := range 10 {
 		if err := appendAmount(ctx, pool, store, fmt.Sprintf("o-%d", i), 3); err != nil {
 			t.Fatal(err)

@@ -264,9 +264,7 @@ func TestWakeupsPollByDefault(t *testing.T) {
 // every event is still handled. The listener warns once, naming the
 // setting, however often it connects.
 func TestWakeupsListenWithoutDatabaseSetting(t *testing.T) {
-	pool := newPool(t)
-	newAppliedTable(t, pool)
-	store := projection.NewStore()
+	pool, store := newStore(t, newAppliedTable)
 	var logs proctest.SyncBuffer
 	l := projection.NewListener(pool, slog.New(slog.NewTextHandler(&logs, nil)))
 	cfg := projection.DefaultProcessorConfig()
