@@ -18,9 +18,9 @@ func newPool(tb testing.TB) *pgxpool.Pool {
 }
 
 // newStore is the set-up most tests share: a store, and a pool on a fresh,
-// migrated database of this test's own in which each of tables (such as
-// newAppliedTable) has created its read model.
-func newStore(t *testing.T, tables ...func(*testing.T, *pgxpool.Pool)) (*pgxpool.Pool, *projection.Store) {
+// migrated database of this test's own, set up by each of tables in turn
+// (newAppliedTable creating its read model, enableWakeups opting in).
+func newStore(t *testing.T, tables ...func(testing.TB, *pgxpool.Pool)) (*pgxpool.Pool, *projection.Store) {
 	t.Helper()
 	pool := newPool(t)
 	for _, create := range tables {

@@ -36,7 +36,7 @@ func (a applyLog) Handle(ctx context.Context, tx pgx.Tx, e *projection.Persisted
 	return err
 }
 
-func newAppliedTable(t *testing.T, pool *pgxpool.Pool) {
+func newAppliedTable(t testing.TB, pool *pgxpool.Pool) {
 	t.Helper()
 	if _, err := pool.Exec(t.Context(), `CREATE TABLE applied (
 		event_id uuid NOT NULL, projection text NOT NULL, partition_key int NOT NULL, aggregate_id text NOT NULL,

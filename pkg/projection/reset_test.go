@@ -57,7 +57,7 @@ func (r resettableSums) Reset(ctx context.Context, tx pgx.Tx) error {
 	return nil
 }
 
-func newSums(t *testing.T, pool *pgxpool.Pool) {
+func newSums(t testing.TB, pool *pgxpool.Pool) {
 	t.Helper()
 	if _, err := pool.Exec(t.Context(), `CREATE TABLE sums (partition_key int PRIMARY KEY, events bigint NOT NULL, total bigint NOT NULL)`); err != nil {
 		t.Fatal(err)
