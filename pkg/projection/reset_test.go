@@ -70,6 +70,21 @@ func appendAmount(ctx context.Context, pool *pgxpool.Pool, store *projection.Sto
 	return err
 }
 
+// newCaughtUpSums is where the reset tests start: a database of the test's
+// own with the sums read model, orders o-0 to o-(orders-1) of amount each,
+// and a one-partition sums processor caught up with them.
+func newCaughtUpSums(t *testing.T, orders int, amount int64) *pgxpool.Pool {
+	t.Helper()
+	pool, store := newStore(t, newSums)
+	for i := range orders {
+		if err := appendAmount(t.Context(), pool, store, fmt.Sprintf("o-%d", i), amount); err != nil {
+			t.Fatal(err)
+		}
+	}
+	catchUp(t, pool, sums{}, 0, 1)
+	return pool
+}
+
 func sumsTotal(t *testing.T, pool *pgxpool.Pool) (events, total int) {
 	t.Helper()
 	return queryInt(t, pool, "SELECT coalesce(sum(events), 0) FROM sums"), queryInt(t, pool, "SELECT coalesce(sum(total), 0) FROM sums")
@@ -199,13 +214,7 @@ func TestApplyPendingResetIsExactUnderAppends(t *testing.T) {
 // others wait for it on the request's row and find it done.
 func TestApplyPendingResetRacingWorkersResetOnce(t *testing.T) {
 	ctx := t.Context()
-	pool, store := newStore(t, newSums)
-	for i := range 20 {
-		if err := appendAmount(ctx, pool, store, fmt.Sprintf("o-%d", i), 10); err != nil {
-			t.Fatal(err)
-		}
-	}
-	catchUp(t, pool, sums{}, 0, 1)
+	pool := newCaughtUpSums(t, 20, 10)
 	if err := projection.RequestReset(ctx, pool, "sums", "again"); err != nil {
 		t.Fatal(err)
 	}
@@ -267,13 +276,7 @@ func checkpointsOf(t *testing.T, pool *pgxpool.Pool, name string) string {
 // again, changes nothing.
 func TestApplyPendingResetWithoutHookRecordsError(t *testing.T) {
 	ctx := t.Context()
-	pool, store := newStore(t, newSums)
-	for i := range 10 {
-		if err := appendAmount(ctx, pool, store, fmt.Sprintf("o-%d", i), 5); err != nil {
-			t.Fatal(err)
-		}
-	}
-	catchUp(t, pool, sums{}, 0, 1)
+	pool := newCaughtUpSums(t, 10, 5)
 	cps, topo := checkpointsOf(t, pool, "sums"), mustTopology(t, pool, "sums")
 	if err := projection.RequestReset(ctx, pool, "sums", "t1"); err != nil {
 		t.Fatal(err)
@@ -330,13 +333,7 @@ func mustTopology(t *testing.T, pool *pgxpool.Pool, name string) projection.Topo
 // the hook's error recorded, until a worker whose hook works does it.
 func TestApplyPendingResetHookFailureRollsBack(t *testing.T) {
 	ctx := t.Context()
-	pool, store := newStore(t, newSums)
-	for i := range 10 {
-		if err := appendAmount(ctx, pool, store, fmt.Sprintf("o-%d", i), 3); err != nil {
-			t.Fatal(err)
-		}
-	}
-	catchUp(t, pool, sums{}, 0, 1)
+	pool := newCaughtUpSums(t, 10, 3)
 	cps := checkpointsOf(t, pool, "sums")
 	if err := projection.RequestReset(ctx, pool, "sums", "t1"); err != nil {
 		t.Fatal(err)
