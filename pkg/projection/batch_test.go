@@ -60,21 +60,7 @@ func TestBatchHandlerErrorPolicies(t *testing.T) {
 		t.Run(policy.String(), func(t *testing.T) {
 			ctx := t.Context()
 			pool, store := newStore(t, newAppliedTable)
-			var all, poison []projection.PersistedEvent
-			for i := range 30 {
-				typ := "Fine"
-				if i == 13 || i == 17 || i == 18 {
-					typ = "Poison"
-				}
-				evs, err := store.Append(ctx, pool, "A", "a", projection.AnyVersion, ev(typ))
-				if err != nil {
-					t.Fatal(err)
-				}
-				all = append(all, evs[0])
-				if typ == "Poison" {
-					poison = append(poison, evs[0])
-				}
-			}
+			all, poison := appendPoisoned(t, pool, store, 30, 13, 17, 18)
 			var handled, poisoned int
 			cfg := projection.DefaultProcessorConfig()
 			cfg.BatchSize, cfg.ErrorPolicy = 10, policy

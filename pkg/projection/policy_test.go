@@ -3,12 +3,14 @@ package projection_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/projectionist/projectionist/pkg/projection"
 )
@@ -37,25 +39,34 @@ func (h *halfWriter) Handle(ctx context.Context, tx pgx.Tx, e *projection.Persis
 	return nil
 }
 
+// appendPoisoned appends n events to aggregate A/a, of type "Poison" at
+// the indexes poisonAt and "Fine" elsewhere; it returns them all, and the
+// poison ones.
+func appendPoisoned(t *testing.T, pool *pgxpool.Pool, store *projection.Store, n int, poisonAt ...int) (all, poison []projection.PersistedEvent) {
+	t.Helper()
+	for i := range n {
+		typ := "Fine"
+		if slices.Contains(poisonAt, i) {
+			typ = "Poison"
+		}
+		evs, err := store.Append(t.Context(), pool, "A", "a", projection.AnyVersion, ev(typ))
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, evs[0])
+		if typ == "Poison" {
+			poison = append(poison, evs[0])
+		}
+	}
+	return all, poison
+}
+
 func TestErrorPolicies(t *testing.T) {
 	for _, policy := range []projection.ErrorPolicy{projection.ErrorPolicySkip, projection.ErrorPolicyDeadLetter} {
 		t.Run(policy.String(), func(t *testing.T) {
 			ctx := t.Context()
 			pool, store := newStore(t, newAppliedTable)
-			var poison []projection.PersistedEvent
-			for i := range 30 {
-				typ := "Fine"
-				if i == 3 || i == 17 || i == 18 {
-					typ = "Poison"
-				}
-				evs, err := store.Append(ctx, pool, "A", "a", projection.AnyVersion, ev(typ))
-				if err != nil {
-					t.Fatal(err)
-				}
-				if typ == "Poison" {
-					poison = append(poison, evs[0])
-				}
-			}
+			_, poison := appendPoisoned(t, pool, store, 30, 3, 17, 18)
 
 			var results []projection.BatchResult
 			cfg := projection.DefaultProcessorConfig()
