@@ -131,11 +131,7 @@ func catchUp(t *testing.T, pool *pgxpool.Pool, proj projection.Projection, n int
 
 func queryInt(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) int64 {
 	t.Helper()
-	var n int64
-	if err := pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-	return n
+	return pgtest.QueryValue[int64](t, pool, sql, args...)
 }
 
 func generate(t *testing.T, pool *pgxpool.Pool, count, users int) loadgen.Result {

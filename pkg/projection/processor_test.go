@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/projectionist/projectionist/internal/pgtest"
 	"github.com/projectionist/projectionist/internal/proctest"
 	"github.com/projectionist/projectionist/pkg/projection"
 )
@@ -61,11 +62,7 @@ func appendN(t *testing.T, pool *pgxpool.Pool, store *projection.Store, aggregat
 
 func queryInt(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) int {
 	t.Helper()
-	var n int
-	if err := pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-	return n
+	return pgtest.QueryValue[int](t, pool, sql, args...)
 }
 
 // The processor holds back behind an in-flight writer, then applies what it

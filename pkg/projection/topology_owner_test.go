@@ -235,9 +235,5 @@ func TestMigrateTopologyManagerOnPopulatedDatabase(t *testing.T) {
 
 func queryString(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) string {
 	t.Helper()
-	var s string
-	if err := pool.QueryRow(t.Context(), sql, args...).Scan(&s); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-	return s
+	return pgtest.QueryValue[string](t, pool, sql, args...)
 }
