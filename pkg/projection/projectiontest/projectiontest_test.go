@@ -10,8 +10,6 @@ import (
 	"github.com/projectionist/projectionist/pkg/projection/projectiontest"
 )
 
-func TestMain(m *testing.M) { projectiontest.Main(m) }
-
 // Each test gets an empty database of its own, which takes the schema,
 // and which is gone once the test has ended.
 func TestNewDatabase(t *testing.T) {
