@@ -18,13 +18,13 @@ func newPool(tb testing.TB) *pgxpool.Pool {
 }
 
 // newStore is the set-up most tests share: a store, and a pool on a fresh,
-// migrated database of this test's own, set up by each of tables in turn
-// (newAppliedTable creating its read model, enableWakeups opting in).
-func newStore(t *testing.T, tables ...func(testing.TB, *pgxpool.Pool)) (*pgxpool.Pool, *projection.Store) {
+// migrated database of this test's own that each of steps then prepares in
+// turn (newAppliedTable creates its read model, enableWakeups opts in).
+func newStore(t *testing.T, steps ...func(testing.TB, *pgxpool.Pool)) (*pgxpool.Pool, *projection.Store) {
 	t.Helper()
 	pool := newPool(t)
-	for _, create := range tables {
-		create(t, pool)
+	for _, step := range steps {
+		step(t, pool)
 	}
 	return pool, projection.NewStore()
 }
