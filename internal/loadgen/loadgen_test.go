@@ -20,18 +20,10 @@ import (
 	"github.com/projectionist/projectionist/internal/pgtest"
 	"github.com/projectionist/projectionist/pkg/demo"
 	"github.com/projectionist/projectionist/pkg/projection"
+	"github.com/projectionist/projectionist/pkg/projection/projectiontest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
-
-func newLog(t *testing.T) *pgxpool.Pool {
-	t.Helper()
-	pool := pgtest.NewPool(t)
-	if _, err := projection.Migrate(context.Background(), pool); err != nil {
-		t.Fatal(err)
-	}
-	return pool
-}
 
 // logTotals reads from the log what Result claims was appended.
 func logTotals(t *testing.T, pool *pgxpool.Pool) (byType map[string]int, amountCents int64) {
@@ -125,7 +117,7 @@ func checkStreams(t *testing.T, pool *pgxpool.Pool, aggregates int) {
 
 func TestGenerateAppendsCountedEventsInOrder(t *testing.T) {
 	ctx := context.Background()
-	pool := newLog(t)
+	pool := projectiontest.NewPool(t)
 	res, err := loadgen.Generate(ctx, pool, loadgen.Options{Count: 600, Aggregates: 20})
 	if err != nil {
 		t.Fatal(err)
@@ -151,7 +143,7 @@ func TestGenerateAppendsCountedEventsInOrder(t *testing.T) {
 
 func TestGenerateConcurrentRetriesConflicts(t *testing.T) {
 	ctx := context.Background()
-	pool := newLog(t)
+	pool := projectiontest.NewPool(t)
 	store := projection.NewStore()
 	// The users exist already (an earlier run, another process): the
 	// generator carries on with them.
@@ -203,7 +195,7 @@ func TestGenerateConcurrentRetriesConflicts(t *testing.T) {
 // tenth of them over all runs.
 func TestGenerateCarriesOnAcrossRuns(t *testing.T) {
 	ctx := context.Background()
-	pool := newLog(t)
+	pool := projectiontest.NewPool(t)
 	for run := range 5 {
 		res, err := loadgen.Generate(ctx, pool, loadgen.Options{Count: 300, Aggregates: 10})
 		if err != nil {
@@ -254,7 +246,7 @@ func TestGenerateRejectsInvalidOptions(t *testing.T) {
 // Rate spaces events out (event i is not appended before i/Rate seconds),
 // and a long run writes progress lines.
 func TestGenerateRateAndProgress(t *testing.T) {
-	pool := newLog(t)
+	pool := projectiontest.NewPool(t)
 	var progress bytes.Buffer
 	res, err := loadgen.Generate(context.Background(), pool, loadgen.Options{
 		Count: 101, Aggregates: 5, Rate: 1000, Concurrency: 4, Progress: &progress, ProgressEvery: time.Millisecond,
@@ -285,7 +277,7 @@ func TestGenerateRateAndProgress(t *testing.T) {
 // Cancelling stops the appenders; Result counts exactly what reached the
 // log.
 func TestGenerateCancelled(t *testing.T) {
-	pool := newLog(t)
+	pool := projectiontest.NewPool(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	res, err := loadgen.Generate(ctx, pool, loadgen.Options{Count: 100000, Rate: 200, Concurrency: 2})

@@ -87,19 +87,25 @@ func Stop() {
 // stop stops s's postgres, if it runs, and removes its directory.
 func (s *server) stop() {
 	if s.cmd != nil { // nil if a Restart failed to start it again
-		// SIGINT is PostgreSQL's "fast shutdown": roll back and exit promptly.
-		_ = s.cmd.Process.Signal(syscall.SIGINT)
-		done := make(chan struct{})
-		go func() { _ = s.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = s.cmd.Process.Kill()
-			<-done
-		}
-		s.cmd = nil
+		s.shutdown(10 * time.Second)
 	}
 	_ = os.RemoveAll(s.dir)
+}
+
+// shutdown stops s's running postgres with PostgreSQL's "fast shutdown"
+// (SIGINT: roll back and exit promptly), killing it if it has not exited
+// within timeout (an immediate stop: recovery on the next start).
+func (s *server) shutdown(timeout time.Duration) {
+	_ = s.cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan struct{})
+	go func() { _ = s.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		_ = s.cmd.Process.Kill()
+		<-done
+	}
+	s.cmd = nil
 }
 
 // ServerURL returns the DSN of the server's maintenance database, starting
@@ -419,16 +425,7 @@ func Restart(tb testing.TB, whileDown func()) {
 	case srv.cmd == nil:
 		tb.Fatal("pgtest.Restart: the server is down: an earlier Restart failed to start it again")
 	}
-	_ = srv.cmd.Process.Signal(syscall.SIGINT)
-	done := make(chan struct{})
-	go func() { _ = srv.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		_ = srv.cmd.Process.Kill() // an immediate stop: recovery on start
-		<-done
-	}
-	srv.cmd = nil
+	srv.shutdown(30 * time.Second)
 	if whileDown != nil {
 		whileDown()
 	}

@@ -35,21 +35,9 @@ type CA struct {
 // NewCA makes a certificate authority whose certificate names commonName.
 func NewCA(tb testing.TB, commonName string) *CA {
 	tb.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serialNumber(tb),
-		Subject:               pkix.Name{CommonName: commonName, Organization: []string{"projectionist tests"}},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
-	}
+	key, tmpl := newKeyAndTemplate(tb, pkix.Name{CommonName: commonName, Organization: []string{"projectionist tests"}})
+	tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign
+	tmpl.BasicConstraintsValid, tmpl.IsCA, tmpl.MaxPathLenZero = true, true, true
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
 		tb.Fatal(err)
@@ -66,23 +54,30 @@ func NewCA(tb testing.TB, commonName string) *CA {
 	return ca
 }
 
-// Issue returns a server certificate for hosts (DNS names and IP
-// addresses) signed by ca, and its private key, both PEM-encoded.
-func (ca *CA) Issue(tb testing.TB, hosts ...string) (certPEM, keyPEM []byte) {
+// newKeyAndTemplate returns a new P-256 key and a certificate template for
+// subject, with a fresh serial number, valid from an hour ago for a day.
+func newKeyAndTemplate(tb testing.TB, subject pkix.Name) (*ecdsa.PrivateKey, *x509.Certificate) {
 	tb.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	now := time.Now()
-	tmpl := &x509.Certificate{
+	return key, &x509.Certificate{
 		SerialNumber: serialNumber(tb),
-		Subject:      pkix.Name{CommonName: hosts[0]},
+		Subject:      subject,
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
+}
+
+// Issue returns a server certificate for hosts (DNS names and IP
+// addresses) signed by ca, and its private key, both PEM-encoded.
+func (ca *CA) Issue(tb testing.TB, hosts ...string) (certPEM, keyPEM []byte) {
+	tb.Helper()
+	key, tmpl := newKeyAndTemplate(tb, pkix.Name{CommonName: hosts[0]})
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
 			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)

@@ -7,9 +7,9 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/projectionist/projectionist/internal/loadgen"
-	"github.com/projectionist/projectionist/internal/pgtest"
 	"github.com/projectionist/projectionist/pkg/demo"
 	"github.com/projectionist/projectionist/pkg/projection"
+	"github.com/projectionist/projectionist/pkg/projection/projectiontest"
 )
 
 // BenchmarkDemoProjections measures each demo projection over a generated
@@ -23,10 +23,7 @@ import (
 //	go test ./pkg/demo -run '^$' -bench DemoProjections -benchtime 3x -count 3
 func BenchmarkDemoProjections(b *testing.B) {
 	ctx := context.Background()
-	pool := pgtest.NewPool(b)
-	if _, err := projection.Migrate(ctx, pool); err != nil {
-		b.Fatal(err)
-	}
+	pool := projectiontest.NewPool(b)
 	if err := demo.EnsureSchema(ctx, pool); err != nil {
 		b.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/projectionist/projectionist/internal/pgtest"
 	"github.com/projectionist/projectionist/pkg/demo"
 	"github.com/projectionist/projectionist/pkg/projection"
+	"github.com/projectionist/projectionist/pkg/projection/projectiontest"
 	"github.com/projectionist/projectionist/pkg/projection/runner"
 )
 
@@ -34,10 +35,7 @@ func (failing) Handle(context.Context, pgx.Tx, *projection.PersistedEvent) error
 func TestExampleHelperRunUntilProcessedReturnsFailure(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	pool := pgtest.NewPool(t)
-	if _, err := projection.Migrate(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
+	pool := projectiontest.NewPool(t)
 	if err := demo.CreateTables(ctx, pool, demo.ActivityLogSchema); err != nil {
 		t.Fatal(err)
 	}
@@ -63,10 +61,7 @@ func TestExampleHelperRunUntilProcessedReturnsFailure(t *testing.T) {
 
 // Cancelling the caller's context stops the wait with its error.
 func TestExampleHelperRunUntilProcessedCancelled(t *testing.T) {
-	pool := pgtest.NewPool(t)
-	if _, err := projection.Migrate(context.Background(), pool); err != nil {
-		t.Fatal(err)
-	}
+	pool := projectiontest.NewPool(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	err := demo.RunUntilProcessed(ctx, pool, map[string]int64{"never": 1}, func(ctx context.Context) error {
@@ -80,10 +75,7 @@ func TestExampleHelperRunUntilProcessedCancelled(t *testing.T) {
 
 func TestExampleHelperCountEvents(t *testing.T) {
 	ctx := context.Background()
-	pool := pgtest.NewPool(t)
-	if _, err := projection.Migrate(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
+	pool := projectiontest.NewPool(t)
 	store := projection.NewStore()
 	if n, err := demo.Seed(ctx, pool, store); err != nil || n != demo.Events {
 		t.Fatalf("Seed = %d, %v; want %d", n, err, demo.Events)
@@ -101,12 +93,11 @@ func TestExampleHelperCountEvents(t *testing.T) {
 	}
 }
 
+// migrated returns a pool on a fresh database of this test's own with the
+// event store's tables and every demo read model.
 func migrated(t *testing.T) *pgxpool.Pool {
 	t.Helper()
-	pool := pgtest.NewPool(t)
-	if _, err := projection.Migrate(context.Background(), pool); err != nil {
-		t.Fatal(err)
-	}
+	pool := projectiontest.NewPool(t)
 	if err := demo.EnsureSchema(context.Background(), pool); err != nil {
 		t.Fatal(err)
 	}
@@ -131,11 +122,7 @@ func catchUp(t *testing.T, pool *pgxpool.Pool, proj projection.Projection, n int
 
 func queryInt(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) int64 {
 	t.Helper()
-	var n int64
-	if err := pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-	return n
+	return pgtest.QueryValue[int64](t, pool, sql, args...)
 }
 
 func generate(t *testing.T, pool *pgxpool.Pool, count, users int) loadgen.Result {

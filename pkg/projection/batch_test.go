@@ -59,24 +59,8 @@ func TestBatchHandlerErrorPolicies(t *testing.T) {
 	for _, policy := range []projection.ErrorPolicy{projection.ErrorPolicyStop, projection.ErrorPolicySkip, projection.ErrorPolicyDeadLetter} {
 		t.Run(policy.String(), func(t *testing.T) {
 			ctx := t.Context()
-			pool := newPool(t)
-			newAppliedTable(t, pool)
-			store := projection.NewStore()
-			var all, poison []projection.PersistedEvent
-			for i := range 30 {
-				typ := "Fine"
-				if i == 13 || i == 17 || i == 18 {
-					typ = "Poison"
-				}
-				evs, err := store.Append(ctx, pool, "A", "a", projection.AnyVersion, ev(typ))
-				if err != nil {
-					t.Fatal(err)
-				}
-				all = append(all, evs[0])
-				if typ == "Poison" {
-					poison = append(poison, evs[0])
-				}
-			}
+			pool, store := newStore(t, newAppliedTable)
+			all, poison := appendPoisoned(t, pool, store, 30, 13, 17, 18)
 			var handled, poisoned int
 			cfg := projection.DefaultProcessorConfig()
 			cfg.BatchSize, cfg.ErrorPolicy = 10, policy
@@ -136,9 +120,7 @@ func TestBatchHandlerErrorPolicies(t *testing.T) {
 // whole again.
 func TestBatchHandlerFailureNoEventReproduces(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
-	newAppliedTable(t, pool)
-	store := projection.NewStore()
+	pool, store := newStore(t, newAppliedTable)
 	appendN(t, pool, store, 1, 25, "A")
 	cfg := projection.DefaultProcessorConfig()
 	cfg.BatchSize, cfg.ErrorPolicy = 10, projection.ErrorPolicyStop

@@ -1,6 +1,7 @@
 package projection
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -276,30 +277,20 @@ func DefaultProcessorConfig() ProcessorConfig {
 
 // withDefaults fills the fields whose zero value means "default".
 func (c ProcessorConfig) withDefaults() ProcessorConfig {
-	if c.BatchSize == 0 {
-		c.BatchSize = DefaultBatchSize
-	}
+	c.BatchSize = cmp.Or(c.BatchSize, DefaultBatchSize)
 	if c.TotalPartitions == 0 && c.Topology == TopologyApply {
 		c.TotalPartitions = DefaultTotalPartitions
 	}
 	if c.PartitionStrategy == nil {
 		c.PartitionStrategy = HashPartitionStrategy{}
 	}
-	if c.PollInterval == 0 {
-		c.PollInterval = DefaultPollInterval
-	}
-	if c.WakeupPollInterval == 0 {
-		c.WakeupPollInterval = DefaultWakeupPollInterval
-	}
+	c.PollInterval = cmp.Or(c.PollInterval, DefaultPollInterval)
+	c.WakeupPollInterval = cmp.Or(c.WakeupPollInterval, DefaultWakeupPollInterval)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	if c.StatementTimeout == 0 {
-		c.StatementTimeout = DefaultStatementTimeout
-	}
-	if c.BatchTimeout == 0 {
-		c.BatchTimeout = DefaultBatchTimeout
-	}
+	c.StatementTimeout = cmp.Or(c.StatementTimeout, DefaultStatementTimeout)
+	c.BatchTimeout = cmp.Or(c.BatchTimeout, DefaultBatchTimeout)
 	return c
 }
 

@@ -43,11 +43,13 @@ func (r *retryLog) Handle(ctx context.Context, tx pgx.Tx, e *projection.Persiste
 	return nil
 }
 
-// deadLettered appends events to aggregates, some poison, and runs a
-// dead-letter processor over them; it returns the poison events.
-func deadLettered(t *testing.T, pool *pgxpool.Pool, proj *retryLog, aggregates []string) []projection.PersistedEvent {
+// deadLettered appends events to aggregates, some poison, in a fresh,
+// migrated database of this test's own, and runs a dead-letter processor of
+// proj over them; it returns the pool and the poison events.
+func deadLettered(t *testing.T, proj *retryLog, aggregates ...string) (*pgxpool.Pool, []projection.PersistedEvent) {
 	t.Helper()
 	ctx := t.Context()
+	pool := newPool(t)
 	if _, err := pool.Exec(ctx, `CREATE TABLE retried (event_id uuid NOT NULL, event_type text NOT NULL, seq bigserial)`); err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +70,7 @@ func deadLettered(t *testing.T, pool *pgxpool.Pool, proj *retryLog, aggregates [
 	if n := queryInt(t, pool, "SELECT count(*) FROM projection_dead_letters"); n != len(poison) {
 		t.Fatalf("%d dead letters, want %d", n, len(poison))
 	}
-	return poison
+	return pool, poison
 }
 
 func catchUp(t *testing.T, pool *pgxpool.Pool, proj projection.Projection, key, total int) {
@@ -90,9 +92,8 @@ func applied(t *testing.T, pool *pgxpool.Pool, id uuid.UUID) int {
 // transaction, and its dead letter is gone; list, get and count agree.
 func TestDeadLetterRetrySucceeds(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
 	proj := &retryLog{}
-	poison := deadLettered(t, pool, proj, []string{"a", "b"})
+	pool, poison := deadLettered(t, proj, "a", "b")
 
 	dls, err := projection.ListDeadLetters(ctx, pool, "retry", projection.DeadLetterFilter{})
 	if err != nil || len(dls) != 2 || dls[0].EventID != poison[0].EventID || dls[0].Position != poison[0].Position() ||
@@ -136,9 +137,8 @@ func TestDeadLetterRetrySucceeds(t *testing.T) {
 // every event once.
 func TestDeadLetterRetryRaces(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
 	proj := &retryLog{}
-	poison := deadLettered(t, pool, proj, []string{"a", "b", "c", "d", "e"})
+	pool, poison := deadLettered(t, proj, "a", "b", "c", "d", "e")
 	proj.fixed.Store(true)
 
 	var wg sync.WaitGroup
@@ -183,9 +183,8 @@ func TestDeadLetterRetryRaces(t *testing.T) {
 // applies it once.
 func TestDeadLetterRetryInterrupted(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
 	proj := &retryLog{started: make(chan struct{})}
-	poison := deadLettered(t, pool, proj, []string{"a"})
+	pool, poison := deadLettered(t, proj, "a")
 	if _, err := projection.RetryAllDeadLetters(ctx, pool, "retry"); err != nil {
 		t.Fatal(err)
 	}
@@ -226,9 +225,8 @@ func TestDeadLetterRetryInterrupted(t *testing.T) {
 // no request, and does not stop the processor, even under ErrorPolicyStop.
 func TestDeadLetterRetryFailsAgain(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
 	proj := &retryLog{}
-	poison := deadLettered(t, pool, proj, []string{"a"})
+	pool, poison := deadLettered(t, proj, "a")
 	if _, err := pool.Exec(ctx, "UPDATE projection_dead_letters SET error = 'old'"); err != nil {
 		t.Fatal(err)
 	}
@@ -252,9 +250,8 @@ func TestDeadLetterRetryFailsAgain(t *testing.T) {
 // retry had been requested.
 func TestDeadLetterDiscard(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
 	proj := &retryLog{}
-	poison := deadLettered(t, pool, proj, []string{"a", "b", "c"})
+	pool, poison := deadLettered(t, proj, "a", "b", "c")
 	proj.fixed.Store(true)
 	if err := projection.RetryDeadLetter(ctx, pool, "retry", poison[0].EventID); err != nil {
 		t.Fatal(err)
@@ -280,10 +277,9 @@ func TestDeadLetterDiscard(t *testing.T) {
 // new topology, not by the partition that set it aside.
 func TestDeadLetterRetryAfterRescale(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
 	proj := &retryLog{}
 	aggs := []string{"a", "b", "c", "d", "e", "f"}
-	poison := deadLettered(t, pool, proj, aggs)
+	pool, poison := deadLettered(t, proj, aggs...)
 	if _, err := projection.SetTopology(ctx, pool, "retry", 2); err != nil {
 		t.Fatal(err)
 	}
@@ -314,9 +310,8 @@ func TestDeadLetterRetryAfterRescale(t *testing.T) {
 // its event a second time.
 func TestResetProjectionRemovesDeadLetters(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
 	proj := &retryLog{}
-	deadLettered(t, pool, proj, []string{"a", "b"})
+	pool, _ := deadLettered(t, proj, "a", "b")
 	if err := projection.ResetProjection(ctx, pool, "retry"); err != nil {
 		t.Fatal(err)
 	}
@@ -344,9 +339,8 @@ func (r *batchRetryLog) HandleBatch(ctx context.Context, tx pgx.Tx, events []pro
 
 func TestDeadLetterRetryThroughHandleBatch(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
 	proj := &batchRetryLog{}
-	poison := deadLettered(t, pool, &proj.retryLog, []string{"a"})
+	pool, poison := deadLettered(t, &proj.retryLog, "a")
 	proj.fixed.Store(true)
 	if err := projection.RetryDeadLetter(ctx, pool, "retry", poison[0].EventID); err != nil {
 		t.Fatal(err)

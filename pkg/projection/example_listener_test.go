@@ -8,9 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/projectionist/projectionist/internal/pgtest"
 	"github.com/projectionist/projectionist/pkg/projection"
 )
 
@@ -31,14 +29,8 @@ func (s seen) Handle(context.Context, pgx.Tx, *projection.PersistedEvent) error 
 // it commits, although both poll only once a minute.
 func ExampleNewListener() {
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, pgtest.MustDatabase()) // e.g. os.Getenv("DATABASE_URL")
-	if err != nil {
-		log.Fatal(err)
-	}
+	pool := examplePool() // pgxpool.New(ctx, os.Getenv("DATABASE_URL")), then projection.Migrate
 	defer pool.Close()
-	if _, err := projection.Migrate(ctx, pool); err != nil {
-		log.Fatal(err)
-	}
 	// Once, by a DBA: the database notifies appends only where
 	// projectionist.wakeups is on (off by default: notifying commits
 	// cost concurrent writers their group commit). Sessions opened

@@ -92,14 +92,8 @@ func ExampleNewProcessor() {
 func ExampleProcessor_RunSupervised() {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	pool, err := pgxpool.New(ctx, pgtest.MustDatabase()) // e.g. os.Getenv("DATABASE_URL")
-	if err != nil {
-		log.Fatal(err)
-	}
+	pool := examplePool() // pgxpool.New(ctx, os.Getenv("DATABASE_URL")), then projection.Migrate
 	defer pool.Close()
-	if _, err := projection.Migrate(ctx, pool); err != nil {
-		log.Fatal(err)
-	}
 	if _, err := pool.Exec(ctx, `CREATE TABLE IF NOT EXISTS user_stats (
 		user_id text PRIMARY KEY, email text NOT NULL, active boolean NOT NULL DEFAULT true)`); err != nil {
 		log.Fatal(err)
@@ -123,7 +117,7 @@ func ExampleProcessor_RunSupervised() {
 	// with capped exponential backoff; it returns nil once ctx is
 	// cancelled, or the *HandlerError of a poison event, or a config
 	// error.
-	err = processor.RunSupervised(ctx, UserCountProjection{}, projection.SupervisorConfig{
+	err := processor.RunSupervised(ctx, UserCountProjection{}, projection.SupervisorConfig{
 		OnRetry: func(err error, wait time.Duration) { log.Printf("projection down, retrying in %s: %v", wait, err) },
 	})
 	if err != nil {

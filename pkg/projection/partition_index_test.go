@@ -16,8 +16,7 @@ import (
 // once, in order, before and after it is dropped.
 func TestPartitionIndex(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
-	newAppliedTable(t, pool)
+	pool, store := newStore(t, newAppliedTable)
 	const n, name = 64, "indexed"
 	appendPlain(t, pool, 10)
 	if _, err := projection.SetTopology(ctx, pool, name, n); err != nil {
@@ -42,7 +41,7 @@ func TestPartitionIndex(t *testing.T) {
 		t.Fatalf("partition index %+v, want a valid %s of %d partitions used by %s", ix, projection.PartitionIndexName(n), n, name)
 	}
 
-	catchUpPartitions(t, pool, name, n)
+	catchUpPartitions(t, pool, store, name, n)
 	assertExactlyOnceInOrder(t, pool, name)
 	// The reads went through the index: PostgreSQL preferred it to the
 	// filter once the partitions had to examine 64 rows for each of
@@ -60,7 +59,7 @@ func TestPartitionIndex(t *testing.T) {
 		t.Fatalf("after a failed build: %+v, want neither valid nor building", ix)
 	}
 	appendPlain(t, pool, 3)
-	catchUpPartitions(t, pool, name, n)
+	catchUpPartitions(t, pool, store, name, n)
 	assertExactlyOnceInOrder(t, pool, name)
 	if built, err := projection.CreatePartitionIndex(ctx, pool, n); err != nil || !built {
 		t.Fatalf("rebuilding the invalid index: built %v, %v", built, err)
@@ -76,7 +75,7 @@ func TestPartitionIndex(t *testing.T) {
 		t.Fatalf("after dropping: partition indexes %+v, want none", ixs)
 	}
 	appendPlain(t, pool, 3)
-	catchUpPartitions(t, pool, name, n)
+	catchUpPartitions(t, pool, store, name, n)
 	assertExactlyOnceInOrder(t, pool, name)
 }
 
@@ -95,9 +94,8 @@ func appendPlain(t *testing.T, pool *pgxpool.Pool, txs int) {
 
 // catchUpPartitions runs every partition of a projection of n partitions,
 // following its topology, until it has caught up.
-func catchUpPartitions(t *testing.T, pool *pgxpool.Pool, name string, n int) {
+func catchUpPartitions(t *testing.T, pool *pgxpool.Pool, store *projection.Store, name string, n int) {
 	t.Helper()
-	store := projection.NewStore()
 	var wg sync.WaitGroup
 	errs := make([]error, n)
 	for k := range n {

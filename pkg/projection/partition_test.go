@@ -64,8 +64,7 @@ func (r *recorder) Handle(_ context.Context, _ pgx.Tx, e *projection.PersistedEv
 // selects, for every partition count the operator is likely to use.
 func TestSQLPartitionFilterMatchesGo(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
-	store := projection.NewStore()
+	pool, store := newStore(t)
 
 	rng := rand.New(rand.NewPCG(1, 2))
 	ids := make([]string, 10000)

@@ -3,12 +3,14 @@ package projection_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/projectionist/projectionist/pkg/projection"
 )
@@ -37,27 +39,34 @@ func (h *halfWriter) Handle(ctx context.Context, tx pgx.Tx, e *projection.Persis
 	return nil
 }
 
+// appendPoisoned appends n events to aggregate A/a, of type "Poison" at
+// the indexes poisonAt and "Fine" elsewhere; it returns them all, and the
+// poison ones.
+func appendPoisoned(t *testing.T, pool *pgxpool.Pool, store *projection.Store, n int, poisonAt ...int) (all, poison []projection.PersistedEvent) {
+	t.Helper()
+	for i := range n {
+		typ := "Fine"
+		if slices.Contains(poisonAt, i) {
+			typ = "Poison"
+		}
+		evs, err := store.Append(t.Context(), pool, "A", "a", projection.AnyVersion, ev(typ))
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, evs[0])
+		if typ == "Poison" {
+			poison = append(poison, evs[0])
+		}
+	}
+	return all, poison
+}
+
 func TestErrorPolicies(t *testing.T) {
 	for _, policy := range []projection.ErrorPolicy{projection.ErrorPolicySkip, projection.ErrorPolicyDeadLetter} {
 		t.Run(policy.String(), func(t *testing.T) {
 			ctx := t.Context()
-			pool := newPool(t)
-			newAppliedTable(t, pool)
-			store := projection.NewStore()
-			var poison []projection.PersistedEvent
-			for i := range 30 {
-				typ := "Fine"
-				if i == 3 || i == 17 || i == 18 {
-					typ = "Poison"
-				}
-				evs, err := store.Append(ctx, pool, "A", "a", projection.AnyVersion, ev(typ))
-				if err != nil {
-					t.Fatal(err)
-				}
-				if typ == "Poison" {
-					poison = append(poison, evs[0])
-				}
-			}
+			pool, store := newStore(t, newAppliedTable)
+			_, poison := appendPoisoned(t, pool, store, 30, 3, 17, 18)
 
 			var results []projection.BatchResult
 			cfg := projection.DefaultProcessorConfig()
@@ -111,9 +120,7 @@ func TestErrorPolicies(t *testing.T) {
 // set aside: the processor stops and nothing is skipped.
 func TestTransientErrorIsNotPoison(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
-	newAppliedTable(t, pool)
-	store := projection.NewStore()
+	pool, store := newStore(t, newAppliedTable)
 	if _, err := store.Append(ctx, pool, "A", "a", projection.NoStream, ev("Fine"), ev("Poison")); err != nil {
 		t.Fatal(err)
 	}

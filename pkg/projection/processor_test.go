@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/projectionist/projectionist/internal/pgtest"
 	"github.com/projectionist/projectionist/internal/proctest"
 	"github.com/projectionist/projectionist/pkg/projection"
 )
@@ -36,7 +37,7 @@ func (a applyLog) Handle(ctx context.Context, tx pgx.Tx, e *projection.Persisted
 	return err
 }
 
-func newAppliedTable(t *testing.T, pool *pgxpool.Pool) {
+func newAppliedTable(t testing.TB, pool *pgxpool.Pool) {
 	t.Helper()
 	if _, err := pool.Exec(t.Context(), `CREATE TABLE applied (
 		event_id uuid NOT NULL, projection text NOT NULL, partition_key int NOT NULL, aggregate_id text NOT NULL,
@@ -61,20 +62,14 @@ func appendN(t *testing.T, pool *pgxpool.Pool, store *projection.Store, aggregat
 
 func queryInt(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) int {
 	t.Helper()
-	var n int
-	if err := pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-	return n
+	return pgtest.QueryValue[int](t, pool, sql, args...)
 }
 
 // The processor holds back behind an in-flight writer, then applies what it
 // held back; nothing is skipped and the checkpoint is the pair it read.
 func TestProcessorWaitsForInFlightWriter(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
-	newAppliedTable(t, pool)
-	store := projection.NewStore()
+	pool, store := newStore(t, newAppliedTable)
 	proc := projection.NewProcessor(pool, store, projection.DefaultProcessorConfig())
 	proj := applyLog{name: "log"}
 
@@ -116,9 +111,7 @@ func TestProcessorWaitsForInFlightWriter(t *testing.T) {
 // the hash assigns it.
 func TestPartitionsApplyEachEventOnce(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
-	newAppliedTable(t, pool)
-	store := projection.NewStore()
+	pool, store := newStore(t, newAppliedTable)
 	appendN(t, pool, store, 200, 5, "User")
 
 	var wg sync.WaitGroup
@@ -162,9 +155,7 @@ func TestPartitionsApplyEachEventOnce(t *testing.T) {
 // cancelled first, it says so.
 func TestCatchUpWaitsForEventsCommittedBeforeIt(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
-	newAppliedTable(t, pool)
-	store := projection.NewStore()
+	pool, store := newStore(t, newAppliedTable)
 
 	// An unrelated transaction that has taken an xid holds the horizon
 	// below everything appended after it.
@@ -224,9 +215,7 @@ func (regionStrategy) ShouldProcess(id string, key, total int) bool {
 
 func TestCustomPartitionStrategy(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
-	newAppliedTable(t, pool)
-	store := projection.NewStore()
+	pool, store := newStore(t, newAppliedTable)
 	appendN(t, pool, store, 30, 2, "us")
 	appendN(t, pool, store, 20, 2, "eu")
 	appendN(t, pool, store, 50, 2, "xx")
@@ -259,9 +248,7 @@ func (s scoped) BoundedContexts() []string { return s.contexts }
 
 func TestScopedProjection(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
-	newAppliedTable(t, pool)
-	store := projection.NewStore()
+	pool, store := newStore(t, newAppliedTable)
 	billing := projection.NewStore(projection.WithBoundedContext("billing"))
 	appendN(t, pool, store, 10, 1, "User")
 	appendN(t, pool, store, 10, 1, "Order")
@@ -292,9 +279,7 @@ func TestScopedProjection(t *testing.T) {
 // and names the event.
 func TestHandlerErrorRollsBackBatch(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
-	newAppliedTable(t, pool)
-	store := projection.NewStore()
+	pool, store := newStore(t, newAppliedTable)
 	appendN(t, pool, store, 3, 1, "A")
 	bad, err := store.Append(ctx, pool, "B", "poison", projection.NoStream, ev("Poison"))
 	if err != nil {
@@ -334,9 +319,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 // Run follows new events, starts over when its checkpoint is deleted (the
 // guide's rebuild), and returns nil when cancelled.
 func TestRunFollowsRebuildsAndStops(t *testing.T) {
-	pool := newPool(t)
-	newAppliedTable(t, pool)
-	store := projection.NewStore()
+	pool, store := newStore(t, newAppliedTable)
 	appendN(t, pool, store, 10, 3, "A")
 
 	ctx, cancel := context.WithCancel(t.Context())

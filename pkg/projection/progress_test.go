@@ -17,9 +17,7 @@ import (
 // ran.
 func TestGetProgress(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
-	newAppliedTable(t, pool)
-	store := projection.NewStore()
+	pool, store := newStore(t, newAppliedTable)
 
 	none, err := projection.GetProgress(ctx, pool, "nobody")
 	if err != nil {
@@ -83,9 +81,7 @@ func TestGetProgress(t *testing.T) {
 // still reaches lag 0: an idle partition records how far it has looked.
 func TestProgressOfScopedProjectionReachesZero(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
-	newAppliedTable(t, pool)
-	store := projection.NewStore()
+	pool, store := newStore(t, newAppliedTable)
 	appendN(t, pool, store, 5, 2, "Order")
 	appendN(t, pool, store, 5, 2, "User") // out of scope, after every Order
 
@@ -108,9 +104,7 @@ func TestProgressOfScopedProjectionReachesZero(t *testing.T) {
 // after one partition catches up, and the documented KEDA query.
 func TestLagViewMatchesGetProgress(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
-	newAppliedTable(t, pool)
-	store := projection.NewStore()
+	pool, store := newStore(t, newAppliedTable)
 	appendN(t, pool, store, 30, 4, "User")
 	if _, err := pool.Exec(ctx, "UPDATE events SET created_at = now() - interval '90 seconds' WHERE global_position = 1"); err != nil {
 		t.Fatal(err)
@@ -185,9 +179,7 @@ func TestLagViewMatchesGetProgress(t *testing.T) {
 // projection without one have no lag.
 func TestGetPartitionLag(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
-	newAppliedTable(t, pool)
-	store := projection.NewStore()
+	pool, store := newStore(t, newAppliedTable)
 	lag := func(q projection.LagQuery) projection.PartitionLag {
 		t.Helper()
 		l, err := projection.GetPartitionLag(ctx, pool, q)

@@ -57,7 +57,7 @@ func (r resettableSums) Reset(ctx context.Context, tx pgx.Tx) error {
 	return nil
 }
 
-func newSums(t *testing.T, pool *pgxpool.Pool) {
+func newSums(t testing.TB, pool *pgxpool.Pool) {
 	t.Helper()
 	if _, err := pool.Exec(t.Context(), `CREATE TABLE sums (partition_key int PRIMARY KEY, events bigint NOT NULL, total bigint NOT NULL)`); err != nil {
 		t.Fatal(err)
@@ -68,6 +68,21 @@ func appendAmount(ctx context.Context, pool *pgxpool.Pool, store *projection.Sto
 	_, err := store.Append(ctx, pool, "Order", aggregate, projection.AnyVersion,
 		projection.Event{EventType: "OrderPlaced", Payload: json.RawMessage(fmt.Sprintf(`{"Amount": %d}`, amount))})
 	return err
+}
+
+// newCaughtUpSums is where the reset tests start: a database of the test's
+// own with the sums read model, orders o-0 to o-(orders-1) of amount each,
+// and a one-partition sums processor caught up with them.
+func newCaughtUpSums(t *testing.T, orders int, amount int64) *pgxpool.Pool {
+	t.Helper()
+	pool, store := newStore(t, newSums)
+	for i := range orders {
+		if err := appendAmount(t.Context(), pool, store, fmt.Sprintf("o-%d", i), amount); err != nil {
+			t.Fatal(err)
+		}
+	}
+	catchUp(t, pool, sums{}, 0, 1)
+	return pool
 }
 
 func sumsTotal(t *testing.T, pool *pgxpool.Pool) (events, total int) {
@@ -91,9 +106,7 @@ func TestApplyPendingResetIsExactUnderAppends(t *testing.T) {
 	const partitions = 2
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	pool := newPool(t)
-	newSums(t, pool)
-	store := projection.NewStore()
+	pool, store := newStore(t, newSums)
 
 	// The appender: every committed event's amount is counted.
 	// It stops between appends, never during one, so that every
@@ -201,15 +214,7 @@ func TestApplyPendingResetIsExactUnderAppends(t *testing.T) {
 // others wait for it on the request's row and find it done.
 func TestApplyPendingResetRacingWorkersResetOnce(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
-	newSums(t, pool)
-	store := projection.NewStore()
-	for i := range 20 {
-		if err := appendAmount(ctx, pool, store, fmt.Sprintf("o-%d", i), 10); err != nil {
-			t.Fatal(err)
-		}
-	}
-	catchUp(t, pool, sums{}, 0, 1)
+	pool := newCaughtUpSums(t, 20, 10)
 	if err := projection.RequestReset(ctx, pool, "sums", "again"); err != nil {
 		t.Fatal(err)
 	}
@@ -271,15 +276,7 @@ func checkpointsOf(t *testing.T, pool *pgxpool.Pool, name string) string {
 // again, changes nothing.
 func TestApplyPendingResetWithoutHookRecordsError(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
-	newSums(t, pool)
-	store := projection.NewStore()
-	for i := range 10 {
-		if err := appendAmount(ctx, pool, store, fmt.Sprintf("o-%d", i), 5); err != nil {
-			t.Fatal(err)
-		}
-	}
-	catchUp(t, pool, sums{}, 0, 1)
+	pool := newCaughtUpSums(t, 10, 5)
 	cps, topo := checkpointsOf(t, pool, "sums"), mustTopology(t, pool, "sums")
 	if err := projection.RequestReset(ctx, pool, "sums", "t1"); err != nil {
 		t.Fatal(err)
@@ -336,15 +333,7 @@ func mustTopology(t *testing.T, pool *pgxpool.Pool, name string) projection.Topo
 // the hook's error recorded, until a worker whose hook works does it.
 func TestApplyPendingResetHookFailureRollsBack(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
-	newSums(t, pool)
-	store := projection.NewStore()
-	for i := range 10 {
-		if err := appendAmount(ctx, pool, store, fmt.Sprintf("o-%d", i), 3); err != nil {
-			t.Fatal(err)
-		}
-	}
-	catchUp(t, pool, sums{}, 0, 1)
+	pool := newCaughtUpSums(t, 10, 3)
 	cps := checkpointsOf(t, pool, "sums")
 	if err := projection.RequestReset(ctx, pool, "sums", "t1"); err != nil {
 		t.Fatal(err)

@@ -27,8 +27,7 @@ func (p *keepingProjection) Handle(_ context.Context, _ pgx.Tx, e *projection.Pe
 // appending to one event's payload must not touch another's.
 func TestProcessorEventsOutliveTheirBatch(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
-	store := projection.NewStore()
+	pool, store := newStore(t)
 	var want []projection.Event
 	for i := range 300 {
 		pad := strings.Repeat("x", i%40)

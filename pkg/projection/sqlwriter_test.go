@@ -129,9 +129,7 @@ func TestPartitionHashSQLMatchesGo(t *testing.T) {
 // aggregate's Go hash, in version order.
 func TestPlainSQLInsertIsProcessed(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
-	newAppliedTable(t, pool)
-	store := projection.NewStore()
+	pool, store := newStore(t, newAppliedTable)
 
 	sqlAggregates := []string{"sql-order-1", "sql-order-2", "sql-Straße", "sql-用户", "sql-🎉", "sql-e\u0301"}
 	wantTx := map[uuid.UUID]uint64{} // event id -> the writing transaction
@@ -286,8 +284,7 @@ func TestPlainSQLInsertKeepsGivenPartitionHash(t *testing.T) {
 // ErrConcurrencyConflict. Nothing of the loser is stored.
 func TestPlainSQLInsertRacesGoAppend(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
-	store := projection.NewStore()
+	pool, store := newStore(t)
 	waitBlocked := func(what string) {
 		eventually(t, what, func() bool {
 			return queryInt(t, pool, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'") > 0

@@ -30,8 +30,7 @@ func countEvents(t *testing.T, db projection.DBTX, where string, args ...any) in
 
 func TestAppendExpectedVersions(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
-	store := projection.NewStore()
+	pool, store := newStore(t)
 
 	got, err := store.Append(ctx, pool, "User", "u1", projection.NoStream, ev("UserCreated"), ev("EmailVerified"))
 	if err != nil {
@@ -130,8 +129,7 @@ func TestAppendStoresWhatWasGiven(t *testing.T) {
 // sets them by name.
 func TestAppendTraceIDs(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
-	store := projection.NewStore()
+	pool, store := newStore(t)
 	traced := projection.Event{EventType: "OrderPlaced", CausationID: "cmd-42", CorrelationID: "checkout-7",
 		TraceID: "4bf92f3577b34da6a3ce929d0e0e4736"}
 	if _, err := store.Append(ctx, pool, "Order", "o-1", projection.NoStream, traced, ev("OrderPaid")); err != nil {
@@ -176,8 +174,7 @@ func TestAppendTraceIDs(t *testing.T) {
 
 func TestAppendRejectsInvalidEvents(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
-	store := projection.NewStore()
+	pool, store := newStore(t)
 	tests := []struct {
 		name    string
 		typ, id string
@@ -211,8 +208,7 @@ func TestAppendRaceOneWins(t *testing.T) {
 	for _, iso := range []pgx.TxIsoLevel{pgx.ReadCommitted, pgx.RepeatableRead} {
 		t.Run(string(iso), func(t *testing.T) {
 			ctx := t.Context()
-			pool := newPool(t)
-			store := projection.NewStore()
+			pool, store := newStore(t)
 			for round := range 20 {
 				agg := fmt.Sprint("race-", round)
 				if _, err := store.Append(ctx, pool, "Account", agg, projection.NoStream, ev("Opened")); err != nil {
@@ -301,8 +297,7 @@ func raceAppends(t *testing.T, pool *pgxpool.Pool, store *projection.Store, iso 
 // before its predecessor.
 func TestAppendRefusesOlderTransaction(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
-	store := projection.NewStore()
+	pool, store := newStore(t)
 	old, err := pool.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -333,8 +328,7 @@ func TestAppendRefusesOlderTransaction(t *testing.T) {
 
 func TestReadAggregateStreamBounds(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
-	store := projection.NewStore()
+	pool, store := newStore(t)
 	var events []projection.Event
 	for i := range 10 {
 		events = append(events, ev(fmt.Sprint("E", i+1)))
@@ -382,8 +376,7 @@ func TestReadAggregateStreamBounds(t *testing.T) {
 // commits.
 func TestReadEventsStopsAtHorizon(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
-	store := projection.NewStore()
+	pool, store := newStore(t)
 	first, err := store.Append(ctx, pool, "A", "a0", projection.NoStream, ev("Before"))
 	if err != nil {
 		t.Fatal(err)

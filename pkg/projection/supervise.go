@@ -1,6 +1,7 @@
 package projection
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -65,12 +66,8 @@ type SupervisorConfig struct {
 }
 
 func (c SupervisorConfig) withDefaults() SupervisorConfig {
-	if c.InitialInterval == 0 {
-		c.InitialInterval = DefaultRetryInitialInterval
-	}
-	if c.MaxInterval == 0 {
-		c.MaxInterval = DefaultRetryMaxInterval
-	}
+	c.InitialInterval = cmp.Or(c.InitialInterval, DefaultRetryInitialInterval)
+	c.MaxInterval = cmp.Or(c.MaxInterval, DefaultRetryMaxInterval)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

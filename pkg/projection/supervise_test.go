@@ -17,9 +17,7 @@ import (
 // A zero ProcessorConfig runs: one partition, the default batch size.
 func TestZeroProcessorConfigRuns(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
-	newAppliedTable(t, pool)
-	store := projection.NewStore()
+	pool, store := newStore(t, newAppliedTable)
 	appendN(t, pool, store, 5, 3, "A")
 	p := projection.NewProcessor(pool, store, projection.ProcessorConfig{})
 	if err := p.CatchUp(ctx, applyLog{name: "zero"}); err != nil {
@@ -145,9 +143,7 @@ func (h *handledWaiter) onBatch(r projection.BatchResult) {
 func TestRunSupervisedRetriesAcrossRestart(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	pool := newPool(t)
-	newAppliedTable(t, pool)
-	store := projection.NewStore()
+	pool, store := newStore(t, newAppliedTable)
 	appendN(t, pool, store, 5, 1, "A")
 
 	var handled handledWaiter
@@ -187,9 +183,7 @@ func TestRunSupervisedRetriesAcrossRestart(t *testing.T) {
 // retrying it.
 func TestRunSupervisedStopsOnPoison(t *testing.T) {
 	t.Parallel()
-	pool := newPool(t)
-	newAppliedTable(t, pool)
-	store := projection.NewStore()
+	pool, store := newStore(t, newAppliedTable)
 	appendN(t, pool, store, 2, 1, "A")
 	bad, err := store.Append(t.Context(), pool, "B", "poison", projection.NoStream, ev("Poison"))
 	if err != nil {

@@ -49,9 +49,7 @@ func topologyRows(t *testing.T, pool *pgxpool.Pool, name string) []string {
 // processor configured with the managed count, or following, just runs.
 func TestOperatorManagedTopologyRefusesStandalone(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
-	newAppliedTable(t, pool)
-	store := projection.NewStore()
+	pool, store := newStore(t, newAppliedTable)
 	appendN(t, pool, store, 20, 3, "A")
 	c, err := projection.SetTopologyAs(ctx, pool, "managed", 4, projection.TopologyOptions{ManagedBy: projection.ManagerOperator})
 	if err != nil {
@@ -138,9 +136,7 @@ func TestOperatorClaimsStandaloneTopology(t *testing.T) {
 // old and new count and who it is.
 func TestStandaloneSwitchLogsWarn(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
-	newAppliedTable(t, pool)
-	store := projection.NewStore()
+	pool, store := newStore(t, newAppliedTable)
 	appendN(t, pool, store, 30, 4, "A")
 	for key := range 2 {
 		cfg := projection.DefaultProcessorConfig()
@@ -239,9 +235,5 @@ func TestMigrateTopologyManagerOnPopulatedDatabase(t *testing.T) {
 
 func queryString(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) string {
 	t.Helper()
-	var s string
-	if err := pool.QueryRow(t.Context(), sql, args...).Scan(&s); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-	return s
+	return pgtest.QueryValue[string](t, pool, sql, args...)
 }

@@ -59,9 +59,7 @@ func (s stopAfter) Handle(ctx context.Context, tx pgx.Tx, e *projection.Persiste
 // aggregates that move from p1 to p0; the switch must apply each event once.
 func TestRescaleWorkedExample(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
-	newAppliedTable(t, pool)
-	store := projection.NewStore()
+	pool, store := newStore(t, newAppliedTable)
 	for i := range 1500 { // positions 1..1500, round-robin over 60 aggregates
 		if _, err := store.Append(ctx, pool, "A", fmt.Sprint("a-", i%60), projection.AnyVersion, ev("E")); err != nil {
 			t.Fatal(err)
@@ -166,9 +164,7 @@ func TestSetTopologyIdempotentAndValidated(t *testing.T) {
 func TestFollowingPartitionIdlesAndResumes(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	pool := newPool(t)
-	newAppliedTable(t, pool)
-	store := projection.NewStore()
+	pool, store := newStore(t, newAppliedTable)
 	appendN(t, pool, store, 40, 2, "A")
 	if _, err := projection.SetTopology(ctx, pool, "follow", 2); err != nil {
 		t.Fatal(err)
@@ -229,8 +225,7 @@ func TestRescaleRandomizedUnderLoad(t *testing.T) {
 }
 
 func testRescaleRandomizedUnderLoad(t *testing.T, batch, indexes bool) {
-	pool := newPool(t)
-	newAppliedTable(t, pool)
+	pool, store := newStore(t, newAppliedTable)
 	if indexes {
 		for n := projection.MinPartitionIndexPartitions; n <= 8; n++ {
 			if _, err := projection.CreatePartitionIndex(t.Context(), pool, n); err != nil {
@@ -238,7 +233,6 @@ func testRescaleRandomizedUnderLoad(t *testing.T, batch, indexes bool) {
 			}
 		}
 	}
-	store := projection.NewStore()
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	rng := rand.New(rand.NewPCG(7, 11))
@@ -324,9 +318,7 @@ func testRescaleRandomizedUnderLoad(t *testing.T, batch, indexes bool) {
 // EventsProcessed counts across switches, which replace the checkpoint rows.
 func TestEventsProcessedAcrossSwitches(t *testing.T) {
 	ctx := t.Context()
-	pool := newPool(t)
-	newAppliedTable(t, pool)
-	store := projection.NewStore()
+	pool, store := newStore(t, newAppliedTable)
 	for i, n := range []int{2, 3, 1} {
 		appendN(t, pool, store, 10, 1, fmt.Sprint("G", i))
 		for key := range n {

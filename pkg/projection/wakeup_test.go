@@ -16,18 +16,9 @@ import (
 	"github.com/projectionist/projectionist/pkg/projection"
 )
 
-// newWakeupPool returns a pool on a fresh migrated database that sends
-// wakeups: projectionist.wakeups = on for the database, as a DBA opts in.
-func newWakeupPool(t *testing.T) *pgxpool.Pool {
-	t.Helper()
-	pool := newPool(t)
-	enableWakeups(t, pool)
-	return pool
-}
-
-// enableWakeups sets projectionist.wakeups = on for pool's database and
-// closes pool's connections, which do not see a database setting made
-// after they opened.
+// enableWakeups sets projectionist.wakeups = on for pool's database, as a
+// DBA opts in, and closes pool's connections, which do not see a database
+// setting made after they opened.
 func enableWakeups(tb testing.TB, pool *pgxpool.Pool) {
 	tb.Helper()
 	if _, err := pool.Exec(context.Background(), `DO $$ BEGIN
@@ -97,9 +88,7 @@ func wakeups(procs []*projection.Processor) int64 {
 // A caught-up processor that polls once an hour handles each appended
 // event promptly: the append's notification wakes it.
 func TestWakeupOnAppend(t *testing.T) {
-	pool := newWakeupPool(t)
-	newAppliedTable(t, pool)
-	store := projection.NewStore()
+	pool, store := newStore(t, enableWakeups, newAppliedTable)
 	l := projection.NewListener(pool, nil)
 	procs, stop := startProcessors(t, pool, l, func(int) projection.Projection { return applyLog{name: "log"} }, 1)
 	defer stop()
@@ -143,9 +132,7 @@ func findListener(t *testing.T, pool *pgxpool.Pool) int {
 // processor once: events appended while it was down (their notifications
 // lost) and after it is back are all handled, exactly once.
 func TestWakeupListenerReconnects(t *testing.T) {
-	pool := newWakeupPool(t)
-	newAppliedTable(t, pool)
-	store := projection.NewStore()
+	pool, store := newStore(t, enableWakeups, newAppliedTable)
 	l := projection.NewListener(pool, nil)
 	const partitions = 3
 	procs, stop := startProcessors(t, pool, l, func(k int) projection.Projection { return applyLog{name: "log", key: k} }, partitions)
@@ -187,8 +174,7 @@ func TestWakeupListenerReconnects(t *testing.T) {
 // one row wakes its owner, a multi-row INSERT across partitions wakes
 // every partition it touches.
 func TestWakeupOnPlainSQLInsert(t *testing.T) {
-	pool := newWakeupPool(t)
-	newAppliedTable(t, pool)
+	pool, _ := newStore(t, enableWakeups, newAppliedTable)
 	l := projection.NewListener(pool, nil)
 	procs, stop := startProcessors(t, pool, l, func(k int) projection.Projection { return applyLog{name: "log", key: k} }, 2)
 	defer stop()
@@ -232,9 +218,7 @@ func TestWakeupsPollByDefault(t *testing.T) {
 			if cfg.Wakeups != projection.WakeupsPoll {
 				t.Errorf("Wakeups = %s, want poll", cfg.Wakeups)
 			}
-			pool := newWakeupPool(t)
-			newAppliedTable(t, pool)
-			store := projection.NewStore()
+			pool, store := newStore(t, enableWakeups, newAppliedTable)
 			cfg.PollInterval = 20 * time.Millisecond
 			proc := projection.NewProcessor(pool, store, cfg)
 			ctx, cancel := context.WithCancel(t.Context())
@@ -264,9 +248,7 @@ func TestWakeupsPollByDefault(t *testing.T) {
 // every event is still handled. The listener warns once, naming the
 // setting, however often it connects.
 func TestWakeupsListenWithoutDatabaseSetting(t *testing.T) {
-	pool := newPool(t)
-	newAppliedTable(t, pool)
-	store := projection.NewStore()
+	pool, store := newStore(t, newAppliedTable)
 	var logs proctest.SyncBuffer
 	l := projection.NewListener(pool, slog.New(slog.NewTextHandler(&logs, nil)))
 	cfg := projection.DefaultProcessorConfig()
@@ -319,9 +301,7 @@ func TestWakeupsListenWithoutDatabaseSetting(t *testing.T) {
 // notification costs latency, never an event.
 func TestWakeupsOffForAWriter(t *testing.T) {
 	ctx := t.Context()
-	pool := newWakeupPool(t)
-	newAppliedTable(t, pool)
-	store := projection.NewStore()
+	pool, store := newStore(t, enableWakeups, newAppliedTable)
 
 	// A listener of our own sees what the trigger sends.
 	conn, err := pgx.ConnectConfig(ctx, pool.Config().ConnConfig.Copy())

@@ -10,6 +10,9 @@
 //		// processor, and check the read model
 //	}
 //
+// [NewPool] does the first two steps: a pool on a new database that already
+// has the event store's tables.
+//
 // The server is a PostgreSQL cluster made with initdb in a temporary
 // directory, on a free loopback port, with fsync off; it needs the server
 // binaries (initdb, postgres: Debian's and Ubuntu's postgresql-NN
@@ -22,9 +25,13 @@
 package projectiontest
 
 import (
+	"context"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/projectionist/projectionist/internal/pgtest"
+	"github.com/projectionist/projectionist/pkg/projection"
 )
 
 const (
@@ -46,4 +53,16 @@ func Main(m *testing.M) { pgtest.Main(m) }
 func NewDatabase(tb testing.TB) string {
 	tb.Helper()
 	return pgtest.NewDatabase(tb)
+}
+
+// NewPool creates a database for this test as [NewDatabase] does, runs
+// [projection.Migrate] in it, and returns a pool connected to it, closed
+// when the test ends. The test fails if any step does.
+func NewPool(tb testing.TB) *pgxpool.Pool {
+	tb.Helper()
+	pool := pgtest.NewPool(tb)
+	if _, err := projection.Migrate(context.Background(), pool); err != nil {
+		tb.Fatalf("migrating: %v", err)
+	}
+	return pool
 }

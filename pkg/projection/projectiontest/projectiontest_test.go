@@ -10,8 +10,6 @@ import (
 	"github.com/projectionist/projectionist/pkg/projection/projectiontest"
 )
 
-func TestMain(m *testing.M) { projectiontest.Main(m) }
-
 // Each test gets an empty database of its own, which takes the schema,
 // and which is gone once the test has ended.
 func TestNewDatabase(t *testing.T) {
@@ -51,5 +49,30 @@ func TestNewDatabase(t *testing.T) {
 	}
 	if left != 0 {
 		t.Errorf("%d of the ended tests' databases %v are left", left, names)
+	}
+}
+
+// NewPool's database is one of the test's own, with every migration
+// applied and no events.
+func TestNewPool(t *testing.T) {
+	ctx := context.Background()
+	a, b := projectiontest.NewPool(t), projectiontest.NewPool(t)
+	var nameA, nameB string
+	var events int
+	if err := a.QueryRow(ctx, `SELECT current_database(), (SELECT count(*) FROM events)`).Scan(&nameA, &events); err != nil {
+		t.Fatalf("querying the events table: %v", err)
+	}
+	if events != 0 {
+		t.Errorf("a new database holds %d events, want none", events)
+	}
+	if err := b.QueryRow(ctx, `SELECT current_database()`).Scan(&nameB); err != nil {
+		t.Fatal(err)
+	}
+	if nameA == nameB {
+		t.Errorf("both pools are on database %s", nameA)
+	}
+	// Every migration is applied already: migrating again applies none.
+	if applied, err := projection.Migrate(ctx, a); err != nil || len(applied) != 0 {
+		t.Errorf("migrating again applied %v (%v), want none", applied, err)
 	}
 }

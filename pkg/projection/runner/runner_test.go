@@ -12,8 +12,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/projectionist/projectionist/internal/pgtest"
 	"github.com/projectionist/projectionist/internal/proctest"
 	"github.com/projectionist/projectionist/pkg/projection"
+	"github.com/projectionist/projectionist/pkg/projection/projectiontest"
 	"github.com/projectionist/projectionist/pkg/projection/runner"
 )
 
@@ -37,7 +39,7 @@ func (p *logProj) Handle(ctx context.Context, tx pgx.Tx, e *projection.Persisted
 
 func setup(t *testing.T, events int) (*pgxpool.Pool, *projection.Store) {
 	t.Helper()
-	pool := newPool(t)
+	pool := projectiontest.NewPool(t)
 	if _, err := pool.Exec(t.Context(), "CREATE TABLE applied (projection text, event_id uuid, PRIMARY KEY (projection, event_id))"); err != nil {
 		t.Fatal(err)
 	}
@@ -56,11 +58,7 @@ func setup(t *testing.T, events int) (*pgxpool.Pool, *projection.Store) {
 
 func applied(t *testing.T, pool *pgxpool.Pool, name string) int {
 	t.Helper()
-	var n int
-	if err := pool.QueryRow(context.Background(), "SELECT count(*) FROM applied WHERE projection = $1", name).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
+	return pgtest.QueryValue[int](t, pool, "SELECT count(*) FROM applied WHERE projection = $1", name)
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -88,9 +86,8 @@ func TestRunMultipleProjectionsIndependentCheckpoints(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("RunMultipleProjections after cancel = %v, want nil", err)
 	}
-	var rows int
-	if err := pool.QueryRow(t.Context(), "SELECT count(*) FROM projection_checkpoints WHERE events_processed = 200").Scan(&rows); err != nil || rows != 2 {
-		t.Fatalf("%d checkpoints at 200 events (%v), want one per projection", rows, err)
+	if rows := pgtest.QueryValue[int](t, pool, "SELECT count(*) FROM projection_checkpoints WHERE events_processed = 200"); rows != 2 {
+		t.Fatalf("%d checkpoints at 200 events, want one per projection", rows)
 	}
 }
 
@@ -183,9 +180,8 @@ func TestRunProjectionPartitions(t *testing.T) {
 	if got := p.handled.Load(); got != 400 {
 		t.Fatalf("Handle called %d times, want 400", got)
 	}
-	var parts int
-	if err := pool.QueryRow(t.Context(), "SELECT count(*) FROM projection_checkpoints WHERE projection_name = 'pool' AND total_partitions = 4 AND events_processed > 0").Scan(&parts); err != nil || parts != 4 {
-		t.Fatalf("%d partitions processed events (%v), want 4", parts, err)
+	if parts := pgtest.QueryValue[int](t, pool, "SELECT count(*) FROM projection_checkpoints WHERE projection_name = 'pool' AND total_partitions = 4 AND events_processed > 0"); parts != 4 {
+		t.Fatalf("%d partitions processed events, want 4", parts)
 	}
 }
 
@@ -254,12 +250,8 @@ func TestRunProjectionPartitionsShareOneListener(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- runner.RunProjectionPartitionsWithConfig(ctx, pool, store, proj, 4, cfg) }()
 	listeners := func() int {
-		var n int
-		if err := pool.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND query LIKE 'LISTEN%'`).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
+		return pgtest.QueryValue[int](t, pool, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND query LIKE 'LISTEN%'`)
 	}
 	waitFor(t, "a listening session", func() bool { return listeners() > 0 })
 	for round := 1; round <= 3; round++ {
