@@ -140,11 +140,11 @@ func CreatePartitionIndex(ctx context.Context, db DBTX, n int) (built bool, err 
 		}
 		// A failed build's leftover: PostgreSQL still maintains it on
 		// every append, but no read can use it.
-		if _, err := db.Exec(ctx, `DROP INDEX CONCURRENTLY IF EXISTS `+pgx.Identifier{name}.Sanitize()); err != nil {
+		if err := dropPartitionIndex(ctx, db, n); err != nil {
 			return false, fmt.Errorf("dropping the invalid partition index %s left by a failed build: %w", name, err)
 		}
 	}
-	// The index goes into the events table's schema, whichever it is.
+	// CREATE INDEX puts the index in the events table's schema.
 	_, err = db.Exec(ctx, fmt.Sprintf(`CREATE INDEX CONCURRENTLY IF NOT EXISTS %s ON events ((partition_hash %% %d), transaction_id, global_position)`,
 		pgx.Identifier{name}.Sanitize(), n))
 	if err != nil {
@@ -184,11 +184,21 @@ func DropPartitionIndex(ctx context.Context, db DBTX, n int) error {
 	if n < MinPartitionIndexPartitions {
 		return fmt.Errorf("%w: there is no partition index for %d partitions", ErrInvalidConfig, n)
 	}
-	name := PartitionIndexName(n)
-	if _, err := db.Exec(ctx, `DROP INDEX CONCURRENTLY IF EXISTS `+pgx.Identifier{name}.Sanitize()); err != nil {
-		return noSchema(fmt.Errorf("dropping partition index %s: %w", name, err))
+	if err := dropPartitionIndex(ctx, db, n); err != nil {
+		return noSchema(fmt.Errorf("dropping partition index %s: %w", PartitionIndexName(n), err))
 	}
 	return nil
+}
+
+// dropPartitionIndex drops the partition index for n in the events table's
+// schema, and no same-named index of another schema on the search_path.
+func dropPartitionIndex(ctx context.Context, db DBTX, n int) error {
+	var schema string
+	if err := db.QueryRow(ctx, eventsSchemaSQL).Scan(&schema); err != nil {
+		return err
+	}
+	_, err := db.Exec(ctx, `DROP INDEX CONCURRENTLY IF EXISTS `+pgx.Identifier{schema, PartitionIndexName(n)}.Sanitize())
+	return err
 }
 
 // partitionIndexValid reports whether processors of n partitions can read

@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/projectionist/projectionist/internal/pgtest"
 	"github.com/projectionist/projectionist/pkg/projection"
 )
 
@@ -127,4 +128,48 @@ func onlyPartitionIndex(t *testing.T, pool *pgxpool.Pool) projection.PartitionIn
 		t.Fatalf("partition indexes %+v, want one", ixs)
 	}
 	return ixs[0]
+}
+
+// Partition indexes belong to the events table the search_path finds: with
+// tenant_a first on the path, tenant_b's index is neither listed nor
+// dropped, though a bare DROP INDEX of its name would find it.
+func TestPartitionIndexOfItsSchema(t *testing.T) {
+	ctx := t.Context()
+	dsn := pgtest.NewDatabase(t)
+	pools := map[string]*pgxpool.Pool{}
+	for _, path := range []string{"tenant_a", "tenant_b", "tenant_a,tenant_b"} {
+		pool, err := pgxpool.New(ctx, pgtest.WithSearchPath(dsn, path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(pool.Close)
+		pools[path] = pool
+	}
+	for _, s := range []string{"tenant_a", "tenant_b"} {
+		if _, err := pools[s].Exec(ctx, "CREATE SCHEMA "+s); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := projection.Migrate(ctx, pools[s]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := projection.CreatePartitionIndex(ctx, pools["tenant_b"], 8); err != nil {
+		t.Fatal(err)
+	}
+	both := pools["tenant_a,tenant_b"]
+	if ixs := partitionIndexes(t, both); len(ixs) != 0 {
+		t.Errorf("tenant_a's partition indexes %+v, want none", ixs)
+	}
+	if err := projection.DropPartitionIndex(ctx, both, 8); err != nil {
+		t.Fatal(err)
+	}
+	if ix := onlyPartitionIndex(t, pools["tenant_b"]); !ix.Valid {
+		t.Errorf("tenant_b's partition index after a drop in tenant_a: %+v, want it valid", ix)
+	}
+	if err := projection.DropPartitionIndex(ctx, pools["tenant_b"], 8); err != nil {
+		t.Fatal(err)
+	}
+	if ixs := partitionIndexes(t, pools["tenant_b"]); len(ixs) != 0 {
+		t.Errorf("tenant_b's partition indexes after its drop: %+v, want none", ixs)
+	}
 }

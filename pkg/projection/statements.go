@@ -312,6 +312,12 @@ const (
 	// PartitionIndex.UsedBy.
 	partitionIndexUsersSQL = `
 		SELECT total_partitions, projection_name FROM projection_topology ORDER BY projection_name`
+	// eventsSchemaSQL is the schema of the events table the search_path
+	// finds: the partition indexes' DDL names it, so that a DROP never
+	// finds a same-named index of another schema earlier on the path.
+	eventsSchemaSQL = `
+		SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.oid = 'events'::regclass`
 	// partitionIndexValidSQL: whether processors of n partitions can read
 	// through the partition index named $1.
 	partitionIndexValidSQL = `
