@@ -206,54 +206,24 @@ func (p *Processor) run(ctx context.Context, proj Projection, untilCaughtUp bool
 		}
 		return nil
 	}
-	// CatchUp's target: every transaction below the current snapshot's
-	// xmax has committed or is in flight; once the horizon reaches it,
-	// every event committed before this call is readable.
 	var target uint64
 	if untilCaughtUp {
-		tctx, cancel := context.WithTimeout(ctx, b.cfg.StatementTimeout)
-		err := p.pool.QueryRow(tctx, "SELECT pg_snapshot_xmax(pg_current_snapshot())").Scan(&target)
-		if err != nil && ctx.Err() == nil && tctx.Err() != nil {
-			err = &TimeoutError{Projection: b.name, PartitionKey: b.cfg.PartitionKey, Op: "reading the catch-up target",
-				Bound: "statement timeout", Timeout: b.cfg.StatementTimeout, Err: err}
-		} else if err != nil {
-			err = b.wrap("reading the catch-up target", err)
-		}
-		cancel()
-		if err != nil {
+		if target, err = b.catchUpTarget(ctx); err != nil {
 			return finish(err)
 		}
 	}
 	if b.cfg.Topology == TopologyApply {
-		// A switch waits for the batches in flight, each within its
-		// BatchTimeout.
-		tctx, cancel := context.WithTimeout(ctx, b.cfg.BatchTimeout+b.cfg.StatementTimeout)
-		// Standalone: an operator-managed topology is refused with a
-		// *TopologyManagedError, unless its count is already ours.
-		_, err := SetTopologyAs(tctx, p.pool, b.name, b.cfg.TotalPartitions, TopologyOptions{Logger: b.log})
-		if err != nil && ctx.Err() == nil && tctx.Err() != nil {
-			err = &TimeoutError{Projection: b.name, PartitionKey: b.cfg.PartitionKey, Op: "switching the topology",
-				Bound: "batch and statement timeouts", Timeout: b.cfg.BatchTimeout + b.cfg.StatementTimeout, Err: err}
-		}
-		cancel()
-		if err != nil {
+		if err := b.applyTopology(ctx); err != nil {
 			return finish(err)
 		}
 	}
 	b.log.Info("projection processor started")
 	defer b.log.Info("projection processor stopped")
 
-	var sub *subscription
-	// CatchUp, which usually ends within a batch or two, opens no
-	// listening connection of its own; it uses a configured one.
-	if b.cfg.Wakeups == WakeupsListen && (!untilCaughtUp || b.cfg.Listener != nil) {
-		l := b.cfg.Listener
-		if l == nil {
-			l = NewListener(p.pool, b.log)
-		}
-		// Before the first batch: a commit notified from now on is
-		// either seen by that batch or wakes the next one.
-		sub = l.subscribe(b.cfg.PartitionKey)
+	// Before the first batch: a commit notified from now on is either
+	// seen by that batch or wakes the next one.
+	sub := b.subscribe(untilCaughtUp)
+	if sub != nil {
 		defer sub.unsubscribe()
 	}
 	poll := time.NewTimer(0)
@@ -298,30 +268,7 @@ func (p *Processor) run(ctx context.Context, proj Projection, untilCaughtUp bool
 		if untilCaughtUp && (r.idle || r.horizon >= target) {
 			return nil
 		}
-		wait, safety := b.cfg.PollInterval, false
-		switch {
-		case sub == nil:
-		case !r.idle && r.horizon <= sub.notified.Load():
-			// An event of ours committed but an older transaction
-			// still in flight holds it back: look again soon, backing
-			// off towards PollInterval (that transaction may append
-			// nothing, and then nothing wakes us when it ends).
-			backoff = min(max(2*backoff, heldBackRetry), b.cfg.PollInterval)
-			wait = backoff
-		case !sub.l.connected.Load() || !sub.l.enabled.Load():
-			// Down, or the database sends no notifications (the
-			// listener warned): poll as without wakeups.
-			backoff = 0
-		case fallback:
-			backoff, safety = 0, true
-		default:
-			wait, backoff, safety = max(b.cfg.PollInterval, b.cfg.WakeupPollInterval), 0, true
-		}
-		if r.unsaved && wait > idleSaveInterval {
-			// The stored checkpoint is behind what we looked at: save
-			// it within idleSaveInterval, so that lag reads 0.
-			wait, safety = idleSaveInterval, false
-		}
+		wait, safety := b.nextWait(r, sub, fallback, &backoff)
 		poll.Reset(wait)
 		var woken <-chan struct{}
 		if sub != nil {
@@ -339,6 +286,88 @@ func (p *Processor) run(ctx context.Context, proj Projection, untilCaughtUp bool
 			p.mu.Unlock()
 		}
 	}
+}
+
+// catchUpTarget is CatchUp's target: every transaction below the current
+// snapshot's xmax has committed or is in flight; once the horizon reaches
+// it, every event committed before the call is readable.
+func (b *batcher) catchUpTarget(ctx context.Context) (uint64, error) {
+	var target uint64
+	tctx, cancel := context.WithTimeout(ctx, b.cfg.StatementTimeout)
+	defer cancel()
+	err := b.pool.QueryRow(tctx, "SELECT pg_snapshot_xmax(pg_current_snapshot())").Scan(&target)
+	if err != nil && ctx.Err() == nil && tctx.Err() != nil {
+		return 0, &TimeoutError{Projection: b.name, PartitionKey: b.cfg.PartitionKey, Op: "reading the catch-up target",
+			Bound: "statement timeout", Timeout: b.cfg.StatementTimeout, Err: err}
+	} else if err != nil {
+		return 0, b.wrap("reading the catch-up target", err)
+	}
+	return target, nil
+}
+
+// subscribe subscribes the partition to wakeups on commit, when it
+// listens; nil when it polls. CatchUp, which usually ends within a batch
+// or two, opens no listening connection of its own; it uses a configured
+// one.
+func (b *batcher) subscribe(untilCaughtUp bool) *subscription {
+	if b.cfg.Wakeups != WakeupsListen || (untilCaughtUp && b.cfg.Listener == nil) {
+		return nil
+	}
+	l := b.cfg.Listener
+	if l == nil {
+		l = NewListener(b.pool, b.log)
+	}
+	return l.subscribe(b.cfg.PartitionKey)
+}
+
+// applyTopology sets the topology to TotalPartitions, as a standalone
+// processor with TopologyApply does at start: an operator-managed topology
+// is refused with a *TopologyManagedError, unless its count is already
+// ours.
+func (b *batcher) applyTopology(ctx context.Context) error {
+	// A switch waits for the batches in flight, each within its
+	// BatchTimeout.
+	tctx, cancel := context.WithTimeout(ctx, b.cfg.BatchTimeout+b.cfg.StatementTimeout)
+	defer cancel()
+	_, err := SetTopologyAs(tctx, b.pool, b.name, b.cfg.TotalPartitions, TopologyOptions{Logger: b.log})
+	if err != nil && ctx.Err() == nil && tctx.Err() != nil {
+		return &TimeoutError{Projection: b.name, PartitionKey: b.cfg.PartitionKey, Op: "switching the topology",
+			Bound: "batch and statement timeouts", Timeout: b.cfg.BatchTimeout + b.cfg.StatementTimeout, Err: err}
+	}
+	return err
+}
+
+// nextWait is how long the processor waits after a batch that left
+// nothing to do at once (r), and whether that wait is a listening
+// processor's safety poll. sub is its wakeup subscription (nil: it polls),
+// fallback whether it polls at PollInterval for a writer that does not
+// notify; backoff is the held-back retry's current wait, which it updates.
+func (b *batcher) nextWait(r stepResult, sub *subscription, fallback bool, backoff *time.Duration) (wait time.Duration, safety bool) {
+	wait = b.cfg.PollInterval
+	switch {
+	case sub == nil:
+	case !r.idle && r.horizon <= sub.notified.Load():
+		// An event of ours committed but an older transaction
+		// still in flight holds it back: look again soon, backing
+		// off towards PollInterval (that transaction may append
+		// nothing, and then nothing wakes us when it ends).
+		*backoff = min(max(2*(*backoff), heldBackRetry), b.cfg.PollInterval)
+		wait = *backoff
+	case !sub.l.connected.Load() || !sub.l.enabled.Load():
+		// Down, or the database sends no notifications (the
+		// listener warned): poll as without wakeups.
+		*backoff = 0
+	case fallback:
+		*backoff, safety = 0, true
+	default:
+		wait, *backoff, safety = max(b.cfg.PollInterval, b.cfg.WakeupPollInterval), 0, true
+	}
+	if r.unsaved && wait > idleSaveInterval {
+		// The stored checkpoint is behind what we looked at: save
+		// it within idleSaveInterval, so that lag reads 0.
+		wait, safety = idleSaveInterval, false
+	}
+	return wait, safety
 }
 
 // heldBackRetry is the first wait of a processor whose notified event is
