@@ -24,7 +24,7 @@ func TestDeadLettersInStatus(t *testing.T) {
 	ns := newNamespace(t)
 	dsn := pgtest.NewDatabase(t)
 	newSecret(t, ns, "db", map[string]string{"dsn": dsn})
-	db := newPool(t, dsn)
+	db := pgtest.OpenPool(t, dsn)
 	newProjection(t, ns, "parked", "parked", 1)
 	eventually(t, 30*time.Second, "the topology", func() error {
 		if n, _ := topologyOf(t, db, "parked"); n != 1 {
@@ -86,7 +86,7 @@ func TestDeadLetterAction(t *testing.T) {
 	ns := newNamespace(t)
 	dsn := pgtest.NewDatabase(t)
 	newSecret(t, ns, "db", map[string]string{"dsn": dsn})
-	db := newPool(t, dsn)
+	db := pgtest.OpenPool(t, dsn)
 	p := newProjection(t, ns, "parked", "parked", 1)
 	eventually(t, 30*time.Second, "the topology", func() error {
 		if n, _ := topologyOf(t, db, "parked"); n != 1 {

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -51,11 +50,7 @@ func TestHungDatabaseDoesNotHoldUpOthers(t *testing.T) {
 		projectionOn(t, ns, name, "hung", 1)
 	}
 	projectionOn(t, ns, "healthy", "healthy", 1)
-	healthy, err := pgxpool.New(ctx, healthyDSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer healthy.Close()
+	healthy := pgtest.OpenPool(t, healthyDSN)
 	for _, name := range append(hung, "healthy") {
 		eventually(t, 60*time.Second, name+" ready", func() error {
 			if got := condition(getProjection(t, ns, name), v1alpha1.ConditionReady); !strings.HasPrefix(got, "True/") {

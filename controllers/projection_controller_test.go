@@ -93,7 +93,7 @@ func TestProjectionComesUpReady(t *testing.T) {
 	if err != nil || out != "0/2/2/2" {
 		t.Errorf("status lag/partitions/readyReplicas/replicas as stored: %q (%v), want 0/2/2/2", out, err)
 	}
-	db := newPool(t, dsn)
+	db := pgtest.OpenPool(t, dsn)
 	if n, gen := topologyOf(t, db, "user_count"); n != 2 || gen != 1 {
 		t.Errorf("database topology %d partitions generation %d, want 2 and 1", n, gen)
 	}
@@ -111,7 +111,7 @@ func TestScaleSwitchesTopologyFirst(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	newSecret(t, ns, "db", map[string]string{"dsn": dsn})
 	newProjection(t, ns, "activity-log", "activity_log", 2)
-	db := newPool(t, dsn)
+	db := pgtest.OpenPool(t, dsn)
 
 	eventually(t, 60*time.Second, "2 ready replicas", func() error {
 		p := getProjection(t, ns, "activity-log")
@@ -367,7 +367,7 @@ func TestLagMatchesCheckpoints(t *testing.T) {
 	ns := newNamespace(t)
 	dsn := pgtest.NewDatabase(t)
 	newSecret(t, ns, "db", map[string]string{"dsn": dsn})
-	db := newPool(t, dsn)
+	db := pgtest.OpenPool(t, dsn)
 	newProjection(t, ns, "counter", "counter", 2)
 	eventually(t, 30*time.Second, "the topology", func() error {
 		if n, _ := topologyOf(t, db, "counter"); n != 2 {
@@ -570,7 +570,7 @@ func TestInvalidSpecIsReported(t *testing.T) {
 	if _, err := getStatefulSet(t, ns, "orders"); !apierrors.IsNotFound(err) {
 		t.Errorf("StatefulSet of an invalid spec: %v, want none", err)
 	}
-	db := newPool(t, dsn)
+	db := pgtest.OpenPool(t, dsn)
 	if n, _ := topologyOf(t, db, "order_ledger"); n != 0 {
 		t.Errorf("topology of an invalid spec has %d partitions, want none", n)
 	}
@@ -647,11 +647,7 @@ func TestMountedCAVerifiesTheServer(t *testing.T) {
 	if err := k8sClient.Update(t.Context(), cm); err != nil {
 		t.Fatal(err)
 	}
-	admin, err := pgxpool.New(t.Context(), srv.URL(dbname, "sslmode=verify-full&sslrootcert="+srv.CA.CertFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close()
+	admin := pgtest.OpenPool(t, srv.URL(dbname, "sslmode=verify-full&sslrootcert="+srv.CA.CertFile))
 	eventually(t, 60*time.Second, "topology of 2 partitions and a StatefulSet of 2", func() error {
 		if n, _ := topologyOf(t, admin, "order_ledger"); n != 2 {
 			return fmt.Errorf("topology has %d partitions; Degraded %q", n, condition(getProjection(t, ns, "orders"), v1alpha1.ConditionDegraded))
@@ -681,7 +677,7 @@ func TestSuspendKeepsTopology(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	newSecret(t, ns, "db", map[string]string{"dsn": dsn})
 	newProjection(t, ns, "orders", "order_ledger", 2)
-	db := newPool(t, dsn)
+	db := pgtest.OpenPool(t, dsn)
 	ready := func(what string, pods int32) {
 		t.Helper()
 		eventually(t, 60*time.Second, what, func() error {

@@ -322,7 +322,7 @@ func TestRebuildWithoutResetHook(t *testing.T) {
 	ns := newNamespace(t)
 	dsn := pgtest.NewDatabase(t)
 	newSecret(t, ns, "db", map[string]string{"dsn": dsn})
-	db := newPool(t, dsn)
+	db := pgtest.OpenPool(t, dsn)
 	newProjection(t, ns, "counter", "counter", 1)
 	eventually(t, 30*time.Second, "the topology", func() error {
 		if n, _ := topologyOf(t, db, "counter"); n != 1 {

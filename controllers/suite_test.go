@@ -113,24 +113,13 @@ func newSecret(t *testing.T, ns, name string, data map[string]string) {
 	}
 }
 
-// newPool opens a pool on dsn, closed when the test ends.
-func newPool(t *testing.T, dsn string) *pgxpool.Pool {
-	t.Helper()
-	pool, err := pgxpool.New(t.Context(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	return pool
-}
-
 // newMigratedDatabase creates a migrated database for one test, and the
 // Secret "db" in ns holding its DSN; it returns a pool on it.
 func newMigratedDatabase(t *testing.T, ns string) *pgxpool.Pool {
 	t.Helper()
 	dsn := pgtest.NewDatabase(t)
 	newSecret(t, ns, "db", map[string]string{"dsn": dsn})
-	db := newPool(t, dsn)
+	db := pgtest.OpenPool(t, dsn)
 	if _, err := projection.Migrate(t.Context(), db); err != nil {
 		t.Fatal(err)
 	}

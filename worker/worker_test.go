@@ -76,11 +76,7 @@ func newDatabase(t *testing.T) (string, *pgxpool.Pool) {
 // table, returning a pool on it for the test.
 func prepareDatabase(t *testing.T, dsn string) *pgxpool.Pool {
 	t.Helper()
-	pool, err := pgxpool.New(t.Context(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := pgtest.OpenPool(t, dsn)
 	if _, err := projection.Migrate(t.Context(), pool); err != nil {
 		t.Fatal(err)
 	}

@@ -59,7 +59,7 @@ func benchLog(b *testing.B) string {
 		generate(b, dsn, "--count", strconv.Itoa(benchLogEvents), "--aggregates", "1000", "--concurrency", "8")
 		b.Logf("appended %d events in %s", benchLogEvents, time.Since(start).Round(time.Millisecond))
 		ctx := context.Background()
-		pool := newPool(b, dsn)
+		pool := pgtest.OpenPool(b, dsn)
 		if benchLogErr = demo.EnsureSchema(ctx, pool); benchLogErr != nil {
 			return
 		}
@@ -77,7 +77,7 @@ func benchLog(b *testing.B) string {
 func BenchmarkWorkerProcesses(b *testing.B) {
 	dsn := benchLog(b)
 	ctx := context.Background()
-	pool := newPool(b, dsn)
+	pool := pgtest.OpenPool(b, dsn)
 	for _, set := range []struct {
 		name        string
 		projections []string

@@ -18,11 +18,7 @@ func deadLetterDB(t *testing.T) (string, *pgxpool.Pool, []uuid.UUID) {
 	t.Helper()
 	ctx := context.Background()
 	dsn := pgtest.NewDatabase(t)
-	pool, err := pgxpool.New(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := pgtest.OpenPool(t, dsn)
 	if _, err := projection.Migrate(ctx, pool); err != nil {
 		t.Fatal(err)
 	}

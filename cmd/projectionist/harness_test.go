@@ -315,16 +315,6 @@ func mustRunning(procs ...*process) error {
 	return nil
 }
 
-func newPool(tb testing.TB, dsn string) *pgxpool.Pool {
-	tb.Helper()
-	pool, err := pgxpool.New(context.Background(), dsn)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(pool.Close)
-	return pool
-}
-
 // scalar runs a query returning one int64.
 func scalar(tb testing.TB, pool *pgxpool.Pool, sql string, args ...any) int64 {
 	tb.Helper()

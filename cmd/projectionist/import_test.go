@@ -185,16 +185,8 @@ func TestImportFromAnotherDatabase(t *testing.T) {
 	if r := run(t, env, "migrate"); r.code != 0 {
 		t.Fatalf("migrate:\n%s", r)
 	}
-	src, err := pgxpool.New(ctx, srcDSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	dst, err := pgxpool.New(ctx, dstDSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dst.Close()
+	src := pgtest.OpenPool(t, srcDSN)
+	dst := pgtest.OpenPool(t, dstDSN)
 	want := fillGuide(t, src, "public", 103)
 
 	r := run(t, env, "import", "--source-url", srcDSN, "--batch-size", "10", "--progress", "0")
@@ -257,11 +249,7 @@ func TestImportResumesAfterPoisonEvent(t *testing.T) {
 	if r := run(t, env, "migrate"); r.code != 0 {
 		t.Fatalf("migrate:\n%s", r)
 	}
-	db, err := pgxpool.New(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := pgtest.OpenPool(t, dsn)
 	fillGuide(t, db, "pup", 50)
 	var poisonID string
 	if err := db.QueryRow(ctx, `UPDATE pup.events SET payload = convert_to('{"n": 23, oops', 'UTF8') WHERE global_position = 23
@@ -325,11 +313,7 @@ func TestImportVersionConflict(t *testing.T) {
 	if r := run(t, env, "migrate"); r.code != 0 {
 		t.Fatalf("migrate:\n%s", r)
 	}
-	db, err := pgxpool.New(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := pgtest.OpenPool(t, dsn)
 	evs := fillGuide(t, db, "pup", 12)
 	// The target's own order-7, version 2 (the source's is event 8).
 	var ours string
@@ -368,11 +352,7 @@ func TestImportBadInput(t *testing.T) {
 	if r := run(t, env, "migrate"); r.code != 0 {
 		t.Fatalf("migrate:\n%s", r)
 	}
-	db, err := pgxpool.New(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := pgtest.OpenPool(t, dsn)
 	fillGuide(t, db, "pup", 1)
 	if _, err := db.Exec(ctx, `CREATE TABLE pup.thin (global_position bigint, aggregate_id text, payload text)`); err != nil {
 		t.Fatal(err)

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/projectionist/projectionist/internal/pgtest"
 )
@@ -142,11 +141,7 @@ func TestEventsGenerate(t *testing.T) {
 		summary[fields[0]] = n
 	}
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool := pgtest.OpenPool(t, dsn)
 	logged := map[string]int64{}
 	rows, err := pool.Query(ctx, "SELECT event_type, count(*) FROM events GROUP BY 1")
 	if err != nil {
@@ -299,11 +294,7 @@ func TestWorkerRunsDemoProjections(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	pool, err := pgxpool.New(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool := pgtest.OpenPool(t, dsn)
 	const caughtUp = `SELECT (SELECT count(*) FROM activity_log a JOIN events e USING (event_id)) = 300
 		AND (SELECT sum(total_cents) FROM revenue) = (SELECT sum((payload->>'amount_cents')::bigint) FROM events WHERE event_type = 'OrderPlaced')
 		AND (SELECT count(*) FROM user_stats) = (SELECT count(*) FROM events WHERE event_type = 'UserCreated')`
