@@ -17,7 +17,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/projectionist/projectionist/api/v1alpha1"
-	"github.com/projectionist/projectionist/internal/pgtest"
 	"github.com/projectionist/projectionist/pkg/demo"
 	"github.com/projectionist/projectionist/pkg/projection"
 )
@@ -320,16 +319,8 @@ func TestRebuildThroughSpecToken(t *testing.T) {
 func TestRebuildWithoutResetHook(t *testing.T) {
 	ctx := t.Context()
 	ns := newNamespace(t)
-	dsn := pgtest.NewDatabase(t)
-	newSecret(t, ns, "db", map[string]string{"dsn": dsn})
-	db := pgtest.OpenPool(t, dsn)
-	newProjection(t, ns, "counter", "counter", 1)
-	eventually(t, 30*time.Second, "the topology", func() error {
-		if n, _ := topologyOf(t, db, "counter"); n != 1 {
-			return fmt.Errorf("%d partitions", n)
-		}
-		return nil
-	})
+	db := newDatabase(t, ns)
+	newProjectionWithTopology(t, ns, db, "counter", "counter", 1)
 	if _, err := projection.NewStore().Append(ctx, db, "Counter", "c-1", projection.AnyVersion,
 		projection.Event{EventType: "Counted"}, projection.Event{EventType: "Counted"}); err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -113,13 +114,19 @@ func newSecret(t *testing.T, ns, name string, data map[string]string) {
 	}
 }
 
-// newMigratedDatabase creates a migrated database for one test, and the
-// Secret "db" in ns holding its DSN; it returns a pool on it.
-func newMigratedDatabase(t *testing.T, ns string) *pgxpool.Pool {
+// newDatabase creates a database for one test, and the Secret "db" in ns
+// holding its DSN; it returns a pool on it.
+func newDatabase(t *testing.T, ns string) *pgxpool.Pool {
 	t.Helper()
 	dsn := pgtest.NewDatabase(t)
 	newSecret(t, ns, "db", map[string]string{"dsn": dsn})
-	db := pgtest.OpenPool(t, dsn)
+	return pgtest.OpenPool(t, dsn)
+}
+
+// newMigratedDatabase is [newDatabase] with the schema migrated.
+func newMigratedDatabase(t *testing.T, ns string) *pgxpool.Pool {
+	t.Helper()
+	db := newDatabase(t, ns)
 	if _, err := projection.Migrate(t.Context(), db); err != nil {
 		t.Fatal(err)
 	}
@@ -140,6 +147,56 @@ func newProjection(t *testing.T, ns, name, projectionName string, replicas int32
 	if err := k8sClient.Create(t.Context(), p); err != nil {
 		t.Fatal(err)
 	}
+	return p
+}
+
+// statefulSetReplicasAre waits until the StatefulSet name asks for n
+// replicas.
+func statefulSetReplicasAre(t *testing.T, ns, name string, n int32) {
+	t.Helper()
+	eventually(t, 30*time.Second, fmt.Sprintf("StatefulSet %s with %d replicas", name, n), func() error {
+		sts, err := getStatefulSet(t, ns, name)
+		if err != nil {
+			return err
+		}
+		if got := *sts.Spec.Replicas; got != n {
+			return fmt.Errorf("replicas %d", got)
+		}
+		return nil
+	})
+}
+
+// updateSpec changes the spec of Projection name with f and returns the
+// API server's answer; a conflict (the operator writes the status
+// meanwhile) is retried on a fresh copy.
+func updateSpec(t *testing.T, ns, name string, f func(*v1alpha1.ProjectionSpec)) error {
+	t.Helper()
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		p := getProjection(t, ns, name)
+		f(&p.Spec)
+		return k8sClient.Update(t.Context(), p)
+	})
+}
+
+// mustUpdateSpec is [updateSpec] for a change the API server must accept.
+func mustUpdateSpec(t *testing.T, ns, name string, f func(*v1alpha1.ProjectionSpec)) {
+	t.Helper()
+	if err := updateSpec(t, ns, name, f); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// newProjectionWithTopology is [newProjection], and waits until the
+// operator has set the topology of replicas partitions in db.
+func newProjectionWithTopology(t *testing.T, ns string, db *pgxpool.Pool, name, projectionName string, replicas int32) *v1alpha1.Projection {
+	t.Helper()
+	p := newProjection(t, ns, name, projectionName, replicas)
+	eventually(t, 30*time.Second, "the topology", func() error {
+		if n, _ := topologyOf(t, db, projectionName); n != int(replicas) {
+			return fmt.Errorf("%d partitions", n)
+		}
+		return nil
+	})
 	return p
 }
 
