@@ -14,7 +14,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -34,39 +33,16 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(runTests(m))
-}
-
-func runTests(m *testing.M) int {
-	var err error
-	env, err = kubetest.Start(kubetest.Options{})
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "starting the API server: %v\n", err)
-		return 1
-	}
-	defer func() {
-		if err := env.Stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "stopping the API server: %v\n", err)
+	os.Exit(kubetest.RunTests(m, kubetest.Options{}, func(e *kubetest.Env) (err error) {
+		env = e
+		if k8s, err = e.NewClient(clientgoscheme.AddToScheme, v1alpha1.AddToScheme); err != nil {
+			return err
 		}
-	}()
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		fmt.Fprintf(os.Stderr, "building the scheme: %v\n", err)
-		return 1
-	}
-	if err := v1alpha1.AddToScheme(scheme); err != nil {
-		fmt.Fprintf(os.Stderr, "building the scheme: %v\n", err)
-		return 1
-	}
-	if k8s, err = client.New(env.Config, client.Options{Scheme: scheme}); err != nil {
-		fmt.Fprintf(os.Stderr, "creating the client: %v\n", err)
-		return 1
-	}
-	if err := k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}); err != nil {
-		fmt.Fprintf(os.Stderr, "creating namespace shop: %v\n", err)
-		return 1
-	}
-	return m.Run()
+		if err := k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}); err != nil {
+			return fmt.Errorf("creating namespace shop: %w", err)
+		}
+		return nil
+	}))
 }
 
 // syncBuffer is a bytes.Buffer safe for a command writing while the test
