@@ -46,21 +46,16 @@ func TestMain(m *testing.M) {
 
 func run(m *testing.M) int {
 	defer pgtest.Stop()
-	var err error
-	env, err = kubetest.Start(kubetest.Options{Cluster: true})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "starting the test cluster:", err)
-		return 1
-	}
-	defer func() {
-		if err := env.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "stopping the test cluster:", err)
-		}
-	}()
+	return kubetest.RunTests(m, kubetest.Options{Cluster: true}, startOperator)
+}
+
+// startOperator starts the operator's manager against env, as the suite's
+// one operator; the returned func stops it.
+func startOperator(e *kubetest.Env) (stop func() error, err error) {
+	env = e
 	k8sClient, err = client.New(env.Config, client.Options{Scheme: controllers.Scheme()})
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return nil, err
 	}
 	level := slog.LevelWarn
 	if os.Getenv("OPERATOR_LOG") != "" {
@@ -76,19 +71,18 @@ func run(m *testing.M) int {
 			slog.NewJSONHandler(operatorLog, &slog.HandlerOptions{Level: slog.LevelInfo}))),
 	})
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	stopped := make(chan error, 1)
 	go func() { stopped <- mgr.Start(ctx) }()
-	code := m.Run()
-	cancel()
-	if err := <-stopped; err != nil {
-		fmt.Fprintln(os.Stderr, "operator:", err)
-		code = 1
-	}
-	return code
+	return func() error {
+		cancel()
+		if err := <-stopped; err != nil {
+			return fmt.Errorf("operator: %w", err)
+		}
+		return nil
+	}, nil
 }
 
 // newNamespace creates a namespace for one test.

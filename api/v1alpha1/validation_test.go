@@ -35,10 +35,10 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(kubetest.RunTests(m, kubetest.Options{}, func(e *kubetest.Env) (err error) {
+	os.Exit(kubetest.RunTests(m, kubetest.Options{}, func(e *kubetest.Env) (_ func() error, err error) {
 		env = e
 		k8s, err = e.NewClient(v1alpha1.AddToScheme)
-		return err
+		return nil, err
 	}))
 }
 

@@ -26,10 +26,11 @@ func New(tb testing.TB, opts Options) *Env {
 }
 
 // RunTests starts an Env with opts for the tests of m, calls setup with it
-// (clients and objects the tests share), runs the tests and stops the Env.
-// It returns the exit code for os.Exit: the tests', or 1, with the error on
-// stderr, when the start or setup failed.
-func RunTests(m *testing.M, opts Options, setup func(*Env) error) int {
+// (clients, objects and processes the tests share), runs the tests, calls
+// the teardown setup returned (when not nil) and stops the Env. It returns
+// the exit code for os.Exit: the tests', or 1, with the error on stderr,
+// when the start, setup or teardown failed.
+func RunTests(m *testing.M, opts Options, setup func(*Env) (teardown func() error, err error)) int {
 	env, err := Start(opts)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "starting the API server: %v\n", err)
@@ -40,11 +41,19 @@ func RunTests(m *testing.M, opts Options, setup func(*Env) error) int {
 			fmt.Fprintf(os.Stderr, "stopping the API server: %v\n", err)
 		}
 	}()
-	if err := setup(env); err != nil {
+	teardown, err := setup(env)
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	return m.Run()
+	code := m.Run()
+	if teardown != nil {
+		if err := teardown(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = 1
+		}
+	}
+	return code
 }
 
 // NewClient returns a client of the Env's admin config whose scheme holds
