@@ -486,11 +486,11 @@ func TestValues(t *testing.T) {
 	}, {
 		name:   "image repository is also the worker image's",
 		values: "image: {repository: registry.example/p}",
-		check: func(t *testing.T, r rendered) { wantImages(t, r, "registry.example/p:dev", "registry.example/p:dev") },
+		check:  func(t *testing.T, r rendered) { wantImages(t, r, "registry.example/p:dev", "registry.example/p:dev") },
 	}, {
 		name:   "worker image",
 		values: "workerImage: {repository: registry.example/workers, tag: w1}",
-		check: func(t *testing.T, r rendered) { wantImages(t, r, defaultImage, "registry.example/workers:w1") },
+		check:  func(t *testing.T, r rendered) { wantImages(t, r, defaultImage, "registry.example/workers:w1") },
 	}, {
 		name:   "worker image repository with the operator's tag",
 		values: "image: {tag: v2}\nworkerImage: {repository: registry.example/workers}",
