@@ -85,18 +85,7 @@ func BenchmarkWorkerProcesses(b *testing.B) {
 		{"activity_log", []string{"activity_log"}},
 		{"all", allProjections},
 	} {
-		want := map[string]int64{}
-		for _, name := range set.projections {
-			var err error
-			if scope[name] == "" {
-				want[name], err = demo.CountEvents(ctx, pool)
-			} else {
-				want[name], err = demo.CountEvents(ctx, pool, scope[name])
-			}
-			if err != nil {
-				b.Fatal(err)
-			}
-		}
+		want := inScope(b, pool, set.projections)
 		for _, procs := range []int{1, 2, 4} {
 			b.Run(fmt.Sprintf("%s/procs=%d", set.name, procs), func(b *testing.B) {
 				var elapsed time.Duration

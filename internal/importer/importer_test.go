@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/projectionist/projectionist/internal/importer"
+	"github.com/projectionist/projectionist/internal/importer/importertest"
 	"github.com/projectionist/projectionist/internal/pgtest"
 	"github.com/projectionist/projectionist/pkg/projection"
 )
@@ -32,15 +33,7 @@ func guideDB(t *testing.T, n int) *pgxpool.Pool {
 // events over 4 aggregates.
 func fillGuide(t *testing.T, db *pgxpool.Pool, n int) {
 	t.Helper()
-	q := fmt.Sprintf(`
-		CREATE SCHEMA pup;
-		CREATE TABLE pup.events (
-		    global_position BIGSERIAL PRIMARY KEY,
-		    aggregate_type TEXT NOT NULL, aggregate_id TEXT NOT NULL, aggregate_version BIGINT NOT NULL,
-		    event_id UUID NOT NULL UNIQUE, event_type TEXT NOT NULL, event_version INT NOT NULL DEFAULT 1,
-		    payload BYTEA NOT NULL, trace_id TEXT, correlation_id TEXT, causation_id TEXT, metadata JSONB,
-		    created_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
-		    UNIQUE (aggregate_type, aggregate_id, aggregate_version));
+	q := importertest.GuideSchema("pup") + fmt.Sprintf(`
 		INSERT INTO pup.events (aggregate_type, aggregate_id, aggregate_version, event_id, event_type, payload)
 		SELECT 'User', 'user-' || (i %% 4), i / 4 + 1, gen_random_uuid(), 'Touched', convert_to('{"i": ' || i || '}', 'UTF8')
 		FROM generate_series(0, %d - 1) AS i ORDER BY i;`, n)
