@@ -142,7 +142,7 @@ func start(t *testing.T, cfg Config, projections ...projection.Projection) *runn
 		cfg.MetricsInterval = 20 * time.Millisecond // metrics that follow the test's steps
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug, ReplaceAttr: redactAttr(redactor(cfg.DatabaseURL))}))
+		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug, ReplaceAttr: redactor(cfg.DatabaseURL).ReplaceAttr}))
 	}
 	w, err := newWorker(cfg, projections)
 	if err != nil {
