@@ -163,12 +163,19 @@ func start(t *testing.T, cfg Config, projections ...projection.Projection) *runn
 func (r *running) stop(t *testing.T) error {
 	t.Helper()
 	r.cancel()
+	return r.wait(t, "worker did not stop")
+}
+
+// wait returns what run returned once it has, failing the test with
+// notStopped after a minute.
+func (r *running) wait(t *testing.T, notStopped string) error {
+	t.Helper()
 	select {
 	case err := <-r.done:
 		r.done <- err // for a later stop
 		return err
 	case <-time.After(time.Minute):
-		t.Fatal("worker did not stop")
+		t.Fatal(notStopped)
 		return nil
 	}
 }
@@ -336,14 +343,7 @@ func TestPoisonEventStops(t *testing.T) {
 	evs := mustAppend(t, pool, "Happened", "Happened", "Poison", "Happened")
 	poison := evs[2]
 	r := start(t, Config{DatabaseURL: dsn, TotalPartitions: 1}, applyOnce{name: "picky"})
-
-	var err error
-	select {
-	case err = <-r.done:
-		r.done <- err
-	case <-time.After(time.Minute):
-		t.Fatal("worker did not stop on a poison event")
-	}
+	err := r.wait(t, "worker did not stop on a poison event")
 	var herr *projection.HandlerError
 	if !errors.As(err, &herr) {
 		t.Fatalf("Run = %v, want a HandlerError", err)
