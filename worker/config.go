@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -395,38 +396,19 @@ func parseDuration(v string) (time.Duration, error) {
 	return d, nil
 }
 
-// withDefaults fills the fields whose zero value means "default".
+// withDefaults fills the fields whose zero value means "default"
+// (cmp.Or: the first value that is not zero).
 func (c Config) withDefaults() Config {
-	if c.BatchSize == 0 {
-		c.BatchSize = projection.DefaultBatchSize
-	}
-	if c.PollInterval == 0 {
-		c.PollInterval = projection.DefaultPollInterval
-	}
-	if c.WakeupPollInterval == 0 {
-		c.WakeupPollInterval = projection.DefaultWakeupPollInterval
-	}
-	if c.HTTPAddr == "" {
-		c.HTTPAddr = DefaultHTTPAddr
-	}
-	if c.ShutdownTimeout == 0 {
-		c.ShutdownTimeout = DefaultShutdownTimeout
-	}
-	if c.ConnectTimeout == 0 {
-		c.ConnectTimeout = dbconn.DefaultConnectTimeout
-	}
-	if c.StatementTimeout == 0 {
-		c.StatementTimeout = projection.DefaultStatementTimeout
-	}
-	if c.BatchTimeout == 0 {
-		c.BatchTimeout = projection.DefaultBatchTimeout
-	}
-	if c.MetricsInterval == 0 {
-		c.MetricsInterval = DefaultMetricsInterval
-	}
-	if c.LogFormat == "" {
-		c.LogFormat = LogFormatJSON
-	}
+	c.BatchSize = cmp.Or(c.BatchSize, projection.DefaultBatchSize)
+	c.PollInterval = cmp.Or(c.PollInterval, projection.DefaultPollInterval)
+	c.WakeupPollInterval = cmp.Or(c.WakeupPollInterval, projection.DefaultWakeupPollInterval)
+	c.HTTPAddr = cmp.Or(c.HTTPAddr, DefaultHTTPAddr)
+	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, DefaultShutdownTimeout)
+	c.ConnectTimeout = cmp.Or(c.ConnectTimeout, dbconn.DefaultConnectTimeout)
+	c.StatementTimeout = cmp.Or(c.StatementTimeout, projection.DefaultStatementTimeout)
+	c.BatchTimeout = cmp.Or(c.BatchTimeout, projection.DefaultBatchTimeout)
+	c.MetricsInterval = cmp.Or(c.MetricsInterval, DefaultMetricsInterval)
+	c.LogFormat = cmp.Or(c.LogFormat, LogFormatJSON)
 	if c.Version == "" {
 		c.Version = "(devel)"
 		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
