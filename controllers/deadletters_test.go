@@ -41,19 +41,7 @@ func TestDeadLettersInStatus(t *testing.T) {
 		}
 		return nil
 	})
-	eventually(t, 30*time.Second, "a DeadLettersGrew Warning Event", func() error {
-		var list eventsv1.EventList
-		if err := k8sClient.List(ctx, &list, client.InNamespace(ns)); err != nil {
-			return err
-		}
-		for _, e := range list.Items {
-			if e.Reason == "DeadLettersGrew" && e.Type == corev1.EventTypeWarning && e.Regarding.Name == "parked" &&
-				strings.Contains(e.Note, "has 2 dead letters") {
-				return nil
-			}
-		}
-		return fmt.Errorf("none among %d events", len(list.Items))
-	})
+	waitForEvent(t, ns, "parked", corev1.EventTypeWarning, "DeadLettersGrew", "has 2 dead letters")
 	if err := projection.DiscardDeadLetter(ctx, db, "parked", evs[0].EventID); err != nil {
 		t.Fatal(err)
 	}

@@ -6,10 +6,8 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/projectionist/projectionist/api/v1alpha1"
 	"github.com/projectionist/projectionist/internal/pgtest"
@@ -105,12 +103,8 @@ func TestHungDatabaseDoesNotHoldUpOthers(t *testing.T) {
 	t.Logf("hung database reported on %d Projections after %s; the other scaled in %s meanwhile; recovered %s after the server resumed",
 		len(hung), reported.Round(100*time.Millisecond), scaled.Round(100*time.Millisecond), time.Since(thawed).Round(100*time.Millisecond))
 
-	var events corev1.EventList
-	if err := k8sClient.List(ctx, &events, client.InNamespace(ns)); err != nil {
-		t.Fatal(err)
-	}
 	var reasons []string
-	for _, e := range events.Items {
+	for _, e := range listEvents(t, ns) {
 		reasons = append(reasons, e.Reason)
 	}
 	if !strings.Contains(strings.Join(reasons, " "), v1alpha1.ReasonDatabaseNotResponding) {

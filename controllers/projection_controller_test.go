@@ -285,11 +285,7 @@ func TestBadDatabaseRecovers(t *testing.T) {
 	if msg := condition(p, v1alpha1.ConditionDegraded); strings.Contains(msg, password) {
 		t.Errorf("the condition shows the password: %q", msg)
 	}
-	var events corev1.EventList // events.k8s.io events are readable as core/v1 Events too
-	if err := k8sClient.List(ctx, &events, client.InNamespace(ns)); err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range events.Items {
+	for _, e := range listEvents(t, ns) {
 		if strings.Contains(e.Message, password) {
 			t.Errorf("event %s shows the password: %q", e.Reason, e.Message)
 		}
@@ -308,6 +304,7 @@ func TestBadDatabaseRecovers(t *testing.T) {
 	})
 	var reasons []string
 	eventually(t, 10*time.Second, "events", func() error {
+		var events corev1.EventList // events.k8s.io events are readable as core/v1 Events too
 		if err := k8sClient.List(ctx, &events, client.InNamespace(ns)); err != nil {
 			return err
 		}

@@ -12,7 +12,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	corev1 "k8s.io/api/core/v1"
-	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -38,24 +37,6 @@ func rebuildPhase(p *v1alpha1.Projection) string {
 		return ""
 	}
 	return p.Status.Rebuild.Token + "/" + string(p.Status.Rebuild.Phase)
-}
-
-// waitForEvent waits for an Event of type and reason on the Projection
-// whose note contains note.
-func waitForEvent(t *testing.T, ns, name, eventType, reason, note string) {
-	t.Helper()
-	eventually(t, 30*time.Second, "a "+eventType+" "+reason+" Event", func() error {
-		var list eventsv1.EventList
-		if err := k8sClient.List(t.Context(), &list, client.InNamespace(ns)); err != nil {
-			return err
-		}
-		for _, e := range list.Items {
-			if e.Reason == reason && e.Type == eventType && e.Regarding.Name == name && strings.Contains(e.Note, note) {
-				return nil
-			}
-		}
-		return fmt.Errorf("none among %d events", len(list.Items))
-	})
 }
 
 // orderAppender appends OrderPlaced events until stopped, counting the

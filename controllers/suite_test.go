@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -158,6 +159,35 @@ func statefulSetReplicasAre(t *testing.T, ns, name string, n int32) {
 		}
 		return nil
 	})
+}
+
+// waitForEvent waits for an Event of type and reason on the Projection
+// whose note contains note.
+func waitForEvent(t *testing.T, ns, name, eventType, reason, note string) {
+	t.Helper()
+	eventually(t, 30*time.Second, "a "+eventType+" "+reason+" Event", func() error {
+		var list eventsv1.EventList
+		if err := k8sClient.List(t.Context(), &list, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		for _, e := range list.Items {
+			if e.Reason == reason && e.Type == eventType && e.Regarding.Name == name && strings.Contains(e.Note, note) {
+				return nil
+			}
+		}
+		return fmt.Errorf("none among %d events", len(list.Items))
+	})
+}
+
+// listEvents lists the Events in ns (events.k8s.io Events read as core/v1
+// Events).
+func listEvents(t *testing.T, ns string) []corev1.Event {
+	t.Helper()
+	var events corev1.EventList
+	if err := k8sClient.List(t.Context(), &events, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	return events.Items
 }
 
 // updateSpec changes the spec of Projection name with f and returns the
