@@ -33,15 +33,7 @@ func TestOnAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env, err := kubetest.Start(kubetest.Options{CRDDirectories: []string{crds, monitoringCRDs}})
-	if err != nil {
-		t.Fatalf("starting the API server: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			t.Errorf("stopping the API server: %v", err)
-		}
-	})
+	env := kubetest.New(t, kubetest.Options{CRDDirectories: []string{crds, monitoringCRDs}})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	dir := t.TempDir()

@@ -302,68 +302,40 @@ func TestCRDValues(t *testing.T) {
 func TestRBACIsTheGeneratedOne(t *testing.T) {
 	r := render(t, "")
 
-	var wantManager rbacv1.ClusterRole
-	readObject(t, "config/rbac/role.yaml", &wantManager)
-	var manager rbacv1.ClusterRole
-	r.get(t, "ClusterRole", fullname+"-manager", &manager)
-	if len(wantManager.Rules) == 0 {
-		t.Fatal("config/rbac/role.yaml has no rules")
-	}
-	if diff := cmp.Diff(wantManager.Rules, manager.Rules); diff != "" {
-		t.Errorf("ClusterRole rules differ from config/rbac/role.yaml (run make manifests) (-want +got):\n%s", diff)
-	}
-
-	var wantLeader rbacv1.Role
-	readObject(t, "config/rbac/leader_election_role.yaml", &wantLeader)
-	var leader rbacv1.Role
-	r.get(t, "Role", fullname+"-leader-election", &leader)
-	if len(wantLeader.Rules) == 0 {
-		t.Fatal("config/rbac/leader_election_role.yaml has no rules")
-	}
-	if diff := cmp.Diff(wantLeader.Rules, leader.Rules); diff != "" {
-		t.Errorf("leader-election Role rules differ from config/rbac/leader_election_role.yaml (run make chart-sync) (-want +got):\n%s", diff)
-	}
-
-	for _, role := range []struct{ file, name string }{
-		{"config/rbac/metrics_auth_role.yaml", fullname + "-metrics-auth"},
-		{"config/rbac/metrics_reader_role.yaml", fullname + "-metrics-reader"},
+	// Each role's rules are those of its file in config/rbac; the fix names
+	// the make target that brings the chart in line.
+	for _, role := range []struct{ file, kind, name, fix string }{
+		{"config/rbac/role.yaml", "ClusterRole", fullname + "-manager", "make manifests"},
+		{"config/rbac/leader_election_role.yaml", "Role", fullname + "-leader-election", "make chart-sync"},
+		{"config/rbac/metrics_auth_role.yaml", "ClusterRole", fullname + "-metrics-auth", "make chart-sync"},
+		{"config/rbac/metrics_reader_role.yaml", "ClusterRole", fullname + "-metrics-reader", "make chart-sync"},
 	} {
-		var want, got rbacv1.ClusterRole
+		var want, got rbacv1.ClusterRole // a Role has the same fields but aggregationRule
 		readObject(t, role.file, &want)
-		r.get(t, "ClusterRole", role.name, &got)
+		r.get(t, role.kind, role.name, &got)
 		if len(want.Rules) == 0 {
 			t.Fatalf("%s has no rules", role.file)
 		}
 		if diff := cmp.Diff(want.Rules, got.Rules); diff != "" {
-			t.Errorf("ClusterRole %s rules differ from %s (run make chart-sync) (-want +got):\n%s", role.name, role.file, diff)
+			t.Errorf("%s %s rules differ from %s (run %s) (-want +got):\n%s", role.kind, role.name, role.file, role.fix, diff)
 		}
 	}
 
 	// The bindings grant their role to the operator's ServiceAccount.
 	subjects := []rbacv1.Subject{{Kind: "ServiceAccount", Name: fullname, Namespace: namespace}}
-	var crb rbacv1.ClusterRoleBinding
-	r.get(t, "ClusterRoleBinding", fullname+"-manager", &crb)
-	if diff := cmp.Diff(rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: fullname + "-manager"}, crb.RoleRef); diff != "" {
-		t.Errorf("ClusterRoleBinding roleRef (-want +got):\n%s", diff)
-	}
-	if diff := cmp.Diff(subjects, crb.Subjects); diff != "" {
-		t.Errorf("ClusterRoleBinding subjects (-want +got):\n%s", diff)
-	}
-	var auth rbacv1.ClusterRoleBinding
-	r.get(t, "ClusterRoleBinding", fullname+"-metrics-auth", &auth)
-	if diff := cmp.Diff(rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: fullname + "-metrics-auth"}, auth.RoleRef); diff != "" {
-		t.Errorf("metrics-auth ClusterRoleBinding roleRef (-want +got):\n%s", diff)
-	}
-	if diff := cmp.Diff(subjects, auth.Subjects); diff != "" {
-		t.Errorf("metrics-auth ClusterRoleBinding subjects (-want +got):\n%s", diff)
-	}
-	var rb rbacv1.RoleBinding
-	r.get(t, "RoleBinding", fullname+"-leader-election", &rb)
-	if diff := cmp.Diff(rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: fullname + "-leader-election"}, rb.RoleRef); diff != "" {
-		t.Errorf("RoleBinding roleRef (-want +got):\n%s", diff)
-	}
-	if diff := cmp.Diff(subjects, rb.Subjects); diff != "" {
-		t.Errorf("RoleBinding subjects (-want +got):\n%s", diff)
+	for _, binding := range []struct{ kind, name, roleKind string }{
+		{"ClusterRoleBinding", fullname + "-manager", "ClusterRole"},
+		{"ClusterRoleBinding", fullname + "-metrics-auth", "ClusterRole"},
+		{"RoleBinding", fullname + "-leader-election", "Role"},
+	} {
+		var got rbacv1.RoleBinding // a ClusterRoleBinding has the same fields
+		r.get(t, binding.kind, binding.name, &got)
+		if diff := cmp.Diff(rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: binding.roleKind, Name: binding.name}, got.RoleRef); diff != "" {
+			t.Errorf("%s %s roleRef (-want +got):\n%s", binding.kind, binding.name, diff)
+		}
+		if diff := cmp.Diff(subjects, got.Subjects); diff != "" {
+			t.Errorf("%s %s subjects (-want +got):\n%s", binding.kind, binding.name, diff)
+		}
 	}
 }
 
@@ -493,46 +465,32 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
+// valuesTest is a row of TestValues and TestMonitoring: the chart rendered
+// with values, then checked by check.
+type valuesTest struct {
+	name   string
+	values string
+	check  func(t *testing.T, r rendered)
+}
+
 func TestValues(t *testing.T) {
-	tests := []struct {
-		name   string
-		values string
-		check  func(t *testing.T, r rendered)
-	}{{
+	tests := []valuesTest{{
 		name:   "image tag is also the worker image's",
 		values: "image: {tag: v1.2.3, pullPolicy: Always}",
 		check: func(t *testing.T, r rendered) {
-			_, c := r.operator(t)
-			const want = "docker.io/projectionist/projectionist:v1.2.3"
-			if c.Image != want {
-				t.Errorf("image = %q, want %q", c.Image, want)
-			}
+			c := wantImages(t, r, "docker.io/projectionist/projectionist:v1.2.3", "docker.io/projectionist/projectionist:v1.2.3")
 			if c.ImagePullPolicy != corev1.PullAlways {
 				t.Errorf("imagePullPolicy = %q, want Always", c.ImagePullPolicy)
 			}
-			wantWorker(t, c, want)
 		},
 	}, {
 		name:   "image repository is also the worker image's",
 		values: "image: {repository: registry.example/p}",
-		check: func(t *testing.T, r rendered) {
-			_, c := r.operator(t)
-			const want = "registry.example/p:dev"
-			if c.Image != want {
-				t.Errorf("image = %q, want %q", c.Image, want)
-			}
-			wantWorker(t, c, want)
-		},
+		check:  func(t *testing.T, r rendered) { wantImages(t, r, "registry.example/p:dev", "registry.example/p:dev") },
 	}, {
 		name:   "worker image",
 		values: "workerImage: {repository: registry.example/workers, tag: w1}",
-		check: func(t *testing.T, r rendered) {
-			_, c := r.operator(t)
-			if c.Image != defaultImage {
-				t.Errorf("image = %q, want %q", c.Image, defaultImage)
-			}
-			wantWorker(t, c, "registry.example/workers:w1")
-		},
+		check:  func(t *testing.T, r rendered) { wantImages(t, r, defaultImage, "registry.example/workers:w1") },
 	}, {
 		name:   "worker image repository with the operator's tag",
 		values: "image: {tag: v2}\nworkerImage: {repository: registry.example/workers}",
@@ -545,11 +503,7 @@ func TestValues(t *testing.T) {
 		values: "watchNamespace: demo\nlogLevel: debug\nstatusInterval: 30s",
 		check: func(t *testing.T, r rendered) {
 			_, c := r.operator(t)
-			for _, arg := range []string{"--watch-namespace=demo", "--log-level=debug", "--status-interval=30s"} {
-				if !slices.Contains(c.Args, arg) {
-					t.Errorf("args %q lack %s", c.Args, arg)
-				}
-			}
+			wantArgs(t, c, "--watch-namespace=demo", "--log-level=debug", "--status-interval=30s")
 		},
 	}, {
 		name:   "partition indexes",
@@ -599,9 +553,7 @@ func TestValues(t *testing.T) {
 		values: "metrics: {port: 9090, service: {enabled: false}}",
 		check: func(t *testing.T, r rendered) {
 			_, c := r.operator(t)
-			if !slices.Contains(c.Args, "--metrics-addr=:9090") {
-				t.Errorf("args %q lack --metrics-addr=:9090", c.Args)
-			}
+			wantArgs(t, c, "--metrics-addr=:9090")
 			if c.Ports[0].Name != "metrics" || c.Ports[0].ContainerPort != 9090 {
 				t.Errorf("first port = %+v, want metrics on 9090", c.Ports[0])
 			}
@@ -614,9 +566,7 @@ func TestValues(t *testing.T) {
 		values: "metrics: {secure: false}",
 		check: func(t *testing.T, r rendered) {
 			_, c := r.operator(t)
-			if !slices.Contains(c.Args, "--metrics-secure=false") {
-				t.Errorf("args %q lack --metrics-secure=false", c.Args)
-			}
+			wantArgs(t, c, "--metrics-secure=false")
 			for _, name := range []string{"-metrics-auth", "-metrics-reader"} {
 				if r.has("ClusterRole", fullname+name) || r.has("ClusterRoleBinding", fullname+name) {
 					t.Errorf("%s RBAC rendered for plain HTTP metrics: %v", name, r.names())
@@ -633,9 +583,7 @@ func TestValues(t *testing.T) {
 		values: "metrics: {certSecret: metrics-tls}",
 		check: func(t *testing.T, r rendered) {
 			d, c := r.operator(t)
-			if !slices.Contains(c.Args, "--metrics-cert-dir=/etc/projectionist/metrics-certs") {
-				t.Errorf("args %q lack --metrics-cert-dir", c.Args)
-			}
+			wantArgs(t, c, "--metrics-cert-dir=/etc/projectionist/metrics-certs")
 			wantMounts := []corev1.VolumeMount{{Name: "metrics-certs", MountPath: "/etc/projectionist/metrics-certs", ReadOnly: true}}
 			if diff := cmp.Diff(wantMounts, c.VolumeMounts); diff != "" {
 				t.Errorf("volumeMounts (-want +got):\n%s", diff)
@@ -778,12 +726,32 @@ extraEnv: [{name: GOMEMLIMIT, value: 200MiB}]`,
 	}
 }
 
+// wantImages checks the operator's image and the worker image it is
+// given, and returns the operator's container.
+func wantImages(t *testing.T, r rendered, operator, worker string) corev1.Container {
+	t.Helper()
+	_, c := r.operator(t)
+	if c.Image != operator {
+		t.Errorf("image = %q, want %q", c.Image, operator)
+	}
+	wantWorker(t, c, worker)
+	return c
+}
+
+// wantArgs checks that c has every one of args.
+func wantArgs(t *testing.T, c corev1.Container, args ...string) {
+	t.Helper()
+	for _, arg := range args {
+		if !slices.Contains(c.Args, arg) {
+			t.Errorf("args %q lack %s", c.Args, arg)
+		}
+	}
+}
+
 // wantWorker checks the worker image in --worker-image and $WORKER_IMAGE.
 func wantWorker(t *testing.T, c corev1.Container, want string) {
 	t.Helper()
-	if !slices.Contains(c.Args, "--worker-image="+want) {
-		t.Errorf("args %q lack --worker-image=%s", c.Args, want)
-	}
+	wantArgs(t, c, "--worker-image="+want)
 	if diff := cmp.Diff([]corev1.EnvVar{{Name: "WORKER_IMAGE", Value: want}}, c.Env); diff != "" {
 		t.Errorf("env (-want +got):\n%s", diff)
 	}

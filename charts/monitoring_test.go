@@ -123,11 +123,7 @@ func workerPodLabels(name string) map[string]string {
 }
 
 func TestMonitoring(t *testing.T) {
-	tests := []struct {
-		name   string
-		values string
-		check  func(t *testing.T, r rendered)
-	}{{
+	tests := []valuesTest{{
 		name:   "PodMonitor selects the worker pods of every Projection, in every namespace",
 		values: "monitoring: {podMonitor: {enabled: true}}",
 		check: func(t *testing.T, r rendered) {

@@ -15,6 +15,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/projectionist/projectionist/api/v1alpha1"
+	"github.com/projectionist/projectionist/controllers/resources"
 	"github.com/projectionist/projectionist/pkg/projection"
 )
 
@@ -285,7 +286,7 @@ func (r *ProjectionReconciler) autoscale(ctx context.Context, s *state) error {
 			a.partitions = p.Status.Partitions
 		}
 		if a.partitions == 0 {
-			a.partitions = ptr.Deref(p.Spec.Replicas, 1)
+			a.partitions = resources.Replicas(p)
 		}
 	}
 	if n := c.clamp(a.partitions); n != a.partitions {

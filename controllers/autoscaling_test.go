@@ -12,7 +12,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 
 	"github.com/projectionist/projectionist/api/v1alpha1"
@@ -213,7 +212,7 @@ func TestAutoscalingOnLag(t *testing.T) {
 	}
 
 	// Suspended, the pods go and the count stays; resumed, it is back.
-	setAutoscaledSpec(t, ns, func(s *v1alpha1.ProjectionSpec) { s.Suspend = ptr.To(true) })
+	mustUpdateSpec(t, ns, "ledger", func(s *v1alpha1.ProjectionSpec) { s.Suspend = ptr.To(true) })
 	eventually(t, 30*time.Second, "suspended: no pods, the count kept", func() error {
 		pr := getProjection(t, ns, "ledger")
 		sts, err := getStatefulSet(t, ns, "ledger")
@@ -226,7 +225,7 @@ func TestAutoscalingOnLag(t *testing.T) {
 		return nil
 	})
 	// Off: spec.replicas is the count again.
-	setAutoscaledSpec(t, ns, func(s *v1alpha1.ProjectionSpec) { s.Suspend, s.Autoscaling = nil, nil })
+	mustUpdateSpec(t, ns, "ledger", func(s *v1alpha1.ProjectionSpec) { s.Suspend, s.Autoscaling = nil, nil })
 	eventually(t, 30*time.Second, "autoscaling off: spec.replicas' 2 partitions", func() error {
 		pr := getProjection(t, ns, "ledger")
 		if pr.Status.Autoscaling != nil || pr.Status.Partitions != 2 || pr.Status.ReadyReplicas != 2 {
@@ -235,17 +234,6 @@ func TestAutoscalingOnLag(t *testing.T) {
 		return nil
 	})
 	if err := workers.failed(); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func setAutoscaledSpec(t *testing.T, ns string, f func(*v1alpha1.ProjectionSpec)) {
-	t.Helper()
-	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		p := getProjection(t, ns, "ledger")
-		f(&p.Spec)
-		return k8sClient.Update(t.Context(), p)
-	}); err != nil {
 		t.Fatal(err)
 	}
 }

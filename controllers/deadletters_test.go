@@ -9,11 +9,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/projectionist/projectionist/api/v1alpha1"
-	"github.com/projectionist/projectionist/internal/pgtest"
 	"github.com/projectionist/projectionist/pkg/projection"
 )
 
@@ -22,16 +20,8 @@ import (
 func TestDeadLettersInStatus(t *testing.T) {
 	ctx := t.Context()
 	ns := newNamespace(t)
-	dsn := pgtest.NewDatabase(t)
-	newSecret(t, ns, "db", map[string]string{"dsn": dsn})
-	db := newPool(t, dsn)
-	newProjection(t, ns, "parked", "parked", 1)
-	eventually(t, 30*time.Second, "the topology", func() error {
-		if n, _ := topologyOf(t, db, "parked"); n != 1 {
-			return fmt.Errorf("%d partitions", n)
-		}
-		return nil
-	})
+	db := newDatabase(t, ns)
+	newProjectionWithTopology(t, ns, db, "parked", "parked", 1)
 	evs, err := projection.NewStore().Append(ctx, db, "Order", "o-1", projection.AnyVersion,
 		projection.Event{EventType: "OrderPlaced"}, projection.Event{EventType: "OrderPlaced"})
 	if err != nil {
@@ -51,19 +41,7 @@ func TestDeadLettersInStatus(t *testing.T) {
 		}
 		return nil
 	})
-	eventually(t, 30*time.Second, "a DeadLettersGrew Warning Event", func() error {
-		var list eventsv1.EventList
-		if err := k8sClient.List(ctx, &list, client.InNamespace(ns)); err != nil {
-			return err
-		}
-		for _, e := range list.Items {
-			if e.Reason == "DeadLettersGrew" && e.Type == corev1.EventTypeWarning && e.Regarding.Name == "parked" &&
-				strings.Contains(e.Note, "has 2 dead letters") {
-				return nil
-			}
-		}
-		return fmt.Errorf("none among %d events", len(list.Items))
-	})
+	waitForEvent(t, ns, "parked", corev1.EventTypeWarning, "DeadLettersGrew", "has 2 dead letters")
 	if err := projection.DiscardDeadLetter(ctx, db, "parked", evs[0].EventID); err != nil {
 		t.Fatal(err)
 	}
@@ -84,16 +62,8 @@ func TestDeadLettersInStatus(t *testing.T) {
 func TestDeadLetterAction(t *testing.T) {
 	ctx := t.Context()
 	ns := newNamespace(t)
-	dsn := pgtest.NewDatabase(t)
-	newSecret(t, ns, "db", map[string]string{"dsn": dsn})
-	db := newPool(t, dsn)
-	p := newProjection(t, ns, "parked", "parked", 1)
-	eventually(t, 30*time.Second, "the topology", func() error {
-		if n, _ := topologyOf(t, db, "parked"); n != 1 {
-			return fmt.Errorf("%d partitions", n)
-		}
-		return nil
-	})
+	db := newDatabase(t, ns)
+	p := newProjectionWithTopology(t, ns, db, "parked", "parked", 1)
 	evs, err := projection.NewStore().Append(ctx, db, "Order", "o-1", projection.AnyVersion,
 		projection.Event{EventType: "OrderPlaced"}, projection.Event{EventType: "OrderPaid"}, projection.Event{EventType: "OrderShipped"})
 	if err != nil {
@@ -125,11 +95,7 @@ func TestDeadLetterAction(t *testing.T) {
 	// The operator writes status while the test writes spec: a conflict is
 	// retried, so only the API server's validation can fail an action.
 	act := func(a *v1alpha1.DeadLetterAction) error {
-		return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-			cur := getProjection(t, ns, p.Name)
-			cur.Spec.DeadLetterAction = a
-			return k8sClient.Update(ctx, cur)
-		})
+		return updateSpec(t, ns, p.Name, func(s *v1alpha1.ProjectionSpec) { s.DeadLetterAction = a })
 	}
 	for _, bad := range []*v1alpha1.DeadLetterAction{
 		{Token: "x", Action: "Replay"},

@@ -6,11 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/projectionist/projectionist/api/v1alpha1"
 	"github.com/projectionist/projectionist/internal/pgtest"
@@ -51,11 +48,7 @@ func TestHungDatabaseDoesNotHoldUpOthers(t *testing.T) {
 		projectionOn(t, ns, name, "hung", 1)
 	}
 	projectionOn(t, ns, "healthy", "healthy", 1)
-	healthy, err := pgxpool.New(ctx, healthyDSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer healthy.Close()
+	healthy := pgtest.OpenPool(t, healthyDSN)
 	for _, name := range append(hung, "healthy") {
 		eventually(t, 60*time.Second, name+" ready", func() error {
 			if got := condition(getProjection(t, ns, name), v1alpha1.ConditionReady); !strings.HasPrefix(got, "True/") {
@@ -110,12 +103,8 @@ func TestHungDatabaseDoesNotHoldUpOthers(t *testing.T) {
 	t.Logf("hung database reported on %d Projections after %s; the other scaled in %s meanwhile; recovered %s after the server resumed",
 		len(hung), reported.Round(100*time.Millisecond), scaled.Round(100*time.Millisecond), time.Since(thawed).Round(100*time.Millisecond))
 
-	var events corev1.EventList
-	if err := k8sClient.List(ctx, &events, client.InNamespace(ns)); err != nil {
-		t.Fatal(err)
-	}
 	var reasons []string
-	for _, e := range events.Items {
+	for _, e := range listEvents(t, ns) {
 		reasons = append(reasons, e.Reason)
 	}
 	if !strings.Contains(strings.Join(reasons, " "), v1alpha1.ReasonDatabaseNotResponding) {

@@ -17,6 +17,7 @@ import (
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/projectionist/projectionist/api/v1alpha1"
+	"github.com/projectionist/projectionist/controllers/resources"
 )
 
 // projectionLabels name a Projection's series: its namespace, its
@@ -103,7 +104,7 @@ func collectProjection(ch chan<- prometheus.Metric, p *v1alpha1.Projection) {
 	gauge(descLag, float64(st.Lag))
 	gauge(descLagSeconds, float64(st.LagSeconds))
 	gauge(descPartitions, float64(st.Partitions))
-	desired := ptr.Deref(p.Spec.Replicas, 1)
+	desired := resources.Replicas(p)
 	if p.Spec.Autoscaling != nil && st.Autoscaling != nil && desired != 0 {
 		desired = st.Autoscaling.Partitions
 	}

@@ -10,7 +10,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 
 	"github.com/projectionist/projectionist/api/v1alpha1"
@@ -51,11 +50,7 @@ func TestPodDisruptionBudgetFollowsSpec(t *testing.T) {
 		})
 	}
 	setPDB := func(b *v1alpha1.PodDisruptionBudgetSpec) error {
-		return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-			cur := getProjection(t, ns, "orders")
-			cur.Spec.PodDisruptionBudget = b
-			return k8sClient.Update(ctx, cur)
-		})
+		return updateSpec(t, ns, "orders", func(s *v1alpha1.ProjectionSpec) { s.PodDisruptionBudget = b })
 	}
 
 	pdbIs("a PodDisruptionBudget of maxUnavailable 1", ptr.To(intstr.FromInt32(1)))

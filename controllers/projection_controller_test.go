@@ -49,20 +49,10 @@ func topologyOf(t *testing.T, pool *pgxpool.Pool, name string) (int, int64) {
 // and the Ready condition follow.
 func TestProjectionComesUpReady(t *testing.T) {
 	ns := newNamespace(t)
-	dsn := pgtest.NewDatabase(t)
-	newSecret(t, ns, "db", map[string]string{"dsn": dsn})
+	db := newDatabase(t, ns)
 	newProjection(t, ns, "user-count", "user_count", 2)
 
-	eventually(t, 30*time.Second, "StatefulSet with 2 replicas", func() error {
-		sts, err := getStatefulSet(t, ns, "user-count")
-		if err != nil {
-			return err
-		}
-		if got := *sts.Spec.Replicas; got != 2 {
-			return fmt.Errorf("replicas %d", got)
-		}
-		return nil
-	})
+	statefulSetReplicasAre(t, ns, "user-count", 2)
 	var svc corev1.Service
 	if err := k8sClient.Get(t.Context(), types.NamespacedName{Namespace: ns, Name: "user-count-workers"}, &svc); err != nil {
 		t.Fatalf("headless Service: %v", err)
@@ -93,7 +83,6 @@ func TestProjectionComesUpReady(t *testing.T) {
 	if err != nil || out != "0/2/2/2" {
 		t.Errorf("status lag/partitions/readyReplicas/replicas as stored: %q (%v), want 0/2/2/2", out, err)
 	}
-	db := newPool(t, dsn)
 	if n, gen := topologyOf(t, db, "user_count"); n != 2 || gen != 1 {
 		t.Errorf("database topology %d partitions generation %d, want 2 and 1", n, gen)
 	}
@@ -108,10 +97,8 @@ func TestProjectionComesUpReady(t *testing.T) {
 func TestScaleSwitchesTopologyFirst(t *testing.T) {
 	ctx := t.Context()
 	ns := newNamespace(t)
-	dsn := pgtest.NewDatabase(t)
-	newSecret(t, ns, "db", map[string]string{"dsn": dsn})
+	db := newDatabase(t, ns)
 	newProjection(t, ns, "activity-log", "activity_log", 2)
-	db := newPool(t, dsn)
 
 	eventually(t, 60*time.Second, "2 ready replicas", func() error {
 		p := getProjection(t, ns, "activity-log")
@@ -298,11 +285,7 @@ func TestBadDatabaseRecovers(t *testing.T) {
 	if msg := condition(p, v1alpha1.ConditionDegraded); strings.Contains(msg, password) {
 		t.Errorf("the condition shows the password: %q", msg)
 	}
-	var events corev1.EventList // events.k8s.io events are readable as core/v1 Events too
-	if err := k8sClient.List(ctx, &events, client.InNamespace(ns)); err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range events.Items {
+	for _, e := range listEvents(t, ns) {
 		if strings.Contains(e.Message, password) {
 			t.Errorf("event %s shows the password: %q", e.Reason, e.Message)
 		}
@@ -321,6 +304,7 @@ func TestBadDatabaseRecovers(t *testing.T) {
 	})
 	var reasons []string
 	eventually(t, 10*time.Second, "events", func() error {
+		var events corev1.EventList // events.k8s.io events are readable as core/v1 Events too
 		if err := k8sClient.List(ctx, &events, client.InNamespace(ns)); err != nil {
 			return err
 		}
@@ -365,16 +349,8 @@ func TestBadDatabaseRecovers(t *testing.T) {
 func TestLagMatchesCheckpoints(t *testing.T) {
 	ctx := t.Context()
 	ns := newNamespace(t)
-	dsn := pgtest.NewDatabase(t)
-	newSecret(t, ns, "db", map[string]string{"dsn": dsn})
-	db := newPool(t, dsn)
-	newProjection(t, ns, "counter", "counter", 2)
-	eventually(t, 30*time.Second, "the topology", func() error {
-		if n, _ := topologyOf(t, db, "counter"); n != 2 {
-			return fmt.Errorf("%d partitions", n)
-		}
-		return nil
-	})
+	db := newDatabase(t, ns)
+	newProjectionWithTopology(t, ns, db, "counter", "counter", 2)
 
 	store := projection.NewStore()
 	for i := range 50 {
@@ -543,8 +519,7 @@ func TestWorkerFailureIsReported(t *testing.T) {
 // and neither the topology nor a StatefulSet is made until it is fixed.
 func TestInvalidSpecIsReported(t *testing.T) {
 	ns := newNamespace(t)
-	dsn := pgtest.NewDatabase(t)
-	newSecret(t, ns, "db", map[string]string{"dsn": dsn})
+	db := newDatabase(t, ns)
 	p := &v1alpha1.Projection{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "orders"},
 		Spec: v1alpha1.ProjectionSpec{
@@ -570,19 +545,14 @@ func TestInvalidSpecIsReported(t *testing.T) {
 	if _, err := getStatefulSet(t, ns, "orders"); !apierrors.IsNotFound(err) {
 		t.Errorf("StatefulSet of an invalid spec: %v, want none", err)
 	}
-	db := newPool(t, dsn)
 	if n, _ := topologyOf(t, db, "order_ledger"); n != 0 {
 		t.Errorf("topology of an invalid spec has %d partitions, want none", n)
 	}
 
 	// Fixed: the volume is added, and the Projection comes up.
-	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		p := getProjection(t, ns, "orders")
-		p.Spec.Volumes = []corev1.Volume{{Name: "db-ca", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
-		return k8sClient.Update(t.Context(), p)
-	}); err != nil {
-		t.Fatal(err)
-	}
+	mustUpdateSpec(t, ns, "orders", func(s *v1alpha1.ProjectionSpec) {
+		s.Volumes = []corev1.Volume{{Name: "db-ca", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+	})
 	eventually(t, 60*time.Second, "StatefulSet with 2 replicas and no Degraded", func() error {
 		sts, err := getStatefulSet(t, ns, "orders")
 		if err != nil {
@@ -647,11 +617,7 @@ func TestMountedCAVerifiesTheServer(t *testing.T) {
 	if err := k8sClient.Update(t.Context(), cm); err != nil {
 		t.Fatal(err)
 	}
-	admin, err := pgxpool.New(t.Context(), srv.URL(dbname, "sslmode=verify-full&sslrootcert="+srv.CA.CertFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close()
+	admin := pgtest.OpenPool(t, srv.URL(dbname, "sslmode=verify-full&sslrootcert="+srv.CA.CertFile))
 	eventually(t, 60*time.Second, "topology of 2 partitions and a StatefulSet of 2", func() error {
 		if n, _ := topologyOf(t, admin, "order_ledger"); n != 2 {
 			return fmt.Errorf("topology has %d partitions; Degraded %q", n, condition(getProjection(t, ns, "orders"), v1alpha1.ConditionDegraded))
@@ -678,10 +644,8 @@ func TestMountedCAVerifiesTheServer(t *testing.T) {
 // changes), and resuming brings the pods back under the same generation.
 func TestSuspendKeepsTopology(t *testing.T) {
 	ns := newNamespace(t)
-	dsn := pgtest.NewDatabase(t)
-	newSecret(t, ns, "db", map[string]string{"dsn": dsn})
+	db := newDatabase(t, ns)
 	newProjection(t, ns, "orders", "order_ledger", 2)
-	db := newPool(t, dsn)
 	ready := func(what string, pods int32) {
 		t.Helper()
 		eventually(t, 60*time.Second, what, func() error {
@@ -697,18 +661,8 @@ func TestSuspendKeepsTopology(t *testing.T) {
 		})
 	}
 	ready("2 pods Ready", 2)
-	setSpec := func(f func(*v1alpha1.ProjectionSpec)) {
-		t.Helper()
-		if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-			p := getProjection(t, ns, "orders")
-			f(&p.Spec)
-			return k8sClient.Update(t.Context(), p)
-		}); err != nil {
-			t.Fatal(err)
-		}
-	}
 
-	setSpec(func(s *v1alpha1.ProjectionSpec) { s.Suspend = ptr.To(true) })
+	mustUpdateSpec(t, ns, "orders", func(s *v1alpha1.ProjectionSpec) { s.Suspend = ptr.To(true) })
 	eventually(t, 60*time.Second, "suspended: no pods, Ready False/Suspended", func() error {
 		p := getProjection(t, ns, "orders")
 		sts, err := getStatefulSet(t, ns, "orders")
@@ -726,12 +680,12 @@ func TestSuspendKeepsTopology(t *testing.T) {
 		return nil
 	})
 	// Suspended, replicas 2 -> 3: nothing is switched until the resume.
-	setSpec(func(s *v1alpha1.ProjectionSpec) { s.Replicas = ptr.To[int32](3) })
+	mustUpdateSpec(t, ns, "orders", func(s *v1alpha1.ProjectionSpec) { s.Replicas = ptr.To[int32](3) })
 	time.Sleep(2 * time.Second) // several status passes (the suite's interval is short)
 	if n, gen := topologyOf(t, db, "order_ledger"); n != 2 || gen != 1 {
 		t.Fatalf("while suspended the topology went to %d partitions, generation %d; want 2, 1", n, gen)
 	}
-	setSpec(func(s *v1alpha1.ProjectionSpec) { s.Replicas, s.Suspend = ptr.To[int32](2), nil })
+	mustUpdateSpec(t, ns, "orders", func(s *v1alpha1.ProjectionSpec) { s.Replicas, s.Suspend = ptr.To[int32](2), nil })
 	ready("resumed: 2 pods Ready", 2)
 	if n, gen := topologyOf(t, db, "order_ledger"); n != 2 || gen != 1 {
 		t.Errorf("after the resume the topology has %d partitions, generation %d; want 2, 1 (no switch)", n, gen)

@@ -8,7 +8,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/projectionist/projectionist/api/v1alpha1"
@@ -103,7 +102,7 @@ type caughtUpSince struct {
 // suspendedMessage says that the workers are stopped and what resuming
 // brings back.
 func suspendedMessage(s *state) string {
-	n := ptr.Deref(s.projection.Spec.Replicas, 1)
+	n := resources.Replicas(s.projection)
 	if s.autoscaling != nil {
 		n = s.autoscaling.Partitions
 	}

@@ -23,6 +23,30 @@ type condition struct {
 	Reason string
 }
 
+// conditions are the conditions a status shows, a zero condition for one
+// it does not show.
+type conditions struct {
+	Ready, Progressing, Degraded, Stalled, CaughtUp condition
+}
+
+// set records c in cs, failing the test on a condition type it does not
+// know.
+func (cs *conditions) set(t *testing.T, c metav1.Condition) {
+	t.Helper()
+	to := map[string]*condition{
+		v1alpha1.ConditionReady:       &cs.Ready,
+		v1alpha1.ConditionProgressing: &cs.Progressing,
+		v1alpha1.ConditionDegraded:    &cs.Degraded,
+		v1alpha1.ConditionStalled:     &cs.Stalled,
+		v1alpha1.ConditionCaughtUp:    &cs.CaughtUp,
+	}[c.Type]
+	if to == nil {
+		t.Errorf("unexpected condition %s", c.Type)
+		return
+	}
+	*to = condition{c.Status, c.Reason}
+}
+
 // TestComputeStatusConditions covers the condition setters without an API
 // server: every combination of a database problem (Degraded, and Blocked
 // while the pods differ from the spec), a worker failure, suspend, replicas
@@ -63,6 +87,25 @@ func TestComputeStatusConditions(t *testing.T) {
 		}
 	}
 	unreachable := &problem{v1alpha1.ReasonDatabaseUnreachable, "database of Secret db: connection refused"}
+	// The conditions most rows expect, by what they say.
+	var (
+		allReady            = condition{metav1.ConditionTrue, v1alpha1.ReasonAllReplicasReady}
+		notReady            = condition{metav1.ConditionFalse, v1alpha1.ReasonReplicasNotReady}
+		notReadyNoDatabase  = condition{metav1.ConditionFalse, v1alpha1.ReasonDatabaseUnreachable}
+		rolledOut           = condition{metav1.ConditionFalse, v1alpha1.ReasonRolledOut}
+		scaling             = condition{metav1.ConditionTrue, v1alpha1.ReasonScaling}
+		blocked             = condition{metav1.ConditionFalse, v1alpha1.ReasonBlocked}
+		reconciled          = condition{metav1.ConditionFalse, v1alpha1.ReasonReconciled}
+		databaseUnreachable = condition{metav1.ConditionTrue, v1alpha1.ReasonDatabaseUnreachable}
+		notStalled          = condition{metav1.ConditionFalse, v1alpha1.ReasonProgressing}
+		noProgress          = condition{metav1.ConditionTrue, v1alpha1.ReasonNoProgress}
+		lagZero             = condition{metav1.ConditionTrue, v1alpha1.ReasonLagReachedZero}
+		catchingUp          = condition{metav1.ConditionFalse, v1alpha1.ReasonCatchingUp}
+		noProgressYet       = condition{metav1.ConditionUnknown, v1alpha1.ReasonCatchingUp}
+		workerFails         = condition{metav1.ConditionTrue, v1alpha1.ReasonWorkerFailing}
+		paused              = condition{metav1.ConditionFalse, v1alpha1.ReasonPaused}
+		suspended           = condition{metav1.ConditionFalse, v1alpha1.ReasonSuspended}
+	)
 	workerFailing := &problem{v1alpha1.ReasonWorkerFailing, "pod p-1 exited with code 1"}
 
 	tests := []struct {
@@ -76,135 +119,58 @@ func TestComputeStatusConditions(t *testing.T) {
 		degraded      *problem
 		workerFailure *problem
 		progress      *projection.Progress
-		want          map[string]condition
+		want          conditions
 		// blockedOn, when set, must be named in Progressing's message.
 		blockedOn string
 	}{{
 		name: "running and caught up", replicas: 2, sts: statefulSet(2), running: 2, progress: caughtUp,
-		want: map[string]condition{
-			v1alpha1.ConditionReady:       {metav1.ConditionTrue, v1alpha1.ReasonAllReplicasReady},
-			v1alpha1.ConditionProgressing: {metav1.ConditionFalse, v1alpha1.ReasonRolledOut},
-			v1alpha1.ConditionDegraded:    {metav1.ConditionFalse, v1alpha1.ReasonReconciled},
-			v1alpha1.ConditionStalled:     {metav1.ConditionFalse, v1alpha1.ReasonProgressing},
-			v1alpha1.ConditionCaughtUp:    {metav1.ConditionTrue, v1alpha1.ReasonLagReachedZero},
-		},
+		want: conditions{Ready: allReady, Progressing: rolledOut, Degraded: reconciled, Stalled: notStalled, CaughtUp: lagZero},
 	}, {
 		name: "new Projection: no StatefulSet, no progress yet", replicas: 2, running: 2,
-		want: map[string]condition{
-			v1alpha1.ConditionReady:       {metav1.ConditionFalse, v1alpha1.ReasonReplicasNotReady},
-			v1alpha1.ConditionProgressing: {metav1.ConditionTrue, v1alpha1.ReasonScaling},
-			v1alpha1.ConditionDegraded:    {metav1.ConditionFalse, v1alpha1.ReasonReconciled},
-			v1alpha1.ConditionCaughtUp:    {metav1.ConditionUnknown, v1alpha1.ReasonCatchingUp},
-		},
+		want: conditions{Ready: notReady, Progressing: scaling, Degraded: reconciled, CaughtUp: noProgressYet},
 	}, {
 		name: "scaling up from 2 to 3", replicas: 3, sts: statefulSet(2), running: 3, progress: progress(moving),
-		want: map[string]condition{
-			v1alpha1.ConditionReady:       {metav1.ConditionFalse, v1alpha1.ReasonReplicasNotReady},
-			v1alpha1.ConditionProgressing: {metav1.ConditionTrue, v1alpha1.ReasonScaling},
-			v1alpha1.ConditionDegraded:    {metav1.ConditionFalse, v1alpha1.ReasonReconciled},
-			v1alpha1.ConditionStalled:     {metav1.ConditionFalse, v1alpha1.ReasonProgressing},
-			v1alpha1.ConditionCaughtUp:    {metav1.ConditionFalse, v1alpha1.ReasonCatchingUp},
-		},
+		want: conditions{Ready: notReady, Progressing: scaling, Degraded: reconciled, Stalled: notStalled, CaughtUp: catchingUp},
 	}, {
 		name: "stalled partition", replicas: 2, sts: statefulSet(2), running: 2, progress: progress(stalled),
-		want: map[string]condition{
-			v1alpha1.ConditionReady:       {metav1.ConditionTrue, v1alpha1.ReasonAllReplicasReady},
-			v1alpha1.ConditionProgressing: {metav1.ConditionFalse, v1alpha1.ReasonRolledOut},
-			v1alpha1.ConditionDegraded:    {metav1.ConditionFalse, v1alpha1.ReasonReconciled},
-			v1alpha1.ConditionStalled:     {metav1.ConditionTrue, v1alpha1.ReasonNoProgress},
-			v1alpha1.ConditionCaughtUp:    {metav1.ConditionFalse, v1alpha1.ReasonCatchingUp},
-		},
+		want: conditions{Ready: allReady, Progressing: rolledOut, Degraded: reconciled, Stalled: noProgress, CaughtUp: catchingUp},
 	}, {
 		name: "a partition that never ran counts from the Projection's creation", replicas: 2, sts: statefulSet(2), running: 2,
 		progress: progress(time.Time{}),
-		want: map[string]condition{
-			v1alpha1.ConditionReady:       {metav1.ConditionTrue, v1alpha1.ReasonAllReplicasReady},
-			v1alpha1.ConditionProgressing: {metav1.ConditionFalse, v1alpha1.ReasonRolledOut},
-			v1alpha1.ConditionDegraded:    {metav1.ConditionFalse, v1alpha1.ReasonReconciled},
-			v1alpha1.ConditionStalled:     {metav1.ConditionTrue, v1alpha1.ReasonNoProgress},
-			v1alpha1.ConditionCaughtUp:    {metav1.ConditionFalse, v1alpha1.ReasonCatchingUp},
-		},
+		want:     conditions{Ready: allReady, Progressing: rolledOut, Degraded: reconciled, Stalled: noProgress, CaughtUp: catchingUp},
 	}, {
 		name: "database unreachable while the pods match the spec", replicas: 2, sts: statefulSet(2), running: 2, degraded: unreachable,
-		want: map[string]condition{
-			v1alpha1.ConditionReady:       {metav1.ConditionFalse, v1alpha1.ReasonDatabaseUnreachable},
-			v1alpha1.ConditionProgressing: {metav1.ConditionFalse, v1alpha1.ReasonRolledOut},
-			v1alpha1.ConditionDegraded:    {metav1.ConditionTrue, v1alpha1.ReasonDatabaseUnreachable},
-			v1alpha1.ConditionCaughtUp:    {metav1.ConditionUnknown, v1alpha1.ReasonCatchingUp},
-		},
+		want: conditions{Ready: notReadyNoDatabase, Progressing: rolledOut, Degraded: databaseUnreachable, CaughtUp: noProgressYet},
 	}, {
 		name: "database unreachable during a rescale: Blocked", replicas: 3, sts: statefulSet(2), running: 2, degraded: unreachable,
-		want: map[string]condition{
-			v1alpha1.ConditionReady:       {metav1.ConditionFalse, v1alpha1.ReasonDatabaseUnreachable},
-			v1alpha1.ConditionProgressing: {metav1.ConditionFalse, v1alpha1.ReasonBlocked},
-			v1alpha1.ConditionDegraded:    {metav1.ConditionTrue, v1alpha1.ReasonDatabaseUnreachable},
-			v1alpha1.ConditionCaughtUp:    {metav1.ConditionUnknown, v1alpha1.ReasonCatchingUp},
-		},
+		want:      conditions{Ready: notReadyNoDatabase, Progressing: blocked, Degraded: databaseUnreachable, CaughtUp: noProgressYet},
 		blockedOn: v1alpha1.ReasonDatabaseUnreachable,
 	}, {
 		name: "a new Projection whose database is unreachable: Blocked at 0 pods", replicas: 2, running: 0, degraded: unreachable,
-		want: map[string]condition{
-			v1alpha1.ConditionReady:       {metav1.ConditionFalse, v1alpha1.ReasonDatabaseUnreachable},
-			v1alpha1.ConditionProgressing: {metav1.ConditionFalse, v1alpha1.ReasonBlocked},
-			v1alpha1.ConditionDegraded:    {metav1.ConditionTrue, v1alpha1.ReasonDatabaseUnreachable},
-			v1alpha1.ConditionCaughtUp:    {metav1.ConditionUnknown, v1alpha1.ReasonCatchingUp},
-		},
+		want:      conditions{Ready: notReadyNoDatabase, Progressing: blocked, Degraded: databaseUnreachable, CaughtUp: noProgressYet},
 		blockedOn: v1alpha1.ReasonDatabaseUnreachable,
 	}, {
 		name: "worker failing", replicas: 2, sts: statefulSet(2), running: 2, workerFailure: workerFailing, progress: progress(moving),
-		want: map[string]condition{
-			v1alpha1.ConditionReady:       {metav1.ConditionTrue, v1alpha1.ReasonAllReplicasReady},
-			v1alpha1.ConditionProgressing: {metav1.ConditionFalse, v1alpha1.ReasonRolledOut},
-			v1alpha1.ConditionDegraded:    {metav1.ConditionTrue, v1alpha1.ReasonWorkerFailing},
-			v1alpha1.ConditionStalled:     {metav1.ConditionFalse, v1alpha1.ReasonProgressing},
-			v1alpha1.ConditionCaughtUp:    {metav1.ConditionFalse, v1alpha1.ReasonCatchingUp},
-		},
+		want: conditions{Ready: allReady, Progressing: rolledOut, Degraded: workerFails, Stalled: notStalled, CaughtUp: catchingUp},
 	}, {
 		name: "database problem wins over a worker failure", replicas: 2, sts: statefulSet(2), running: 2,
 		degraded: unreachable, workerFailure: workerFailing,
-		want: map[string]condition{
-			v1alpha1.ConditionReady:       {metav1.ConditionFalse, v1alpha1.ReasonDatabaseUnreachable},
-			v1alpha1.ConditionProgressing: {metav1.ConditionFalse, v1alpha1.ReasonRolledOut},
-			v1alpha1.ConditionDegraded:    {metav1.ConditionTrue, v1alpha1.ReasonDatabaseUnreachable},
-			v1alpha1.ConditionCaughtUp:    {metav1.ConditionUnknown, v1alpha1.ReasonCatchingUp},
-		},
+		want: conditions{Ready: notReadyNoDatabase, Progressing: rolledOut, Degraded: databaseUnreachable, CaughtUp: noProgressYet},
 	}, {
 		name: "paused (replicas 0) with a stalled partition is not Stalled", replicas: 0, sts: statefulSet(0), running: 0,
 		progress: progress(stalled),
-		want: map[string]condition{
-			v1alpha1.ConditionReady:       {metav1.ConditionFalse, v1alpha1.ReasonPaused},
-			v1alpha1.ConditionProgressing: {metav1.ConditionFalse, v1alpha1.ReasonRolledOut},
-			v1alpha1.ConditionDegraded:    {metav1.ConditionFalse, v1alpha1.ReasonReconciled},
-			v1alpha1.ConditionStalled:     {metav1.ConditionFalse, v1alpha1.ReasonPaused},
-			v1alpha1.ConditionCaughtUp:    {metav1.ConditionFalse, v1alpha1.ReasonCatchingUp},
-		},
+		want:     conditions{Ready: paused, Progressing: rolledOut, Degraded: reconciled, Stalled: paused, CaughtUp: catchingUp},
 	}, {
 		name: "suspended with a stalled partition is not Stalled", replicas: 2, suspend: true, sts: statefulSet(0), running: 0,
 		progress: progress(stalled),
-		want: map[string]condition{
-			v1alpha1.ConditionReady:       {metav1.ConditionFalse, v1alpha1.ReasonSuspended},
-			v1alpha1.ConditionProgressing: {metav1.ConditionFalse, v1alpha1.ReasonRolledOut},
-			v1alpha1.ConditionDegraded:    {metav1.ConditionFalse, v1alpha1.ReasonReconciled},
-			v1alpha1.ConditionStalled:     {metav1.ConditionFalse, v1alpha1.ReasonSuspended},
-			v1alpha1.ConditionCaughtUp:    {metav1.ConditionFalse, v1alpha1.ReasonCatchingUp},
-		},
+		want:     conditions{Ready: suspended, Progressing: rolledOut, Degraded: reconciled, Stalled: suspended, CaughtUp: catchingUp},
 	}, {
 		name: "paused while the database is unreachable", replicas: 0, sts: statefulSet(0), running: 0, degraded: unreachable,
-		want: map[string]condition{
-			v1alpha1.ConditionReady:       {metav1.ConditionFalse, v1alpha1.ReasonPaused},
-			v1alpha1.ConditionProgressing: {metav1.ConditionFalse, v1alpha1.ReasonRolledOut},
-			v1alpha1.ConditionDegraded:    {metav1.ConditionTrue, v1alpha1.ReasonDatabaseUnreachable},
-			v1alpha1.ConditionCaughtUp:    {metav1.ConditionUnknown, v1alpha1.ReasonCatchingUp},
-		},
+		want: conditions{Ready: paused, Progressing: rolledOut, Degraded: databaseUnreachable, CaughtUp: noProgressYet},
 	}, {
 		name: "scaling down to 0 while the database is unreachable: Blocked", replicas: 0, sts: statefulSet(2), running: 2,
-		degraded: unreachable,
-		want: map[string]condition{
-			v1alpha1.ConditionReady:       {metav1.ConditionFalse, v1alpha1.ReasonPaused},
-			v1alpha1.ConditionProgressing: {metav1.ConditionFalse, v1alpha1.ReasonBlocked},
-			v1alpha1.ConditionDegraded:    {metav1.ConditionTrue, v1alpha1.ReasonDatabaseUnreachable},
-			v1alpha1.ConditionCaughtUp:    {metav1.ConditionUnknown, v1alpha1.ReasonCatchingUp},
-		},
+		degraded:  unreachable,
+		want:      conditions{Ready: paused, Progressing: blocked, Degraded: databaseUnreachable, CaughtUp: noProgressYet},
 		blockedOn: v1alpha1.ReasonDatabaseUnreachable,
 	}}
 	for _, tc := range tests {
@@ -219,9 +185,9 @@ func TestComputeStatusConditions(t *testing.T) {
 				s.desired = 0
 			}
 			st := (&ProjectionReconciler{}).computeStatus(s)
-			got := map[string]condition{}
+			var got conditions
 			for _, c := range st.Conditions {
-				got[c.Type] = condition{c.Status, c.Reason}
+				got.set(t, c)
 				if c.ObservedGeneration != p.Generation {
 					t.Errorf("%s: observedGeneration %d, want %d", c.Type, c.ObservedGeneration, p.Generation)
 				}

@@ -8,7 +8,6 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 
 	"github.com/projectionist/projectionist/api/v1alpha1"
 	"github.com/projectionist/projectionist/pkg/projection"
@@ -24,6 +23,12 @@ func TestSetRebuildStatus(t *testing.T) {
 			pr.Partitions = append(pr.Partitions, projection.PartitionProgress{PartitionKey: k, Position: pos})
 		}
 		return pr
+	}
+	// replaying is a replay that had replayed events at the last reading,
+	// ten seconds ago, and has processed now.
+	replaying := func(replayed, processed int64) rebuildState {
+		return rebuildState{status: v1alpha1.RebuildStatus{Token: "t", Phase: v1alpha1.RebuildReplaying, EventsReplayed: replayed, ObservedAt: &tenSecondsAgo},
+			eventsProcessed: &processed}
 	}
 	tests := []struct {
 		name      string
@@ -50,17 +55,15 @@ func TestSetRebuildStatus(t *testing.T) {
 		want: metav1.Condition{Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonRebuildResetting,
 			Message: `rebuild "t": reset requested; the first worker to start resets the read model and the checkpoints; its Reset hook failed, and the workers retry: table gone`},
 	}, {
-		name: "replaying: rate and ETA from the last reading",
-		rs: rebuildState{status: v1alpha1.RebuildStatus{Token: "t", Phase: v1alpha1.RebuildReplaying, EventsReplayed: 1000, ObservedAt: &tenSecondsAgo},
-			eventsProcessed: ptr.To[int64](2000)},
+		name:      "replaying: rate and ETA from the last reading",
+		rs:        replaying(1000, 2000),
 		progress:  progress(3000, 2500, 1500),
 		wantPhase: v1alpha1.RebuildReplaying,
 		want: metav1.Condition{Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonRebuildReplaying,
 			Message: `rebuild "t": replaying: position 1500 of head 5000, lag 3000, 2000 events replayed, 99 events/s, ETA 30s`},
 	}, {
-		name: "replaying reaches lag 0",
-		rs: rebuildState{status: v1alpha1.RebuildStatus{Token: "t", Phase: v1alpha1.RebuildReplaying, EventsReplayed: 4000, ObservedAt: &tenSecondsAgo},
-			eventsProcessed: ptr.To[int64](5000)},
+		name:      "replaying reaches lag 0",
+		rs:        replaying(4000, 5000),
 		progress:  progress(0, 5000, 5000),
 		wantPhase: v1alpha1.RebuildRebuilt,
 		want: metav1.Condition{Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonRebuilt,

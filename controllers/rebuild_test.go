@@ -12,12 +12,10 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	corev1 "k8s.io/api/core/v1"
-	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/projectionist/projectionist/api/v1alpha1"
-	"github.com/projectionist/projectionist/internal/pgtest"
 	"github.com/projectionist/projectionist/pkg/demo"
 	"github.com/projectionist/projectionist/pkg/projection"
 )
@@ -39,24 +37,6 @@ func rebuildPhase(p *v1alpha1.Projection) string {
 		return ""
 	}
 	return p.Status.Rebuild.Token + "/" + string(p.Status.Rebuild.Phase)
-}
-
-// waitForEvent waits for an Event of type and reason on the Projection
-// whose note contains note.
-func waitForEvent(t *testing.T, ns, name, eventType, reason, note string) {
-	t.Helper()
-	eventually(t, 30*time.Second, "a "+eventType+" "+reason+" Event", func() error {
-		var list eventsv1.EventList
-		if err := k8sClient.List(t.Context(), &list, client.InNamespace(ns)); err != nil {
-			return err
-		}
-		for _, e := range list.Items {
-			if e.Reason == reason && e.Type == eventType && e.Regarding.Name == name && strings.Contains(e.Note, note) {
-				return nil
-			}
-		}
-		return fmt.Errorf("none among %d events", len(list.Items))
-	})
 }
 
 // orderAppender appends OrderPlaced events until stopped, counting the
@@ -320,16 +300,8 @@ func TestRebuildThroughSpecToken(t *testing.T) {
 func TestRebuildWithoutResetHook(t *testing.T) {
 	ctx := t.Context()
 	ns := newNamespace(t)
-	dsn := pgtest.NewDatabase(t)
-	newSecret(t, ns, "db", map[string]string{"dsn": dsn})
-	db := newPool(t, dsn)
-	newProjection(t, ns, "counter", "counter", 1)
-	eventually(t, 30*time.Second, "the topology", func() error {
-		if n, _ := topologyOf(t, db, "counter"); n != 1 {
-			return fmt.Errorf("%d partitions", n)
-		}
-		return nil
-	})
+	db := newDatabase(t, ns)
+	newProjectionWithTopology(t, ns, db, "counter", "counter", 1)
 	if _, err := projection.NewStore().Append(ctx, db, "Counter", "c-1", projection.AnyVersion,
 		projection.Event{EventType: "Counted"}, projection.Event{EventType: "Counted"}); err != nil {
 		t.Fatal(err)

@@ -7,9 +7,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-
 	"github.com/projectionist/projectionist/api/v1alpha1"
 )
 
@@ -45,11 +42,7 @@ func TestSecretPasswordNeverShown(t *testing.T) {
 			return nil
 		})
 	}
-	var events corev1.EventList
-	if err := k8sClient.List(t.Context(), &events, client.InNamespace(ns)); err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range events.Items {
+	for _, e := range listEvents(t, ns) {
 		if strings.Contains(e.Message, secret) {
 			t.Errorf("event %s shows the password: %q", e.Reason, e.Message)
 		}

@@ -15,7 +15,7 @@ func TestProjectionInASchemaOfItsOwn(t *testing.T) {
 	ctx := t.Context()
 	ns := newNamespace(t)
 	dsn := pgtest.NewDatabase(t)
-	admin := newPool(t, dsn)
+	admin := pgtest.OpenPool(t, dsn)
 	if _, err := admin.Exec(ctx, "CREATE SCHEMA shop"); err != nil {
 		t.Fatal(err)
 	}

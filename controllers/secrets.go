@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/projectionist/projectionist/api/v1alpha1"
+	"github.com/projectionist/projectionist/controllers/resources"
 )
 
 type secretData struct {
@@ -51,7 +52,7 @@ func (r *ProjectionReconciler) connect(ctx context.Context, s *state) error {
 	ref := s.projection.Spec.Database.SecretRef
 	key := ref.Key
 	if key == "" {
-		key = "dsn"
+		key = resources.DefaultSecretKey
 	}
 	data, err := r.secretData(ctx, types.NamespacedName{Namespace: s.projection.Namespace, Name: ref.Name})
 	switch {

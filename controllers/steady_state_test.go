@@ -44,16 +44,7 @@ func TestSteadyStateSendsNoApplies(t *testing.T) {
 	if err := k8sClient.Update(t.Context(), sts, client.FieldOwner("someone-else")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "the StatefulSet back at 1 replica", func() error {
-		sts, err := getStatefulSet(t, ns, "steady")
-		if err != nil {
-			return err
-		}
-		if got := *sts.Spec.Replicas; got != 1 {
-			return fmt.Errorf("replicas %d", got)
-		}
-		return nil
-	})
+	statefulSetReplicasAre(t, ns, "steady", 1)
 }
 
 // applyRequests is the API server's count of apply requests for

@@ -12,9 +12,11 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -45,21 +47,16 @@ func TestMain(m *testing.M) {
 
 func run(m *testing.M) int {
 	defer pgtest.Stop()
-	var err error
-	env, err = kubetest.Start(kubetest.Options{Cluster: true})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "starting the test cluster:", err)
-		return 1
-	}
-	defer func() {
-		if err := env.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "stopping the test cluster:", err)
-		}
-	}()
+	return kubetest.RunTests(m, kubetest.Options{Cluster: true}, startOperator)
+}
+
+// startOperator starts the operator's manager against env, as the suite's
+// one operator; the returned func stops it.
+func startOperator(e *kubetest.Env) (stop func() error, err error) {
+	env = e
 	k8sClient, err = client.New(env.Config, client.Options{Scheme: controllers.Scheme()})
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return nil, err
 	}
 	level := slog.LevelWarn
 	if os.Getenv("OPERATOR_LOG") != "" {
@@ -78,19 +75,18 @@ func run(m *testing.M) int {
 			slog.NewJSONHandler(operatorLog, &slog.HandlerOptions{Level: slog.LevelInfo}))),
 	})
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	stopped := make(chan error, 1)
 	go func() { stopped <- mgr.Start(ctx) }()
-	code := m.Run()
-	cancel()
-	if err := <-stopped; err != nil {
-		fmt.Fprintln(os.Stderr, "operator:", err)
-		code = 1
-	}
-	return code
+	return func() error {
+		cancel()
+		if err := <-stopped; err != nil {
+			return fmt.Errorf("operator: %w", err)
+		}
+		return nil
+	}, nil
 }
 
 // newNamespace creates a namespace for one test.
@@ -116,24 +112,19 @@ func newSecret(t *testing.T, ns, name string, data map[string]string) {
 	}
 }
 
-// newPool opens a pool on dsn, closed when the test ends.
-func newPool(t *testing.T, dsn string) *pgxpool.Pool {
-	t.Helper()
-	pool, err := pgxpool.New(t.Context(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	return pool
-}
-
-// newMigratedDatabase creates a migrated database for one test, and the
-// Secret "db" in ns holding its DSN; it returns a pool on it.
-func newMigratedDatabase(t *testing.T, ns string) *pgxpool.Pool {
+// newDatabase creates a database for one test, and the Secret "db" in ns
+// holding its DSN; it returns a pool on it.
+func newDatabase(t *testing.T, ns string) *pgxpool.Pool {
 	t.Helper()
 	dsn := pgtest.NewDatabase(t)
 	newSecret(t, ns, "db", map[string]string{"dsn": dsn})
-	db := newPool(t, dsn)
+	return pgtest.OpenPool(t, dsn)
+}
+
+// newMigratedDatabase is [newDatabase] with the schema migrated.
+func newMigratedDatabase(t *testing.T, ns string) *pgxpool.Pool {
+	t.Helper()
+	db := newDatabase(t, ns)
 	if _, err := projection.Migrate(t.Context(), db); err != nil {
 		t.Fatal(err)
 	}
@@ -154,6 +145,85 @@ func newProjection(t *testing.T, ns, name, projectionName string, replicas int32
 	if err := k8sClient.Create(t.Context(), p); err != nil {
 		t.Fatal(err)
 	}
+	return p
+}
+
+// statefulSetReplicasAre waits until the StatefulSet name asks for n
+// replicas.
+func statefulSetReplicasAre(t *testing.T, ns, name string, n int32) {
+	t.Helper()
+	eventually(t, 30*time.Second, fmt.Sprintf("StatefulSet %s with %d replicas", name, n), func() error {
+		sts, err := getStatefulSet(t, ns, name)
+		if err != nil {
+			return err
+		}
+		if got := *sts.Spec.Replicas; got != n {
+			return fmt.Errorf("replicas %d", got)
+		}
+		return nil
+	})
+}
+
+// waitForEvent waits for an Event of type and reason on the Projection
+// whose note contains note.
+func waitForEvent(t *testing.T, ns, name, eventType, reason, note string) {
+	t.Helper()
+	eventually(t, 30*time.Second, "a "+eventType+" "+reason+" Event", func() error {
+		var list eventsv1.EventList
+		if err := k8sClient.List(t.Context(), &list, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		for _, e := range list.Items {
+			if e.Reason == reason && e.Type == eventType && e.Regarding.Name == name && strings.Contains(e.Note, note) {
+				return nil
+			}
+		}
+		return fmt.Errorf("none among %d events", len(list.Items))
+	})
+}
+
+// listEvents lists the Events in ns (events.k8s.io Events read as core/v1
+// Events).
+func listEvents(t *testing.T, ns string) []corev1.Event {
+	t.Helper()
+	var events corev1.EventList
+	if err := k8sClient.List(t.Context(), &events, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	return events.Items
+}
+
+// updateSpec changes the spec of Projection name with f and returns the
+// API server's answer; a conflict (the operator writes the status
+// meanwhile) is retried on a fresh copy.
+func updateSpec(t *testing.T, ns, name string, f func(*v1alpha1.ProjectionSpec)) error {
+	t.Helper()
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		p := getProjection(t, ns, name)
+		f(&p.Spec)
+		return k8sClient.Update(t.Context(), p)
+	})
+}
+
+// mustUpdateSpec is [updateSpec] for a change the API server must accept.
+func mustUpdateSpec(t *testing.T, ns, name string, f func(*v1alpha1.ProjectionSpec)) {
+	t.Helper()
+	if err := updateSpec(t, ns, name, f); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// newProjectionWithTopology is [newProjection], and waits until the
+// operator has set the topology of replicas partitions in db.
+func newProjectionWithTopology(t *testing.T, ns string, db *pgxpool.Pool, name, projectionName string, replicas int32) *v1alpha1.Projection {
+	t.Helper()
+	p := newProjection(t, ns, name, projectionName, replicas)
+	eventually(t, 30*time.Second, "the topology", func() error {
+		if n, _ := topologyOf(t, db, projectionName); n != int(replicas) {
+			return fmt.Errorf("%d partitions", n)
+		}
+		return nil
+	})
 	return p
 }
 

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -206,10 +207,7 @@ var settings = []setting{
 		c.BatchSize, err = parseInt(v, projection.MinBatchSize, projection.MaxBatchSize)
 		return err
 	}},
-	{"poll-interval", EnvPollInterval, "duration", "wait between polls once caught up (default " + projection.DefaultPollInterval.String() + ")", func(c *Config, v string) (err error) {
-		c.PollInterval, err = parseDuration(v)
-		return err
-	}},
+	{"poll-interval", EnvPollInterval, "duration", "wait between polls once caught up (default " + projection.DefaultPollInterval.String() + ")", duration(func(c *Config) *time.Duration { return &c.PollInterval })},
 	{"wakeups", "WAKEUPS", "mode", "poll: only poll; listen: also wake on each commit that appends events, which needs projectionist.wakeups = on in the database (default poll)", func(c *Config, v string) error {
 		m, err := projection.ParseWakeupMode(v)
 		if err != nil {
@@ -218,10 +216,7 @@ var settings = []setting{
 		c.Wakeups = m
 		return nil
 	}},
-	{"wakeup-poll-interval", "WAKEUP_POLL_INTERVAL", "duration", "with WAKEUPS=listen, wait between polls once caught up while wakeups arrive (default " + projection.DefaultWakeupPollInterval.String() + ")", func(c *Config, v string) (err error) {
-		c.WakeupPollInterval, err = parseDuration(v)
-		return err
-	}},
+	{"wakeup-poll-interval", "WAKEUP_POLL_INTERVAL", "duration", "with WAKEUPS=listen, wait between polls once caught up while wakeups arrive (default " + projection.DefaultWakeupPollInterval.String() + ")", duration(func(c *Config) *time.Duration { return &c.WakeupPollInterval })},
 	{"partition-key", EnvPartitionKey, "n", "this worker's partition (default: the ordinal of POD_NAME, or 0)", func(c *Config, v string) (err error) {
 		c.PartitionKey, err = parseKey(v)
 		return err
@@ -231,7 +226,7 @@ var settings = []setting{
 		return err
 	}},
 	{"pod-name", EnvPodName, "name", "StatefulSet pod name; its ordinal suffix is the partition key when PARTITION_KEY is unset", nil},
-	{"error-policy", EnvErrorPolicy, "policy", "what a failing Handle does: stop, skip or dead-letter (default stop)", func(c *Config, v string) error {
+	{"error-policy", EnvErrorPolicy, "policy", "what a failing Handle does: stop, skip or dead-letter (default " + projection.ErrorPolicyStop.String() + ")", func(c *Config, v string) error {
 		p, err := projection.ParseErrorPolicy(v)
 		if err != nil {
 			return errors.New("must be stop, skip or dead-letter")
@@ -246,39 +241,33 @@ var settings = []setting{
 		c.HTTPAddr = v
 		return nil
 	}},
-	{"connect-timeout", "CONNECT_TIMEOUT", "duration", "bound on establishing a database connection (default 10s)", func(c *Config, v string) (err error) {
-		c.ConnectTimeout, err = parseDuration(v)
-		return err
-	}},
-	{"statement-timeout", "STATEMENT_TIMEOUT", "duration", "bound on each of the worker's own database round trips (default 10s)", func(c *Config, v string) (err error) {
-		c.StatementTimeout, err = parseDuration(v)
-		return err
-	}},
-	{"metrics-interval", "METRICS_INTERVAL", "duration", "how often to measure the lag, dead letters, horizon stall and database health that /metrics reports (default " + DefaultMetricsInterval.String() + ")", func(c *Config, v string) (err error) {
-		c.MetricsInterval, err = parseDuration(v)
-		return err
-	}},
-	{"batch-timeout", "BATCH_TIMEOUT", "duration", "bound on a whole batch, Handle calls included (default 1m)", func(c *Config, v string) (err error) {
-		c.BatchTimeout, err = parseDuration(v)
-		return err
-	}},
-	{"shutdown-timeout", "SHUTDOWN_TIMEOUT", "duration", "bound on a graceful shutdown (default 25s)", func(c *Config, v string) (err error) {
-		c.ShutdownTimeout, err = parseDuration(v)
-		return err
-	}},
+	{"connect-timeout", "CONNECT_TIMEOUT", "duration", "bound on establishing a database connection (default " + dbconn.DefaultConnectTimeout.String() + ")", duration(func(c *Config) *time.Duration { return &c.ConnectTimeout })},
+	{"statement-timeout", "STATEMENT_TIMEOUT", "duration", "bound on each of the worker's own database round trips (default " + projection.DefaultStatementTimeout.String() + ")", duration(func(c *Config) *time.Duration { return &c.StatementTimeout })},
+	{"metrics-interval", "METRICS_INTERVAL", "duration", "how often to measure the lag, dead letters, horizon stall and database health that /metrics reports (default " + DefaultMetricsInterval.String() + ")", duration(func(c *Config) *time.Duration { return &c.MetricsInterval })},
+	{"batch-timeout", "BATCH_TIMEOUT", "duration", "bound on a whole batch, Handle calls included (default " + projection.DefaultBatchTimeout.String() + ")", duration(func(c *Config) *time.Duration { return &c.BatchTimeout })},
+	{"shutdown-timeout", "SHUTDOWN_TIMEOUT", "duration", "bound on a graceful shutdown (default " + DefaultShutdownTimeout.String() + ")", duration(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
 	{"log-level", "LOG_LEVEL", "level", "debug, info, warn or error (default info)", func(c *Config, v string) error {
 		if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {
 			return errors.New("must be debug, info, warn or error")
 		}
 		return nil
 	}},
-	{"log-format", EnvLogFormat, "format", "json or text (default json)", func(c *Config, v string) error {
+	{"log-format", EnvLogFormat, "format", "json or text (default " + string(LogFormatJSON) + ")", func(c *Config, v string) error {
 		c.LogFormat = LogFormat(strings.ToLower(v))
 		if c.LogFormat != LogFormatJSON && c.LogFormat != LogFormatText {
 			return errors.New("must be json or text")
 		}
 		return nil
 	}},
+}
+
+// duration parses a duration setting into the field of c that field
+// returns.
+func duration(field func(c *Config) *time.Duration) func(*Config, string) error {
+	return func(c *Config, v string) (err error) {
+		*field(c), err = parseDuration(v)
+		return err
+	}
 }
 
 // ParseConfig reads a worker's configuration from command-line flags (args,
@@ -407,38 +396,19 @@ func parseDuration(v string) (time.Duration, error) {
 	return d, nil
 }
 
-// withDefaults fills the fields whose zero value means "default".
+// withDefaults fills the fields whose zero value means "default"
+// (cmp.Or: the first value that is not zero).
 func (c Config) withDefaults() Config {
-	if c.BatchSize == 0 {
-		c.BatchSize = projection.DefaultBatchSize
-	}
-	if c.PollInterval == 0 {
-		c.PollInterval = projection.DefaultPollInterval
-	}
-	if c.WakeupPollInterval == 0 {
-		c.WakeupPollInterval = projection.DefaultWakeupPollInterval
-	}
-	if c.HTTPAddr == "" {
-		c.HTTPAddr = DefaultHTTPAddr
-	}
-	if c.ShutdownTimeout == 0 {
-		c.ShutdownTimeout = DefaultShutdownTimeout
-	}
-	if c.ConnectTimeout == 0 {
-		c.ConnectTimeout = dbconn.DefaultConnectTimeout
-	}
-	if c.StatementTimeout == 0 {
-		c.StatementTimeout = projection.DefaultStatementTimeout
-	}
-	if c.BatchTimeout == 0 {
-		c.BatchTimeout = projection.DefaultBatchTimeout
-	}
-	if c.MetricsInterval == 0 {
-		c.MetricsInterval = DefaultMetricsInterval
-	}
-	if c.LogFormat == "" {
-		c.LogFormat = LogFormatJSON
-	}
+	c.BatchSize = cmp.Or(c.BatchSize, projection.DefaultBatchSize)
+	c.PollInterval = cmp.Or(c.PollInterval, projection.DefaultPollInterval)
+	c.WakeupPollInterval = cmp.Or(c.WakeupPollInterval, projection.DefaultWakeupPollInterval)
+	c.HTTPAddr = cmp.Or(c.HTTPAddr, DefaultHTTPAddr)
+	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, DefaultShutdownTimeout)
+	c.ConnectTimeout = cmp.Or(c.ConnectTimeout, dbconn.DefaultConnectTimeout)
+	c.StatementTimeout = cmp.Or(c.StatementTimeout, projection.DefaultStatementTimeout)
+	c.BatchTimeout = cmp.Or(c.BatchTimeout, projection.DefaultBatchTimeout)
+	c.MetricsInterval = cmp.Or(c.MetricsInterval, DefaultMetricsInterval)
+	c.LogFormat = cmp.Or(c.LogFormat, LogFormatJSON)
 	if c.Version == "" {
 		c.Version = "(devel)"
 		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {

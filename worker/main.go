@@ -110,7 +110,7 @@ func (p Program) exitCode(args []string, getenv func(string) string, stderr io.W
 // newLogger returns the default Logger: LogFormat at LogLevel on w, with
 // passwords masked.
 func (c Config) newLogger(w io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: c.LogLevel, ReplaceAttr: redactAttr(redactor(c.DatabaseURL))}
+	opts := &slog.HandlerOptions{Level: c.LogLevel, ReplaceAttr: redactor(c.DatabaseURL).ReplaceAttr}
 	if c.LogFormat == LogFormatText {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}

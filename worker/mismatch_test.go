@@ -61,13 +61,7 @@ func TestStandaloneWorkerRefusesOperatorTopology(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := start(t, Config{DatabaseURL: dsn, TotalPartitions: 1}, applyOnce{name: "owned"})
-	var err error
-	select {
-	case err = <-r.done:
-		r.done <- err
-	case <-time.After(time.Minute):
-		t.Fatal("worker did not stop on an operator-managed topology")
-	}
+	err := r.wait(t, "worker did not stop on an operator-managed topology")
 	var me *projection.TopologyManagedError
 	if !errors.As(err, &me) || me.TotalPartitions != 3 {
 		t.Fatalf("Run = %v, want a *TopologyManagedError naming 3 partitions", err)

@@ -2,38 +2,14 @@ package worker
 
 import (
 	"errors"
-	"net/url"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/projectionist/projectionist/internal/pgtest"
 	"github.com/projectionist/projectionist/pkg/projection"
 )
-
-// asRole returns dsn with its user replaced by role.
-func asRole(t *testing.T, dsn, role string) string {
-	t.Helper()
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.User = url.User(role)
-	return u.String()
-}
-
-func openPool(t *testing.T, dsn string) *pgxpool.Pool {
-	t.Helper()
-	pool, err := pgxpool.New(t.Context(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	return pool
-}
 
 // TestLeastPrivilegeRoles runs the operator's database work and workers
 // with the roles of docs/least-privilege.sql, not as a superuser: the
@@ -42,45 +18,26 @@ func openPool(t *testing.T, dsn string) *pgxpool.Pool {
 // and dead-letter a poison event, and may do nothing more.
 func TestLeastPrivilegeRoles(t *testing.T) {
 	ctx := t.Context()
-	script, err := os.ReadFile("../docs/least-privilege.sql")
-	if err != nil {
+	db := pgtest.NewLeastPrivilege(t)
+	workerDSN := db.Login(t, "wk", "projectionist_worker")
+	if _, err := db.Admin.Exec(ctx, "CREATE SCHEMA wk AUTHORIZATION wk"); err != nil {
 		t.Fatal(err)
-	}
-	srv := pgtest.NewServer(t) // roles are the server's, not the database's
-	adminDSN := srv.NewDatabase(t)
-	admin := openPool(t, adminDSN)
-	grant := func() {
-		t.Helper()
-		if _, err := admin.Exec(ctx, string(script)); err != nil {
-			t.Fatalf("docs/least-privilege.sql: %v", err)
-		}
-	}
-	grant()
-	for _, sql := range []string{
-		"CREATE ROLE op LOGIN IN ROLE projectionist_operator",
-		"CREATE ROLE wk LOGIN IN ROLE projectionist_worker",
-		"CREATE SCHEMA wk AUTHORIZATION wk",
-	} {
-		if _, err := admin.Exec(ctx, sql); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
 	}
 
 	// The operator's work: migrate, then (after the grants are run
 	// again on the new tables) set the topology and read progress.
-	op := openPool(t, asRole(t, adminDSN, "op"))
+	op := pgtest.OpenPool(t, db.Login(t, "op", "projectionist_operator"))
 	if _, err := projection.Migrate(ctx, op); err != nil {
 		t.Fatalf("migrating as the operator: %v", err)
 	}
-	grant()
+	db.Grant(t)
 	const name = "privileged"
 	if _, err := projection.SetTopology(ctx, op, name, 2); err != nil {
 		t.Fatalf("setting the topology as the operator: %v", err)
 	}
 
 	// The workers' read model, in the worker role's own schema.
-	workerDSN := asRole(t, adminDSN, "wk")
-	wk := openPool(t, workerDSN)
+	wk := pgtest.OpenPool(t, workerDSN)
 	if _, err := wk.Exec(ctx, `CREATE TABLE applied (projection text, event_id uuid, PRIMARY KEY (projection, event_id))`); err != nil {
 		t.Fatalf("creating the read model as the worker: %v", err)
 	}
@@ -89,21 +46,21 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 		workers = append(workers, start(t, Config{DatabaseURL: workerDSN, PartitionKey: key, BatchSize: 10,
 			PollInterval: 10 * time.Millisecond, ErrorPolicy: projection.ErrorPolicyDeadLetter}, applyOnce{name: name}))
 	}
-	mustAppend(t, admin, append(repeat("Happened", 40), "Poison")...)
+	mustAppend(t, db.Admin, append(repeat("Happened", 40), "Poison")...)
 	waitFor(t, "every event projected or dead-lettered", func() bool {
-		return count(t, admin, "SELECT count(*) FROM wk.applied") == 40 && count(t, admin, "SELECT count(*) FROM projection_dead_letters") == 1
+		return count(t, db.Admin, "SELECT count(*) FROM wk.applied") == 40 && count(t, db.Admin, "SELECT count(*) FROM projection_dead_letters") == 1
 	})
 
 	// Scaling while the workers run: the third one takes its partition.
 	if _, err := projection.SetTopology(ctx, op, name, 3); err != nil {
 		t.Fatalf("switching the topology as the operator: %v", err)
 	}
-	mustAppend(t, admin, repeat("Happened", 40)...)
-	waitFor(t, "every event projected once", func() bool { return count(t, admin, "SELECT count(*) FROM wk.applied") == 80 })
+	mustAppend(t, db.Admin, repeat("Happened", 40)...)
+	waitFor(t, "every event projected once", func() bool { return count(t, db.Admin, "SELECT count(*) FROM wk.applied") == 80 })
 	if _, err := projection.GetProgress(ctx, op, name); err != nil {
 		t.Errorf("reading progress as the operator: %v", err)
 	}
-	if n := count(t, admin, "SELECT count(DISTINCT partition_key) FROM projection_checkpoints WHERE projection_name = $1 AND events_processed > 0", name); n != 3 {
+	if n := count(t, db.Admin, "SELECT count(DISTINCT partition_key) FROM projection_checkpoints WHERE projection_name = $1 AND events_processed > 0", name); n != 3 {
 		t.Errorf("%d partitions handled events, want 3", n)
 	}
 	for _, r := range workers {
@@ -120,7 +77,7 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 	if err := projection.RequestReset(ctx, op, name, "rebuild-1"); err != nil {
 		t.Fatalf("requesting a reset as the operator: %v", err)
 	}
-	if _, err := admin.Exec(ctx, "INSERT INTO wk.applied VALUES ($1, gen_random_uuid())", name); err != nil {
+	if _, err := db.Admin.Exec(ctx, "INSERT INTO wk.applied VALUES ($1, gen_random_uuid())", name); err != nil {
 		t.Fatal(err)
 	}
 	workers = workers[:0]
@@ -130,8 +87,8 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 	}
 	waitFor(t, "the reset carried out and every event replayed", func() bool {
 		st, err := projection.GetResetStatus(ctx, op, name)
-		return err == nil && st.Succeeded("rebuild-1") && count(t, admin, "SELECT count(*) FROM wk.applied") == 80 &&
-			count(t, admin, "SELECT count(*) FROM projection_dead_letters") == 1
+		return err == nil && st.Succeeded("rebuild-1") && count(t, db.Admin, "SELECT count(*) FROM wk.applied") == 80 &&
+			count(t, db.Admin, "SELECT count(*) FROM projection_dead_letters") == 1
 	})
 	for _, r := range workers {
 		if err := r.stop(t); err != nil {
@@ -142,13 +99,13 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 	if err := wk.QueryRow(ctx, "SELECT projection_complete_reset($1, 'unrequested', 'wk', NULL)", name).Scan(&completed); err != nil || completed {
 		t.Errorf("completing a reset nobody requested: %v, %v; want false, nil", completed, err)
 	}
-	if n := count(t, admin, "SELECT count(*) FROM projection_checkpoints WHERE projection_name = $1", name); n != 3 {
+	if n := count(t, db.Admin, "SELECT count(*) FROM projection_checkpoints WHERE projection_name = $1", name); n != 3 {
 		t.Errorf("%d checkpoints after a reset nobody requested, want 3: it must change nothing", n)
 	}
 
 	// A role granted before rebuilds existed (the script not run again
 	// after the upgrade) still processes: only rebuilds wait.
-	if _, err := admin.Exec(ctx, "REVOKE ALL ON projection_resets FROM projectionist_worker"); err != nil {
+	if _, err := db.Admin.Exec(ctx, "REVOKE ALL ON projection_resets FROM projectionist_worker"); err != nil {
 		t.Fatal(err)
 	}
 	const older = "granted_before_rebuilds"
@@ -158,18 +115,15 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 	r := start(t, Config{DatabaseURL: workerDSN, BatchSize: 10, PollInterval: 10 * time.Millisecond,
 		ErrorPolicy: projection.ErrorPolicyDeadLetter}, resettable{applyOnce{name: older}})
 	waitFor(t, "the worker without grants on projection_resets to project", func() bool {
-		return count(t, admin, "SELECT count(*) FROM wk.applied WHERE projection = $1", older) == 80
+		return count(t, db.Admin, "SELECT count(*) FROM wk.applied WHERE projection = $1", older) == 80
 	})
 	if err := r.stop(t); err != nil {
 		t.Errorf("worker without grants on projection_resets: %v", err)
 	}
-	grant()
+	db.Grant(t)
 
 	// The metrics role reads the lag view and nothing else.
-	if _, err := admin.Exec(ctx, "CREATE ROLE keda LOGIN IN ROLE projectionist_metrics"); err != nil {
-		t.Fatal(err)
-	}
-	keda := openPool(t, asRole(t, adminDSN, "keda"))
+	keda := pgtest.OpenPool(t, db.Login(t, "keda", "projectionist_metrics"))
 	var lag int64
 	if err := keda.QueryRow(ctx, "SELECT coalesce(sum(lag_events), 0) FROM projection_lag WHERE projection_name = $1", name).Scan(&lag); err != nil || lag != 0 {
 		t.Errorf("the metrics role reading projection_lag: %d, %v; want 0 (caught up), nil", lag, err)

@@ -19,22 +19,6 @@ func RedactDSN(s string) string { return dbconn.Redact(s) }
 // redactor removes the password of dsn (and PGPASSWORD) from text.
 func redactor(dsn string) *dbconn.Redactor { return dbconn.NewRedactor(dsn) }
 
-// redactAttr returns a slog ReplaceAttr that applies r to every string and
-// error in a log line, the message included.
-func redactAttr(r *dbconn.Redactor) func([]string, slog.Attr) slog.Attr {
-	return func(_ []string, a slog.Attr) slog.Attr {
-		switch v := a.Value; v.Kind() {
-		case slog.KindString:
-			a.Value = slog.StringValue(r.String(v.String()))
-		case slog.KindAny:
-			if err, ok := v.Any().(error); ok {
-				a.Value = slog.StringValue(r.String(err.Error()))
-			}
-		}
-		return a
-	}
-}
-
 // errAttr logs an error with its passwords masked, whatever the logger.
 func errAttr(err error) slog.Attr { return slog.String("error", RedactDSN(err.Error())) }
 

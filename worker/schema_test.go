@@ -3,8 +3,6 @@ package worker
 import (
 	"testing"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/projectionist/projectionist/internal/pgtest"
 )
 
@@ -13,11 +11,7 @@ import (
 // schema's, and public stays empty.
 func TestWorkerInASchemaOfItsOwn(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
-	admin, err := pgxpool.New(t.Context(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(admin.Close)
+	admin := pgtest.OpenPool(t, dsn)
 	if _, err := admin.Exec(t.Context(), "CREATE SCHEMA shop"); err != nil {
 		t.Fatal(err)
 	}

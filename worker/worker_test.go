@@ -76,11 +76,7 @@ func newDatabase(t *testing.T) (string, *pgxpool.Pool) {
 // table, returning a pool on it for the test.
 func prepareDatabase(t *testing.T, dsn string) *pgxpool.Pool {
 	t.Helper()
-	pool, err := pgxpool.New(t.Context(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := pgtest.OpenPool(t, dsn)
 	if _, err := projection.Migrate(t.Context(), pool); err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +142,7 @@ func start(t *testing.T, cfg Config, projections ...projection.Projection) *runn
 		cfg.MetricsInterval = 20 * time.Millisecond // metrics that follow the test's steps
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug, ReplaceAttr: redactAttr(redactor(cfg.DatabaseURL))}))
+		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug, ReplaceAttr: redactor(cfg.DatabaseURL).ReplaceAttr}))
 	}
 	w, err := newWorker(cfg, projections)
 	if err != nil {
@@ -167,12 +163,19 @@ func start(t *testing.T, cfg Config, projections ...projection.Projection) *runn
 func (r *running) stop(t *testing.T) error {
 	t.Helper()
 	r.cancel()
+	return r.wait(t, "worker did not stop")
+}
+
+// wait returns what run returned once it has, failing the test with
+// notStopped after a minute.
+func (r *running) wait(t *testing.T, notStopped string) error {
+	t.Helper()
 	select {
 	case err := <-r.done:
 		r.done <- err // for a later stop
 		return err
 	case <-time.After(time.Minute):
-		t.Fatal("worker did not stop")
+		t.Fatal(notStopped)
 		return nil
 	}
 }
@@ -340,14 +343,7 @@ func TestPoisonEventStops(t *testing.T) {
 	evs := mustAppend(t, pool, "Happened", "Happened", "Poison", "Happened")
 	poison := evs[2]
 	r := start(t, Config{DatabaseURL: dsn, TotalPartitions: 1}, applyOnce{name: "picky"})
-
-	var err error
-	select {
-	case err = <-r.done:
-		r.done <- err
-	case <-time.After(time.Minute):
-		t.Fatal("worker did not stop on a poison event")
-	}
+	err := r.wait(t, "worker did not stop on a poison event")
 	var herr *projection.HandlerError
 	if !errors.As(err, &herr) {
 		t.Fatalf("Run = %v, want a HandlerError", err)

@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"sigs.k8s.io/yaml"
 
+	"github.com/projectionist/projectionist/controllers/resources"
 	"github.com/projectionist/projectionist/pkg/projection"
 )
 
@@ -25,17 +26,7 @@ func TestCRDDefaultsMatchLibrary(t *testing.T) {
 			Versions []struct {
 				Name   string `json:"name"`
 				Schema struct {
-					OpenAPIV3Schema struct {
-						Properties struct {
-							Spec struct {
-								Properties map[string]struct {
-									Default any      `json:"default"`
-									Minimum *float64 `json:"minimum"`
-									Maximum *float64 `json:"maximum"`
-								} `json:"properties"`
-							} `json:"spec"`
-						} `json:"properties"`
-					} `json:"openAPIV3Schema"`
+					OpenAPIV3Schema schema `json:"openAPIV3Schema"`
 				} `json:"schema"`
 			} `json:"versions"`
 		} `json:"spec"`
@@ -46,7 +37,7 @@ func TestCRDDefaultsMatchLibrary(t *testing.T) {
 	if len(crd.Spec.Versions) != 1 {
 		t.Fatalf("CRD has %d versions, want 1", len(crd.Spec.Versions))
 	}
-	props := crd.Spec.Versions[0].Schema.OpenAPIV3Schema.Properties.Spec.Properties
+	props := crd.Spec.Versions[0].Schema.OpenAPIV3Schema.Properties["spec"].Properties
 	show := func(field string) string {
 		p, ok := props[field]
 		if !ok {
@@ -73,10 +64,24 @@ func TestCRDDefaultsMatchLibrary(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("CRD defaults differ from the library's constants (-library +CRD):\n%s", diff)
 	}
+	// The Secret's key, which the operator falls back to for a Projection
+	// that skipped defaulting.
+	key := props["database"].Properties["secretRef"].Properties["key"].Default
+	if key != resources.DefaultSecretKey {
+		t.Errorf("database.secretRef.key default %v, want %q (resources.DefaultSecretKey)", key, resources.DefaultSecretKey)
+	}
 	// The CRD's pollInterval default must parse to the same duration.
 	if d, err := time.ParseDuration(toString(props["pollInterval"].Default)); err != nil || d != projection.DefaultPollInterval {
 		t.Errorf("pollInterval default parses to %s (%v), want %s", d, err, projection.DefaultPollInterval)
 	}
+}
+
+// schema is the part of an OpenAPI schema the test reads.
+type schema struct {
+	Default    any               `json:"default"`
+	Minimum    *float64          `json:"minimum"`
+	Maximum    *float64          `json:"maximum"`
+	Properties map[string]schema `json:"properties"`
 }
 
 func toString(v any) string {

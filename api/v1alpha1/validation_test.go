@@ -14,7 +14,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -36,33 +35,11 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	var err error
-	env, err = kubetest.Start(kubetest.Options{})
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "starting the API server: %v\n", err)
-		return 1
-	}
-	defer func() {
-		if err := env.Stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "stopping the API server: %v\n", err)
-		}
-	}()
-
-	scheme := runtime.NewScheme()
-	if err := v1alpha1.AddToScheme(scheme); err != nil {
-		fmt.Fprintf(os.Stderr, "building the scheme: %v\n", err)
-		return 1
-	}
-	k8s, err = client.New(env.Config, client.Options{Scheme: scheme})
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "creating the client: %v\n", err)
-		return 1
-	}
-	return m.Run()
+	os.Exit(kubetest.RunTests(m, kubetest.Options{}, func(e *kubetest.Env) (_ func() error, err error) {
+		env = e
+		k8s, err = e.NewClient(v1alpha1.AddToScheme)
+		return nil, err
+	}))
 }
 
 // validSpec is the smallest spec the API server accepts. The tests send

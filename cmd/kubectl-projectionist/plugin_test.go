@@ -1,26 +1,24 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/projectionist/projectionist/api/v1alpha1"
 	"github.com/projectionist/projectionist/internal/kubetest"
+	"github.com/projectionist/projectionist/internal/proctest"
 )
 
 // These tests run the commands in-process against a real kube-apiserver
@@ -34,58 +32,17 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(runTests(m))
-}
-
-func runTests(m *testing.M) int {
-	var err error
-	env, err = kubetest.Start(kubetest.Options{})
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "starting the API server: %v\n", err)
-		return 1
-	}
-	defer func() {
-		if err := env.Stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "stopping the API server: %v\n", err)
+	os.Exit(kubetest.RunTests(m, kubetest.Options{}, func(e *kubetest.Env) (func() error, error) {
+		env = e
+		var err error
+		if k8s, err = e.NewClient(clientgoscheme.AddToScheme, v1alpha1.AddToScheme); err != nil {
+			return nil, err
 		}
-	}()
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		fmt.Fprintf(os.Stderr, "building the scheme: %v\n", err)
-		return 1
-	}
-	if err := v1alpha1.AddToScheme(scheme); err != nil {
-		fmt.Fprintf(os.Stderr, "building the scheme: %v\n", err)
-		return 1
-	}
-	if k8s, err = client.New(env.Config, client.Options{Scheme: scheme}); err != nil {
-		fmt.Fprintf(os.Stderr, "creating the client: %v\n", err)
-		return 1
-	}
-	if err := k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}); err != nil {
-		fmt.Fprintf(os.Stderr, "creating namespace shop: %v\n", err)
-		return 1
-	}
-	return m.Run()
-}
-
-// syncBuffer is a bytes.Buffer safe for a command writing while the test
-// reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+		if err := k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}); err != nil {
+			return nil, fmt.Errorf("creating namespace shop: %w", err)
+		}
+		return nil, nil
+	}))
 }
 
 type result struct {
@@ -96,11 +53,11 @@ type result struct {
 // plugin runs the plugin in-process with args and the test server's
 // kubeconfig, with the clock at now when now is not zero.
 func plugin(ctx context.Context, now time.Time, args ...string) result {
-	var stdout, stderr syncBuffer
+	var stdout, stderr proctest.SyncBuffer
 	return pluginTo(ctx, &stdout, &stderr, now, args...)
 }
 
-func pluginTo(ctx context.Context, stdout, stderr *syncBuffer, now time.Time, args ...string) result {
+func pluginTo(ctx context.Context, stdout, stderr *proctest.SyncBuffer, now time.Time, args ...string) result {
 	c := newCLI(stdout, stderr)
 	if !now.IsZero() {
 		c.now = func() time.Time { return now }
@@ -216,7 +173,7 @@ func TestStatusWatchEstimatesETA(t *testing.T) {
 	p := create(t, "default", "revenue", nil, runningStatus(time.Now()))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr proctest.SyncBuffer
 	done := make(chan result, 1)
 	go func() {
 		done <- pluginTo(ctx, &stdout, &stderr, time.Time{}, "status", "revenue", "--watch", "--interval", "300ms")
@@ -232,7 +189,7 @@ func TestStatusWatchEstimatesETA(t *testing.T) {
 	}
 }
 
-func waitOutput(t *testing.T, out *syncBuffer, substr string) {
+func waitOutput(t *testing.T, out *proctest.SyncBuffer, substr string) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for !strings.Contains(out.String(), substr) {
@@ -381,7 +338,7 @@ current-context: x
 			}
 			// The last --kubeconfig wins: the test server's, unless the
 			// case names its own.
-			var stdout, stderr syncBuffer
+			var stdout, stderr proctest.SyncBuffer
 			c := newCLI(&stdout, &stderr)
 			args := tt.args
 			if !strings.Contains(strings.Join(args, " "), "--kubeconfig") {
@@ -400,7 +357,7 @@ current-context: x
 
 func TestHelp(t *testing.T) {
 	for _, args := range [][]string{{"--help"}, {"help", "status"}, {"status", "-h"}, {"rebuild", "--help"}, {"help", "dead-letters", "retry"}, {"dead-letters", "list", "--help"}, {"suspend", "--help"}, {"resume", "--help"}, {"list", "--help"}} {
-		var stdout, stderr syncBuffer
+		var stdout, stderr proctest.SyncBuffer
 		code := newCLI(&stdout, &stderr).run(context.Background(), args)
 		if code != exitOK || stderr.String() != "" || !strings.Contains(stdout.String(), "Examples:\n  kubectl projectionist ") || !strings.Contains(stdout.String(), "--kubeconfig") {
 			t.Errorf("%v: exit %d, stderr %q, stdout:\n%s", args, code, stderr.String(), stdout.String())

@@ -135,10 +135,10 @@ func waitFor(ctx context.Context, timeout time.Duration, cond wait.ConditionWith
 // suspendDone says whether the operator reports p suspended for
 // generation, and if not, what it reports.
 func suspendDone(p *v1alpha1.Projection, generation int64) (bool, string) {
-	ready := meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionReady)
+	ready, waiting := reportedReady(p, generation)
 	switch {
-	case ready == nil || ready.ObservedGeneration < generation:
-		return false, fmt.Sprintf("the operator has not yet reported on generation %d", generation)
+	case ready == nil:
+		return false, waiting
 	case ready.Reason != v1alpha1.ReasonSuspended:
 		return false, describeReady(ready)
 	case p.Status.Replicas > 0:
@@ -150,14 +150,21 @@ func suspendDone(p *v1alpha1.Projection, generation int64) (bool, string) {
 // resumeDone says whether the operator reports p ready again for
 // generation, and if not, what it reports.
 func resumeDone(p *v1alpha1.Projection, generation int64) (bool, string) {
-	ready := meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionReady)
-	switch {
-	case ready == nil || ready.ObservedGeneration < generation:
-		return false, fmt.Sprintf("the operator has not yet reported on generation %d", generation)
-	case ready.Status != metav1.ConditionTrue:
-		return false, describeReady(ready)
+	ready, waiting := reportedReady(p, generation)
+	if ready == nil {
+		return false, waiting
 	}
-	return true, describeReady(ready)
+	return ready.Status == metav1.ConditionTrue, describeReady(ready)
+}
+
+// reportedReady returns p's Ready condition once the operator has
+// reported on generation; before that, nil and what the wait is for.
+func reportedReady(p *v1alpha1.Projection, generation int64) (*metav1.Condition, string) {
+	ready := meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionReady)
+	if ready == nil || ready.ObservedGeneration < generation {
+		return nil, fmt.Sprintf("the operator has not yet reported on generation %d", generation)
+	}
+	return ready, ""
 }
 
 func describeReady(c *metav1.Condition) string {

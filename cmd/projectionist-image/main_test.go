@@ -371,10 +371,7 @@ func TestReproducible(t *testing.T) {
 // TestPauseLikeImage covers the flags `make pause-image` and -extra use.
 func TestPauseLikeImage(t *testing.T) {
 	dir := t.TempDir()
-	certs := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(certs, []byte("-----BEGIN CERTIFICATE-----\n"), 0o640); err != nil {
-		t.Fatal(err)
-	}
+	certs := writeFile(t, dir, "ca.pem", "-----BEGIN CERTIFICATE-----\n", 0o640)
 	if err := os.Chmod(certs, 0o640); err != nil { // whatever the umask
 		t.Fatal(err)
 	}
@@ -431,10 +428,7 @@ func TestPauseLikeImage(t *testing.T) {
 
 func TestRejects(t *testing.T) {
 	dir := t.TempDir()
-	text := filepath.Join(dir, "script.sh")
-	if err := os.WriteFile(text, []byte("#!/bin/sh\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	text := writeFile(t, dir, "script.sh", "#!/bin/sh\n", 0o755)
 	otherArch := "arm64"
 	if runtime.GOARCH == "arm64" {
 		otherArch = "amd64"
@@ -519,4 +513,15 @@ func TestHelp(t *testing.T) {
 			t.Errorf("-h does not mention %q:\n%s", want, help)
 		}
 	}
+}
+
+// writeFile writes content to dir/name with mode (less the umask) and
+// returns its path.
+func writeFile(t *testing.T, dir, name, content string, mode os.FileMode) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte(content), mode); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

@@ -177,10 +177,7 @@ func TestBase(t *testing.T) {
 	runOK(t, "-binary", tinyBinary, "-name", host+"/acme/base:1", "-path", "/base", "-user", "0", "-out", baseTar, "-push")
 	_, baseConfig, baseLayers := archiveImage(t, baseTar)
 
-	certs := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(certs, []byte("certificates\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	certs := writeFile(t, dir, "ca.pem", "certificates\n", 0o644)
 	for _, tc := range []struct{ name, base, wantManifestType, wantLayerType string }{
 		{"archive", baseTar, "application/vnd.docker.distribution.manifest.v2+json", "application/vnd.docker.image.rootfs.diff.tar.gzip"},
 		{"registry", host + "/acme/base:1", "application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.layer.v1.tar+gzip"},

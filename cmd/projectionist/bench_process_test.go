@@ -59,7 +59,7 @@ func benchLog(b *testing.B) string {
 		generate(b, dsn, "--count", strconv.Itoa(benchLogEvents), "--aggregates", "1000", "--concurrency", "8")
 		b.Logf("appended %d events in %s", benchLogEvents, time.Since(start).Round(time.Millisecond))
 		ctx := context.Background()
-		pool := newPool(b, dsn)
+		pool := pgtest.OpenPool(b, dsn)
 		if benchLogErr = demo.EnsureSchema(ctx, pool); benchLogErr != nil {
 			return
 		}
@@ -77,7 +77,7 @@ func benchLog(b *testing.B) string {
 func BenchmarkWorkerProcesses(b *testing.B) {
 	dsn := benchLog(b)
 	ctx := context.Background()
-	pool := newPool(b, dsn)
+	pool := pgtest.OpenPool(b, dsn)
 	for _, set := range []struct {
 		name        string
 		projections []string
@@ -85,18 +85,7 @@ func BenchmarkWorkerProcesses(b *testing.B) {
 		{"activity_log", []string{"activity_log"}},
 		{"all", allProjections},
 	} {
-		want := map[string]int64{}
-		for _, name := range set.projections {
-			var err error
-			if scope[name] == "" {
-				want[name], err = demo.CountEvents(ctx, pool)
-			} else {
-				want[name], err = demo.CountEvents(ctx, pool, scope[name])
-			}
-			if err != nil {
-				b.Fatal(err)
-			}
-		}
+		want := inScope(b, pool, set.projections)
 		for _, procs := range []int{1, 2, 4} {
 			b.Run(fmt.Sprintf("%s/procs=%d", set.name, procs), func(b *testing.B) {
 				var elapsed time.Duration

@@ -18,11 +18,7 @@ func deadLetterDB(t *testing.T) (string, *pgxpool.Pool, []uuid.UUID) {
 	t.Helper()
 	ctx := context.Background()
 	dsn := pgtest.NewDatabase(t)
-	pool, err := pgxpool.New(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := pgtest.OpenPool(t, dsn)
 	if _, err := projection.Migrate(ctx, pool); err != nil {
 		t.Fatal(err)
 	}
@@ -79,12 +75,12 @@ func TestDeadLettersCommands(t *testing.T) {
 			t.Errorf("dead-letters %v: want exit 2 and a usage error\n%s", args, r)
 		}
 	}
-	if n := countRows(t, pool, "SELECT count(*) FROM projection_dead_letters WHERE retry_requested_at IS NOT NULL"); n != 0 {
+	if n := scalar(t, pool, "SELECT count(*) FROM projection_dead_letters WHERE retry_requested_at IS NOT NULL"); n != 0 {
 		t.Fatalf("%d retries requested by refused commands, want 0", n)
 	}
 
 	r = run(t, env, "dead-letters", "retry", "--projection", "revenue", "--id", ids[0].String())
-	if r.code != 0 || countRows(t, pool, "SELECT count(*) FROM projection_dead_letters WHERE retry_requested_at IS NOT NULL AND event_id = $1", ids[0]) != 1 {
+	if r.code != 0 || scalar(t, pool, "SELECT count(*) FROM projection_dead_letters WHERE retry_requested_at IS NOT NULL AND event_id = $1", ids[0]) != 1 {
 		t.Errorf("retry --id: want the request recorded\n%s", r)
 	}
 	r = run(t, env, "dead-letters", "retry", "--projection", "revenue", "--all")
@@ -92,7 +88,7 @@ func TestDeadLettersCommands(t *testing.T) {
 		t.Errorf("retry --all\n%s", r)
 	}
 	r = run(t, env, "dead-letters", "discard", "--projection", "revenue", "--id", ids[0].String())
-	if r.code != 0 || countRows(t, pool, "SELECT count(*) FROM projection_dead_letters WHERE event_id = $1", ids[0]) != 0 {
+	if r.code != 0 || scalar(t, pool, "SELECT count(*) FROM projection_dead_letters WHERE event_id = $1", ids[0]) != 0 {
 		t.Errorf("discard --id: want the row gone\n%s", r)
 	}
 	r = run(t, env, "dead-letters", "discard", "--projection", "revenue", "--id", ids[0].String())
@@ -100,7 +96,7 @@ func TestDeadLettersCommands(t *testing.T) {
 		t.Errorf("discard of a discarded one: want exit 1 and not found\n%s", r)
 	}
 	r = run(t, env, "dead-letters", "discard", "--projection", "revenue", "--all")
-	if r.code != 0 || countRows(t, pool, "SELECT count(*) FROM projection_dead_letters") != 0 {
+	if r.code != 0 || scalar(t, pool, "SELECT count(*) FROM projection_dead_letters") != 0 {
 		t.Errorf("discard --all: want no rows left\n%s", r)
 	}
 
@@ -112,13 +108,4 @@ func TestDeadLettersCommands(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "--all") || !strings.Contains(r.stdout, "applied once") {
 		t.Errorf("retry --help\n%s", r)
 	}
-}
-
-func countRows(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) int {
-	t.Helper()
-	var n int
-	if err := pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
 }

@@ -315,16 +315,6 @@ func mustRunning(procs ...*process) error {
 	return nil
 }
 
-func newPool(tb testing.TB, dsn string) *pgxpool.Pool {
-	tb.Helper()
-	pool, err := pgxpool.New(context.Background(), dsn)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(pool.Close)
-	return pool
-}
-
 // scalar runs a query returning one int64.
 func scalar(tb testing.TB, pool *pgxpool.Pool, sql string, args ...any) int64 {
 	tb.Helper()
@@ -349,6 +339,25 @@ func query(pool *pgxpool.Pool, sql string, args ...any) (int64, error) {
 // aggregate type.
 var scope = map[string]string{"activity_log": "", "revenue": demo.AggregateOrder, "user_count": demo.AggregateUser}
 
+// inScope counts the events now in the log in each named projection's
+// scope.
+func inScope(tb testing.TB, pool *pgxpool.Pool, names []string) map[string]int64 {
+	tb.Helper()
+	want := map[string]int64{}
+	for _, name := range names {
+		var err error
+		if scope[name] == "" {
+			want[name], err = demo.CountEvents(context.Background(), pool)
+		} else {
+			want[name], err = demo.CountEvents(context.Background(), pool, scope[name])
+		}
+		if err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return want
+}
+
 // waitCaughtUp waits until each named projection has handled every event
 // in its scope now in the log (by its checkpoints: projection.EventsProcessed),
 // failing the test at once if a worker in workers exits, or when timeout
@@ -363,18 +372,7 @@ func waitCaughtUp(tb testing.TB, pool *pgxpool.Pool, timeout time.Duration, name
 	ctx := context.Background()
 	// Lag measured before now may predate the last appends.
 	since := time.Now()
-	want := map[string]int64{}
-	for _, name := range names {
-		var err error
-		if scope[name] == "" {
-			want[name], err = demo.CountEvents(ctx, pool)
-		} else {
-			want[name], err = demo.CountEvents(ctx, pool, scope[name])
-		}
-		if err != nil {
-			tb.Fatal(err)
-		}
-	}
+	want := inScope(tb, pool, names)
 	var got map[string]int64
 	waitFor(tb, timeout, fmt.Sprintf("projections to catch up with %v events", want), func() (bool, error) {
 		if err := mustRunning(workers...); err != nil {

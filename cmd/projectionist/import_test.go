@@ -14,23 +14,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/projectionist/projectionist/internal/importer/importertest"
 	"github.com/projectionist/projectionist/internal/pgtest"
 	"github.com/projectionist/projectionist/pkg/projection"
 )
-
-// guideSchema is the guide's (pupsourcing's) event store, as its migration
-// generator writes it, in schema %s.
-const guideSchema = `
-CREATE SCHEMA IF NOT EXISTS %[1]s;
-CREATE TABLE %[1]s.events (
-    global_position BIGSERIAL PRIMARY KEY,
-    aggregate_type TEXT NOT NULL, aggregate_id TEXT NOT NULL, aggregate_version BIGINT NOT NULL,
-    event_id UUID NOT NULL UNIQUE, event_type TEXT NOT NULL, event_version INT NOT NULL DEFAULT 1,
-    payload BYTEA NOT NULL, trace_id TEXT, correlation_id TEXT, causation_id TEXT, metadata JSONB,
-    created_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
-    UNIQUE (aggregate_type, aggregate_id, aggregate_version));
-CREATE TABLE %[1]s.aggregate_heads (aggregate_type TEXT NOT NULL, aggregate_id TEXT NOT NULL, aggregate_version BIGINT NOT NULL,
-    updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW(), PRIMARY KEY (aggregate_type, aggregate_id));`
 
 // guideEvent is a row of the guide's events table, or of projectionist's
 // read back for comparison (metadata as text, NULL there as '{}').
@@ -55,7 +42,7 @@ type guideEvent struct {
 func fillGuide(t *testing.T, db *pgxpool.Pool, schema string, n int) []guideEvent {
 	t.Helper()
 	ctx := t.Context()
-	if _, err := db.Exec(ctx, fmt.Sprintf(guideSchema, schema)); err != nil {
+	if _, err := db.Exec(ctx, importertest.GuideSchema(schema)); err != nil {
 		t.Fatal(err)
 	}
 	aggregates := []struct{ typ, id string }{
@@ -180,21 +167,10 @@ func (seenProjection) Handle(ctx context.Context, tx pgx.Tx, e *projection.Persi
 // each exactly once; running again imports nothing.
 func TestImportFromAnotherDatabase(t *testing.T) {
 	ctx := t.Context()
-	srcDSN, dstDSN := pgtest.NewDatabase(t), pgtest.NewDatabase(t)
-	env := map[string]string{"DATABASE_URL": dstDSN}
-	if r := run(t, env, "migrate"); r.code != 0 {
-		t.Fatalf("migrate:\n%s", r)
-	}
-	src, err := pgxpool.New(ctx, srcDSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	dst, err := pgxpool.New(ctx, dstDSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dst.Close()
+	srcDSN := pgtest.NewDatabase(t)
+	dstDSN, env := migratedDatabase(t)
+	src := pgtest.OpenPool(t, srcDSN)
+	dst := pgtest.OpenPool(t, dstDSN)
 	want := fillGuide(t, src, "public", 103)
 
 	r := run(t, env, "import", "--source-url", srcDSN, "--batch-size", "10", "--progress", "0")
@@ -252,16 +228,8 @@ func TestImportFromAnotherDatabase(t *testing.T) {
 // skipped.
 func TestImportResumesAfterPoisonEvent(t *testing.T) {
 	ctx := t.Context()
-	dsn := pgtest.NewDatabase(t)
-	env := map[string]string{"DATABASE_URL": dsn}
-	if r := run(t, env, "migrate"); r.code != 0 {
-		t.Fatalf("migrate:\n%s", r)
-	}
-	db, err := pgxpool.New(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	dsn, env := migratedDatabase(t)
+	db := pgtest.OpenPool(t, dsn)
 	fillGuide(t, db, "pup", 50)
 	var poisonID string
 	if err := db.QueryRow(ctx, `UPDATE pup.events SET payload = convert_to('{"n": 23, oops', 'UTF8') WHERE global_position = 23
@@ -320,16 +288,8 @@ func TestImportResumesAfterPoisonEvent(t *testing.T) {
 // with nothing of the batch committed.
 func TestImportVersionConflict(t *testing.T) {
 	ctx := t.Context()
-	dsn := pgtest.NewDatabase(t)
-	env := map[string]string{"DATABASE_URL": dsn}
-	if r := run(t, env, "migrate"); r.code != 0 {
-		t.Fatalf("migrate:\n%s", r)
-	}
-	db, err := pgxpool.New(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	dsn, env := migratedDatabase(t)
+	db := pgtest.OpenPool(t, dsn)
 	evs := fillGuide(t, db, "pup", 12)
 	// The target's own order-7, version 2 (the source's is event 8).
 	var ours string
@@ -363,28 +323,13 @@ func TestImportVersionConflict(t *testing.T) {
 // imported 1, with what was found; no password is printed.
 func TestImportBadInput(t *testing.T) {
 	ctx := t.Context()
-	dsn := pgtest.NewDatabase(t)
-	env := map[string]string{"DATABASE_URL": dsn}
-	if r := run(t, env, "migrate"); r.code != 0 {
-		t.Fatalf("migrate:\n%s", r)
-	}
-	db, err := pgxpool.New(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	dsn, env := migratedDatabase(t)
+	db := pgtest.OpenPool(t, dsn)
 	fillGuide(t, db, "pup", 1)
 	if _, err := db.Exec(ctx, `CREATE TABLE pup.thin (global_position bigint, aggregate_id text, payload text)`); err != nil {
 		t.Fatal(err)
 	}
-	const secret = "s3cretpw"
-	for _, tc := range []struct {
-		name string
-		env  map[string]string
-		args []string
-		code int
-		want string
-	}{
+	testBadInput(t, []badInput{
 		{"no database", nil, []string{"import"}, 2, "projectionist import: no database: set DATABASE_URL"},
 		{"zero batch", env, []string{"import", "--batch-size", "0"}, 2, "projectionist import: --batch-size is 0: must be between 1 and 100000"},
 		{"huge batch", env, []string{"import", "--batch-size", "1000000"}, 2, "--batch-size is 1000000"},
@@ -399,20 +344,7 @@ func TestImportBadInput(t *testing.T) {
 			"projectionist import: source: connecting to the database: "},
 		{"malformed source", env, []string{"import", "--source-url", "host=127.0.0.1 port=x password=" + secret}, 2,
 			"projectionist import: source: invalid database connection string: invalid port"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			r := run(t, tc.env, tc.args...)
-			if r.code != tc.code || !strings.Contains(r.stderr, tc.want) {
-				t.Errorf("want exit %d and %q on stderr, got\n%s", tc.code, tc.want, r)
-			}
-			if tc.code == 2 && !strings.Contains(r.stderr, "--help") {
-				t.Errorf("a usage error should point to --help:\n%s", r)
-			}
-			if strings.Contains(r.stdout+r.stderr, secret) {
-				t.Errorf("the password leaked:\n%s", r)
-			}
-		})
-	}
+	})
 	if r := run(t, nil, "import", "--help"); r.code != 0 || !strings.HasPrefix(r.stdout, "Usage: projectionist import [flags]") ||
 		!strings.Contains(r.stdout, "  --source-url ") || !strings.Contains(r.stdout, "\nExamples:\n") {
 		t.Errorf("import --help:\n%s", r)

@@ -30,15 +30,7 @@ const failoverBound = 45 * time.Second
 // expires and reconciles a Projection created after the kill.
 func TestOperatorLeaderFailover(t *testing.T) {
 	ctx := t.Context()
-	env, err := kubetest.Start(kubetest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
+	env := kubetest.New(t, kubetest.Options{})
 	c, err := client.New(env.Config, client.Options{Scheme: controllers.Scheme()})
 	if err != nil {
 		t.Fatal(err)

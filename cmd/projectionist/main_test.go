@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/projectionist/projectionist/internal/pgtest"
 )
@@ -48,6 +47,19 @@ func TestMain(m *testing.M) {
 type result struct {
 	stdout, stderr string
 	code           int
+}
+
+// migratedDatabase creates a database for one test and migrates it with
+// the binary's migrate; it returns the DSN and an environment holding it
+// in DATABASE_URL.
+func migratedDatabase(t *testing.T) (dsn string, env map[string]string) {
+	t.Helper()
+	dsn = pgtest.NewDatabase(t)
+	env = map[string]string{"DATABASE_URL": dsn}
+	if r := run(t, env, "migrate"); r.code != 0 {
+		t.Fatalf("migrate:\n%s", r)
+	}
+	return dsn, env
 }
 
 // run runs the binary with args and only the environment in env (plus
@@ -117,11 +129,7 @@ func TestMigrateTwice(t *testing.T) {
 }
 
 func TestEventsGenerate(t *testing.T) {
-	dsn := pgtest.NewDatabase(t)
-	env := map[string]string{"DATABASE_URL": dsn}
-	if r := run(t, env, "migrate"); r.code != 0 {
-		t.Fatalf("migrate:\n%s", r)
-	}
+	dsn, env := migratedDatabase(t)
 	r := run(t, env, "events", "generate", "--count", "500", "--aggregates", "50", "--concurrency", "4")
 	if r.code != 0 || !strings.HasPrefix(r.stdout, "appended 500 events in ") {
 		t.Fatalf("events generate:\n%s", r)
@@ -142,11 +150,7 @@ func TestEventsGenerate(t *testing.T) {
 		summary[fields[0]] = n
 	}
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool := pgtest.OpenPool(t, dsn)
 	logged := map[string]int64{}
 	rows, err := pool.Query(ctx, "SELECT event_type, count(*) FROM events GROUP BY 1")
 	if err != nil {
@@ -228,14 +232,7 @@ func TestHelp(t *testing.T) {
 }
 
 func TestBadInput(t *testing.T) {
-	const secret = "s3cretpw"
-	for _, tc := range []struct {
-		name string
-		env  map[string]string
-		args []string
-		code int
-		want string // in stderr
-	}{
+	testBadInput(t, []badInput{
 		{"no command", nil, nil, 2, "Usage: projectionist <command> [flags]"},
 		{"unknown command", nil, []string{"frobnicate"}, 2, `projectionist: unknown command "frobnicate"`},
 		{"unknown events command", nil, []string{"events", "frobnicate"}, 2, `projectionist events: unknown command "frobnicate"`},
@@ -253,7 +250,25 @@ func TestBadInput(t *testing.T) {
 		{"malformed URL", nil, []string{"migrate", "--database-url", "postgres://app:" + secret + "@127.0.0.1:notaport/app"}, 2, "projectionist migrate: invalid database connection string: invalid port"},
 		{"unreachable server, URL", map[string]string{"DATABASE_URL": "postgres://app:" + secret + "@127.0.0.1:1/app?sslmode=disable"}, []string{"migrate"}, 1, "projectionist migrate: connecting to the database: "},
 		{"unreachable server, key=value", nil, []string{"events", "generate", "--database-url", "host=127.0.0.1 port=1 user=app password=" + secret + " sslmode=disable"}, 1, "projectionist events generate: connecting to the database: "},
-	} {
+	})
+}
+
+// badInput is a command line that must fail: args, run with only env,
+// exit with code and write want on stderr.
+type badInput struct {
+	name string
+	env  map[string]string
+	args []string
+	code int
+	want string // in stderr
+}
+
+// testBadInput runs each of tests as a subtest: besides the exit code and
+// message, a usage error (code 2) of a command points to --help, and no
+// output holds secret (the password of redact_test.go).
+func testBadInput(t *testing.T, tests []badInput) {
+	t.Helper()
+	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			r := run(t, tc.env, tc.args...)
 			if r.code != tc.code || !strings.Contains(r.stderr, tc.want) {
@@ -272,11 +287,7 @@ func TestBadInput(t *testing.T) {
 // The stock worker creates the demo tables itself and projects every
 // generated event exactly once; SIGTERM stops it with status 0.
 func TestWorkerRunsDemoProjections(t *testing.T) {
-	dsn := pgtest.NewDatabase(t)
-	env := map[string]string{"DATABASE_URL": dsn}
-	if r := run(t, env, "migrate"); r.code != 0 {
-		t.Fatalf("migrate:\n%s", r)
-	}
+	dsn, env := migratedDatabase(t)
 	if r := run(t, env, "events", "generate", "--count", "300", "--aggregates", "20", "--progress", "0"); r.code != 0 {
 		t.Fatalf("events generate:\n%s", r)
 	}
@@ -299,11 +310,7 @@ func TestWorkerRunsDemoProjections(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	pool, err := pgxpool.New(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool := pgtest.OpenPool(t, dsn)
 	const caughtUp = `SELECT (SELECT count(*) FROM activity_log a JOIN events e USING (event_id)) = 300
 		AND (SELECT sum(total_cents) FROM revenue) = (SELECT sum((payload->>'amount_cents')::bigint) FROM events WHERE event_type = 'OrderPlaced')
 		AND (SELECT count(*) FROM user_stats) = (SELECT count(*) FROM events WHERE event_type = 'UserCreated')`

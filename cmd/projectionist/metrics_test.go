@@ -38,15 +38,7 @@ import (
 // from --metrics-cert-dir, verified against its CA.
 func TestOperatorSecureMetrics(t *testing.T) {
 	ctx := t.Context()
-	env, err := kubetest.Start(kubetest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
+	env := kubetest.New(t, kubetest.Options{})
 	cs, err := kubernetes.NewForConfig(env.Config)
 	if err != nil {
 		t.Fatal(err)

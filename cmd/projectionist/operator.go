@@ -72,7 +72,7 @@ Projection's status. It connects to the API server in-cluster, or with
 	if *indexRetention < time.Minute {
 		return c.fail("operator", usagef("--partition-index-retention %s: must be at least 1m", *indexRetention))
 	}
-	logger := slog.New(slog.NewJSONHandler(c.stderr, &slog.HandlerOptions{Level: level, ReplaceAttr: redactAttr}))
+	logger := slog.New(slog.NewJSONHandler(c.stderr, &slog.HandlerOptions{Level: level, ReplaceAttr: new(dbconn.Redactor).ReplaceAttr}))
 
 	cfg, err := kubeConfig(*kubeconfig)
 	if err != nil {
@@ -100,21 +100,6 @@ Projection's status. It connects to the API server in-cluster, or with
 	}
 	logger.Info("operator stopped")
 	return exitOK
-}
-
-// redactAttr masks whatever looks like a connection string's password in
-// the operator's log lines: the reconciler already removes the passwords
-// of the Secrets it reads from what it reports.
-func redactAttr(_ []string, a slog.Attr) slog.Attr {
-	switch v := a.Value; v.Kind() {
-	case slog.KindString:
-		a.Value = slog.StringValue(dbconn.Redact(v.String()))
-	case slog.KindAny:
-		if err, ok := v.Any().(error); ok {
-			a.Value = slog.StringValue(dbconn.Redact(err.Error()))
-		}
-	}
-	return a
 }
 
 func kubeConfig(path string) (*rest.Config, error) {

@@ -54,7 +54,7 @@ func waitApplied(t *testing.T, pool *pgxpool.Pool, n int64, procs ...*process) {
 func TestPostgresRestart(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	migrate(t, dsn)
-	pool := newPool(t, dsn)
+	pool := pgtest.OpenPool(t, dsn)
 	generate(t, dsn, "--count", "5000", "--aggregates", "200", "--concurrency", "4")
 
 	workers := startPair(t, dsn, "restart", map[string]string{"BATCH_SIZE": "10"})
@@ -119,7 +119,7 @@ func TestSigtermMidRun(t *testing.T) {
 	const shutdownTimeout = 10 * time.Second
 	dsn := pgtest.NewDatabase(t)
 	migrate(t, dsn)
-	pool := newPool(t, dsn)
+	pool := pgtest.OpenPool(t, dsn)
 	generate(t, dsn, "--count", "3000", "--aggregates", "200", "--concurrency", "4")
 	gen := startProcess(t, "events generate", map[string]string{"DATABASE_URL": dsn},
 		"events", "generate", "--count", "3000", "--rate", "1500", "--aggregates", "200", "--concurrency", "2", "--progress", "0")
@@ -197,7 +197,7 @@ func TestPoisonPolicies(t *testing.T) {
 	t.Run("stop", func(t *testing.T) {
 		dsn := pgtest.NewDatabase(t)
 		migrate(t, dsn)
-		pool := newPool(t, dsn)
+		pool := pgtest.OpenPool(t, dsn)
 		poison := appendPoison(t, dsn, pool)
 		want := []string{
 			"projectionist worker: ",
@@ -243,7 +243,7 @@ func TestPoisonPolicies(t *testing.T) {
 		t.Run(policy, func(t *testing.T) {
 			dsn := pgtest.NewDatabase(t)
 			migrate(t, dsn)
-			pool := newPool(t, dsn)
+			pool := pgtest.OpenPool(t, dsn)
 			poison := appendPoison(t, dsn, pool)
 			owner := projection.PartitionOf(poison.AggregateID, 2)
 			workers := startPair(t, dsn, policy, map[string]string{"ERROR_POLICY": policy})

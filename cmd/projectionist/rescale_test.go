@@ -51,7 +51,7 @@ func TestRandomizedRescale(t *testing.T) {
 	ctx := context.Background()
 	dsn := pgtest.NewDatabase(t)
 	migrate(t, dsn)
-	pool := newPool(t, dsn)
+	pool := pgtest.OpenPool(t, dsn)
 	names := []string{"activity_log", "revenue"}
 	setTopology(t, pool, 1, names...)
 
@@ -268,7 +268,7 @@ func containsProcess(ps []*process, p *process) bool {
 func TestSeparateProcessesRescale(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	migrate(t, dsn)
-	pool := newPool(t, dsn)
+	pool := pgtest.OpenPool(t, dsn)
 	generate(t, dsn, "--count", "1500", "--aggregates", "200", "--concurrency", "4")
 
 	startAll := func(n int) []*process {

@@ -48,7 +48,7 @@ func TestWorkerTLS(t *testing.T) {
 				env[k] = v
 			}
 			w := startWorker(t, "worker ("+tc.name+")", srv.URL(db, tc.query), env)
-			pool := newPool(t, setup)
+			pool := pgtest.OpenPool(t, setup)
 			waitCaughtUp(t, pool, time.Minute, allProjections, w)
 			w.stop(t, 30*time.Second)
 			verifyActivityLog(t, pool)

@@ -49,11 +49,7 @@ func TestContractRunsCustomWorker(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	pool, err := pgxpool.New(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool := pgtest.OpenPool(t, dsn)
 	if _, err := projection.Migrate(ctx, pool); err != nil {
 		t.Fatal(err)
 	}

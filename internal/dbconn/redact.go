@@ -1,6 +1,7 @@
 package dbconn
 
 import (
+	"log/slog"
 	"net/url"
 	"os"
 	"regexp"
@@ -80,6 +81,21 @@ func (r *Redactor) Error(err error) error {
 		return nil
 	}
 	return &redactedError{msg: r.String(err.Error()), err: err}
+}
+
+// ReplaceAttr is a slog.HandlerOptions.ReplaceAttr that applies r to
+// every string and error in a log line, the message included: the
+// operator's, the worker's and the CLI's logs are redacted alike.
+func (r *Redactor) ReplaceAttr(_ []string, a slog.Attr) slog.Attr {
+	switch v := a.Value; v.Kind() {
+	case slog.KindString:
+		a.Value = slog.StringValue(r.String(v.String()))
+	case slog.KindAny:
+		if err, ok := v.Any().(error); ok {
+			a.Value = slog.StringValue(r.String(err.Error()))
+		}
+	}
+	return a
 }
 
 type redactedError struct {

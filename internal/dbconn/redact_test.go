@@ -3,6 +3,7 @@ package dbconn
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strings"
 	"testing"
@@ -210,4 +211,19 @@ var shapes = []func(p string) string{
 		return "host=127.0.0.1 user=app password=" + strings.NewReplacer(`\`, `\\`, " ", `\ `, "'", `\'`).Replace(p)
 	},
 	func(p string) string { return "host=127.0.0.1 user=app password=" + p + " port=notaport" },
+}
+
+// A logger with ReplaceAttr shows no password of a known DSN, nor one that
+// looks like a connection string's, in its message, string attributes or
+// errors; the zero Redactor masks the latter.
+func TestReplaceAttr(t *testing.T) {
+	dsn := "postgres://app:" + pw + "@127.0.0.1:1/app"
+	for name, r := range map[string]*Redactor{"known DSN": NewRedactor(dsn), "zero value": {}} {
+		var out strings.Builder
+		log := slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{ReplaceAttr: r.ReplaceAttr}))
+		log.Info("connecting to "+dsn, "dsn", dsn, "error", fmt.Errorf("dialing %s: refused", dsn))
+		if strings.Contains(out.String(), pw) || strings.Count(out.String(), Mask) != 3 {
+			t.Errorf("%s: want the password masked three times:\n%s", name, out.String())
+		}
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/projectionist/projectionist/internal/importer"
+	"github.com/projectionist/projectionist/internal/importer/importertest"
 	"github.com/projectionist/projectionist/internal/pgtest"
 	"github.com/projectionist/projectionist/pkg/projection"
 )
@@ -24,15 +25,8 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 const benchEvents = 100_000
 
+// benchSource fills the guide's table in schema pup with %d events.
 const benchSource = `
-CREATE SCHEMA pup;
-CREATE TABLE pup.events (
-    global_position BIGSERIAL PRIMARY KEY,
-    aggregate_type TEXT NOT NULL, aggregate_id TEXT NOT NULL, aggregate_version BIGINT NOT NULL,
-    event_id UUID NOT NULL UNIQUE, event_type TEXT NOT NULL, event_version INT NOT NULL DEFAULT 1,
-    payload BYTEA NOT NULL, trace_id TEXT, correlation_id TEXT, causation_id TEXT, metadata JSONB,
-    created_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
-    UNIQUE (aggregate_type, aggregate_id, aggregate_version));
 INSERT INTO pup.events (aggregate_type, aggregate_id, aggregate_version, event_id, event_type, payload, trace_id, metadata)
 SELECT 'User', 'user-' || (i %% 1000), i / 1000 + 1, gen_random_uuid(), 'UserRenamed',
        convert_to(format('{"user_id": "user-%%s", "name": "name %%s", "email": "user%%s@example.com"}', i %% 1000, i, i), 'UTF8'),
@@ -50,7 +44,7 @@ func BenchmarkImport(b *testing.B) {
 			if _, err := projection.Migrate(ctx, pool); err != nil {
 				b.Fatal(err)
 			}
-			if _, err := pool.Exec(ctx, fmt.Sprintf(benchSource, benchEvents)); err != nil {
+			if _, err := pool.Exec(ctx, importertest.GuideSchema("pup")+fmt.Sprintf(benchSource, benchEvents)); err != nil {
 				b.Fatal(err)
 			}
 			var elapsed float64

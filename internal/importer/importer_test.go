@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
-	"os"
 	"strings"
 	"testing"
 
@@ -14,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/projectionist/projectionist/internal/importer"
+	"github.com/projectionist/projectionist/internal/importer/importertest"
 	"github.com/projectionist/projectionist/internal/pgtest"
 	"github.com/projectionist/projectionist/pkg/projection"
 )
@@ -34,15 +33,7 @@ func guideDB(t *testing.T, n int) *pgxpool.Pool {
 // events over 4 aggregates.
 func fillGuide(t *testing.T, db *pgxpool.Pool, n int) {
 	t.Helper()
-	q := fmt.Sprintf(`
-		CREATE SCHEMA pup;
-		CREATE TABLE pup.events (
-		    global_position BIGSERIAL PRIMARY KEY,
-		    aggregate_type TEXT NOT NULL, aggregate_id TEXT NOT NULL, aggregate_version BIGINT NOT NULL,
-		    event_id UUID NOT NULL UNIQUE, event_type TEXT NOT NULL, event_version INT NOT NULL DEFAULT 1,
-		    payload BYTEA NOT NULL, trace_id TEXT, correlation_id TEXT, causation_id TEXT, metadata JSONB,
-		    created_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
-		    UNIQUE (aggregate_type, aggregate_id, aggregate_version));
+	q := importertest.GuideSchema("pup") + fmt.Sprintf(`
 		INSERT INTO pup.events (aggregate_type, aggregate_id, aggregate_version, event_id, event_type, payload)
 		SELECT 'User', 'user-' || (i %% 4), i / 4 + 1, gen_random_uuid(), 'Touched', convert_to('{"i": ' || i || '}', 'UTF8')
 		FROM generate_series(0, %d - 1) AS i ORDER BY i;`, n)
@@ -126,35 +117,18 @@ func TestLateSourceEventIsReported(t *testing.T) {
 // (given SELECT on the source), a worker's cannot.
 func TestImportWithOperatorRole(t *testing.T) {
 	ctx := t.Context()
-	script, err := os.ReadFile("../../docs/least-privilege.sql")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := pgtest.NewServer(t) // roles are the server's, not the database's
-	adminDSN := srv.NewDatabase(t)
-	admin := open(t, adminDSN)
-	for _, sql := range []string{
-		string(script),
-		"CREATE ROLE op LOGIN IN ROLE projectionist_operator",
-		"CREATE ROLE wk LOGIN IN ROLE projectionist_worker",
-	} {
-		if _, err := admin.Exec(ctx, sql); err != nil {
-			t.Fatalf("%.60s: %v", sql, err)
-		}
-	}
-	op := open(t, asRole(t, adminDSN, "op"))
+	db := pgtest.NewLeastPrivilege(t)
+	op := pgtest.OpenPool(t, db.Login(t, "op", "projectionist_operator"))
+	wk := pgtest.OpenPool(t, db.Login(t, "wk", "projectionist_worker"))
 	if _, err := projection.Migrate(ctx, op); err != nil {
 		t.Fatalf("migrating as the operator: %v", err)
 	}
-	if _, err := admin.Exec(ctx, string(script)); err != nil {
-		t.Fatal(err)
-	}
-	fillGuide(t, admin, 20)
-	if _, err := admin.Exec(ctx, "GRANT USAGE ON SCHEMA pup TO projectionist_operator, projectionist_worker; GRANT SELECT ON pup.events TO projectionist_operator, projectionist_worker"); err != nil {
+	db.Grant(t)
+	fillGuide(t, db.Admin, 20)
+	if _, err := db.Admin.Exec(ctx, "GRANT USAGE ON SCHEMA pup TO projectionist_operator, projectionist_worker; GRANT SELECT ON pup.events TO projectionist_operator, projectionist_worker"); err != nil {
 		t.Fatal(err)
 	}
 
-	wk := open(t, asRole(t, adminDSN, "wk"))
 	if _, err := importer.Run(ctx, importer.Config{Source: wk, Target: wk, Table: "pup.events"}); err == nil || !strings.Contains(err.Error(), "permission denied") {
 		t.Errorf("import as a worker: %v, want permission denied", err)
 	}
@@ -162,26 +136,6 @@ func TestImportWithOperatorRole(t *testing.T) {
 	if err != nil || p.Imported != 20 {
 		t.Fatalf("import as the operator: %+v, %v; want 20 imported", p, err)
 	}
-}
-
-func asRole(t *testing.T, dsn, role string) string {
-	t.Helper()
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.User = url.User(role)
-	return u.String()
-}
-
-func open(t *testing.T, dsn string) *pgxpool.Pool {
-	t.Helper()
-	pool, err := pgxpool.New(t.Context(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	return pool
 }
 
 // A source of other column types, with only the required columns and a

@@ -55,16 +55,21 @@ func (s *suite) autoscaleUnderLoad(t *testing.T) {
 			t.Logf("autoscaler: %d partitions after %s: %s", a.Partitions, time.Since(begin).Round(time.Second), a.Message)
 		}
 	}
-	eventually(t, name+" scaled up to 3 partitions by the autoscaler", readyTimeout, func(ctx context.Context) error {
+	// autoscaledTo checks that the autoscaler chose n partitions and that
+	// they are all Ready.
+	autoscaledTo := func(ctx context.Context, n int32) error {
 		p, err := getProjection(ctx, s.c, s.ns, name)
 		if err != nil {
 			return err
 		}
 		record(p)
-		if a := p.Status.Autoscaling; a == nil || a.Partitions != 3 || p.Status.Partitions != 3 || p.Status.ReadyReplicas != 3 {
+		if a := p.Status.Autoscaling; a == nil || a.Partitions != n || p.Status.Partitions != n || p.Status.ReadyReplicas != n {
 			return fmt.Errorf("status.autoscaling %+v, %d partitions, %d ready", a, p.Status.Partitions, p.Status.ReadyReplicas)
 		}
 		return nil
+	}
+	eventually(t, name+" scaled up to 3 partitions by the autoscaler", readyTimeout, func(ctx context.Context) error {
+		return autoscaledTo(ctx, 3)
 	})
 	recordTiming(t, "autoscale: resume with a backlog to 3 partitions Ready", time.Since(begin))
 	s.waitForEvent(t, name, v1alpha1.ReasonAutoscaled, "above the target 2s")
@@ -74,15 +79,7 @@ func (s *suite) autoscaleUnderLoad(t *testing.T) {
 		if !gen.running() {
 			return fmt.Errorf("events generate ended")
 		}
-		p, err := getProjection(ctx, s.c, s.ns, name)
-		if err != nil {
-			return err
-		}
-		record(p)
-		if a := p.Status.Autoscaling; a == nil || a.Partitions != 1 || p.Status.Partitions != 1 || p.Status.ReadyReplicas != 1 {
-			return fmt.Errorf("status.autoscaling %+v, %d partitions, %d ready", a, p.Status.Partitions, p.Status.ReadyReplicas)
-		}
-		return nil
+		return autoscaledTo(ctx, 1)
 	})
 	recordTiming(t, "autoscale: 3 partitions to 1 under load", time.Since(begin))
 	gen.stop(t)

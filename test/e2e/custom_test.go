@@ -135,16 +135,10 @@ spec:
 
 	gen := startGenerator(t, s.db, "--count", endless, "--aggregates", loadAggregates, "--rate", loadRate, "--concurrency", concurrency)
 	waitForEvents(t, s.db, gen, 200)
-	s.scale(t, ledger, "order_ledger", 1, 3)
-	after3 := s.mustPods(t, ledger, 3)
-	checkSurvivors(t, "custom worker scale 1 -> 3", identities(pods), after3)
+	after3 := s.scaleKeepingPods(t, "custom worker scale 1 -> 3", ledger, "order_ledger", 1, 3, pods)
 	waitForEvents(t, s.db, gen, 300)
 
-	s.scale(t, ledger, "order_ledger", 3, 2)
-	after2 := s.mustPods(t, ledger, 2)
-	survivors := identities(after3)
-	delete(survivors, ledger+"-2")
-	checkSurvivors(t, "custom worker scale 3 -> 2", survivors, after2)
+	after2 := s.scaleKeepingPods(t, "custom worker scale 3 -> 2", ledger, "order_ledger", 3, 2, after3)
 
 	victim := ledger + "-1"
 	t.Logf("%s", strings.TrimSpace(kubectl(t, "delete", "pod", victim, "-n", s.ns)))
@@ -153,12 +147,12 @@ spec:
 		if err != nil {
 			return err
 		}
-		if string(pods[victim].UID) == survivors[victim].uid {
+		if pods[victim].UID == after2[victim].UID {
 			return fmt.Errorf("pod %s is still the old one", victim)
 		}
 		return nil
 	})
-	survivors = identities(after2)
+	survivors := identities(after2)
 	delete(survivors, victim)
 	checkSurvivors(t, "custom worker delete pod "+victim, survivors, s.mustPods(t, ledger, 2))
 

@@ -369,9 +369,7 @@ func (s *suite) scaleUnderLoad(t *testing.T) {
 	sts := s.mustStatefulSet(t, name)
 	revision := sts.Status.UpdateRevision
 
-	s.scale(t, name, "activity_log", 1, 4)
-	after4 := s.mustPods(t, name, 4)
-	checkSurvivors(t, "scale 1 -> 4", identities(before), after4)
+	after4 := s.scaleKeepingPods(t, "scale 1 -> 4", name, "activity_log", 1, 4, before)
 	d := eventually(t, "the partition index for 4 partitions Ready", readyTimeout, func(ctx context.Context) error {
 		p, err := getProjection(ctx, s.c, s.ns, name)
 		if err != nil {
@@ -387,12 +385,7 @@ func (s *suite) scaleUnderLoad(t *testing.T) {
 	// Let the four partitions work under load for a moment.
 	waitForEvents(t, s.db, gen, 500)
 
-	s.scale(t, name, "activity_log", 4, 2)
-	after2 := s.mustPods(t, name, 2)
-	survivors := identities(after4)
-	delete(survivors, name+"-2")
-	delete(survivors, name+"-3")
-	checkSurvivors(t, "scale 4 -> 2", survivors, after2)
+	s.scaleKeepingPods(t, "scale 4 -> 2", name, "activity_log", 4, 2, after4)
 	if p, err := getProjection(t.Context(), s.c, s.ns, name); err != nil {
 		t.Error(err)
 	} else if ix := p.Status.PartitionIndex; ix != nil {
@@ -469,6 +462,21 @@ func (s *suite) scale(t *testing.T, name, projection string, from, to int32) {
 		return nil
 	})
 	recordTiming(t, fmt.Sprintf("%s: to status partitions=readyReplicas=%d and Ready", label, to), time.Since(begin))
+}
+
+// scaleKeepingPods scales name (of projection) from -> to, as scale does,
+// and checks that the pods of before that stay (those whose ordinal is
+// below to) are the same pods, not restarted; it returns the pods after.
+func (s *suite) scaleKeepingPods(t *testing.T, what, name, projection string, from, to int32, before map[string]corev1.Pod) map[string]corev1.Pod {
+	t.Helper()
+	s.scale(t, name, projection, from, to)
+	after := s.mustPods(t, name, int(to))
+	survivors := identities(before)
+	for ordinal := to; ordinal < from; ordinal++ {
+		delete(survivors, fmt.Sprintf("%s-%d", name, ordinal))
+	}
+	checkSurvivors(t, what, survivors, after)
+	return after
 }
 
 func (s *suite) mustPods(t *testing.T, name string, n int) map[string]corev1.Pod {

@@ -71,21 +71,22 @@ func kubectl(t *testing.T, args ...string) string {
 // kubectlIn is kubectl with stdin, e.g. `apply -f -`.
 func kubectlIn(t *testing.T, stdin []byte, args ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	out, err := run(ctx, stdin, cfg.kubectl, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return mustRun(t, 3*time.Minute, stdin, cfg.kubectl, args...)
 }
 
 // helm runs bin/helm and fails the test if it fails.
 func helm(t *testing.T, args ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	return mustRun(t, 10*time.Minute, nil, cfg.helm, args...)
+}
+
+// mustRun runs name with stdin and args within timeout and returns its
+// output, failing the test if it fails.
+func mustRun(t *testing.T, timeout time.Duration, stdin []byte, name string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	out, err := run(ctx, nil, cfg.helm, args...)
+	out, err := run(ctx, stdin, name, args...)
 	if err != nil {
 		t.Fatal(err)
 	}

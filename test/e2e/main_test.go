@@ -109,13 +109,9 @@ func configure(tmp string) error {
 		return fmt.Errorf("cannot find the repository root from %s: %w", wd, err)
 	}
 
-	cfg.image = os.Getenv("E2E_IMAGE")
-	if cfg.image == "" {
-		v := os.Getenv("VERSION")
-		if v == "" {
-			return fmt.Errorf("E2E_IMAGE is not set (nor VERSION, for docker.io/projectionist/projectionist:$VERSION): name the image the cluster's nodes hold, e.g. E2E_IMAGE=docker.io/projectionist/projectionist:dev")
-		}
-		cfg.image = "docker.io/projectionist/projectionist:" + v
+	if cfg.image, err = imageFromEnv("E2E_IMAGE", "docker.io/projectionist/projectionist",
+		"name the image the cluster's nodes hold, e.g. E2E_IMAGE=docker.io/projectionist/projectionist:dev"); err != nil {
+		return err
 	}
 	slash := strings.LastIndex(cfg.image, "/")
 	colon := strings.LastIndex(cfg.image, ":")
@@ -124,13 +120,9 @@ func configure(tmp string) error {
 	}
 	cfg.imageRepo, cfg.imageTag = cfg.image[:colon], cfg.image[colon+1:]
 	cfg.pullPolicy = envOr("E2E_PULL_POLICY", "IfNotPresent")
-	cfg.customImage = os.Getenv("E2E_CUSTOM_IMAGE")
-	if cfg.customImage == "" {
-		v := os.Getenv("VERSION")
-		if v == "" {
-			return fmt.Errorf("E2E_CUSTOM_IMAGE is not set (nor VERSION, for docker.io/projectionist/custom-worker:$VERSION): name the image of examples/custom-worker the cluster's nodes hold (make image-custom-worker builds it)")
-		}
-		cfg.customImage = "docker.io/projectionist/custom-worker:" + v
+	if cfg.customImage, err = imageFromEnv("E2E_CUSTOM_IMAGE", "docker.io/projectionist/custom-worker",
+		"name the image of examples/custom-worker the cluster's nodes hold (make image-custom-worker builds it)"); err != nil {
+		return err
 	}
 	if f := os.Getenv("E2E_DATABASE_CA"); f != "" {
 		if cfg.databaseCA, err = os.ReadFile(f); err != nil {
@@ -223,4 +215,17 @@ func printTimings(total time.Duration) {
 	fmt.Fprintf(w, "  whole suite (TestMain, including the build)\t%s\n", total.Round(10*time.Millisecond))
 	w.Flush()
 	os.Stdout.Write(b.Bytes())
+}
+
+// imageFromEnv returns $name, or repo:$VERSION when name is unset; hint
+// says what to set when neither is.
+func imageFromEnv(name, repo, hint string) (string, error) {
+	if image := os.Getenv(name); image != "" {
+		return image, nil
+	}
+	v := os.Getenv("VERSION")
+	if v == "" {
+		return "", fmt.Errorf("%s is not set (nor VERSION, for %s:$VERSION): %s", name, repo, hint)
+	}
+	return repo + ":" + v, nil
 }
