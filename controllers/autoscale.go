@@ -321,12 +321,10 @@ func (r *ProjectionReconciler) autoscale(ctx context.Context, s *state) error {
 		return nil
 	}
 	var pr projection.Progress
-	err := r.dbs.do(ctx, s.pool.db, "reading progress", databaseTimeout, func(ctx context.Context) (err error) {
+	if !r.inDatabase(ctx, s, "reading progress", func(ctx context.Context) (err error) {
 		pr, err = projection.GetProgress(ctx, s.pool.pool, p.EffectiveProjectionName())
 		return err
-	})
-	if err != nil {
-		s.degraded = &problem{reasonOf(err), redactErr(err, s.pool.dsn)}
+	}) {
 		return nil
 	}
 	s.progress = &pr

@@ -38,7 +38,7 @@ func (r *ProjectionReconciler) runDeadLetterAction(ctx context.Context, s *state
 		one, all, verb = projection.DiscardDeadLetter, projection.DiscardAllDeadLetters, "discarded"
 	}
 	var missing []string
-	err := r.dbs.do(ctx, s.pool.db, "running spec.deadLetterAction", databaseTimeout, func(ctx context.Context) error {
+	if !r.inDatabase(ctx, s, "running spec.deadLetterAction", func(ctx context.Context) error {
 		out.DeadLetters, missing = 0, nil
 		if len(a.EventIDs) == 0 {
 			n, err := all(ctx, s.pool.pool, name)
@@ -61,9 +61,7 @@ func (r *ProjectionReconciler) runDeadLetterAction(ctx context.Context, s *state
 			}
 		}
 		return nil
-	})
-	if err != nil {
-		s.degraded = &problem{reasonOf(err), redactErr(err, s.pool.dsn)}
+	}) {
 		return nil
 	}
 	scope := "every dead letter"

@@ -94,12 +94,10 @@ func (r *ProjectionReconciler) rebuild(ctx context.Context, s *state) error {
 	}
 	name := p.EffectiveProjectionName()
 	var reset projection.ResetStatus
-	err := r.dbs.do(ctx, s.pool.db, "reading the reset request", databaseTimeout, func(ctx context.Context) (err error) {
+	if !r.inDatabase(ctx, s, "reading the reset request", func(ctx context.Context) (err error) {
 		reset, err = projection.GetResetStatus(ctx, s.pool.pool, name)
 		return err
-	})
-	if err != nil {
-		s.degraded = &problem{reasonOf(err), redactErr(err, s.pool.dsn)}
+	}) {
 		return nil
 	}
 
@@ -112,11 +110,9 @@ func (r *ProjectionReconciler) rebuild(ctx context.Context, s *state) error {
 		if left > 0 {
 			return nil
 		}
-		err = r.dbs.do(ctx, s.pool.db, "requesting the reset", databaseTimeout, func(ctx context.Context) error {
+		if !r.inDatabase(ctx, s, "requesting the reset", func(ctx context.Context) error {
 			return projection.RequestReset(ctx, s.pool.pool, name, token)
-		})
-		if err != nil {
-			s.degraded = &problem{reasonOf(err), redactErr(err, s.pool.dsn)}
+		}) {
 			return nil
 		}
 		reset.RequestedToken = token
@@ -147,17 +143,26 @@ func (r *ProjectionReconciler) rebuild(ctx context.Context, s *state) error {
 	}
 	if rs.status.Phase == v1alpha1.RebuildReplaying {
 		var n int64
-		err := r.dbs.do(ctx, s.pool.db, "reading progress", databaseTimeout, func(ctx context.Context) (err error) {
+		if !r.inDatabase(ctx, s, "reading progress", func(ctx context.Context) (err error) {
 			n, err = projection.EventsProcessed(ctx, s.pool.pool, name)
 			return err
-		})
-		if err != nil {
-			s.degraded = &problem{reasonOf(err), redactErr(err, s.pool.dsn)}
+		}) {
 			return nil
 		}
 		rs.eventsProcessed = &n
 	}
 	return nil
+}
+
+// inDatabase runs fn on s's database as what, within databaseTimeout. A
+// failure becomes s's Degraded problem (its reason, the password removed)
+// and inDatabase reports false: the pass goes on without what fn reads.
+func (r *ProjectionReconciler) inDatabase(ctx context.Context, s *state, what string, fn func(context.Context) error) bool {
+	if err := r.dbs.do(ctx, s.pool.db, what, databaseTimeout, fn); err != nil {
+		s.degraded = &problem{reasonOf(err), redactErr(err, s.pool.dsn)}
+		return false
+	}
+	return true
 }
 
 // workersLeft counts the worker pods that exist, terminating ones
