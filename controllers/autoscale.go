@@ -15,7 +15,6 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/projectionist/projectionist/api/v1alpha1"
-	"github.com/projectionist/projectionist/controllers/resources"
 	"github.com/projectionist/projectionist/pkg/projection"
 )
 
@@ -286,7 +285,7 @@ func (r *ProjectionReconciler) autoscale(ctx context.Context, s *state) error {
 			a.partitions = p.Status.Partitions
 		}
 		if a.partitions == 0 {
-			a.partitions = resources.Replicas(p)
+			a.partitions = p.SpecReplicas()
 		}
 	}
 	if n := c.clamp(a.partitions); n != a.partitions {
@@ -298,12 +297,12 @@ func (r *ProjectionReconciler) autoscale(ctx context.Context, s *state) error {
 	s.autoscaling = st
 	defer func() {
 		st.Partitions = a.partitions
-		if s.desired != 0 {
+		if !s.stopped() {
 			s.desired = a.partitions
 		}
 	}()
 	switch {
-	case s.desired == 0:
+	case s.stopped():
 		a.forget()
 		st.Message = "paused (spec.replicas 0 or spec.suspend): the autoscaler waits, and watches a whole window again when the projection resumes"
 		return nil

@@ -12,12 +12,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/projectionist/projectionist/api/v1alpha1"
-	"github.com/projectionist/projectionist/controllers/resources"
 )
 
 // projectionLabels name a Projection's series: its namespace, its
@@ -104,15 +102,12 @@ func collectProjection(ch chan<- prometheus.Metric, p *v1alpha1.Projection) {
 	gauge(descLag, float64(st.Lag))
 	gauge(descLagSeconds, float64(st.LagSeconds))
 	gauge(descPartitions, float64(st.Partitions))
-	desired := resources.Replicas(p)
-	if p.Spec.Autoscaling != nil && st.Autoscaling != nil && desired != 0 {
-		desired = st.Autoscaling.Partitions
-	}
+	desired, _ := p.DesiredPartitions()
 	gauge(descDesired, float64(desired))
 	gauge(descReady, float64(st.ReadyReplicas))
 	gauge(descDeadLetters, float64(st.DeadLetters))
 	suspended := 0.0
-	if ptr.Deref(p.Spec.Suspend, false) {
+	if p.Suspended() {
 		suspended = 1
 	}
 	gauge(descSuspended, suspended)

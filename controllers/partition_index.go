@@ -84,7 +84,7 @@ func (ix *partitionIndexes) init() {
 // is being built, and reports where it stands in s.partitionIndex. It
 // never waits for a build.
 func (r *ProjectionReconciler) ensurePartitionIndex(ctx context.Context, s *state) error {
-	if s.degraded != nil || s.desired == 0 || r.PartitionIndexMinPartitions <= 0 {
+	if s.degraded != nil || s.stopped() || r.PartitionIndexMinPartitions <= 0 {
 		return nil
 	}
 	// A build goes first; the sweep waits for the next pass.

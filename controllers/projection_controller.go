@@ -25,7 +25,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
@@ -109,7 +108,7 @@ func (r *ProjectionReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if !p.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, nil // owner references remove the children
 	}
-	s := &state{projection: &p, desired: ptr.Deref(p.Spec.Replicas, 1), suspended: ptr.Deref(p.Spec.Suspend, false)}
+	s := &state{projection: &p, desired: p.SpecReplicas(), suspended: p.Suspended()}
 	if s.suspended {
 		// No pods, and no topology switch: the partition count in the
 		// database stays what it was, for the resume.
@@ -198,6 +197,11 @@ type state struct {
 	// partitionIndex is where the partition index for the count stands.
 	partitionIndex *v1alpha1.PartitionIndexStatus
 }
+
+// stopped reports whether the spec asks for no worker pods: paused
+// (spec.replicas 0) or suspended. Either way the topology in the database
+// stays what it was, for the resume.
+func (s *state) stopped() bool { return s.suspended || s.projection.Paused() }
 
 type problem struct{ reason, message string }
 

@@ -102,7 +102,7 @@ type caughtUpSince struct {
 // suspendedMessage says that the workers are stopped and what resuming
 // brings back.
 func suspendedMessage(s *state) string {
-	n := resources.Replicas(s.projection)
+	n := s.projection.SpecReplicas()
 	if s.autoscaling != nil {
 		n = s.autoscaling.Partitions
 	}
@@ -192,7 +192,7 @@ func setReadyCondition(st *v1alpha1.ProjectionStatus, s *state) {
 	switch {
 	case s.suspended:
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, v1alpha1.ReasonSuspended, suspendedMessage(s)
-	case s.desired == 0:
+	case s.projection.Paused():
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, v1alpha1.ReasonPaused, "replicas is 0: the projection is paused"
 	case s.degraded != nil:
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, s.degraded.reason, s.degraded.message
@@ -224,7 +224,7 @@ func setStalledCondition(st *v1alpha1.ProjectionStatus, s *state) {
 		c.Reason, c.Message = v1alpha1.ReasonSuspended, suspendedMessage(s)
 		meta.SetStatusCondition(&st.Conditions, c)
 		return
-	case s.desired == 0:
+	case s.projection.Paused():
 		c.Reason, c.Message = v1alpha1.ReasonPaused, "replicas is 0: the projection is paused"
 		meta.SetStatusCondition(&st.Conditions, c)
 		return

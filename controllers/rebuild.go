@@ -85,7 +85,7 @@ func (r *ProjectionReconciler) rebuild(ctx context.Context, s *state) error {
 		rs.waiting = &problem{v1alpha1.ReasonSuspended, fmt.Sprintf(
 			"rebuild %q waits: spec.suspend is true, and the workers do the reset; it goes on once the Projection is resumed", token)}
 		return nil
-	case s.desired == 0:
+	case s.projection.Paused():
 		rs.waiting = &problem{v1alpha1.ReasonPaused, fmt.Sprintf(
 			"rebuild %q waits: replicas is 0, and the workers do the reset; it goes on once replicas is above 0", token)}
 		return nil

@@ -18,7 +18,7 @@ import (
 // workers move to the new generation on their next batch. Replicas 0
 // pauses the projection: the topology is left as it is.
 func (r *ProjectionReconciler) switchTopology(ctx context.Context, s *state) error {
-	if s.degraded != nil || s.desired == 0 {
+	if s.degraded != nil || s.stopped() {
 		return nil
 	}
 	name := s.projection.EffectiveProjectionName()

@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"sigs.k8s.io/yaml"
 
+	"github.com/projectionist/projectionist/api/v1alpha1"
 	"github.com/projectionist/projectionist/controllers/resources"
 	"github.com/projectionist/projectionist/pkg/projection"
 )
@@ -60,6 +61,9 @@ func TestCRDDefaultsMatchLibrary(t *testing.T) {
 		"batchSize":    "default=" + strconv.Quote(strconv.Itoa(projection.DefaultBatchSize)) + " min=" + strconv.Itoa(projection.MinBatchSize) + " max=" + strconv.Itoa(projection.MaxBatchSize),
 		"pollInterval": "default=" + strconv.Quote(projection.DefaultPollInterval.String()),
 		"replicas":     "default=" + strconv.Quote(strconv.Itoa(projection.DefaultTotalPartitions)) + " min=0 max=" + strconv.Itoa(projection.MaxPartitions),
+	}
+	if v1alpha1.DefaultReplicas != projection.DefaultTotalPartitions {
+		t.Errorf("v1alpha1.DefaultReplicas is %d, want the library's DefaultTotalPartitions %d", v1alpha1.DefaultReplicas, projection.DefaultTotalPartitions)
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("CRD defaults differ from the library's constants (-library +CRD):\n%s", diff)

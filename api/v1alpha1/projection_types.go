@@ -6,6 +6,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 )
 
 // MaxReplicas bounds spec.replicas: the library's maximum partition count.
@@ -848,6 +849,38 @@ func (p *Projection) EffectiveProjectionName() string {
 		return p.Spec.ProjectionName
 	}
 	return p.Name
+}
+
+// DefaultReplicas is spec.replicas when unset, as the CRD defaults it:
+// one partition (TestCRDDefaultsMatchLibrary holds both to the library's
+// projection.DefaultTotalPartitions).
+const DefaultReplicas = 1
+
+// SpecReplicas is spec.replicas, or DefaultReplicas for a Projection that
+// skipped defaulting: the partition count the user asks for.
+func (p *Projection) SpecReplicas() int32 { return ptr.Deref(p.Spec.Replicas, DefaultReplicas) }
+
+// Paused reports whether spec.replicas is 0, which pauses the projection:
+// no worker pods, and the partition count in the database kept as it was.
+// Under spec.autoscaling too, 0 pauses rather than lets the autoscaler
+// choose.
+func (p *Projection) Paused() bool { return p.SpecReplicas() == 0 }
+
+// Suspended reports whether spec.suspend is true: no worker pods, and the
+// partition count (spec.replicas, or the autoscaler's) kept for the resume.
+func (p *Projection) Suspended() bool { return ptr.Deref(p.Spec.Suspend, false) }
+
+// DesiredPartitions is the partition count p runs at, as the operator last
+// chose it: spec.replicas, or under spec.autoscaling the autoscaler's
+// count (status.autoscaling.partitions) once it has one, with autoscaled
+// true. A paused Projection asks for 0; a suspended one keeps its count,
+// which the resume brings back.
+func (p *Projection) DesiredPartitions() (n int32, autoscaled bool) {
+	n = p.SpecReplicas()
+	if a := p.Status.Autoscaling; a != nil && p.Spec.Autoscaling != nil && !p.Paused() {
+		return a.Partitions, true
+	}
+	return n, false
 }
 
 // ProjectionList is a list of Projections.

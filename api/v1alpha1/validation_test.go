@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/projectionist/projectionist/api/v1alpha1"
@@ -384,8 +385,8 @@ func TestDefaults(t *testing.T) {
 	name := create(t, validSpec())
 
 	want := v1alpha1.ProjectionSpec{
-		Replicas:     ptr[int32](1),
-		BatchSize:    ptr[int32](100),
+		Replicas:     ptr.To[int32](1),
+		BatchSize:    ptr.To[int32](100),
 		PollInterval: &metav1.Duration{Duration: 100 * time.Millisecond},
 		ErrorPolicy:  v1alpha1.ErrorPolicyStop,
 		Database: v1alpha1.DatabaseSpec{
@@ -515,8 +516,6 @@ func poll(ctx context.Context, timeout time.Duration, f func(context.Context) er
 	defer cancel()
 	return proctest.Until(timeout, 200*time.Millisecond, func() error { return f(ctx) })
 }
-
-func ptr[T any](v T) *T { return &v }
 
 func deref(p *int32) any {
 	if p == nil {

@@ -78,10 +78,11 @@ func formatStatus(p *v1alpha1.Projection, now time.Time, eta string) string {
 	fmt.Fprintf(tw, "Name:\t%s\n", p.Name)
 	fmt.Fprintf(tw, "Namespace:\t%s\n", p.Namespace)
 	fmt.Fprintf(tw, "Projection:\t%s\n", p.EffectiveProjectionName())
-	fmt.Fprintf(tw, "Suspended:\t%t\n", ptr.Deref(p.Spec.Suspend, false))
-	desired, by := ptr.Deref(p.Spec.Replicas, 1), ""
-	if a := st.Autoscaling; a != nil && p.Spec.Autoscaling != nil && desired != 0 {
-		desired, by = a.Partitions, " (autoscaled)"
+	fmt.Fprintf(tw, "Suspended:\t%t\n", p.Suspended())
+	desired, autoscaled := p.DesiredPartitions()
+	by := ""
+	if autoscaled {
+		by = " (autoscaled)"
 	}
 	fmt.Fprintf(tw, "Replicas:\t%d desired%s, %d pods, %d ready\n", desired, by, st.Replicas, st.ReadyReplicas)
 	if as := p.Spec.Autoscaling; as != nil {
@@ -188,7 +189,7 @@ func formatList(items []v1alpha1.Projection, now time.Time, allNamespaces bool) 
 			fmt.Fprintf(tw, "%s\t", p.Namespace)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%t\t%s\n", p.Name, ready, reason, p.Status.Partitions, p.Status.Lag,
-			ptr.Deref(p.Spec.Suspend, false), age(p.CreationTimestamp, now))
+			p.Suspended(), age(p.CreationTimestamp, now))
 	}
 	tw.Flush()
 	return b.String()

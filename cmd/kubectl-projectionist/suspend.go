@@ -11,7 +11,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/projectionist/projectionist/api/v1alpha1"
@@ -80,7 +79,7 @@ func (c *cli) setSuspend(ctx context.Context, k *kube, name string, suspend, wai
 	if err := k.client.Patch(ctx, p, client.RawPatch(types.MergePatchType, patch)); err != nil {
 		return k.explain(err, name, k.namespace)
 	}
-	if ptr.Deref(before.Spec.Suspend, false) == suspend {
+	if before.Suspended() == suspend {
 		fmt.Fprintf(c.stdout, "projection %q in namespace %q was already %s (spec.suspend: %t)\n", name, k.namespace, verb, suspend)
 	} else {
 		fmt.Fprintf(c.stdout, "projection %q in namespace %q %s (spec.suspend: %t, generation %d)\n", name, k.namespace, verb, suspend, p.Generation)

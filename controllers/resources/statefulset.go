@@ -13,7 +13,6 @@ import (
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
-	"k8s.io/utils/ptr"
 
 	"github.com/projectionist/projectionist/api/v1alpha1"
 	"github.com/projectionist/projectionist/pkg/projection"
@@ -36,12 +35,7 @@ const (
 	DefaultSecretKey    = "dsn"
 	DefaultBatchSize    = projection.DefaultBatchSize
 	DefaultPollInterval = projection.DefaultPollInterval
-	DefaultReplicas     = projection.DefaultTotalPartitions
 )
-
-// Replicas is p's spec.replicas, or DefaultReplicas when unset: the
-// partition count the spec asks for (0: paused).
-func Replicas(p *v1alpha1.Projection) int32 { return ptr.Deref(p.Spec.Replicas, DefaultReplicas) }
 
 // Pod settings.
 const (
