@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/projectionist/projectionist/api/v1alpha1"
@@ -32,7 +31,10 @@ const (
 	// workers' batches in flight (each within its own BatchTimeout).
 	topologyTimeout = 30 * time.Second
 	pingTimeout     = 2 * time.Second
-	probeInterval   = time.Second
+	// poolMaxConns is the size of the one pool per database that all the
+	// Projections on it share; a partition index build holds one.
+	poolMaxConns  = 4
+	probeInterval = time.Second
 )
 
 // databases keeps one small pool per connection string, shared by every
@@ -79,22 +81,17 @@ func (d *databases) get(ctx context.Context, dsn string, files mountedTLS) (*dat
 	}
 	db, ok := d.pools[key]
 	if !ok {
-		cfg, err := dbconn.ParseConfig(dsn, dbconn.Options{Application: "projectionist-operator", ConnectTimeout: databaseTimeout})
+		pool, err := dbconn.NewPool(dsn, dbconn.Options{Application: "projectionist-operator", ConnectTimeout: databaseTimeout,
+			MaxConns: poolMaxConns, MaxConnIdleTime: time.Minute,
+			Configure: func(cfg *pgxpool.Config) error {
+				if err := useMountedTLS(cfg, files); err != nil {
+					return fmt.Errorf("using the mounted TLS files: %w", err)
+				}
+				return nil
+			}})
 		if err != nil {
 			d.mu.Unlock()
 			return nil, &databaseError{condition: v1alpha1.ReasonInvalidDSN, what: "parsing the connection string", err: err}
-		}
-		if err := useMountedTLS(cfg, files); err != nil {
-			d.mu.Unlock()
-			return nil, &databaseError{condition: v1alpha1.ReasonInvalidDSN, what: "using the mounted TLS files", err: err}
-		}
-		cfg.MaxConns = 4
-		cfg.MinConns = 0
-		cfg.MaxConnIdleTime = time.Minute
-		pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
-		if err != nil {
-			d.mu.Unlock()
-			return nil, &databaseError{condition: v1alpha1.ReasonInvalidDSN, what: "parsing the connection string", err: dbconn.NewRedactor(dsn).Error(err)}
 		}
 		db = &database{pool: pool, redact: dbconn.NewRedactor(dsn)}
 		d.pools[key] = db
@@ -144,7 +141,7 @@ func (d *databases) do(ctx context.Context, db *database, what string, timeout t
 		// It answers: something else was slow (a lock).
 		return &databaseError{condition: reasonFor(what), what: what, err: db.redact.Error(fmt.Errorf("no result within %s: %w", timeout, err))}
 	}
-	if isConnectFailure(err) {
+	if dbconn.Unreachable(err) {
 		return &databaseError{condition: v1alpha1.ReasonDatabaseUnreachable, what: what, err: db.redact.Error(err)}
 	}
 	return &databaseError{condition: reasonFor(what), what: what, err: db.redact.Error(err)}
@@ -236,13 +233,6 @@ func (e *databaseError) Unwrap() error { return e.err }
 
 // redact removes the password of dsn from msg, whether dsn parses or not.
 func redact(msg, dsn string) string { return dbconn.NewRedactor(dsn).String(msg) }
-
-// isConnectFailure reports whether err is a failure to connect (refused,
-// unknown host, authentication) rather than an SQL error.
-func isConnectFailure(err error) bool {
-	var ce *pgconn.ConnectError
-	return errors.Is(err, dbconn.ErrUnreachable) || errors.As(err, &ce)
-}
 
 // redactErr is redact for an error that may come from any pgx call.
 func redactErr(err error, dsn string) string {

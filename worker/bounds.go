@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -71,27 +68,11 @@ const (
 
 // failureState classifies why the projections are not running.
 func failureState(err error) string {
-	var ce *dbconn.ConnectError
 	switch {
 	case errors.Is(err, projection.ErrTimeout), dbconn.NotResponding(err):
 		return stateNotResponding
-	case errors.As(err, &ce), isConnectionLost(err):
+	case dbconn.Unreachable(err):
 		return stateUnreachable
 	}
 	return stateFailing
-}
-
-// isConnectionLost reports whether err says the connection could not be
-// made or was lost: a refused or cut connection, a server shutting down.
-func isConnectionLost(err error) bool {
-	var ce *pgconn.ConnectError
-	var ne net.Error
-	var pgErr *pgconn.PgError
-	switch {
-	case errors.As(err, &ce), errors.As(err, &ne), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return true
-	case errors.As(err, &pgErr):
-		return strings.HasPrefix(pgErr.Code, "08") || strings.HasPrefix(pgErr.Code, "57P")
-	}
-	return false
 }

@@ -28,7 +28,10 @@ type Config struct {
 	// DatabaseURL is the PostgreSQL connection string, as a URL
 	// (postgres://user:password@host:5432/db) or as key=value pairs.
 	// Defaults to empty, which lets pgx use the PGHOST, PGPORT, PGUSER,
-	// PGPASSWORD, PGDATABASE, ... variables and their defaults. The pool
+	// PGPASSWORD, PGDATABASE, ... variables and their defaults; when none
+	// of PGHOST, PGHOSTADDR, PGSERVICE and PGDATABASE is set either, Run
+	// refuses to start with ErrInvalidConfig ("no database: set
+	// DATABASE_URL ..."), as every projectionist subcommand does. The pool
 	// gets at least one connection per projection plus two (probes and
 	// metrics), and application_name defaults to "projectionist-worker".
 	DatabaseURL string

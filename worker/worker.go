@@ -196,14 +196,10 @@ func newWorker(cfg Config, projections []projection.Projection) (*worker, error)
 	}
 	// One connection per processor, one for readiness, one for metrics.
 	// The listener (wakeups) has one of its own, outside the pool.
-	poolCfg, err := dbconn.ParseConfig(cfg.DatabaseURL, dbconn.Options{Application: "projectionist-worker",
+	pool, err := dbconn.NewPool(cfg.DatabaseURL, dbconn.Options{Application: "projectionist-worker",
 		MinMaxConns: int32(len(selected) + 2), ConnectTimeout: cfg.ConnectTimeout})
 	if err != nil {
 		return nil, fmt.Errorf("%w: DATABASE_URL: %w", ErrInvalidConfig, err)
-	}
-	pool, err := pgxpool.NewWithConfig(context.Background(), poolCfg)
-	if err != nil {
-		return nil, fmt.Errorf("%w: DATABASE_URL: %w", ErrInvalidConfig, redactor(cfg.DatabaseURL).Error(err))
 	}
 
 	w := &worker{cfg: cfg, log: cfg.Logger, pool: pool, batchDuration: newBatchDuration(), redact: redactor(cfg.DatabaseURL),
@@ -236,6 +232,13 @@ func newWorker(cfg Config, projections []projection.Projection) (*worker, error)
 		}
 		p.processor = projection.NewProcessor(pool, nil, pc)
 		w.procs = append(w.procs, p)
+	}
+	// Without a connection string or a PG* variable that names a server,
+	// pgx would try a local socket forever: the same usage error as every
+	// CLI subcommand's, after the worker's other checks.
+	if err := dbconn.Require(cfg.DatabaseURL, os.Getenv); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	return w, nil
 }

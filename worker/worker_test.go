@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/projectionist/projectionist/internal/dbconn"
 	"github.com/projectionist/projectionist/internal/pgtest"
 	"github.com/projectionist/projectionist/internal/proctest"
 	"github.com/projectionist/projectionist/pkg/projection"
@@ -462,6 +463,17 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		if !errors.Is(err, ErrInvalidConfig) && !errors.Is(err, projection.ErrInvalidConfig) {
 			t.Errorf("Run = %v, does not match ErrInvalidConfig", err)
 		}
+	}
+
+	// No database named at all: the CLI's usage error, not a retry of a
+	// local socket forever.
+	for _, v := range []string{"PGHOST", "PGHOSTADDR", "PGSERVICE", "PGDATABASE"} {
+		t.Setenv(v, "")
+	}
+	err := Run(t.Context(), Config{}, a)
+	if !errors.Is(err, ErrInvalidConfig) || !errors.Is(err, dbconn.ErrNoDatabase) ||
+		!strings.HasPrefix(err.Error(), "invalid worker config: no database: set DATABASE_URL or pass --database-url") {
+		t.Errorf("Run without a database = %v, want ErrInvalidConfig and ErrNoDatabase", err)
 	}
 }
 

@@ -271,17 +271,11 @@ func (c *cli) databaseURL(flagValue string) (string, error) {
 	if flagValue != "" {
 		return flagValue, nil
 	}
-	if v := c.getenv("DATABASE_URL"); v != "" {
-		return v, nil
+	dsn := c.getenv("DATABASE_URL")
+	if err := dbconn.Require(dsn, c.getenv); err != nil {
+		return "", &usageError{err.Error()}
 	}
-	for _, v := range []string{"PGHOST", "PGHOSTADDR", "PGSERVICE", "PGDATABASE"} {
-		if c.getenv(v) != "" {
-			return "", nil // pgx reads the PG* variables
-		}
-	}
-	return "", usagef("no database: set DATABASE_URL or pass --database-url, e.g.\n\n" +
-		"  DATABASE_URL='postgres://app@db.example.com:5432/app?sslmode=require'\n\n" +
-		"(or the PGHOST, PGUSER, PGPASSWORD, PGDATABASE variables)")
+	return dsn, nil // "" lets pgx read the PG* variables
 }
 
 // connect opens a pool on dsn with at least minConns connections and checks

@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"time"
@@ -54,10 +55,26 @@ type Options struct {
 	// connection string sets connect_timeout. Defaults to
 	// DefaultConnectTimeout.
 	ConnectTimeout time.Duration
+	// MaxConns, when above 0, is the pool's size whatever the connection
+	// string's pool_max_conns says (the operator shares one small pool
+	// per database among its Projections). MinMaxConns then does not
+	// apply.
+	MaxConns int32
+	// MaxConnIdleTime, when above 0, closes connections idle for longer.
+	MaxConnIdleTime time.Duration
+	// Configure, if set, adjusts the parsed configuration before the pool
+	// is made (the operator puts the TLS files it mounted from a Secret in
+	// place of those the connection string names). Its error is returned
+	// as it is, and must not hold a password.
+	Configure func(*pgxpool.Config) error
 }
 
 // ErrInvalidDSN is matched (with errors.Is) by every [*DSNError].
 var ErrInvalidDSN = errors.New("invalid database connection string")
+
+// ErrNoDatabase is matched by the error of [Require]: nothing names a
+// database.
+var ErrNoDatabase = errors.New("no database")
 
 // ErrUnreachable is matched by a failure to connect: refused, unknown
 // host, authentication failed, or no answer within the connect timeout.
@@ -154,19 +171,70 @@ func dsnError(err error) error {
 	return &DSNError{Problem: "cannot be parsed as a URL (postgres://user:password@host:5432/db) or as key=value pairs (host=... user=... dbname=...)"}
 }
 
-// Open parses dsn, opens a pool and checks that the server answers within
-// o's connect timeout. Its errors are a [*DSNError], or a [*ConnectError]
-// matching [ErrUnreachable] (and [ErrNotResponding] when the server
-// accepted the connection but did not answer); neither holds a password.
-func Open(ctx context.Context, dsn string, o Options) (*pgxpool.Pool, error) {
+// pgEnvNames are the PG* variables that name a server for pgx to connect
+// to when the connection string is empty.
+var pgEnvNames = []string{"PGHOST", "PGHOSTADDR", "PGSERVICE", "PGDATABASE"}
+
+// Require checks that dsn, or else one of the PG* variables getenv
+// (usually os.Getenv) reads, names a database: without either, pgx would
+// try a local socket as the current user, and a worker would retry that
+// forever. Its error matches [ErrNoDatabase] and says how to name one.
+func Require(dsn string, getenv func(string) string) error {
+	if dsn != "" {
+		return nil
+	}
+	for _, v := range pgEnvNames {
+		if getenv(v) != "" {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: set DATABASE_URL or pass --database-url, e.g.\n\n"+
+		"  DATABASE_URL='postgres://app@db.example.com:5432/app?sslmode=require'\n\n"+
+		"(or the PGHOST, PGUSER, PGPASSWORD, PGDATABASE variables)", ErrNoDatabase)
+}
+
+// NewPool parses dsn and makes a pool that connects on first use, as a
+// long-running program wants (the operator, the worker): it meets an
+// unreachable database when it uses the pool, says so, and tries again.
+// Its error is a [*DSNError], or Configure's; neither holds a password.
+func NewPool(dsn string, o Options) (*pgxpool.Pool, error) {
 	cfg, err := ParseConfig(dsn, o)
 	if err != nil {
 		return nil, err
 	}
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, &ConnectError{Target: Target(cfg), Err: NewRedactor(dsn).Error(err)}
+	if o.MaxConns > 0 {
+		cfg.MaxConns = o.MaxConns
+		cfg.MinConns = min(cfg.MinConns, cfg.MaxConns)
+		cfg.MinIdleConns = min(cfg.MinIdleConns, cfg.MaxConns)
 	}
+	if o.MaxConnIdleTime > 0 {
+		cfg.MaxConnIdleTime = o.MaxConnIdleTime
+	}
+	if o.Configure != nil {
+		if err := o.Configure(cfg); err != nil {
+			return nil, err
+		}
+	}
+	// NewWithConfig does not connect (MinConns connections come in the
+	// background): its only errors are settings it refuses.
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		return nil, &DSNError{Problem: NewRedactor(dsn).String(err.Error())}
+	}
+	return pool, nil
+}
+
+// Open is [NewPool] for a program that runs once (every CLI subcommand):
+// it also checks that the server answers within o's connect timeout. Its
+// errors are a [*DSNError], Configure's, or a [*ConnectError] matching
+// [ErrUnreachable] (and [ErrNotResponding] when the server accepted the
+// connection but did not answer); none holds a password.
+func Open(ctx context.Context, dsn string, o Options) (*pgxpool.Pool, error) {
+	pool, err := NewPool(dsn, o)
+	if err != nil {
+		return nil, err
+	}
+	cfg := pool.Config()
 	if err := Ping(ctx, pool, cfg.ConnConfig.ConnectTimeout); err != nil {
 		pool.Close()
 		return nil, &ConnectError{Target: Target(cfg), Err: NewRedactor(dsn).Error(err)}
@@ -241,4 +309,23 @@ func NotResponding(err error) bool {
 	}
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// Unreachable reports whether err says the database could not be reached
+// or the connection was lost: a failure to connect (refused, unknown host,
+// authentication), a cut connection, a server shutting down. A timeout is
+// a net.Error too: ask [NotResponding] first where the two differ.
+func Unreachable(err error) bool {
+	var ce *pgconn.ConnectError
+	var ne net.Error
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.Is(err, ErrUnreachable), errors.As(err, &ce), errors.As(err, &ne),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return true
+	case errors.As(err, &pgErr):
+		// Class 08, connection exception; 57P, the server shutting down.
+		return strings.HasPrefix(pgErr.Code, "08") || strings.HasPrefix(pgErr.Code, "57P")
+	}
+	return false
 }
