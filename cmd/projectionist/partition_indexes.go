@@ -22,19 +22,15 @@ used for --partition-index-retention (1h); these commands are for
 projections run without the operator, or to look.`
 
 func (c *cli) partitionIndexesList(args []string) int {
-	const name = "partition-indexes list"
-	f := newFlags(commandHelp{
-		name: name, args: "[flags]",
-		description: "Lists the partition indexes on the events table: the partition count each\n" +
-			"serves, whether it is valid or being built, its size, and the projections\n" +
-			"that have that count now.\n\n" + partitionIndexesAbout,
-		examples: `  projectionist partition-indexes list`,
-	})
+	f := newFlags(partitionIndexesHelp("list", "[flags]",
+		"Lists the partition indexes on the events table: the partition count each\n"+
+			"serves, whether it is valid or being built, its size, and the projections\n"+
+			"that have that count now.", ""))
 	dsnFlag := databaseURLFlag(f)
 	if done, code := c.parse(f, args); done {
 		return code
 	}
-	return c.withDatabase(name, *dsnFlag, func(db projection.DBTX) error {
+	return c.withDatabase(f.help.name, *dsnFlag, func(db projection.DBTX) error {
 		ixs, err := projection.PartitionIndexes(c.ctx, db)
 		if err != nil {
 			return err
@@ -64,24 +60,16 @@ func (c *cli) partitionIndexesList(args []string) int {
 }
 
 func (c *cli) partitionIndexesCreate(args []string) int {
-	const name = "partition-indexes create"
-	f := newFlags(commandHelp{
-		name: name, args: "--partitions N [flags]",
-		description: "Builds the partition index for N partitions with CREATE INDEX CONCURRENTLY,\n" +
-			"printing its progress; appends and projections go on meanwhile. It takes\n" +
-			"about two scans of the events table, and the role must own the table.\n" +
-			"An index a failed build left invalid is dropped and built again.\n\n" + partitionIndexesAbout,
-		examples: `  projectionist partition-indexes create --partitions 64`,
-	})
-	dsnFlag := databaseURLFlag(f)
-	n := partitionsFlag(f)
+	f, dsnFlag, n := onePartitionIndexFlags("create",
+		"Builds the partition index for N partitions with CREATE INDEX CONCURRENTLY,\n"+
+			"printing its progress; appends and projections go on meanwhile. It takes\n"+
+			"about two scans of the events table, and the role must own the table.\n"+
+			"An index a failed build left invalid is dropped and built again.")
 	progress := f.Duration("progress-interval", 5*time.Second, "how often to print the build's progress")
-	if done, code := c.parse(f, args); done {
+	if done, code := c.parseOnePartitionIndex(f, n, args); done {
 		return code
 	}
-	if *n < projection.MinPartitionIndexPartitions {
-		return c.fail(name, usagef("--partitions %d: a partition index serves %d or more partitions", *n, projection.MinPartitionIndexPartitions))
-	}
+	name := f.help.name
 	if *progress <= 0 {
 		return c.fail(name, usagef("--progress-interval %s: must be positive", *progress))
 	}
@@ -137,23 +125,14 @@ func (c *cli) partitionIndexesCreate(args []string) int {
 }
 
 func (c *cli) partitionIndexesDrop(args []string) int {
-	const name = "partition-indexes drop"
-	f := newFlags(commandHelp{
-		name: name, args: "--partitions N [flags]",
-		description: "Drops the partition index for N partitions with DROP INDEX CONCURRENTLY,\n" +
-			"once the reads in flight through it are done. Partitions of N go back to\n" +
-			"reading through the partition filter, with the same events.\n\n" + partitionIndexesAbout,
-		examples: `  projectionist partition-indexes drop --partitions 64`,
-	})
-	dsnFlag := databaseURLFlag(f)
-	n := partitionsFlag(f)
-	if done, code := c.parse(f, args); done {
+	f, dsnFlag, n := onePartitionIndexFlags("drop",
+		"Drops the partition index for N partitions with DROP INDEX CONCURRENTLY,\n"+
+			"once the reads in flight through it are done. Partitions of N go back to\n"+
+			"reading through the partition filter, with the same events.")
+	if done, code := c.parseOnePartitionIndex(f, n, args); done {
 		return code
 	}
-	if *n < projection.MinPartitionIndexPartitions {
-		return c.fail(name, usagef("--partitions %d: a partition index serves %d or more partitions", *n, projection.MinPartitionIndexPartitions))
-	}
-	return c.withDatabase(name, *dsnFlag, func(db projection.DBTX) error {
+	return c.withDatabase(f.help.name, *dsnFlag, func(db projection.DBTX) error {
 		if err := projection.DropPartitionIndex(c.ctx, db, *n); err != nil {
 			return err
 		}
@@ -162,8 +141,36 @@ func (c *cli) partitionIndexesDrop(args []string) int {
 	})
 }
 
-func partitionsFlag(f *flags) *int {
-	return f.Int("partitions", 0, "the partition count N the index serves (required)")
+// partitionIndexesHelp is the help of partition-indexes verb: its
+// description, then what partition indexes are; exampleArgs follow the
+// verb in its example.
+func partitionIndexesHelp(verb, args, description, exampleArgs string) commandHelp {
+	return commandHelp{
+		name: "partition-indexes " + verb, args: args,
+		description: description + "\n\n" + partitionIndexesAbout,
+		examples:    "  projectionist partition-indexes " + verb + exampleArgs,
+	}
+}
+
+// onePartitionIndexFlags declares the flags of partition-indexes verb, a
+// command on the index for one partition count: --database-url and
+// --partitions N.
+func onePartitionIndexFlags(verb, description string) (f *flags, dsnFlag *string, n *int) {
+	f = newFlags(partitionIndexesHelp(verb, "--partitions N [flags]", description, " --partitions 64"))
+	return f, databaseURLFlag(f), f.Int("partitions", 0, "the partition count N the index serves (required)")
+}
+
+// parseOnePartitionIndex parses the args of a command from
+// onePartitionIndexFlags and checks that a partition index serves the
+// count n.
+func (c *cli) parseOnePartitionIndex(f *flags, n *int, args []string) (done bool, code int) {
+	if done, code := c.parse(f, args); done {
+		return true, code
+	}
+	if *n < projection.MinPartitionIndexPartitions {
+		return true, c.fail(f.help.name, usagef("--partitions %d: a partition index serves %d or more partitions", *n, projection.MinPartitionIndexPartitions))
+	}
+	return false, exitOK
 }
 
 // bytesOf is n bytes in a unit a reader takes in at a glance.

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
+	"strings"
 	"time"
 )
 
@@ -149,26 +151,11 @@ const (
 )
 
 // String returns "stop", "skip" or "dead-letter".
-func (p ErrorPolicy) String() string {
-	switch p {
-	case ErrorPolicyStop:
-		return "stop"
-	case ErrorPolicySkip:
-		return "skip"
-	case ErrorPolicyDeadLetter:
-		return "dead-letter"
-	}
-	return fmt.Sprintf("ErrorPolicy(%d)", int(p))
-}
+func (p ErrorPolicy) String() string { return enumString(p, "stop", "skip", "dead-letter") }
 
 // ParseErrorPolicy parses "stop", "skip" or "dead-letter".
 func ParseErrorPolicy(s string) (ErrorPolicy, error) {
-	for _, p := range []ErrorPolicy{ErrorPolicyStop, ErrorPolicySkip, ErrorPolicyDeadLetter} {
-		if s == p.String() {
-			return p, nil
-		}
-	}
-	return 0, fmt.Errorf("%w: error policy %q: must be stop, skip or dead-letter", ErrInvalidConfig, s)
+	return parseEnum("error policy", s, ErrorPolicyStop, ErrorPolicySkip, ErrorPolicyDeadLetter)
 }
 
 // WakeupMode says whether a processor listens for notifications of
@@ -204,24 +191,11 @@ const (
 )
 
 // String returns "listen" or "poll".
-func (m WakeupMode) String() string {
-	switch m {
-	case WakeupsListen:
-		return "listen"
-	case WakeupsPoll:
-		return "poll"
-	}
-	return fmt.Sprintf("WakeupMode(%d)", int(m))
-}
+func (m WakeupMode) String() string { return enumString(m, "poll", "listen") }
 
 // ParseWakeupMode parses "listen" or "poll".
 func ParseWakeupMode(s string) (WakeupMode, error) {
-	for _, m := range []WakeupMode{WakeupsPoll, WakeupsListen} {
-		if s == m.String() {
-			return m, nil
-		}
-	}
-	return 0, fmt.Errorf("%w: wakeup mode %q: must be listen or poll", ErrInvalidConfig, s)
+	return parseEnum("wakeup mode", s, WakeupsListen, WakeupsPoll)
 }
 
 // TopologyMode says where a processor's partition count comes from. Either
@@ -248,14 +222,32 @@ const (
 )
 
 // String returns "apply" or "follow".
-func (m TopologyMode) String() string {
-	switch m {
-	case TopologyApply:
-		return "apply"
-	case TopologyFollow:
-		return "follow"
+func (m TopologyMode) String() string { return enumString(m, "apply", "follow") }
+
+// enumString returns the name of v, a value of an enum type whose values
+// 0, 1, ... are named by names in that order, or "Type(v)" for any other
+// value: the String of ErrorPolicy, WakeupMode and TopologyMode.
+func enumString[T ~int](v T, names ...string) string {
+	if v >= 0 && int(v) < len(names) {
+		return names[v]
 	}
-	return fmt.Sprintf("TopologyMode(%d)", int(m))
+	return fmt.Sprintf("%s(%d)", reflect.TypeFor[T]().Name(), int(v))
+}
+
+// parseEnum returns the one of values whose String is s, else an
+// [ErrInvalidConfig] that calls the type what and lists the values' names
+// in the order given ("must be a, b or c").
+func parseEnum[T fmt.Stringer](what, s string, values ...T) (T, error) {
+	names := make([]string, len(values))
+	for i, v := range values {
+		if s == v.String() {
+			return v, nil
+		}
+		names[i] = v.String()
+	}
+	last := len(names) - 1
+	var zero T
+	return zero, fmt.Errorf("%w: %s %q: must be %s or %s", ErrInvalidConfig, what, s, strings.Join(names[:last], ", "), names[last])
 }
 
 // DefaultProcessorConfig returns a config for a single-partition processor

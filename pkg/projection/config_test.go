@@ -83,6 +83,34 @@ func TestZeroProcessorConfigIsDefault(t *testing.T) {
 	}
 }
 
+// The modes' names, which flags, variables and logs spell, what a value
+// outside a mode's range prints, and ParseWakeupMode's round trip and error
+// (TestParseErrorPolicy has ParseErrorPolicy's).
+func TestModeNames(t *testing.T) {
+	got := []string{
+		projection.ErrorPolicyStop.String(), projection.ErrorPolicySkip.String(), projection.ErrorPolicyDeadLetter.String(), projection.ErrorPolicy(3).String(),
+		projection.WakeupsPoll.String(), projection.WakeupsListen.String(), projection.WakeupMode(-1).String(),
+		projection.TopologyApply.String(), projection.TopologyFollow.String(), projection.TopologyMode(2).String(),
+	}
+	want := []string{
+		"stop", "skip", "dead-letter", "ErrorPolicy(3)",
+		"poll", "listen", "WakeupMode(-1)",
+		"apply", "follow", "TopologyMode(2)",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("mode names (-want +got):\n%s", diff)
+	}
+	for _, m := range []projection.WakeupMode{projection.WakeupsPoll, projection.WakeupsListen} {
+		if got, err := projection.ParseWakeupMode(m.String()); err != nil || got != m {
+			t.Errorf("ParseWakeupMode(%q) = %v, %v", m, got, err)
+		}
+	}
+	if _, err := projection.ParseWakeupMode("notify"); !errors.Is(err, projection.ErrInvalidConfig) ||
+		!strings.Contains(err.Error(), `wakeup mode "notify": must be listen or poll`) {
+		t.Errorf("ParseWakeupMode(notify) = %v", err)
+	}
+}
+
 type namedNoop string
 
 func (n namedNoop) Name() string                                                   { return string(n) }

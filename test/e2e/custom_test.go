@@ -54,6 +54,28 @@ func (s *suite) customWorkerImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// customProjection is a Projection of one of the custom worker's
+	// projections, pulled with the registry Secret and mounting the
+	// database's CA; more is the rest of its spec.
+	customProjection := func(name, projectionName, more string) string {
+		return fmt.Sprintf(`apiVersion: projectionist.dev/v1alpha1
+kind: Projection
+metadata: {name: %s, namespace: %s}
+spec:
+  projectionName: %s
+  image: %s
+  imagePullPolicy: %s
+  imagePullSecrets: [{name: registry-credentials}]
+  replicas: 1
+  database:
+    secretRef: {name: shop-db}
+  volumes:
+  - name: db-ca
+    configMap: {name: db-ca}
+  volumeMounts:
+  - {name: db-ca, mountPath: %s, readOnly: true}
+%s`, name, s.ns, projectionName, cfg.customImage, cfg.pullPolicy, caMountPath, more)
+	}
 	objects := fmt.Sprintf(`apiVersion: v1
 kind: Secret
 metadata: {name: registry-credentials, namespace: %[1]s}
@@ -74,43 +96,10 @@ type: Opaque
 stringData:
   dsn: %[4]q
 ---
-apiVersion: projectionist.dev/v1alpha1
-kind: Projection
-metadata: {name: %[5]s, namespace: %[1]s}
-spec:
-  projectionName: order_ledger
-  image: %[7]s
-  imagePullPolicy: %[8]s
-  imagePullSecrets: [{name: registry-credentials}]
-  replicas: 1
-  pollInterval: 50ms
-  database:
-    secretRef: {name: shop-db}
-  volumes:
-  - name: db-ca
-    configMap: {name: db-ca}
-  volumeMounts:
-  - {name: db-ca, mountPath: %[9]s, readOnly: true}
+`, s.ns, dockerConfig, ca, dsn) + customProjection(ledger, "order_ledger", `  pollInterval: 50ms
   podLabels: {team: shop}
   podAnnotations: {prometheus.io/scrape: "true", prometheus.io/port: "8080"}
----
-apiVersion: projectionist.dev/v1alpha1
-kind: Projection
-metadata: {name: %[6]s, namespace: %[1]s}
-spec:
-  projectionName: customer_directory
-  image: %[7]s
-  imagePullPolicy: %[8]s
-  imagePullSecrets: [{name: registry-credentials}]
-  replicas: 1
-  database:
-    secretRef: {name: shop-db}
-  volumes:
-  - name: db-ca
-    configMap: {name: db-ca}
-  volumeMounts:
-  - {name: db-ca, mountPath: %[9]s, readOnly: true}
-`, s.ns, dockerConfig, ca, dsn, ledger, directory, cfg.customImage, cfg.pullPolicy, caMountPath)
+`) + "---\n" + customProjection(directory, "customer_directory", "")
 	begin := time.Now()
 	t.Logf("kubectl apply (custom worker %s): %s", cfg.customImage, strings.TrimSpace(kubectlIn(t, []byte(objects), "apply", "-f", "-")))
 	for _, name := range []string{ledger, directory} {
