@@ -59,7 +59,7 @@ func startGenerator(t *testing.T, db *database, args ...string) *generator {
 		select {
 		case <-g.done:
 		default:
-			g.cmd.Process.Kill()
+			_ = g.cmd.Process.Kill() // fails only if it has just exited, and then done closes
 			<-g.done
 		}
 	})
@@ -83,11 +83,11 @@ func (g *generator) stop(t *testing.T) {
 	if !g.running() {
 		t.Fatalf("events generate ended before it was stopped (%v):\n%s", g.err, g.out.String())
 	}
-	g.cmd.Process.Signal(syscall.SIGINT)
+	_ = g.cmd.Process.Signal(syscall.SIGINT) // fails only if it has just exited, which the output below shows
 	select {
 	case <-g.done:
 	case <-time.After(30 * time.Second):
-		g.cmd.Process.Kill()
+		_ = g.cmd.Process.Kill() // as in the cleanup
 		<-g.done
 		t.Fatalf("events generate did not stop within 30s of SIGINT:\n%s", g.out.String())
 	}

@@ -50,7 +50,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -146,9 +145,11 @@ func configure(tmp string) error {
 
 	// The host-side binary: `projectionist migrate` and `events generate`.
 	cfg.bin = filepath.Join(tmp, "projectionist")
+	// go test puts its own GOROOT/bin first on the PATH of the tests it
+	// runs, so this is the go that runs the suite.
 	goTool, err := exec.LookPath("go")
 	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+		return fmt.Errorf("building the CLI for the host: %w", err)
 	}
 	// And the kubectl plugin, run as a user would, with only a kubeconfig.
 	cfg.plugin = filepath.Join(tmp, "kubectl-projectionist")
