@@ -34,7 +34,8 @@
 # VERSION (git describe), KEEP_ON_FAILURE, KUBE_VERSION, KUBE_BIN.
 set -euo pipefail
 
-root="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=hack/lib.sh
+. "$(dirname "$0")/lib.sh"
 cd "$root"
 DEMO_DIR="$root/.demo"
 export CLUSTER_DIR="$DEMO_DIR/cluster"
@@ -157,9 +158,7 @@ up() {
   if docker info >/dev/null 2>&1; then
     log "note: a Docker engine answers, but this demo always uses hack/local-cluster.sh (a kind path like hack/kind-e2e.sh is not implemented)"
   fi
-  trap on_exit EXIT
-  trap 'exit 130' INT
-  trap 'exit 143' TERM
+  trap_exit on_exit
   mkdir -p "$DEMO_DIR"
   chmod 755 "$DEMO_DIR"
   local t0=$SECONDS t
@@ -186,7 +185,7 @@ up() {
   t=$SECONDS
   run_logged "$DEMO_DIR/cluster.log" hack/local-cluster.sh up \
     || { tail -n 30 "$DEMO_DIR/cluster.log"; die "cluster failed (log: $DEMO_DIR/cluster.log)"; }
-  cluster_env() { sed -n "s/^$1=//p" "$CLUSTER_DIR/env" | tail -n 1; }
+  cluster_env() { env_value "$CLUSTER_DIR/env" "$1"; }
   KUBECONFIG_FILE="$(cluster_env KUBECONFIG)"
   log "cluster up in $((SECONDS - t))s; image archives of bin/images imported"
   "$KUBECTL" --kubeconfig "$KUBECONFIG_FILE" get nodes
@@ -195,7 +194,7 @@ up() {
   t=$SECONDS
   LOCAL_POSTGRES_DIR="$PG_DIR" HOST_IP="$(cluster_env HOST_IP)" POD_CIDR="$(cluster_env POD_CIDR)" \
     hack/local-postgres.sh start >/dev/null
-  pg_env() { sed -n "s/^$1=//p" "$PG_DIR/env" | tail -n 1; }
+  pg_env() { env_value "$PG_DIR/env" "$1"; }
   DATABASE_URL="$(pg_env DATABASE_URL)"
   export DATABASE_URL
   "$PROJECTIONIST" migrate >/dev/null
