@@ -72,13 +72,7 @@ teardown() {
   fi
   if $started_cluster; then
     [ ! -e "$CLUSTER_DIR" ] || { log "LEFT BEHIND: $CLUSTER_DIR"; failed=true; }
-    if ip link show cni0 >/dev/null 2>&1; then log "LEFT BEHIND: bridge cni0"; failed=true; fi
-    if iptables-save 2>/dev/null | grep -qE '^:(KUBE-|CNI-|PROJECTIONIST-)'; then
-      log "LEFT BEHIND: iptables chains"; failed=true
-    fi
-    if grep -qE " ($CLUSTER_DIR|/var/lib/kubelet|/run/containerd)" /proc/self/mounts; then
-      log "LEFT BEHIND: mounts"; failed=true
-    fi
+    local_cluster_gone "$CLUSTER_DIR" || failed=true
   fi
   if $failed; then
     log "tear-down incomplete (see above)"

@@ -68,3 +68,21 @@ run_e2e_suite() {
     make --no-print-directory test-e2e
   log "suite passed in $((SECONDS - t1))s ($what included: $((SECONDS - t0))s)"
 }
+
+# local_cluster_gone STATE logs "LEFT BEHIND: ..." for each trace of
+# hack/local-cluster.sh (state directory STATE) that its `down` should have
+# removed from the host: the bridge cni0, KUBE-/CNI-/PROJECTIONIST- iptables
+# chains, mounts under STATE, /var/lib/kubelet or /run/containerd. It fails
+# when it found any. (Whether STATE itself is gone the caller checks, in its
+# own order with its other checks.)
+local_cluster_gone() {
+  local state="$1" gone=true
+  if ip link show cni0 >/dev/null 2>&1; then log "LEFT BEHIND: bridge cni0"; gone=false; fi
+  if iptables-save 2>/dev/null | grep -qE '^:(KUBE-|CNI-|PROJECTIONIST-)'; then
+    log "LEFT BEHIND: iptables chains"; gone=false
+  fi
+  if grep -qE " ($state|/var/lib/kubelet|/run/containerd)" /proc/self/mounts; then
+    log "LEFT BEHIND: mounts"; gone=false
+  fi
+  $gone
+}
