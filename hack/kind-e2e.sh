@@ -125,19 +125,14 @@ cleanup() {
     [ "$(sysctl -n "${kv%%=*}" 2>/dev/null)" = "${kv#*=}" ] || sysctl -q -w "$kv" >/dev/null 2>&1
   done
   rm -f "$SYSCTL_FILE"
-  if [ -n "$engine_started" ]; then
-    hack/docker-engine.sh stop
-  fi
+  docker_engine_stop
   rm -rf "$workdir"
   [ "$rc" = 0 ] && log "passed" || log "failed (exit $rc)"
   exit "$rc"
 }
 trap_exit cleanup
 
-env_out="$(hack/docker-engine.sh start)"
-eval "$env_out"
-export DOCKER_HOST
-engine_started="${DOCKER_ENGINE_STARTED:-}"
+docker_engine_start
 command -v iptables >/dev/null || die "iptables is not on PATH (the fence needs it): apt-get install iptables"
 
 if "$KIND" get clusters 2>/dev/null | grep -qx "$KIND_CLUSTER"; then

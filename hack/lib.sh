@@ -86,3 +86,22 @@ local_cluster_gone() {
   fi
   $gone
 }
+
+# docker_engine_start exports DOCKER_HOST for the Docker engine that
+# answers, else for one hack/docker-engine.sh starts, and sets
+# engine_started non-empty when it started one. Call it after the trap that
+# calls docker_engine_stop is set.
+docker_engine_start() {
+  local env_out
+  env_out="$(hack/docker-engine.sh start)"
+  eval "$env_out"
+  export DOCKER_HOST
+  engine_started="${DOCKER_ENGINE_STARTED:-}"
+}
+
+# docker_engine_stop stops the engine docker_engine_start started, if it did.
+docker_engine_stop() {
+  if [ -n "${engine_started:-}" ]; then
+    hack/docker-engine.sh stop
+  fi
+}
