@@ -34,7 +34,8 @@
 # VERSION (git describe), KEEP_ON_FAILURE, KUBE_VERSION, KUBE_BIN.
 set -euo pipefail
 
-root="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=hack/lib.sh
+. "$(dirname "$0")/lib.sh"
 cd "$root"
 DEMO_DIR="$root/.demo"
 export CLUSTER_DIR="$DEMO_DIR/cluster"
@@ -73,13 +74,7 @@ down() {
   # What must be gone now.
   [ ! -e "$CLUSTER_DIR" ] || { log "LEFT BEHIND: $CLUSTER_DIR"; failed=true; }
   [ ! -e "$PG_DIR" ] || { log "LEFT BEHIND: $PG_DIR"; failed=true; }
-  if ip link show cni0 >/dev/null 2>&1; then log "LEFT BEHIND: bridge cni0"; failed=true; fi
-  if iptables-save 2>/dev/null | grep -qE '^:(KUBE-|CNI-|PROJECTIONIST-)'; then
-    log "LEFT BEHIND: iptables chains"; failed=true
-  fi
-  if grep -qE " ($CLUSTER_DIR|/var/lib/kubelet|/run/containerd)" /proc/self/mounts; then
-    log "LEFT BEHIND: mounts"; failed=true
-  fi
+  local_cluster_gone "$CLUSTER_DIR" || failed=true
   if $failed; then log "tear-down incomplete (see above); $DEMO_DIR kept"; return 1; fi
   rm -rf "$DEMO_DIR"
   log "demo removed"
@@ -157,9 +152,7 @@ up() {
   if docker info >/dev/null 2>&1; then
     log "note: a Docker engine answers, but this demo always uses hack/local-cluster.sh (a kind path like hack/kind-e2e.sh is not implemented)"
   fi
-  trap on_exit EXIT
-  trap 'exit 130' INT
-  trap 'exit 143' TERM
+  trap_exit on_exit
   mkdir -p "$DEMO_DIR"
   chmod 755 "$DEMO_DIR"
   local t0=$SECONDS t
@@ -186,7 +179,7 @@ up() {
   t=$SECONDS
   run_logged "$DEMO_DIR/cluster.log" hack/local-cluster.sh up \
     || { tail -n 30 "$DEMO_DIR/cluster.log"; die "cluster failed (log: $DEMO_DIR/cluster.log)"; }
-  cluster_env() { sed -n "s/^$1=//p" "$CLUSTER_DIR/env" | tail -n 1; }
+  cluster_env() { env_value "$CLUSTER_DIR/env" "$1"; }
   KUBECONFIG_FILE="$(cluster_env KUBECONFIG)"
   log "cluster up in $((SECONDS - t))s; image archives of bin/images imported"
   "$KUBECTL" --kubeconfig "$KUBECONFIG_FILE" get nodes
@@ -195,7 +188,7 @@ up() {
   t=$SECONDS
   LOCAL_POSTGRES_DIR="$PG_DIR" HOST_IP="$(cluster_env HOST_IP)" POD_CIDR="$(cluster_env POD_CIDR)" \
     hack/local-postgres.sh start >/dev/null
-  pg_env() { sed -n "s/^$1=//p" "$PG_DIR/env" | tail -n 1; }
+  pg_env() { env_value "$PG_DIR/env" "$1"; }
   DATABASE_URL="$(pg_env DATABASE_URL)"
   export DATABASE_URL
   "$PROJECTIONIST" migrate >/dev/null

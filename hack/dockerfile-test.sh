@@ -32,7 +32,8 @@
 # DOCKERFILE_TEST_TAG (default docker.io/projectionist/projectionist:dockerfile-test).
 set -euo pipefail
 
-root="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=hack/lib.sh
+. "$(dirname "$0")/lib.sh"
 cd "$root"
 VERSION="${VERSION:?VERSION must be set (make test-dockerfile sets it)}"
 IMAGE_ARCHIVE="${IMAGE_ARCHIVE:?IMAGE_ARCHIVE must name the make image archive}"
@@ -59,9 +60,7 @@ cleanup() {
     docker rmi -f "$TAG" "$GO_BASE" "$RUNTIME_BASE" $loaded_image >/dev/null 2>&1
   fi
   LOCAL_POSTGRES_DIR="$PG_STATE" hack/local-postgres.sh stop >/dev/null 2>&1
-  if [ -n "$engine_started" ]; then
-    hack/docker-engine.sh stop
-  fi
+  docker_engine_stop
   rm -rf "$WORK"
   [ "$rc" = 0 ] && log "PASS" || log "failed (exit $rc)"
   exit "$rc"
@@ -82,10 +81,7 @@ if [ -z "$busybox" ] || ! file -L "$busybox" 2>/dev/null | grep -q 'statically l
   busybox=/bin/busybox
 fi
 
-env_out="$(hack/docker-engine.sh start)"
-eval "$env_out"
-export DOCKER_HOST
-engine_started="${DOCKER_ENGINE_STARTED:-}"
+docker_engine_start
 
 # --- the Go base: GOROOT, a shell, CA bundle, a file:// module proxy ------
 goroot="$(go env GOROOT)"

@@ -34,13 +34,10 @@
 #   KUBE_VERSION, KUBE_BIN  passed to hack/local-cluster.sh
 set -euo pipefail
 
-root="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=hack/lib.sh
+. "$(dirname "$0")/lib.sh"
 cd "$root"
-VERSION="${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo dev)}"
-IMAGE="${IMAGE:-docker.io/projectionist/projectionist:$VERSION}"
-ARCHIVE="$root/bin/images/projectionist-$VERSION.tar"
-CUSTOM_WORKER_IMAGE="${CUSTOM_WORKER_IMAGE:-docker.io/projectionist/custom-worker:$VERSION}"
-CUSTOM_ARCHIVE="$root/bin/images/custom-worker-$VERSION.tar"
+e2e_images
 CLUSTER_DIR="$root/bin/local-cluster"
 PG_DIR="${E2E_POSTGRES_DIR:-$root/bin/e2e-local/postgres}"
 export KUBE_VERSION="${KUBE_VERSION:-v1.37.1}"
@@ -75,13 +72,7 @@ teardown() {
   fi
   if $started_cluster; then
     [ ! -e "$CLUSTER_DIR" ] || { log "LEFT BEHIND: $CLUSTER_DIR"; failed=true; }
-    if ip link show cni0 >/dev/null 2>&1; then log "LEFT BEHIND: bridge cni0"; failed=true; fi
-    if iptables-save 2>/dev/null | grep -qE '^:(KUBE-|CNI-|PROJECTIONIST-)'; then
-      log "LEFT BEHIND: iptables chains"; failed=true
-    fi
-    if grep -qE " ($CLUSTER_DIR|/var/lib/kubelet|/run/containerd)" /proc/self/mounts; then
-      log "LEFT BEHIND: mounts"; failed=true
-    fi
+    local_cluster_gone "$CLUSTER_DIR" || failed=true
   fi
   if $failed; then
     log "tear-down incomplete (see above)"
@@ -90,13 +81,10 @@ teardown() {
   if [ "$rc" -eq 0 ]; then log "passed; cluster and PostgreSQL torn down"; else log "FAILED (exit $rc); cluster and PostgreSQL torn down"; fi
   exit "$rc"
 }
-trap teardown EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap_exit teardown
 
 [ "$(id -u)" -eq 0 ] || die "run as root: the local cluster needs it"
-[ -f "$ARCHIVE" ] || die "no image archive $ARCHIVE: run make image (or make test-e2e-local, which does)"
-[ -f "$CUSTOM_ARCHIVE" ] || die "no image archive $CUSTOM_ARCHIVE: run make image-custom-worker (or make test-e2e-local, which does)"
+require_e2e_archives test-e2e-local
 if [ -e "$CLUSTER_DIR" ]; then
   die "a local cluster exists already ($CLUSTER_DIR); this script would tear it down afterwards. Run the suite against it with
   KUBECONFIG=$CLUSTER_DIR/kubeconfig E2E_IMAGE=$IMAGE E2E_DATABASE_URL=... E2E_POD_DATABASE_URL=... make test-e2e
@@ -110,7 +98,7 @@ t0=$SECONDS
 log "starting the local cluster"
 started_cluster=true
 KEEP_ON_FAILURE="${KEEP_ON_FAILURE:-}" hack/local-cluster.sh up
-cluster_env() { sed -n "s/^$1=//p" "$CLUSTER_DIR/env" | tail -n 1; }
+cluster_env() { env_value "$CLUSTER_DIR/env" "$1"; }
 KUBECONFIG_FILE="$(cluster_env KUBECONFIG)"
 log "local cluster up in $((SECONDS - t0))s"
 
@@ -119,18 +107,5 @@ started_postgres=true
 LOCAL_POSTGRES_DIR="$PG_DIR" CLUSTER_ENV="$CLUSTER_DIR/env" \
   HOST_IP="$(cluster_env HOST_IP)" POD_CIDR="$(cluster_env POD_CIDR)" \
   hack/local-postgres.sh start >/dev/null
-pg_env() { sed -n "s/^$1=//p" "$PG_DIR/env" | tail -n 1; }
 
-log "running the suite (image $IMAGE)"
-t1=$SECONDS
-# Through the environment, not make's command line: the DSNs hold a password.
-KUBECONFIG="$KUBECONFIG_FILE" \
-  E2E_IMAGE="$IMAGE" \
-  E2E_CUSTOM_IMAGE="$CUSTOM_WORKER_IMAGE" \
-  E2E_DATABASE_CA="$(pg_env CA_FILE)" \
-  E2E_PULL_POLICY="${E2E_PULL_POLICY:-IfNotPresent}" \
-  E2E_DATABASE_URL="$(pg_env DATABASE_URL)" \
-  E2E_POD_DATABASE_URL="$(pg_env POD_DATABASE_URL)" \
-  E2E_KEEP_ON_FAILURE="${KEEP_ON_FAILURE:-}" \
-  make --no-print-directory test-e2e
-log "suite passed in $((SECONDS - t1))s (cluster and PostgreSQL start included: $((SECONDS - t0))s)"
+run_e2e_suite "$KUBECONFIG_FILE" "$PG_DIR" "$t0" "cluster and PostgreSQL start"

@@ -41,13 +41,10 @@
 # (pkind0), KEEP_ON_FAILURE.
 set -euo pipefail
 
-root="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=hack/lib.sh
+. "$(dirname "$0")/lib.sh"
 cd "$root"
-VERSION="${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo dev)}"
-IMAGE="${IMAGE:-docker.io/projectionist/projectionist:$VERSION}"
-CUSTOM_WORKER_IMAGE="${CUSTOM_WORKER_IMAGE:-docker.io/projectionist/custom-worker:$VERSION}"
-ARCHIVE="$root/bin/images/projectionist-$VERSION.tar"
-CUSTOM_ARCHIVE="$root/bin/images/custom-worker-$VERSION.tar"
+e2e_images
 KIND="${KIND:-$([ -x "$root/bin/kind" ] && echo "$root/bin/kind" || command -v kind || true)}"
 KIND_CLUSTER="${KIND_CLUSTER:-projectionist-e2e}"
 KIND_NETWORK="${KIND_NETWORK:-projectionist-kind}"
@@ -67,8 +64,7 @@ die() { log "ERROR: $*"; exit 1; }
 for tool in go make; do # docker and iptables: hack/docker-engine.sh installs docker.io, which brings iptables
   command -v "$tool" >/dev/null || die "$tool is not on PATH"
 done
-[ -f "$ARCHIVE" ] || die "no image archive $ARCHIVE: run make image (or make test-e2e-kind, which does)"
-[ -f "$CUSTOM_ARCHIVE" ] || die "no image archive $CUSTOM_ARCHIVE: run make image-custom-worker (or make test-e2e-kind, which does)"
+require_e2e_archives test-e2e-kind
 
 workdir="$(mktemp -d)"
 KUBECONFIG_FILE="$workdir/kubeconfig"
@@ -129,21 +125,14 @@ cleanup() {
     [ "$(sysctl -n "${kv%%=*}" 2>/dev/null)" = "${kv#*=}" ] || sysctl -q -w "$kv" >/dev/null 2>&1
   done
   rm -f "$SYSCTL_FILE"
-  if [ -n "$engine_started" ]; then
-    hack/docker-engine.sh stop
-  fi
+  docker_engine_stop
   rm -rf "$workdir"
   [ "$rc" = 0 ] && log "passed" || log "failed (exit $rc)"
   exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap_exit cleanup
 
-env_out="$(hack/docker-engine.sh start)"
-eval "$env_out"
-export DOCKER_HOST
-engine_started="${DOCKER_ENGINE_STARTED:-}"
+docker_engine_start
 command -v iptables >/dev/null || die "iptables is not on PATH (the fence needs it): apt-get install iptables"
 
 if "$KIND" get clusters 2>/dev/null | grep -qx "$KIND_CLUSTER"; then
@@ -306,18 +295,5 @@ reaches netcheck-dns -cacert "$sa/ca.crt" -token "$sa/token" -status 200 "https:
 log "starting PostgreSQL on $gateway"
 started_postgres=true
 LOCAL_POSTGRES_DIR="$PG_DIR" HOST_IP="$gateway" POD_CIDR="$subnet" hack/local-postgres.sh start >/dev/null
-pg_env() { sed -n "s/^$1=//p" "$PG_DIR/env" | tail -n 1; }
 
-log "running the suite (image $IMAGE)"
-t1=$SECONDS
-# Through the environment, not make's command line: the DSNs hold a password.
-KUBECONFIG="$KUBECONFIG_FILE" \
-  E2E_IMAGE="$IMAGE" \
-  E2E_CUSTOM_IMAGE="$CUSTOM_WORKER_IMAGE" \
-  E2E_DATABASE_CA="$(pg_env CA_FILE)" \
-  E2E_PULL_POLICY="${E2E_PULL_POLICY:-IfNotPresent}" \
-  E2E_DATABASE_URL="$(pg_env DATABASE_URL)" \
-  E2E_POD_DATABASE_URL="$(pg_env POD_DATABASE_URL)" \
-  E2E_KEEP_ON_FAILURE="${KEEP_ON_FAILURE:-}" \
-  make --no-print-directory test-e2e
-log "suite passed in $((SECONDS - t1))s (cluster start included: $((SECONDS - t0))s)"
+run_e2e_suite "$KUBECONFIG_FILE" "$PG_DIR" "$t0" "cluster start"
