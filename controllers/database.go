@@ -81,17 +81,20 @@ func (d *databases) get(ctx context.Context, dsn string, files mountedTLS) (*dat
 	}
 	db, ok := d.pools[key]
 	if !ok {
+		var tlsErr error
 		pool, err := dbconn.NewPool(dsn, dbconn.Options{Application: "projectionist-operator", ConnectTimeout: databaseTimeout,
 			MaxConns: poolMaxConns, MaxConnIdleTime: time.Minute,
 			Configure: func(cfg *pgxpool.Config) error {
-				if err := useMountedTLS(cfg, files); err != nil {
-					return fmt.Errorf("using the mounted TLS files: %w", err)
-				}
-				return nil
+				tlsErr = useMountedTLS(cfg, files)
+				return tlsErr
 			}})
 		if err != nil {
 			d.mu.Unlock()
-			return nil, &databaseError{condition: v1alpha1.ReasonInvalidDSN, what: "parsing the connection string", err: err}
+			what := "parsing the connection string"
+			if tlsErr != nil {
+				what = "using the mounted TLS files"
+			}
+			return nil, &databaseError{condition: v1alpha1.ReasonInvalidDSN, what: what, err: err}
 		}
 		db = &database{pool: pool, redact: dbconn.NewRedactor(dsn)}
 		d.pools[key] = db
