@@ -21,6 +21,29 @@ type Projection interface {
 	Handle(ctx context.Context, tx pgx.Tx, event *PersistedEvent) error
 }
 
+// Func returns the Projection named name whose Handle is handle: a small
+// projection, a test's or an example's, without a type of its own. As with
+// a named type, changing the name starts the projection over.
+//
+//	audit := projection.Func("audit", func(ctx context.Context, tx pgx.Tx, e *projection.PersistedEvent) error {
+//		_, err := tx.Exec(ctx, `INSERT INTO audit (event_id) VALUES ($1)`, e.EventID)
+//		return err
+//	})
+func Func(name string, handle func(ctx context.Context, tx pgx.Tx, event *PersistedEvent) error) Projection {
+	return funcProjection{name: name, handle: handle}
+}
+
+type funcProjection struct {
+	name   string
+	handle func(context.Context, pgx.Tx, *PersistedEvent) error
+}
+
+func (p funcProjection) Name() string { return p.name }
+
+func (p funcProjection) Handle(ctx context.Context, tx pgx.Tx, event *PersistedEvent) error {
+	return p.handle(ctx, tx, event)
+}
+
 // BatchProjection is a Projection that takes a batch's events in one call,
 // so that it can write its read model in a few statements (a multi-row
 // upsert through unnest, a COPY) instead of one round trip per event. The
