@@ -22,15 +22,11 @@ import (
 // that an event applied twice fails its batch and stops the processor,
 // and takes about a millisecond an event, so that a partition has a
 // throughput the autoscaler can measure and a burst outruns it.
-type slowLedger struct{}
-
-func (slowLedger) Name() string { return "ledger" }
-
-func (slowLedger) Handle(ctx context.Context, tx pgx.Tx, e *projection.PersistedEvent) error {
+var slowLedger = projection.Func("ledger", func(ctx context.Context, tx pgx.Tx, e *projection.PersistedEvent) error {
 	time.Sleep(time.Millisecond)
 	_, err := tx.Exec(ctx, `INSERT INTO ledger_applied (event_id) VALUES ($1)`, e.EventID)
 	return err
-}
+})
 
 // podWorkers plays the worker pods' part for a StatefulSet whose pod count
 // changes: one processor per pod ordinal the StatefulSet asks for,
@@ -133,7 +129,7 @@ func TestAutoscalingOnLag(t *testing.T) {
 	if err := k8sClient.Create(ctx, p); err != nil {
 		t.Fatal(err)
 	}
-	workers := followStatefulSet(t, db, ns, "ledger", slowLedger{})
+	workers := followStatefulSet(t, db, ns, "ledger", slowLedger)
 
 	// The counts the autoscaler chose, in order, as status shows them.
 	var counts []int32

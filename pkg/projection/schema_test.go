@@ -17,15 +17,11 @@ import (
 
 // countByAggregate counts the events it handles per aggregate, in a table
 // of the session's schema.
-type countByAggregate struct{}
-
-func (countByAggregate) Name() string { return "count_by_aggregate" }
-
-func (countByAggregate) Handle(ctx context.Context, tx pgx.Tx, e *projection.PersistedEvent) error {
+var countByAggregate = projection.Func("count_by_aggregate", func(ctx context.Context, tx pgx.Tx, e *projection.PersistedEvent) error {
 	_, err := tx.Exec(ctx, `INSERT INTO aggregate_counts (aggregate_id, n) VALUES ($1, 1)
 		ON CONFLICT (aggregate_id) DO UPDATE SET n = aggregate_counts.n + 1`, e.AggregateID)
 	return err
-}
+})
 
 // Two tenants' event stores in two schemas of one database, chosen by the
 // connection string's search_path: the migrations create every table,
@@ -121,7 +117,7 @@ func TestSchemaOfChoice(t *testing.T) {
 		cfg := projection.DefaultProcessorConfig()
 		cfg.PartitionKey, cfg.TotalPartitions = key, 3
 		cctx, cancel := context.WithTimeout(ctx, time.Minute)
-		err := projection.NewProcessor(pools["tenant_a"], store, cfg).CatchUp(cctx, countByAggregate{})
+		err := projection.NewProcessor(pools["tenant_a"], store, cfg).CatchUp(cctx, countByAggregate)
 		cancel()
 		if err != nil {
 			t.Fatalf("partition %d: %v", key, err)
