@@ -16,8 +16,6 @@ import (
 	"github.com/projectionist/projectionist/internal/pgtest"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
-
 // Require is the one "no database" check of the operator's workers, the
 // worker program and every CLI subcommand.
 func TestRequire(t *testing.T) {
