@@ -23,24 +23,29 @@ import (
 // workers' metrics call projection).
 var projectionLabels = []string{"namespace", "name", "projection"}
 
+// projectionDesc describes a series of one Projection: labelled with
+// projectionLabels, then extra.
+func projectionDesc(name, help string, extra ...string) *prometheus.Desc {
+	return prometheus.NewDesc(name, help, append(append([]string{}, projectionLabels...), extra...), nil)
+}
+
 var (
-	descLag = prometheus.NewDesc("projectionist_projection_lag_events",
-		"Events still to pass over all partitions, as the Projection's status last reported (status.lag).", projectionLabels, nil)
-	descLagSeconds = prometheus.NewDesc("projectionist_projection_lag_seconds",
-		"Age of the oldest event still to pass, in seconds (status.lagSeconds); 0 when caught up.", projectionLabels, nil)
-	descPartitions = prometheus.NewDesc("projectionist_projection_partitions",
-		"Partition count of the projection's topology in the database (status.partitions).", projectionLabels, nil)
-	descDesired = prometheus.NewDesc("projectionist_projection_desired_replicas",
-		"Worker pods the spec asks for (spec.replicas, or the autoscaler's count under spec.autoscaling), kept while suspended.", projectionLabels, nil)
-	descReady = prometheus.NewDesc("projectionist_projection_ready_replicas",
-		"Worker pods ready (status.readyReplicas).", projectionLabels, nil)
-	descDeadLetters = prometheus.NewDesc("projectionist_projection_dead_letters",
-		"Dead letters waiting for a retry or a discard (status.deadLetters).", projectionLabels, nil)
-	descSuspended = prometheus.NewDesc("projectionist_projection_suspended",
-		"1 while spec.suspend is true.", projectionLabels, nil)
-	descCondition = prometheus.NewDesc("projectionist_projection_condition",
-		"1 for the status (True, False, Unknown) each condition of the Projection has, 0 for the others.",
-		append(append([]string{}, projectionLabels...), "type", "status"), nil)
+	descLag = projectionDesc("projectionist_projection_lag_events",
+		"Events still to pass over all partitions, as the Projection's status last reported (status.lag).")
+	descLagSeconds = projectionDesc("projectionist_projection_lag_seconds",
+		"Age of the oldest event still to pass, in seconds (status.lagSeconds); 0 when caught up.")
+	descPartitions = projectionDesc("projectionist_projection_partitions",
+		"Partition count of the projection's topology in the database (status.partitions).")
+	descDesired = projectionDesc("projectionist_projection_desired_replicas",
+		"Worker pods the spec asks for (spec.replicas, or the autoscaler's count under spec.autoscaling), kept while suspended.")
+	descReady = projectionDesc("projectionist_projection_ready_replicas",
+		"Worker pods ready (status.readyReplicas).")
+	descDeadLetters = projectionDesc("projectionist_projection_dead_letters",
+		"Dead letters waiting for a retry or a discard (status.deadLetters).")
+	descSuspended = projectionDesc("projectionist_projection_suspended",
+		"1 while spec.suspend is true.")
+	descCondition = projectionDesc("projectionist_projection_condition",
+		"1 for the status (True, False, Unknown) each condition of the Projection has, 0 for the others.", "type", "status")
 )
 
 // projectionCollector reports every Projection the reader lists.

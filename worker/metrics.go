@@ -12,63 +12,66 @@ import (
 )
 
 var (
+	// labels name a partition's series: its projection and its partition.
 	labels = []string{"projection", "partition"}
 
-	handledDesc = prometheus.NewDesc("projectionist_events_handled_total",
-		"Events handled in committed batches.", labels, nil)
-	batchesDesc = prometheus.NewDesc("projectionist_batches_total",
-		"Batches run to completion, with or without events.", labels, nil)
-	poisonedDesc = prometheus.NewDesc("projectionist_events_poisoned_total",
-		"Events whose Handle failed and that the error policy skipped or dead-lettered.",
-		[]string{"projection", "partition", "policy"}, nil)
-	positionDesc = prometheus.NewDesc("projectionist_checkpoint_transaction_id",
-		"Transaction id of the partition's read position: events are read in (transaction id, global position) order, "+
-			"and every event of an earlier transaction in the partition's scope has been handled.", labels, nil)
-	generationDesc = prometheus.NewDesc("projectionist_topology_generation",
-		"Topology generation of the last batch (0 while following and no topology exists).", labels, nil)
-	partitionsDesc = prometheus.NewDesc("projectionist_topology_partitions",
-		"Partition count of the last batch's topology (0 while following and no topology exists).", labels, nil)
-	mismatchDesc = prometheus.NewDesc("projectionist_topology_mismatch",
-		"1 while the worker was started with a partition count (TOTAL_PARTITIONS) and runs under another one, "+
-			"because another process switched the topology, else 0.", labels, nil)
-	idleDesc = prometheus.NewDesc("projectionist_idle",
-		"1 while the partition is outside the projection's topology and waits for it to grow, else 0.", labels, nil)
-	fetchedDesc = prometheus.NewDesc("projectionist_events_fetched_total",
-		"Events of the partition and the projection's scope read from the log in batches that completed: "+
-			"handled, skipped or set aside.", labels, nil)
-	skippedDesc = prometheus.NewDesc("projectionist_events_skipped_total",
-		"Events read but not handled because an earlier topology generation already applied them (after a rescale).", labels, nil)
-	lagDesc = prometheus.NewDesc("projectionist_lag_events",
-		"Events in the partition's scope after its read position: an exact count, measured every METRICS_INTERVAL, "+
-			"that saturates at 1000000. It includes events an earlier topology generation applied, which the partition will skip.", labels, nil)
-	lagSecondsDesc = prometheus.NewDesc("projectionist_lag_seconds",
-		"Age of the oldest event in the partition's scope after its read position, on the database's clock, "+
-			"measured every METRICS_INTERVAL; 0 when caught up.", labels, nil)
-	lagSampledDesc = prometheus.NewDesc("projectionist_lag_sampled_timestamp_seconds",
-		"Unix time when projectionist_lag_events and projectionist_lag_seconds were last measured; "+
-			"older than METRICS_INTERVAL while the measurement fails.", labels, nil)
-	deadLettersDesc = prometheus.NewDesc("projectionist_dead_letters",
-		"Dead letters of the projection, over all its partitions (every partition reports the same count: "+
-			"aggregate with max by (projection)), measured every METRICS_INTERVAL.", labels, nil)
-	databaseUpDesc = prometheus.NewDesc("projectionist_database_up",
-		"1 if the database answered the worker's last metrics round trip (every METRICS_INTERVAL), else 0.", nil, nil)
-	wakeupsDesc = prometheus.NewDesc("projectionist_wakeups_total",
-		"Times a notification of a commit woke the caught-up partition before its poll interval ran out.", labels, nil)
-	notificationsDesc = prometheus.NewDesc("projectionist_listener_notifications_total",
-		"Notifications the worker's listening connection received (one per appending statement, folded per transaction).", nil, nil)
-	reconnectsDesc = prometheus.NewDesc("projectionist_listener_reconnects_total",
-		"Times the worker's listening connection was lost (or could not be opened) and opened again; "+
-			"meanwhile the partitions poll at the poll interval.", nil, nil)
-	listeningDesc = prometheus.NewDesc("projectionist_listener_connected",
-		"1 while the worker's listening connection is open, else 0 (and 0 with WAKEUPS=poll).", nil, nil)
-	wakeupsEnabledDesc = prometheus.NewDesc("projectionist_listener_notifications_enabled",
-		"1 if the worker's listening connection saw projectionist.wakeups = on for its database and role when it last connected, "+
-			"else 0 (then the partitions poll at the poll interval; 0 with WAKEUPS=poll).", nil, nil)
-	stallDesc = prometheus.NewDesc("projectionist_horizon_stall_seconds",
-		"Seconds the oldest transaction holding a transaction id (pg_stat_activity.backend_xid, or a prepared transaction) "+
-			"has been open, measured every METRICS_INTERVAL; no processor can read past it. 0 if none. "+
-			"Complete only if the worker's role may read every session (pg_read_all_stats).", labels, nil)
+	// A partition's series.
+	handledDesc = partitionDesc("projectionist_events_handled_total",
+		"Events handled in committed batches.")
+	batchesDesc = partitionDesc("projectionist_batches_total",
+		"Batches run to completion, with or without events.")
+	poisonedDesc = partitionDesc("projectionist_events_poisoned_total",
+		"Events whose Handle failed and that the error policy skipped or dead-lettered.", "policy")
+	positionDesc = partitionDesc("projectionist_checkpoint_transaction_id",
+		"Transaction id of the partition's read position: events are read in (transaction id, global position) order, and every event of an earlier transaction in the partition's scope has been handled.")
+	generationDesc = partitionDesc("projectionist_topology_generation",
+		"Topology generation of the last batch (0 while following and no topology exists).")
+	partitionsDesc = partitionDesc("projectionist_topology_partitions",
+		"Partition count of the last batch's topology (0 while following and no topology exists).")
+	mismatchDesc = partitionDesc("projectionist_topology_mismatch",
+		"1 while the worker was started with a partition count (TOTAL_PARTITIONS) and runs under another one, because another process switched the topology, else 0.")
+	idleDesc = partitionDesc("projectionist_idle",
+		"1 while the partition is outside the projection's topology and waits for it to grow, else 0.")
+	fetchedDesc = partitionDesc("projectionist_events_fetched_total",
+		"Events of the partition and the projection's scope read from the log in batches that completed: handled, skipped or set aside.")
+	skippedDesc = partitionDesc("projectionist_events_skipped_total",
+		"Events read but not handled because an earlier topology generation already applied them (after a rescale).")
+	lagDesc = partitionDesc("projectionist_lag_events",
+		"Events in the partition's scope after its read position: an exact count, measured every METRICS_INTERVAL, that saturates at 1000000. It includes events an earlier topology generation applied, which the partition will skip.")
+	lagSecondsDesc = partitionDesc("projectionist_lag_seconds",
+		"Age of the oldest event in the partition's scope after its read position, on the database's clock, measured every METRICS_INTERVAL; 0 when caught up.")
+	lagSampledDesc = partitionDesc("projectionist_lag_sampled_timestamp_seconds",
+		"Unix time when projectionist_lag_events and projectionist_lag_seconds were last measured; older than METRICS_INTERVAL while the measurement fails.")
+	deadLettersDesc = partitionDesc("projectionist_dead_letters",
+		"Dead letters of the projection, over all its partitions (every partition reports the same count: aggregate with max by (projection)), measured every METRICS_INTERVAL.")
+	wakeupsDesc = partitionDesc("projectionist_wakeups_total",
+		"Times a notification of a commit woke the caught-up partition before its poll interval ran out.")
+	stallDesc = partitionDesc("projectionist_horizon_stall_seconds",
+		"Seconds the oldest transaction holding a transaction id (pg_stat_activity.backend_xid, or a prepared transaction) has been open, measured every METRICS_INTERVAL; no processor can read past it. 0 if none. Complete only if the worker's role may read every session (pg_read_all_stats).")
+
+	// The whole worker's series.
+	databaseUpDesc = workerDesc("projectionist_database_up",
+		"1 if the database answered the worker's last metrics round trip (every METRICS_INTERVAL), else 0.")
+	notificationsDesc = workerDesc("projectionist_listener_notifications_total",
+		"Notifications the worker's listening connection received (one per appending statement, folded per transaction).")
+	reconnectsDesc = workerDesc("projectionist_listener_reconnects_total",
+		"Times the worker's listening connection was lost (or could not be opened) and opened again; meanwhile the partitions poll at the poll interval.")
+	listeningDesc = workerDesc("projectionist_listener_connected",
+		"1 while the worker's listening connection is open, else 0 (and 0 with WAKEUPS=poll).")
+	wakeupsEnabledDesc = workerDesc("projectionist_listener_notifications_enabled",
+		"1 if the worker's listening connection saw projectionist.wakeups = on for its database and role when it last connected, else 0 (then the partitions poll at the poll interval; 0 with WAKEUPS=poll).")
 )
+
+// partitionDesc describes a series of one partition: labelled with labels,
+// then extra.
+func partitionDesc(name, help string, extra ...string) *prometheus.Desc {
+	return prometheus.NewDesc(name, help, append(append([]string{}, labels...), extra...), nil)
+}
+
+// workerDesc describes a series of the whole worker, without labels.
+func workerDesc(name, help string) *prometheus.Desc {
+	return prometheus.NewDesc(name, help, nil, nil)
+}
 
 // newBatchDuration returns the histogram fed by OnBatch.
 func newBatchDuration() *prometheus.HistogramVec {
