@@ -131,11 +131,12 @@ func parse[T any](t *testing.T, manifest string) *T {
 	return out
 }
 
-const wantMinimalStatefulSet = `
-apiVersion: apps/v1
-kind: StatefulSet
-metadata:
-  name: user-count
+// ownedMetadata is the metadata block every child object of the user-count
+// Projection in namespace shop carries: the common labels and the controller
+// owner reference. name is the child object's name.
+func ownedMetadata(name string) string {
+	return `metadata:
+  name: ` + name + `
   namespace: shop
   labels:
     app.kubernetes.io/name: projectionist-worker
@@ -149,7 +150,13 @@ metadata:
     name: user-count
     uid: 6f1c1f5e-8a43-4c1e-9a53-0d7b6f1e2a10
     controller: true
-    blockOwnerDeletion: true
+    blockOwnerDeletion: true`
+}
+
+var wantMinimalStatefulSet = `
+apiVersion: apps/v1
+kind: StatefulSet
+` + ownedMetadata("user-count") + `
 spec:
   replicas: 3
   podManagementPolicy: Parallel
@@ -213,25 +220,10 @@ spec:
       enableServiceLinks: false
 `
 
-const wantFullStatefulSet = `
+var wantFullStatefulSet = `
 apiVersion: apps/v1
 kind: StatefulSet
-metadata:
-  name: user-count
-  namespace: shop
-  labels:
-    app.kubernetes.io/name: projectionist-worker
-    app.kubernetes.io/instance: user-count
-    app.kubernetes.io/managed-by: projectionist
-    app.kubernetes.io/component: worker
-    projectionist.dev/projection: user-count
-  ownerReferences:
-  - apiVersion: projectionist.dev/v1alpha1
-    kind: Projection
-    name: user-count
-    uid: 6f1c1f5e-8a43-4c1e-9a53-0d7b6f1e2a10
-    controller: true
-    blockOwnerDeletion: true
+` + ownedMetadata("user-count") + `
 spec:
   replicas: 2
   podManagementPolicy: Parallel
@@ -649,22 +641,7 @@ func TestService(t *testing.T) {
 	want := parse[corev1ac.ServiceApplyConfiguration](t, `
 apiVersion: v1
 kind: Service
-metadata:
-  name: user-count-workers
-  namespace: shop
-  labels:
-    app.kubernetes.io/name: projectionist-worker
-    app.kubernetes.io/instance: user-count
-    app.kubernetes.io/managed-by: projectionist
-    app.kubernetes.io/component: worker
-    projectionist.dev/projection: user-count
-  ownerReferences:
-  - apiVersion: projectionist.dev/v1alpha1
-    kind: Projection
-    name: user-count
-    uid: 6f1c1f5e-8a43-4c1e-9a53-0d7b6f1e2a10
-    controller: true
-    blockOwnerDeletion: true
+`+ownedMetadata("user-count-workers")+`
 spec:
   clusterIP: None
   publishNotReadyAddresses: true
@@ -690,22 +667,7 @@ func TestPodDisruptionBudget(t *testing.T) {
 		return `
 apiVersion: policy/v1
 kind: PodDisruptionBudget
-metadata:
-  name: user-count
-  namespace: shop
-  labels:
-    app.kubernetes.io/name: projectionist-worker
-    app.kubernetes.io/instance: user-count
-    app.kubernetes.io/managed-by: projectionist
-    app.kubernetes.io/component: worker
-    projectionist.dev/projection: user-count
-  ownerReferences:
-  - apiVersion: projectionist.dev/v1alpha1
-    kind: Projection
-    name: user-count
-    uid: 6f1c1f5e-8a43-4c1e-9a53-0d7b6f1e2a10
-    controller: true
-    blockOwnerDeletion: true
+` + ownedMetadata("user-count") + `
 spec:
   maxUnavailable: ` + maxUnavailable + `
   selector:
