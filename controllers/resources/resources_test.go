@@ -2,6 +2,7 @@ package resources
 
 import (
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -153,12 +154,14 @@ func ownedMetadata(name string) string {
     blockOwnerDeletion: true`
 }
 
-var wantMinimalStatefulSet = `
-apiVersion: apps/v1
+// statefulSetHead is the start of every expected worker StatefulSet: type,
+// metadata, the fixed spec fields and the pod template's common labels.
+func statefulSetHead(replicas int) string {
+	return `apiVersion: apps/v1
 kind: StatefulSet
 ` + ownedMetadata("user-count") + `
 spec:
-  replicas: 3
+  replicas: ` + strconv.Itoa(replicas) + `
   podManagementPolicy: Parallel
   serviceName: user-count-workers
   selector:
@@ -173,7 +176,44 @@ spec:
         app.kubernetes.io/instance: user-count
         app.kubernetes.io/managed-by: projectionist
         app.kubernetes.io/component: worker
-        projectionist.dev/projection: user-count
+        projectionist.dev/projection: user-count`
+}
+
+// The pieces of the worker container and pod spec that every expected
+// StatefulSet shares, whatever the Projection asks for.
+const (
+	workerDownwardEnv = `        - name: PARTITION_KEY
+          valueFrom:
+            fieldRef: {fieldPath: "metadata.labels['apps.kubernetes.io/pod-index']"}
+        - name: POD_NAME
+          valueFrom:
+            fieldRef: {fieldPath: metadata.name}
+        - {name: HTTP_ADDR, value: ":8080"}
+        - {name: LOG_FORMAT, value: json}`
+	workerProbes = `        ports:
+        - {name: http, containerPort: 8080, protocol: TCP}
+        livenessProbe:
+          httpGet: {path: /healthz, port: http}
+        readinessProbe:
+          httpGet: {path: /readyz, port: http}
+          periodSeconds: 2`
+	workerContainerSecurity = `        securityContext:
+          runAsNonRoot: true
+          readOnlyRootFilesystem: true
+          allowPrivilegeEscalation: false
+          capabilities:
+            drop: [ALL]
+          seccompProfile: {type: RuntimeDefault}`
+	workerPodSecurity = `      securityContext:
+        runAsNonRoot: true
+        runAsUser: 65532
+        runAsGroup: 65532
+        seccompProfile: {type: RuntimeDefault}
+      terminationGracePeriodSeconds: 30`
+)
+
+var wantMinimalStatefulSet = `
+` + statefulSetHead(3) + `
     spec:
       containers:
       - name: worker
@@ -188,59 +228,16 @@ spec:
         - {name: BATCH_SIZE, value: "100"}
         - {name: POLL_INTERVAL, value: 100ms}
         - {name: ERROR_POLICY, value: stop}
-        - name: PARTITION_KEY
-          valueFrom:
-            fieldRef: {fieldPath: "metadata.labels['apps.kubernetes.io/pod-index']"}
-        - name: POD_NAME
-          valueFrom:
-            fieldRef: {fieldPath: metadata.name}
-        - {name: HTTP_ADDR, value: ":8080"}
-        - {name: LOG_FORMAT, value: json}
-        ports:
-        - {name: http, containerPort: 8080, protocol: TCP}
-        livenessProbe:
-          httpGet: {path: /healthz, port: http}
-        readinessProbe:
-          httpGet: {path: /readyz, port: http}
-          periodSeconds: 2
-        securityContext:
-          runAsNonRoot: true
-          readOnlyRootFilesystem: true
-          allowPrivilegeEscalation: false
-          capabilities:
-            drop: [ALL]
-          seccompProfile: {type: RuntimeDefault}
-      securityContext:
-        runAsNonRoot: true
-        runAsUser: 65532
-        runAsGroup: 65532
-        seccompProfile: {type: RuntimeDefault}
-      terminationGracePeriodSeconds: 30
+` + workerDownwardEnv + `
+` + workerProbes + `
+` + workerContainerSecurity + `
+` + workerPodSecurity + `
       automountServiceAccountToken: false
       enableServiceLinks: false
 `
 
 var wantFullStatefulSet = `
-apiVersion: apps/v1
-kind: StatefulSet
-` + ownedMetadata("user-count") + `
-spec:
-  replicas: 2
-  podManagementPolicy: Parallel
-  serviceName: user-count-workers
-  selector:
-    matchLabels:
-      app.kubernetes.io/name: projectionist-worker
-      app.kubernetes.io/instance: user-count
-      projectionist.dev/projection: user-count
-  template:
-    metadata:
-      labels:
-        app.kubernetes.io/name: projectionist-worker
-        app.kubernetes.io/instance: user-count
-        app.kubernetes.io/managed-by: projectionist
-        app.kubernetes.io/component: worker
-        projectionist.dev/projection: user-count
+` + statefulSetHead(2) + `
         team: shop
         sidecar.istio.io/inject: "false"
       annotations:
@@ -261,44 +258,20 @@ spec:
         - {name: BATCH_SIZE, value: "500"}
         - {name: POLL_INTERVAL, value: 2s}
         - {name: ERROR_POLICY, value: dead-letter}
-        - name: PARTITION_KEY
-          valueFrom:
-            fieldRef: {fieldPath: "metadata.labels['apps.kubernetes.io/pod-index']"}
-        - name: POD_NAME
-          valueFrom:
-            fieldRef: {fieldPath: metadata.name}
-        - {name: HTTP_ADDR, value: ":8080"}
-        - {name: LOG_FORMAT, value: json}
+` + workerDownwardEnv + `
         - {name: LOG_LEVEL, value: debug}
         - name: PGSSLROOTCERT
           valueFrom:
             secretKeyRef: {name: pg-ca, key: ca.crt}
         - {name: PGAPPNAME, value: $(POD_NAME)}
-        ports:
-        - {name: http, containerPort: 8080, protocol: TCP}
-        livenessProbe:
-          httpGet: {path: /healthz, port: http}
-        readinessProbe:
-          httpGet: {path: /readyz, port: http}
-          periodSeconds: 2
+` + workerProbes + `
         resources:
           requests: {cpu: 100m, memory: 64Mi}
           limits: {memory: 128Mi}
-        securityContext:
-          runAsNonRoot: true
-          readOnlyRootFilesystem: true
-          allowPrivilegeEscalation: false
-          capabilities:
-            drop: [ALL]
-          seccompProfile: {type: RuntimeDefault}
+` + workerContainerSecurity + `
         volumeMounts:
         - {name: db-ca, mountPath: /etc/db-ca, readOnly: true}
-      securityContext:
-        runAsNonRoot: true
-        runAsUser: 65532
-        runAsGroup: 65532
-        seccompProfile: {type: RuntimeDefault}
-      terminationGracePeriodSeconds: 30
+` + workerPodSecurity + `
       enableServiceLinks: false
       serviceAccountName: projections
       imagePullSecrets:
