@@ -58,31 +58,30 @@ type (
 		Any        bool     `json:"any,omitempty"`
 		MatchNames []string `json:"matchNames,omitempty"`
 	}
-	podMonitor struct {
+	// monitor is one of the operator's objects: type, metadata and a spec S.
+	monitor[S any] struct {
 		monitorMeta `json:",inline"`
-		Spec        struct {
-			Selector            metav1.LabelSelector `json:"selector"`
-			NamespaceSelector   namespaceSelector    `json:"namespaceSelector"`
-			PodMetricsEndpoints []endpoint           `json:"podMetricsEndpoints"`
-		} `json:"spec"`
+		Spec        S `json:"spec"`
 	}
-	serviceMonitor struct {
-		monitorMeta `json:",inline"`
-		Spec        struct {
-			Selector          metav1.LabelSelector `json:"selector"`
-			NamespaceSelector namespaceSelector    `json:"namespaceSelector"`
-			Endpoints         []endpoint           `json:"endpoints"`
-		} `json:"spec"`
+	// monitorSelectors are the spec fields PodMonitor and ServiceMonitor share.
+	monitorSelectors struct {
+		Selector          metav1.LabelSelector `json:"selector"`
+		NamespaceSelector namespaceSelector    `json:"namespaceSelector"`
 	}
-	prometheusRule struct {
-		monitorMeta `json:",inline"`
-		Spec        struct {
-			Groups []struct {
-				Name  string `json:"name"`
-				Rules []rule `json:"rules"`
-			} `json:"groups"`
-		} `json:"spec"`
-	}
+	podMonitor monitor[struct {
+		monitorSelectors    `json:",inline"`
+		PodMetricsEndpoints []endpoint `json:"podMetricsEndpoints"`
+	}]
+	serviceMonitor monitor[struct {
+		monitorSelectors `json:",inline"`
+		Endpoints        []endpoint `json:"endpoints"`
+	}]
+	prometheusRule monitor[struct {
+		Groups []struct {
+			Name  string `json:"name"`
+			Rules []rule `json:"rules"`
+		} `json:"groups"`
+	}]
 	rule struct {
 		Alert       string            `json:"alert"`
 		Expr        string            `json:"expr"`
