@@ -182,14 +182,21 @@ spec:
 // The pieces of the worker container and pod spec that every expected
 // StatefulSet shares, whatever the Projection asks for.
 const (
+	// minimalWorkerEnv is the environment a Projection that sets nothing gets.
+	minimalWorkerEnv = `        - name: DATABASE_URL
+          valueFrom:
+            secretKeyRef: {name: pg, key: dsn}
+        - {name: PROJECTION, value: user-count}
+        - {name: BATCH_SIZE, value: "100"}
+        - {name: POLL_INTERVAL, value: 100ms}
+        - {name: ERROR_POLICY, value: stop}`
 	workerDownwardEnv = `        - name: PARTITION_KEY
           valueFrom:
             fieldRef: {fieldPath: "metadata.labels['apps.kubernetes.io/pod-index']"}
         - name: POD_NAME
           valueFrom:
             fieldRef: {fieldPath: metadata.name}
-        - {name: HTTP_ADDR, value: ":8080"}
-        - {name: LOG_FORMAT, value: json}`
+        - {name: HTTP_ADDR, value: ":8080"}`
 	workerProbes = `        ports:
         - {name: http, containerPort: 8080, protocol: TCP}
         livenessProbe:
@@ -221,14 +228,9 @@ var wantMinimalStatefulSet = `
         args: [worker]
         terminationMessagePolicy: FallbackToLogsOnError
         env:
-        - name: DATABASE_URL
-          valueFrom:
-            secretKeyRef: {name: pg, key: dsn}
-        - {name: PROJECTION, value: user-count}
-        - {name: BATCH_SIZE, value: "100"}
-        - {name: POLL_INTERVAL, value: 100ms}
-        - {name: ERROR_POLICY, value: stop}
+` + minimalWorkerEnv + `
 ` + workerDownwardEnv + `
+        - {name: LOG_FORMAT, value: json}
 ` + workerProbes + `
 ` + workerContainerSecurity + `
 ` + workerPodSecurity + `
@@ -259,6 +261,7 @@ var wantFullStatefulSet = `
         - {name: POLL_INTERVAL, value: 2s}
         - {name: ERROR_POLICY, value: dead-letter}
 ` + workerDownwardEnv + `
+        - {name: LOG_FORMAT, value: json}
         - {name: LOG_LEVEL, value: debug}
         - name: PGSSLROOTCERT
           valueFrom:
@@ -371,23 +374,11 @@ func TestStatefulSetEnvOverride(t *testing.T) {
 		t.Fatalf("StatefulSet: %v", err)
 	}
 	want := parse[[]corev1ac.EnvVarApplyConfiguration](t, `
-- name: DATABASE_URL
-  valueFrom:
-    secretKeyRef: {name: pg, key: dsn}
-- {name: PROJECTION, value: user-count}
-- {name: BATCH_SIZE, value: "100"}
-- {name: POLL_INTERVAL, value: 100ms}
-- {name: ERROR_POLICY, value: stop}
-- name: PARTITION_KEY
-  valueFrom:
-    fieldRef: {fieldPath: "metadata.labels['apps.kubernetes.io/pod-index']"}
-- name: POD_NAME
-  valueFrom:
-    fieldRef: {fieldPath: metadata.name}
-- {name: HTTP_ADDR, value: ":8080"}
-- {name: LOG_FORMAT, value: text}
-- {name: PGSSLMODE, value: require}
-- {name: LOG_LEVEL, value: debug}
+`+minimalWorkerEnv+`
+`+workerDownwardEnv+`
+        - {name: LOG_FORMAT, value: text}
+        - {name: PGSSLMODE, value: require}
+        - {name: LOG_LEVEL, value: debug}
 `)
 	got := sts.Spec.Template.Spec.Containers[0].Env
 	if diff := cmp.Diff(*want, got); diff != "" {
