@@ -58,31 +58,30 @@ type (
 		Any        bool     `json:"any,omitempty"`
 		MatchNames []string `json:"matchNames,omitempty"`
 	}
-	podMonitor struct {
+	// monitor is one of the operator's objects: type, metadata and a spec S.
+	monitor[S any] struct {
 		monitorMeta `json:",inline"`
-		Spec        struct {
-			Selector            metav1.LabelSelector `json:"selector"`
-			NamespaceSelector   namespaceSelector    `json:"namespaceSelector"`
-			PodMetricsEndpoints []endpoint           `json:"podMetricsEndpoints"`
-		} `json:"spec"`
+		Spec        S `json:"spec"`
 	}
-	serviceMonitor struct {
-		monitorMeta `json:",inline"`
-		Spec        struct {
-			Selector          metav1.LabelSelector `json:"selector"`
-			NamespaceSelector namespaceSelector    `json:"namespaceSelector"`
-			Endpoints         []endpoint           `json:"endpoints"`
-		} `json:"spec"`
+	// monitorSelectors are the spec fields PodMonitor and ServiceMonitor share.
+	monitorSelectors struct {
+		Selector          metav1.LabelSelector `json:"selector"`
+		NamespaceSelector namespaceSelector    `json:"namespaceSelector"`
 	}
-	prometheusRule struct {
-		monitorMeta `json:",inline"`
-		Spec        struct {
-			Groups []struct {
-				Name  string `json:"name"`
-				Rules []rule `json:"rules"`
-			} `json:"groups"`
-		} `json:"spec"`
-	}
+	podMonitor monitor[struct {
+		monitorSelectors    `json:",inline"`
+		PodMetricsEndpoints []endpoint `json:"podMetricsEndpoints"`
+	}]
+	serviceMonitor monitor[struct {
+		monitorSelectors `json:",inline"`
+		Endpoints        []endpoint `json:"endpoints"`
+	}]
+	prometheusRule monitor[struct {
+		Groups []struct {
+			Name  string `json:"name"`
+			Rules []rule `json:"rules"`
+		} `json:"groups"`
+	}]
 	rule struct {
 		Alert       string            `json:"alert"`
 		Expr        string            `json:"expr"`
@@ -147,13 +146,9 @@ func TestMonitoring(t *testing.T) {
 			if selects(t, pm.Spec.Selector, l) {
 				t.Errorf("PodMonitor selects a pod without %s", resources.LabelProjection)
 			}
-			if diff := cmp.Diff(namespaceSelector{Any: true}, pm.Spec.NamespaceSelector); diff != "" {
-				t.Errorf("namespaceSelector (-want +got):\n%s", diff)
-			}
+			wantEqual(t, "namespaceSelector", namespaceSelector{Any: true}, pm.Spec.NamespaceSelector)
 			want := []endpoint{{Port: resources.PortName, Path: worker.PathMetrics}}
-			if diff := cmp.Diff(want, pm.Spec.PodMetricsEndpoints); diff != "" {
-				t.Errorf("podMetricsEndpoints, against the worker container's port and path (-want +got):\n%s", diff)
-			}
+			wantEqual(t, "podMetricsEndpoints, against the worker container's port and path", want, pm.Spec.PodMetricsEndpoints)
 			for _, kind := range []string{"ServiceMonitor", "PrometheusRule", "ConfigMap"} {
 				for _, o := range r.objects {
 					if o.Kind == kind {
@@ -168,16 +163,12 @@ func TestMonitoring(t *testing.T) {
 		check: func(t *testing.T, r rendered) {
 			var pm podMonitor
 			r.get(t, "PodMonitor", fullname+"-workers", &pm)
-			if diff := cmp.Diff(namespaceSelector{MatchNames: []string{"demo"}}, pm.Spec.NamespaceSelector); diff != "" {
-				t.Errorf("namespaceSelector (-want +got):\n%s", diff)
-			}
+			wantEqual(t, "namespaceSelector", namespaceSelector{MatchNames: []string{"demo"}}, pm.Spec.NamespaceSelector)
 			if pm.Metadata.Labels["release"] != "kps" || pm.Metadata.Labels["app.kubernetes.io/name"] == "" {
 				t.Errorf("labels = %v, want release=kps beside the chart's", pm.Metadata.Labels)
 			}
 			want := []endpoint{{Port: resources.PortName, Path: worker.PathMetrics, Interval: "15s", ScrapeTimeout: "10s"}}
-			if diff := cmp.Diff(want, pm.Spec.PodMetricsEndpoints); diff != "" {
-				t.Errorf("podMetricsEndpoints (-want +got):\n%s", diff)
-			}
+			wantEqual(t, "podMetricsEndpoints", want, pm.Spec.PodMetricsEndpoints)
 		},
 	}, {
 		name:   "ServiceMonitor scrapes the operator's metrics Service",
@@ -190,16 +181,12 @@ func TestMonitoring(t *testing.T) {
 			if !selects(t, sm.Spec.Selector, svc.Labels) {
 				t.Errorf("ServiceMonitor selector %+v does not select the metrics Service (labels %v)", sm.Spec.Selector, svc.Labels)
 			}
-			if diff := cmp.Diff(namespaceSelector{MatchNames: []string{namespace}}, sm.Spec.NamespaceSelector); diff != "" {
-				t.Errorf("namespaceSelector (-want +got):\n%s", diff)
-			}
+			wantEqual(t, "namespaceSelector", namespaceSelector{MatchNames: []string{namespace}}, sm.Spec.NamespaceSelector)
 			// Secure metrics (the default): HTTPS with Prometheus's own
 			// token, and the self-signed certificate is not verified.
 			want := []endpoint{{Port: svc.Spec.Ports[0].Name, Path: "/metrics", Interval: "1m", Scheme: "https",
 				BearerTokenFile: "/var/run/secrets/kubernetes.io/serviceaccount/token", TLSConfig: &tlsConfig{InsecureSkipVerify: true}}}
-			if diff := cmp.Diff(want, sm.Spec.Endpoints); diff != "" {
-				t.Errorf("endpoints, against the metrics Service's port (-want +got):\n%s", diff)
-			}
+			wantEqual(t, "endpoints, against the metrics Service's port", want, sm.Spec.Endpoints)
 			if sm.Metadata.Labels["release"] != "kps" {
 				t.Errorf("labels = %v, want release=kps", sm.Metadata.Labels)
 			}
@@ -218,9 +205,7 @@ func TestMonitoring(t *testing.T) {
 				Authorization: &authorization{Type: "Bearer", Credentials: corev1.SecretKeySelector{
 					LocalObjectReference: corev1.LocalObjectReference{Name: "prometheus-token"}, Key: "token"}},
 				TLSConfig: &tlsConfig{ServerName: fullname + "-metrics." + namespace + ".svc", CA: ca}}}
-			if diff := cmp.Diff(want, sm.Spec.Endpoints); diff != "" {
-				t.Errorf("endpoints (-want +got):\n%s", diff)
-			}
+			wantEqual(t, "endpoints", want, sm.Spec.Endpoints)
 		},
 	}, {
 		name:   "ServiceMonitor of plain HTTP metrics",
@@ -229,9 +214,7 @@ func TestMonitoring(t *testing.T) {
 			var sm serviceMonitor
 			r.get(t, "ServiceMonitor", fullname, &sm)
 			want := []endpoint{{Port: "metrics", Path: "/metrics", Scheme: "http"}}
-			if diff := cmp.Diff(want, sm.Spec.Endpoints); diff != "" {
-				t.Errorf("endpoints (-want +got):\n%s", diff)
-			}
+			wantEqual(t, "endpoints", want, sm.Spec.Endpoints)
 		},
 	}, {
 		name:   "PrometheusRule with the default thresholds",
@@ -358,5 +341,13 @@ func TestMonitoringWithoutThePrometheusOperator(t *testing.T) {
 		"--set", "monitoring.serviceMonitor.enabled=true,metrics.service.enabled=false").CombinedOutput()
 	if want := "monitoring.serviceMonitor.enabled needs metrics.service.enabled"; err == nil || !strings.Contains(string(out), want) {
 		t.Errorf("ServiceMonitor without the metrics Service: err %v, want an error containing %q:\n%s", err, want, out)
+	}
+}
+
+// wantEqual reports an error, with the -want +got diff, when got is not want.
+func wantEqual[T any](t *testing.T, what string, want, got T) {
+	t.Helper()
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("%s (-want +got):\n%s", what, diff)
 	}
 }

@@ -44,6 +44,32 @@ func topologyOf(t *testing.T, pool *pgxpool.Pool, name string) (int, int64) {
 	return top.TotalPartitions, top.Generation
 }
 
+// eventsIn lists the Events in namespace ns and returns, sorted, the text
+// describe makes of each Event it keeps.
+func eventsIn(ctx context.Context, ns string, describe func(corev1.Event) (string, bool)) ([]string, error) {
+	var events corev1.EventList
+	if err := k8sClient.List(ctx, &events, client.InNamespace(ns)); err != nil {
+		return nil, err
+	}
+	var got []string
+	for _, e := range events.Items {
+		if text, keep := describe(e); keep {
+			got = append(got, text)
+		}
+	}
+	slices.Sort(got)
+	return got, nil
+}
+
+// wantTopology reports an error when the topology of projection name in
+// pool does not have partitions partitions at generation generation.
+func wantTopology(t *testing.T, pool *pgxpool.Pool, name string, partitions int, generation int64, when string) {
+	t.Helper()
+	if n, gen := topologyOf(t, pool, name); n != partitions || gen != generation {
+		t.Errorf("%s: topology has %d partitions, generation %d; want %d, %d", when, n, gen, partitions, generation)
+	}
+}
+
 // A Projection gets its Service and StatefulSet, its topology in the
 // database, and pods that the kwok node runs and reports Ready; status
 // and the Ready condition follow.
@@ -83,9 +109,7 @@ func TestProjectionComesUpReady(t *testing.T) {
 	if err != nil || out != "0/2/2/2" {
 		t.Errorf("status lag/partitions/readyReplicas/replicas as stored: %q (%v), want 0/2/2/2", out, err)
 	}
-	if n, gen := topologyOf(t, db, "user_count"); n != 2 || gen != 1 {
-		t.Errorf("database topology %d partitions generation %d, want 2 and 1", n, gen)
-	}
+	wantTopology(t, db, "user_count", 2, 1, "database topology")
 }
 
 // kubectl scale (the real kubectl, through the scale subresource) switches
@@ -200,17 +224,12 @@ func TestScaleSwitchesTopologyFirst(t *testing.T) {
 
 	// Each switch is one event that says what happened.
 	eventually(t, 10*time.Second, "TopologySwitched events", func() error {
-		var events corev1.EventList
-		if err := k8sClient.List(ctx, &events, client.InNamespace(ns)); err != nil {
+		got, err := eventsIn(ctx, ns, func(e corev1.Event) (string, bool) {
+			return e.Message, e.Reason == "TopologySwitched"
+		})
+		if err != nil {
 			return err
 		}
-		var got []string
-		for _, e := range events.Items {
-			if e.Reason == "TopologySwitched" {
-				got = append(got, e.Message)
-			}
-		}
-		slices.Sort(got)
 		want := []string{
 			"set up projection activity_log in 2 partitions (topology generation 1)",
 			"switched projection activity_log from 2 to 3 partitions (topology generation 2)",
@@ -417,17 +436,13 @@ func TestLagMatchesCheckpoints(t *testing.T) {
 	})
 	// Both changes are Events, one each.
 	eventually(t, 10*time.Second, "NoProgress and CheckpointsMoving events", func() error {
-		var events corev1.EventList
-		if err := k8sClient.List(ctx, &events, client.InNamespace(ns)); err != nil {
+		got, err := eventsIn(ctx, ns, func(e corev1.Event) (string, bool) {
+			return fmt.Sprintf("%s %s x%d", e.Type, e.Reason, max(e.Count, 1)),
+				e.Reason == v1alpha1.ReasonNoProgress || e.Reason == v1alpha1.ReasonProgressing
+		})
+		if err != nil {
 			return err
 		}
-		var got []string
-		for _, e := range events.Items {
-			if e.Reason == v1alpha1.ReasonNoProgress || e.Reason == v1alpha1.ReasonProgressing {
-				got = append(got, fmt.Sprintf("%s %s x%d", e.Type, e.Reason, max(e.Count, 1)))
-			}
-		}
-		slices.Sort(got)
 		want := []string{"Normal CheckpointsMoving x1", "Warning NoProgress x1"}
 		if diff := cmp.Diff(want, got); diff != "" {
 			return fmt.Errorf("Stalled events (-want +got):\n%s", diff)
@@ -514,24 +529,33 @@ func TestWorkerFailureIsReported(t *testing.T) {
 	})
 }
 
-// A spec that the API server accepts but that cannot make a pod (a mount of
-// a volume the spec does not have) is reported as Degraded InvalidSpec,
-// and neither the topology nor a StatefulSet is made until it is fixed.
-func TestInvalidSpecIsReported(t *testing.T) {
-	ns := newNamespace(t)
-	db := newDatabase(t, ns)
+// createOrders creates Projection orders (order_ledger, 2 replicas, database
+// Secret db) in namespace ns, with the changes edit makes to its spec.
+func createOrders(t *testing.T, ns string, edit func(*v1alpha1.ProjectionSpec)) {
+	t.Helper()
 	p := &v1alpha1.Projection{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "orders"},
 		Spec: v1alpha1.ProjectionSpec{
 			ProjectionName: "order_ledger",
 			Replicas:       ptr.To[int32](2),
 			Database:       v1alpha1.DatabaseSpec{SecretRef: v1alpha1.SecretKeySelector{Name: "db"}},
-			VolumeMounts:   []corev1.VolumeMount{{Name: "db-ca", MountPath: "/etc/db-ca"}},
 		},
 	}
+	edit(&p.Spec)
 	if err := k8sClient.Create(t.Context(), p); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// A spec that the API server accepts but that cannot make a pod (a mount of
+// a volume the spec does not have) is reported as Degraded InvalidSpec,
+// and neither the topology nor a StatefulSet is made until it is fixed.
+func TestInvalidSpecIsReported(t *testing.T) {
+	ns := newNamespace(t)
+	db := newDatabase(t, ns)
+	createOrders(t, ns, func(s *v1alpha1.ProjectionSpec) {
+		s.VolumeMounts = []corev1.VolumeMount{{Name: "db-ca", MountPath: "/etc/db-ca"}}
+	})
 	eventually(t, 30*time.Second, "Degraded InvalidSpec", func() error {
 		got := condition(getProjection(t, ns, "orders"), v1alpha1.ConditionDegraded)
 		if !strings.HasPrefix(got, "True/"+v1alpha1.ReasonInvalidSpec+":") || !strings.Contains(got, `spec.volumeMounts[0] mounts volume "db-ca"`) {
@@ -575,21 +599,12 @@ func TestMountedCAVerifiesTheServer(t *testing.T) {
 	srv := pgtest.StartTLS(t)
 	dbname := srv.NewDatabase(t)
 	newSecret(t, ns, "db", map[string]string{"dsn": srv.URL(dbname, "sslmode=verify-full&sslrootcert=/etc/db-ca/ca.crt")})
-	p := &v1alpha1.Projection{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "orders"},
-		Spec: v1alpha1.ProjectionSpec{
-			ProjectionName: "order_ledger",
-			Replicas:       ptr.To[int32](2),
-			Database:       v1alpha1.DatabaseSpec{SecretRef: v1alpha1.SecretKeySelector{Name: "db"}},
-			Volumes: []corev1.Volume{{Name: "db-ca", VolumeSource: corev1.VolumeSource{
-				ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "db-ca"}},
-			}}},
-			VolumeMounts: []corev1.VolumeMount{{Name: "db-ca", MountPath: "/etc/db-ca", ReadOnly: true}},
-		},
-	}
-	if err := k8sClient.Create(t.Context(), p); err != nil {
-		t.Fatal(err)
-	}
+	createOrders(t, ns, func(s *v1alpha1.ProjectionSpec) {
+		s.Volumes = []corev1.Volume{{Name: "db-ca", VolumeSource: corev1.VolumeSource{
+			ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "db-ca"}},
+		}}}
+		s.VolumeMounts = []corev1.VolumeMount{{Name: "db-ca", MountPath: "/etc/db-ca", ReadOnly: true}}
+	})
 	eventually(t, 30*time.Second, "Degraded CABundleNotFound", func() error {
 		got := condition(getProjection(t, ns, "orders"), v1alpha1.ConditionDegraded)
 		if !strings.HasPrefix(got, "True/"+v1alpha1.ReasonCANotFound+":") || !strings.Contains(got, `ConfigMap "db-ca"`) {
@@ -687,9 +702,7 @@ func TestSuspendKeepsTopology(t *testing.T) {
 	}
 	mustUpdateSpec(t, ns, "orders", func(s *v1alpha1.ProjectionSpec) { s.Replicas, s.Suspend = ptr.To[int32](2), nil })
 	ready("resumed: 2 pods Ready", 2)
-	if n, gen := topologyOf(t, db, "order_ledger"); n != 2 || gen != 1 {
-		t.Errorf("after the resume the topology has %d partitions, generation %d; want 2, 1 (no switch)", n, gen)
-	}
+	wantTopology(t, db, "order_ledger", 2, 1, "after the resume (no switch)")
 }
 
 // CaughtUp turns True the first time every partition has lag 0 and stays

@@ -2,6 +2,7 @@ package resources
 
 import (
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -131,11 +132,12 @@ func parse[T any](t *testing.T, manifest string) *T {
 	return out
 }
 
-const wantMinimalStatefulSet = `
-apiVersion: apps/v1
-kind: StatefulSet
-metadata:
-  name: user-count
+// ownedMetadata is the metadata block every child object of the user-count
+// Projection in namespace shop carries: the common labels and the controller
+// owner reference. name is the child object's name.
+func ownedMetadata(name string) string {
+	return `metadata:
+  name: ` + name + `
   namespace: shop
   labels:
     app.kubernetes.io/name: projectionist-worker
@@ -149,9 +151,17 @@ metadata:
     name: user-count
     uid: 6f1c1f5e-8a43-4c1e-9a53-0d7b6f1e2a10
     controller: true
-    blockOwnerDeletion: true
+    blockOwnerDeletion: true`
+}
+
+// statefulSetHead is the start of every expected worker StatefulSet: type,
+// metadata, the fixed spec fields and the pod template's common labels.
+func statefulSetHead(replicas int) string {
+	return `apiVersion: apps/v1
+kind: StatefulSet
+` + ownedMetadata("user-count") + `
 spec:
-  replicas: 3
+  replicas: ` + strconv.Itoa(replicas) + `
   podManagementPolicy: Parallel
   serviceName: user-count-workers
   selector:
@@ -166,7 +176,51 @@ spec:
         app.kubernetes.io/instance: user-count
         app.kubernetes.io/managed-by: projectionist
         app.kubernetes.io/component: worker
-        projectionist.dev/projection: user-count
+        projectionist.dev/projection: user-count`
+}
+
+// The pieces of the worker container and pod spec that every expected
+// StatefulSet shares, whatever the Projection asks for.
+const (
+	// minimalWorkerEnv is the environment a Projection that sets nothing gets.
+	minimalWorkerEnv = `        - name: DATABASE_URL
+          valueFrom:
+            secretKeyRef: {name: pg, key: dsn}
+        - {name: PROJECTION, value: user-count}
+        - {name: BATCH_SIZE, value: "100"}
+        - {name: POLL_INTERVAL, value: 100ms}
+        - {name: ERROR_POLICY, value: stop}`
+	workerDownwardEnv = `        - name: PARTITION_KEY
+          valueFrom:
+            fieldRef: {fieldPath: "metadata.labels['apps.kubernetes.io/pod-index']"}
+        - name: POD_NAME
+          valueFrom:
+            fieldRef: {fieldPath: metadata.name}
+        - {name: HTTP_ADDR, value: ":8080"}`
+	workerProbes = `        ports:
+        - {name: http, containerPort: 8080, protocol: TCP}
+        livenessProbe:
+          httpGet: {path: /healthz, port: http}
+        readinessProbe:
+          httpGet: {path: /readyz, port: http}
+          periodSeconds: 2`
+	workerContainerSecurity = `        securityContext:
+          runAsNonRoot: true
+          readOnlyRootFilesystem: true
+          allowPrivilegeEscalation: false
+          capabilities:
+            drop: [ALL]
+          seccompProfile: {type: RuntimeDefault}`
+	workerPodSecurity = `      securityContext:
+        runAsNonRoot: true
+        runAsUser: 65532
+        runAsGroup: 65532
+        seccompProfile: {type: RuntimeDefault}
+      terminationGracePeriodSeconds: 30`
+)
+
+var wantMinimalStatefulSet = `
+` + statefulSetHead(3) + `
     spec:
       containers:
       - name: worker
@@ -174,81 +228,18 @@ spec:
         args: [worker]
         terminationMessagePolicy: FallbackToLogsOnError
         env:
-        - name: DATABASE_URL
-          valueFrom:
-            secretKeyRef: {name: pg, key: dsn}
-        - {name: PROJECTION, value: user-count}
-        - {name: BATCH_SIZE, value: "100"}
-        - {name: POLL_INTERVAL, value: 100ms}
-        - {name: ERROR_POLICY, value: stop}
-        - name: PARTITION_KEY
-          valueFrom:
-            fieldRef: {fieldPath: "metadata.labels['apps.kubernetes.io/pod-index']"}
-        - name: POD_NAME
-          valueFrom:
-            fieldRef: {fieldPath: metadata.name}
-        - {name: HTTP_ADDR, value: ":8080"}
+` + minimalWorkerEnv + `
+` + workerDownwardEnv + `
         - {name: LOG_FORMAT, value: json}
-        ports:
-        - {name: http, containerPort: 8080, protocol: TCP}
-        livenessProbe:
-          httpGet: {path: /healthz, port: http}
-        readinessProbe:
-          httpGet: {path: /readyz, port: http}
-          periodSeconds: 2
-        securityContext:
-          runAsNonRoot: true
-          readOnlyRootFilesystem: true
-          allowPrivilegeEscalation: false
-          capabilities:
-            drop: [ALL]
-          seccompProfile: {type: RuntimeDefault}
-      securityContext:
-        runAsNonRoot: true
-        runAsUser: 65532
-        runAsGroup: 65532
-        seccompProfile: {type: RuntimeDefault}
-      terminationGracePeriodSeconds: 30
+` + workerProbes + `
+` + workerContainerSecurity + `
+` + workerPodSecurity + `
       automountServiceAccountToken: false
       enableServiceLinks: false
 `
 
-const wantFullStatefulSet = `
-apiVersion: apps/v1
-kind: StatefulSet
-metadata:
-  name: user-count
-  namespace: shop
-  labels:
-    app.kubernetes.io/name: projectionist-worker
-    app.kubernetes.io/instance: user-count
-    app.kubernetes.io/managed-by: projectionist
-    app.kubernetes.io/component: worker
-    projectionist.dev/projection: user-count
-  ownerReferences:
-  - apiVersion: projectionist.dev/v1alpha1
-    kind: Projection
-    name: user-count
-    uid: 6f1c1f5e-8a43-4c1e-9a53-0d7b6f1e2a10
-    controller: true
-    blockOwnerDeletion: true
-spec:
-  replicas: 2
-  podManagementPolicy: Parallel
-  serviceName: user-count-workers
-  selector:
-    matchLabels:
-      app.kubernetes.io/name: projectionist-worker
-      app.kubernetes.io/instance: user-count
-      projectionist.dev/projection: user-count
-  template:
-    metadata:
-      labels:
-        app.kubernetes.io/name: projectionist-worker
-        app.kubernetes.io/instance: user-count
-        app.kubernetes.io/managed-by: projectionist
-        app.kubernetes.io/component: worker
-        projectionist.dev/projection: user-count
+var wantFullStatefulSet = `
+` + statefulSetHead(2) + `
         team: shop
         sidecar.istio.io/inject: "false"
       annotations:
@@ -269,44 +260,21 @@ spec:
         - {name: BATCH_SIZE, value: "500"}
         - {name: POLL_INTERVAL, value: 2s}
         - {name: ERROR_POLICY, value: dead-letter}
-        - name: PARTITION_KEY
-          valueFrom:
-            fieldRef: {fieldPath: "metadata.labels['apps.kubernetes.io/pod-index']"}
-        - name: POD_NAME
-          valueFrom:
-            fieldRef: {fieldPath: metadata.name}
-        - {name: HTTP_ADDR, value: ":8080"}
+` + workerDownwardEnv + `
         - {name: LOG_FORMAT, value: json}
         - {name: LOG_LEVEL, value: debug}
         - name: PGSSLROOTCERT
           valueFrom:
             secretKeyRef: {name: pg-ca, key: ca.crt}
         - {name: PGAPPNAME, value: $(POD_NAME)}
-        ports:
-        - {name: http, containerPort: 8080, protocol: TCP}
-        livenessProbe:
-          httpGet: {path: /healthz, port: http}
-        readinessProbe:
-          httpGet: {path: /readyz, port: http}
-          periodSeconds: 2
+` + workerProbes + `
         resources:
           requests: {cpu: 100m, memory: 64Mi}
           limits: {memory: 128Mi}
-        securityContext:
-          runAsNonRoot: true
-          readOnlyRootFilesystem: true
-          allowPrivilegeEscalation: false
-          capabilities:
-            drop: [ALL]
-          seccompProfile: {type: RuntimeDefault}
+` + workerContainerSecurity + `
         volumeMounts:
         - {name: db-ca, mountPath: /etc/db-ca, readOnly: true}
-      securityContext:
-        runAsNonRoot: true
-        runAsUser: 65532
-        runAsGroup: 65532
-        seccompProfile: {type: RuntimeDefault}
-      terminationGracePeriodSeconds: 30
+` + workerPodSecurity + `
       enableServiceLinks: false
       serviceAccountName: projections
       imagePullSecrets:
@@ -406,23 +374,11 @@ func TestStatefulSetEnvOverride(t *testing.T) {
 		t.Fatalf("StatefulSet: %v", err)
 	}
 	want := parse[[]corev1ac.EnvVarApplyConfiguration](t, `
-- name: DATABASE_URL
-  valueFrom:
-    secretKeyRef: {name: pg, key: dsn}
-- {name: PROJECTION, value: user-count}
-- {name: BATCH_SIZE, value: "100"}
-- {name: POLL_INTERVAL, value: 100ms}
-- {name: ERROR_POLICY, value: stop}
-- name: PARTITION_KEY
-  valueFrom:
-    fieldRef: {fieldPath: "metadata.labels['apps.kubernetes.io/pod-index']"}
-- name: POD_NAME
-  valueFrom:
-    fieldRef: {fieldPath: metadata.name}
-- {name: HTTP_ADDR, value: ":8080"}
-- {name: LOG_FORMAT, value: text}
-- {name: PGSSLMODE, value: require}
-- {name: LOG_LEVEL, value: debug}
+`+minimalWorkerEnv+`
+`+workerDownwardEnv+`
+        - {name: LOG_FORMAT, value: text}
+        - {name: PGSSLMODE, value: require}
+        - {name: LOG_LEVEL, value: debug}
 `)
 	got := sts.Spec.Template.Spec.Containers[0].Env
 	if diff := cmp.Diff(*want, got); diff != "" {
@@ -649,22 +605,7 @@ func TestService(t *testing.T) {
 	want := parse[corev1ac.ServiceApplyConfiguration](t, `
 apiVersion: v1
 kind: Service
-metadata:
-  name: user-count-workers
-  namespace: shop
-  labels:
-    app.kubernetes.io/name: projectionist-worker
-    app.kubernetes.io/instance: user-count
-    app.kubernetes.io/managed-by: projectionist
-    app.kubernetes.io/component: worker
-    projectionist.dev/projection: user-count
-  ownerReferences:
-  - apiVersion: projectionist.dev/v1alpha1
-    kind: Projection
-    name: user-count
-    uid: 6f1c1f5e-8a43-4c1e-9a53-0d7b6f1e2a10
-    controller: true
-    blockOwnerDeletion: true
+`+ownedMetadata("user-count-workers")+`
 spec:
   clusterIP: None
   publishNotReadyAddresses: true
@@ -690,22 +631,7 @@ func TestPodDisruptionBudget(t *testing.T) {
 		return `
 apiVersion: policy/v1
 kind: PodDisruptionBudget
-metadata:
-  name: user-count
-  namespace: shop
-  labels:
-    app.kubernetes.io/name: projectionist-worker
-    app.kubernetes.io/instance: user-count
-    app.kubernetes.io/managed-by: projectionist
-    app.kubernetes.io/component: worker
-    projectionist.dev/projection: user-count
-  ownerReferences:
-  - apiVersion: projectionist.dev/v1alpha1
-    kind: Projection
-    name: user-count
-    uid: 6f1c1f5e-8a43-4c1e-9a53-0d7b6f1e2a10
-    controller: true
-    blockOwnerDeletion: true
+` + ownedMetadata("user-count") + `
 spec:
   maxUnavailable: ` + maxUnavailable + `
   selector:

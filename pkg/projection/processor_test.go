@@ -47,6 +47,15 @@ func newAppliedTable(t testing.TB, pool *pgxpool.Pool) {
 	}
 }
 
+// newAppliedStore is newStore with the applied table and the events of
+// appendN(aggregates, perAggregate, aggType) already in the store.
+func newAppliedStore(t *testing.T, aggregates, perAggregate int, aggType string) (*pgxpool.Pool, *projection.Store) {
+	t.Helper()
+	pool, store := newStore(t, newAppliedTable)
+	appendN(t, pool, store, aggregates, perAggregate, aggType)
+	return pool, store
+}
+
 func appendN(t *testing.T, pool *pgxpool.Pool, store *projection.Store, aggregates, perAggregate int, aggType string) {
 	t.Helper()
 	for a := range aggregates {
@@ -111,8 +120,7 @@ func TestProcessorWaitsForInFlightWriter(t *testing.T) {
 // the hash assigns it.
 func TestPartitionsApplyEachEventOnce(t *testing.T) {
 	ctx := t.Context()
-	pool, store := newStore(t, newAppliedTable)
-	appendN(t, pool, store, 200, 5, "User")
+	pool, store := newAppliedStore(t, 200, 5, "User")
 
 	var wg sync.WaitGroup
 	errs := make([]error, 4)
@@ -215,8 +223,7 @@ func (regionStrategy) ShouldProcess(id string, key, total int) bool {
 
 func TestCustomPartitionStrategy(t *testing.T) {
 	ctx := t.Context()
-	pool, store := newStore(t, newAppliedTable)
-	appendN(t, pool, store, 30, 2, "us")
+	pool, store := newAppliedStore(t, 30, 2, "us")
 	appendN(t, pool, store, 20, 2, "eu")
 	appendN(t, pool, store, 50, 2, "xx")
 	for key := range 3 {
@@ -279,8 +286,7 @@ func TestScopedProjection(t *testing.T) {
 // and names the event.
 func TestHandlerErrorRollsBackBatch(t *testing.T) {
 	ctx := t.Context()
-	pool, store := newStore(t, newAppliedTable)
-	appendN(t, pool, store, 3, 1, "A")
+	pool, store := newAppliedStore(t, 3, 1, "A")
 	bad, err := store.Append(ctx, pool, "B", "poison", projection.NoStream, ev("Poison"))
 	if err != nil {
 		t.Fatal(err)
@@ -319,8 +325,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 // Run follows new events, starts over when its checkpoint is deleted (the
 // guide's rebuild), and returns nil when cancelled.
 func TestRunFollowsRebuildsAndStops(t *testing.T) {
-	pool, store := newStore(t, newAppliedTable)
-	appendN(t, pool, store, 10, 3, "A")
+	pool, store := newAppliedStore(t, 10, 3, "A")
 
 	ctx, cancel := context.WithCancel(t.Context())
 	cfg := projection.DefaultProcessorConfig()
