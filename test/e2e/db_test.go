@@ -56,19 +56,19 @@ func newDatabase(t *testing.T, name string) *database {
 				t.Logf("E2E_KEEP_ON_FAILURE: keeping database %s", name)
 				return
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			conn, err := pgx.Connect(ctx, cfg.databaseURL)
-			if err != nil {
-				t.Errorf("dropping database %s: %v", name, redact(err))
-				return
-			}
-			defer conn.Close(ctx)
 			// FORCE: a worker of a Projection that outlived the operator may
-			// still hold a connection until the namespace is gone.
-			if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
-				t.Errorf("dropping database %s: %v", name, err)
-			}
+			// still hold a connection until the namespace is gone. FORCE
+			// refuses (42501) while an autovacuum worker, which runs as no
+			// role of ours, is in the database; it soon ends, so try again.
+			eventually(t, "dropping database "+name, time.Minute, func(ctx context.Context) error {
+				conn, err := pgx.Connect(ctx, cfg.databaseURL)
+				if err != nil {
+					return redact(err)
+				}
+				defer conn.Close(ctx)
+				_, err = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+				return err
+			})
 		})
 	case errors.As(err, &pgErr) && pgErr.Code == "42501": // insufficient_privilege
 		var events int64
