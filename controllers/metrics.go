@@ -7,6 +7,7 @@ package controllers
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -26,7 +27,7 @@ var projectionLabels = []string{"namespace", "name", "projection"}
 // projectionDesc describes a series of one Projection: labelled with
 // projectionLabels, then extra.
 func projectionDesc(name, help string, extra ...string) *prometheus.Desc {
-	return prometheus.NewDesc(name, help, append(append([]string{}, projectionLabels...), extra...), nil)
+	return prometheus.NewDesc(name, help, slices.Concat(projectionLabels, extra), nil)
 }
 
 var (

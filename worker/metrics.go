@@ -3,6 +3,7 @@ package worker
 import (
 	"fmt"
 	"runtime"
+	"slices"
 
 	"github.com/IBM/pgxpoolprometheus"
 	"github.com/prometheus/client_golang/prometheus"
@@ -65,7 +66,7 @@ var (
 // partitionDesc describes a series of one partition: labelled with labels,
 // then extra.
 func partitionDesc(name, help string, extra ...string) *prometheus.Desc {
-	return prometheus.NewDesc(name, help, append(append([]string{}, labels...), extra...), nil)
+	return prometheus.NewDesc(name, help, slices.Concat(labels, extra), nil)
 }
 
 // workerDesc describes a series of the whole worker, without labels.
