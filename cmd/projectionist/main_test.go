@@ -248,7 +248,7 @@ func TestBadInput(t *testing.T) {
 		{"migrate without database", nil, []string{"migrate"}, 2, "projectionist migrate: no database: set DATABASE_URL or pass --database-url"},
 		{"generate without database", nil, []string{"events", "generate", "--count", "10"}, 2, "projectionist events generate: no database: set DATABASE_URL"},
 		{"worker without database", nil, []string{"worker", "--http-addr", "127.0.0.1:0"}, 2, "projectionist worker: invalid worker config: no database: set DATABASE_URL"},
-		{"malformed URL", nil, []string{"migrate", "--database-url", "postgres://app:" + secret + "@127.0.0.1:notaport/app"}, 2, "projectionist migrate: invalid database connection string: invalid port"},
+		{"malformed URL", nil, []string{"migrate", "--database-url", "postgres://app:" + secret + "@127.0.0.1:notaport/app"}, 2, "projectionist migrate: --database-url: invalid database connection string: invalid port"},
 		{"unreachable server, URL", map[string]string{"DATABASE_URL": "postgres://app:" + secret + "@127.0.0.1:1/app?sslmode=disable"}, []string{"migrate"}, 1, "projectionist migrate: connecting to the database: "},
 		{"unreachable server, key=value", nil, []string{"events", "generate", "--database-url", "host=127.0.0.1 port=1 user=app password=" + secret + " sslmode=disable"}, 1, "projectionist events generate: connecting to the database: "},
 	})
