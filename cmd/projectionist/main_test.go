@@ -107,14 +107,15 @@ func TestMigrateTwice(t *testing.T) {
 		"applied 0010_event_trace_ids.up.sql\n" +
 		"applied 0011_lag_view.up.sql\n" +
 		"applied 0012_imports.up.sql\n" +
-		"the schema is at version 12 (0012_imports.up.sql)\n"
+		"applied 0015_lag_view_age_not_negative.up.sql\n" +
+		"the schema is at version 15 (0015_lag_view_age_not_negative.up.sql)\n"
 	if r.code != 0 || r.stdout != want || r.stderr != "" {
 		t.Fatalf("first migrate:\n%s\nwant stdout:\n%s", r, want)
 	}
 
 	// Again, with the flag instead of the variable: nothing to apply.
 	r = run(t, nil, "migrate", "--database-url", dsn)
-	want = "nothing to apply: the schema is at version 12 (0012_imports.up.sql)\n"
+	want = "nothing to apply: the schema is at version 15 (0015_lag_view_age_not_negative.up.sql)\n"
 	if r.code != 0 || r.stdout != want || r.stderr != "" {
 		t.Fatalf("second migrate:\n%s\nwant stdout:\n%s", r, want)
 	}
@@ -125,8 +126,8 @@ func TestMigrateTwice(t *testing.T) {
 	}
 	defer conn.Close(ctx)
 	var n int
-	if err := conn.QueryRow(ctx, "SELECT count(*) FROM projectionist_schema_migrations").Scan(&n); err != nil || n != 12 {
-		t.Errorf("projectionist_schema_migrations has %d rows (%v), want 12", n, err)
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM projectionist_schema_migrations").Scan(&n); err != nil || n != 13 {
+		t.Errorf("projectionist_schema_migrations has %d rows (%v), want 13", n, err)
 	}
 }
 
