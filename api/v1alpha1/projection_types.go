@@ -740,9 +740,13 @@ const (
 	// with an error.
 	ConditionDegraded = "Degraded"
 	// ConditionStalled is True when a partition has events to handle but
-	// has not moved its checkpoint for StalledAfter: its worker is down
+	// has not moved its checkpoint for StalledAfter (one that never ran:
+	// for StalledAfter since the Projection's creation): its worker is down
 	// or stuck, or a long-running write transaction holds every reader
-	// back (see the workers' projectionist_horizon_stall_seconds).
+	// back (see the workers' projectionist_horizon_stall_seconds). False
+	// says why not: CheckpointsMoving, NotStarted (a partition with events
+	// to handle has not run yet, for less than StalledAfter),
+	// NothingToHandle (no partition has lag), Paused or Suspended.
 	ConditionStalled = "Stalled"
 	// ConditionCaughtUp turns True the first time every partition of the
 	// Projection's topology has lag 0, and stays True (its
@@ -785,6 +789,8 @@ const (
 	ReasonWorkerFailing       = "WorkerFailing"
 	ReasonNoProgress          = "NoProgress"
 	ReasonProgressing         = "CheckpointsMoving"
+	ReasonNotStarted          = "NotStarted"
+	ReasonNothingToHandle     = "NothingToHandle"
 	ReasonSuspended           = "Suspended"
 	ReasonLagReachedZero      = "LagReachedZero"
 	ReasonCatchingUp          = "CatchingUp"
