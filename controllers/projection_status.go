@@ -113,7 +113,9 @@ func suspendedMessage(s *state) string {
 // setCaughtUpCondition turns CaughtUp True the first time a progress
 // reading has every partition of the topology at lag 0, and leaves it True
 // from then on: it says the projection has caught up with the log once,
-// not that it is caught up now (that is status.lag).
+// not that it is caught up now (that is status.lag). While the log is
+// empty it stays False (LogEmpty): a read model that has projected nothing
+// is no signal to cut readers over to it.
 //
 // A rebuild starts it over: False with reason Rebuilding from the moment
 // the operator sees the new spec.rebuildToken until the replay is done,
@@ -140,6 +142,8 @@ func setCaughtUpCondition(st *v1alpha1.ProjectionStatus, s *state) {
 		Reason: v1alpha1.ReasonCatchingUp, ObservedGeneration: s.projection.Generation}
 	n := pr.Topology.TotalPartitions
 	switch {
+	case pr.HeadPosition == 0:
+		c.Reason, c.Message = v1alpha1.ReasonLogEmpty, "the event log is empty: nothing to catch up with yet"
 	case n == 0 || len(pr.Partitions) != n:
 		c.Message = "the projection has no topology in the database yet"
 	case pr.Lag > 0:

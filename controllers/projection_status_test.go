@@ -79,6 +79,13 @@ func TestComputeStatusConditions(t *testing.T) {
 		Partitions:   []projection.PartitionProgress{{PartitionKey: 0, Position: 10}, {PartitionKey: 1, Position: 10}},
 		Now:          now,
 	}
+	// emptyLog: the partitions have lag 0 because there is nothing to
+	// handle.
+	emptyLog := &projection.Progress{
+		Topology:   projection.Topology{Generation: 1, TotalPartitions: 2},
+		Partitions: []projection.PartitionProgress{{PartitionKey: 0}, {PartitionKey: 1}},
+		Now:        now,
+	}
 	// statefulSet with n pods, all ready and rolled out.
 	statefulSet := func(n int32) *appsv1.StatefulSet {
 		return &appsv1.StatefulSet{
@@ -100,6 +107,7 @@ func TestComputeStatusConditions(t *testing.T) {
 		databaseUnreachable = condition{metav1.ConditionTrue, v1alpha1.ReasonDatabaseUnreachable}
 		notStalled          = condition{metav1.ConditionFalse, v1alpha1.ReasonProgressing}
 		nothingToHandle     = condition{metav1.ConditionFalse, v1alpha1.ReasonNothingToHandle}
+		logEmpty            = condition{metav1.ConditionFalse, v1alpha1.ReasonLogEmpty}
 		noProgress          = condition{metav1.ConditionTrue, v1alpha1.ReasonNoProgress}
 		lagZero             = condition{metav1.ConditionTrue, v1alpha1.ReasonLagReachedZero}
 		catchingUp          = condition{metav1.ConditionFalse, v1alpha1.ReasonCatchingUp}
@@ -127,6 +135,9 @@ func TestComputeStatusConditions(t *testing.T) {
 	}{{
 		name: "running and caught up", replicas: 2, sts: statefulSet(2), running: 2, progress: caughtUp,
 		want: conditions{Ready: allReady, Progressing: rolledOut, Degraded: reconciled, Stalled: nothingToHandle, CaughtUp: lagZero},
+	}, {
+		name: "an empty log is nothing to have caught up with", replicas: 2, sts: statefulSet(2), running: 2, progress: emptyLog,
+		want: conditions{Ready: allReady, Progressing: rolledOut, Degraded: reconciled, Stalled: nothingToHandle, CaughtUp: logEmpty},
 	}, {
 		name: "new Projection: no StatefulSet, no progress yet", replicas: 2, running: 2,
 		want: conditions{Ready: notReady, Progressing: scaling, Degraded: reconciled, CaughtUp: noProgressYet},

@@ -749,11 +749,13 @@ const (
 	// NothingToHandle (no partition has lag), Paused or Suspended.
 	ConditionStalled = "Stalled"
 	// ConditionCaughtUp turns True the first time every partition of the
-	// Projection's topology has lag 0, and stays True (its
-	// lastTransitionTime says when): the signal to cut readers over to a
-	// new projection, e.g. kubectl wait --for=condition=CaughtUp. A
-	// rebuild (spec.rebuildToken) turns it False, reason Rebuilding, until
-	// the replay has reached lag 0.
+	// Projection's topology has lag 0 with events in the log, and stays
+	// True (its lastTransitionTime says when): the signal to cut readers
+	// over to a new projection, e.g. kubectl wait --for=condition=CaughtUp.
+	// While the log is empty it is False, reason LogEmpty: a read model
+	// that has projected nothing is no signal to cut over. A rebuild
+	// (spec.rebuildToken) turns it False, reason Rebuilding, until the
+	// replay has reached lag 0.
 	ConditionCaughtUp = "CaughtUp"
 	// ConditionRebuilding is True while a rebuild asked for with
 	// spec.rebuildToken is under way (reason Stopping, Resetting or
@@ -794,6 +796,7 @@ const (
 	ReasonSuspended           = "Suspended"
 	ReasonLagReachedZero      = "LagReachedZero"
 	ReasonCatchingUp          = "CatchingUp"
+	ReasonLogEmpty            = "LogEmpty"
 	ReasonRebuilding          = "Rebuilding"
 	ReasonRebuildStopping     = "Stopping"
 	ReasonRebuildResetting    = "Resetting"
