@@ -76,7 +76,6 @@ type ProjectionSpec struct {
 	// projection.DefaultTotalPartitions); 0 to 1024.
 	// +optional
 	// +kubebuilder:default=1
-	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=1024
 	Replicas *int32 `json:"replicas,omitempty"`
 
@@ -830,7 +829,7 @@ const ReasonDatabaseNotResponding = "DatabaseNotResponding"
 // +kubebuilder:subresource:status
 // +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas,selectorpath=.status.selector
 // +kubebuilder:resource:shortName=proj,categories=all
-// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 52 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS label of at most 52 characters starting with a letter (lowercase letters, digits and '-'), since it names the worker StatefulSet, its pods and its Service"
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 52 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS label of at most 52 characters starting with a letter (lowercase letters, digits and '-'), since it names the worker StatefulSet, its pods and its Service",fieldPath=".metadata"
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,description="Why the Projection is or is not ready: AllReplicasReady, ReplicasNotReady, Paused, or the Degraded reason (SecretNotFound, DatabaseUnreachable, WorkerFailing, ...)"
 // +kubebuilder:printcolumn:name="Pods",type=integer,JSONPath=`.status.readyReplicas`,description="Ready worker pods",priority=1
