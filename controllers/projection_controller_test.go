@@ -705,6 +705,43 @@ func TestSuspendKeepsTopology(t *testing.T) {
 	wantTopology(t, db, "order_ledger", 2, 1, "after the resume (no switch)")
 }
 
+// On an empty log CaughtUp is False (LogEmpty), not the cut-over signal:
+// the read model has projected nothing. It turns True once the partition
+// has passed the events appended later.
+func TestCaughtUpWaitsForEvents(t *testing.T) {
+	ctx := t.Context()
+	ns := newNamespace(t)
+	db := newMigratedDatabase(t, ns)
+	newProjection(t, ns, "counter-v2", "counter", 1) // noop{} is projection "counter"
+	eventually(t, 30*time.Second, "CaughtUp False/LogEmpty on the empty log", func() error {
+		p := getProjection(t, ns, "counter-v2")
+		want := "False/" + v1alpha1.ReasonLogEmpty + ": the event log is empty: nothing to catch up with yet"
+		if got := condition(p, v1alpha1.ConditionCaughtUp); p.Status.Partitions != 1 || got != want {
+			return fmt.Errorf("%d partitions, CaughtUp %q; want 1 and %q", p.Status.Partitions, got, want)
+		}
+		return nil
+	})
+	store := projection.NewStore()
+	for i := range 20 {
+		if _, err := store.Append(ctx, db, "Counter", fmt.Sprintf("c-%d", i), projection.AnyVersion,
+			projection.Event{EventType: "Counted", Payload: []byte(`{}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := projection.DefaultProcessorConfig()
+	cfg.Topology = projection.TopologyFollow
+	if err := projection.NewProcessor(db, store, cfg).CatchUp(ctx, noop{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "CaughtUp True/LagReachedZero at head 20", func() error {
+		want := "True/" + v1alpha1.ReasonLagReachedZero + ": the partition had lag 0 with the log's head at position 20"
+		if got := condition(getProjection(t, ns, "counter-v2"), v1alpha1.ConditionCaughtUp); got != want {
+			return fmt.Errorf("CaughtUp %q, want %q", got, want)
+		}
+		return nil
+	})
+}
+
 // CaughtUp turns True the first time every partition has lag 0 and stays
 // True when new events arrive.
 func TestCaughtUpOnceLagReachesZero(t *testing.T) {

@@ -113,7 +113,9 @@ func suspendedMessage(s *state) string {
 // setCaughtUpCondition turns CaughtUp True the first time a progress
 // reading has every partition of the topology at lag 0, and leaves it True
 // from then on: it says the projection has caught up with the log once,
-// not that it is caught up now (that is status.lag).
+// not that it is caught up now (that is status.lag). While the log is
+// empty it stays False (LogEmpty): a read model that has projected nothing
+// is no signal to cut readers over to it.
 //
 // A rebuild starts it over: False with reason Rebuilding from the moment
 // the operator sees the new spec.rebuildToken until the replay is done,
@@ -140,6 +142,8 @@ func setCaughtUpCondition(st *v1alpha1.ProjectionStatus, s *state) {
 		Reason: v1alpha1.ReasonCatchingUp, ObservedGeneration: s.projection.Generation}
 	n := pr.Topology.TotalPartitions
 	switch {
+	case pr.HeadPosition == 0:
+		c.Reason, c.Message = v1alpha1.ReasonLogEmpty, "the event log is empty: nothing to catch up with yet"
 	case n == 0 || len(pr.Partitions) != n:
 		c.Message = "the projection has no topology in the database yet"
 	case pr.Lag > 0:
@@ -209,16 +213,17 @@ func setReadyCondition(st *v1alpha1.ProjectionStatus, s *state) {
 // setStalledCondition says whether some partition has events to handle
 // and has not moved its checkpoint for v1alpha1.StalledAfter, on the
 // database's clock. A partition that never ran counts from the
-// Projection's creation. Without a fresh progress reading the condition
-// keeps its last value.
+// Projection's creation; until then it is named as not started, not as
+// moving. Without a fresh progress reading the condition keeps its last
+// value.
 func setStalledCondition(st *v1alpha1.ProjectionStatus, s *state) {
 	pr := s.progress
 	if pr == nil {
 		return
 	}
 	c := metav1.Condition{Type: v1alpha1.ConditionStalled, Status: metav1.ConditionFalse,
-		Reason: v1alpha1.ReasonProgressing, ObservedGeneration: s.projection.Generation,
-		Message: "every partition with events to handle has moved its checkpoint recently"}
+		Reason: v1alpha1.ReasonNothingToHandle, ObservedGeneration: s.projection.Generation,
+		Message: "no partition has events to handle"}
 	switch {
 	case s.suspended:
 		c.Reason, c.Message = v1alpha1.ReasonSuspended, suspendedMessage(s)
@@ -229,6 +234,10 @@ func setStalledCondition(st *v1alpha1.ProjectionStatus, s *state) {
 		meta.SetStatusCondition(&st.Conditions, c)
 		return
 	}
+	// The messages stay the same while a state lasts, so that they do not
+	// cause a status write on every pass.
+	var moving bool
+	var notStarted []int
 	for _, pp := range pr.Partitions {
 		if pp.Lag == 0 {
 			continue
@@ -237,15 +246,37 @@ func setStalledCondition(st *v1alpha1.ProjectionStatus, s *state) {
 		if since.IsZero() {
 			since = s.projection.CreationTimestamp.Time
 		}
-		if pr.Now.Sub(since) >= v1alpha1.StalledAfter {
-			// The message stays the same while the stall lasts, so that
-			// it does not cause a status write on every pass.
+		switch {
+		case pr.Now.Sub(since) >= v1alpha1.StalledAfter && pp.UpdatedAt.IsZero():
+			c.Status, c.Reason = metav1.ConditionTrue, v1alpha1.ReasonNoProgress
+			c.Message = fmt.Sprintf("partition %d has events to handle and has not run since the Projection was created, over %s ago: "+
+				"is its worker pod running?", pp.PartitionKey, v1alpha1.StalledAfter)
+		case pr.Now.Sub(since) >= v1alpha1.StalledAfter:
 			c.Status, c.Reason = metav1.ConditionTrue, v1alpha1.ReasonNoProgress
 			c.Message = fmt.Sprintf("partition %d has events to handle and has not moved its checkpoint for over %s: "+
 				"is its worker pod running, or is a long write transaction holding readers back?",
 				pp.PartitionKey, v1alpha1.StalledAfter)
-			break
+		case pp.UpdatedAt.IsZero():
+			notStarted = append(notStarted, pp.PartitionKey)
+			continue
+		default:
+			moving = true
+			continue
 		}
+		meta.SetStatusCondition(&st.Conditions, c)
+		return
+	}
+	switch {
+	case len(notStarted) == 1:
+		c.Reason = v1alpha1.ReasonNotStarted
+		c.Message = fmt.Sprintf("partition %d has events to handle and has not run yet (Stalled if it has not %s after the Projection's creation)",
+			notStarted[0], v1alpha1.StalledAfter)
+	case len(notStarted) > 1:
+		c.Reason = v1alpha1.ReasonNotStarted
+		c.Message = fmt.Sprintf("partition %d and %d more have events to handle and have not run yet (Stalled if one has not %s after the Projection's creation)",
+			notStarted[0], len(notStarted)-1, v1alpha1.StalledAfter)
+	case moving:
+		c.Reason, c.Message = v1alpha1.ReasonProgressing, "every partition with events to handle has moved its checkpoint recently"
 	}
 	meta.SetStatusCondition(&st.Conditions, c)
 }

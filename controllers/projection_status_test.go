@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -78,6 +79,13 @@ func TestComputeStatusConditions(t *testing.T) {
 		Partitions:   []projection.PartitionProgress{{PartitionKey: 0, Position: 10}, {PartitionKey: 1, Position: 10}},
 		Now:          now,
 	}
+	// emptyLog: the partitions have lag 0 because there is nothing to
+	// handle.
+	emptyLog := &projection.Progress{
+		Topology:   projection.Topology{Generation: 1, TotalPartitions: 2},
+		Partitions: []projection.PartitionProgress{{PartitionKey: 0}, {PartitionKey: 1}},
+		Now:        now,
+	}
 	// statefulSet with n pods, all ready and rolled out.
 	statefulSet := func(n int32) *appsv1.StatefulSet {
 		return &appsv1.StatefulSet{
@@ -98,6 +106,8 @@ func TestComputeStatusConditions(t *testing.T) {
 		reconciled          = condition{metav1.ConditionFalse, v1alpha1.ReasonReconciled}
 		databaseUnreachable = condition{metav1.ConditionTrue, v1alpha1.ReasonDatabaseUnreachable}
 		notStalled          = condition{metav1.ConditionFalse, v1alpha1.ReasonProgressing}
+		nothingToHandle     = condition{metav1.ConditionFalse, v1alpha1.ReasonNothingToHandle}
+		logEmpty            = condition{metav1.ConditionFalse, v1alpha1.ReasonLogEmpty}
 		noProgress          = condition{metav1.ConditionTrue, v1alpha1.ReasonNoProgress}
 		lagZero             = condition{metav1.ConditionTrue, v1alpha1.ReasonLagReachedZero}
 		catchingUp          = condition{metav1.ConditionFalse, v1alpha1.ReasonCatchingUp}
@@ -124,7 +134,10 @@ func TestComputeStatusConditions(t *testing.T) {
 		blockedOn string
 	}{{
 		name: "running and caught up", replicas: 2, sts: statefulSet(2), running: 2, progress: caughtUp,
-		want: conditions{Ready: allReady, Progressing: rolledOut, Degraded: reconciled, Stalled: notStalled, CaughtUp: lagZero},
+		want: conditions{Ready: allReady, Progressing: rolledOut, Degraded: reconciled, Stalled: nothingToHandle, CaughtUp: lagZero},
+	}, {
+		name: "an empty log is nothing to have caught up with", replicas: 2, sts: statefulSet(2), running: 2, progress: emptyLog,
+		want: conditions{Ready: allReady, Progressing: rolledOut, Degraded: reconciled, Stalled: nothingToHandle, CaughtUp: logEmpty},
 	}, {
 		name: "new Projection: no StatefulSet, no progress yet", replicas: 2, running: 2,
 		want: conditions{Ready: notReady, Progressing: scaling, Degraded: reconciled, CaughtUp: noProgressYet},
@@ -201,6 +214,87 @@ func TestComputeStatusConditions(t *testing.T) {
 						t.Errorf("Progressing message %q does not name %s", c.Message, tc.blockedOn)
 					}
 				}
+			}
+		})
+	}
+}
+
+// TestStalledMessage: what Stalled says of one Projection, created an
+// hour or a minute ago, with each kind of partition: one that never ran,
+// one that moved recently or long ago, with or without events to handle.
+func TestStalledMessage(t *testing.T) {
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	anHourAgo, aMinuteAgo := now.Add(-time.Hour), now.Add(-time.Minute)
+	// partition is one partition's progress: lag events to handle, last
+	// moved at updated (zero: never ran).
+	partition := func(key int, lag int64, updated time.Time) projection.PartitionProgress {
+		return projection.PartitionProgress{PartitionKey: key, Lag: lag, UpdatedAt: updated}
+	}
+	const (
+		moving = "every partition with events to handle has moved its checkpoint recently"
+		stuck  = "partition 1 has events to handle and has not moved its checkpoint for over 2m0s: " +
+			"is its worker pod running, or is a long write transaction holding readers back?"
+	)
+	tests := []struct {
+		name       string
+		created    time.Time
+		partitions []projection.PartitionProgress
+		want       metav1.Condition
+	}{{
+		name: "the only pod never ran, created a minute ago", created: aMinuteAgo,
+		partitions: []projection.PartitionProgress{partition(0, 5, time.Time{})},
+		want: metav1.Condition{Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonNotStarted,
+			Message: "partition 0 has events to handle and has not run yet (Stalled if it has not 2m0s after the Projection's creation)"},
+	}, {
+		name: "the only pod never ran, created an hour ago", created: anHourAgo,
+		partitions: []projection.PartitionProgress{partition(0, 5, time.Time{})},
+		want: metav1.Condition{Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonNoProgress,
+			Message: "partition 0 has events to handle and has not run since the Projection was created, over 2m0s ago: is its worker pod running?"},
+	}, {
+		name: "the only pod never ran, empty log", created: anHourAgo,
+		partitions: []projection.PartitionProgress{partition(0, 0, time.Time{})},
+		want: metav1.Condition{Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonNothingToHandle,
+			Message: "no partition has events to handle"},
+	}, {
+		name: "caught up", created: anHourAgo,
+		partitions: []projection.PartitionProgress{partition(0, 0, aMinuteAgo), partition(1, 0, anHourAgo)},
+		want: metav1.Condition{Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonNothingToHandle,
+			Message: "no partition has events to handle"},
+	}, {
+		name: "three of four never ran, created a minute ago", created: aMinuteAgo,
+		partitions: []projection.PartitionProgress{partition(0, 5, aMinuteAgo), partition(1, 5, time.Time{}),
+			partition(2, 0, time.Time{}), partition(3, 5, time.Time{})},
+		want: metav1.Condition{Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonNotStarted,
+			Message: "partition 1 and 1 more have events to handle and have not run yet (Stalled if one has not 2m0s after the Projection's creation)"},
+	}, {
+		name: "moving", created: anHourAgo,
+		partitions: []projection.PartitionProgress{partition(0, 5, aMinuteAgo), partition(1, 0, anHourAgo)},
+		want:       metav1.Condition{Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonProgressing, Message: moving},
+	}, {
+		name: "one stuck beside one that never ran", created: aMinuteAgo.Add(-time.Hour),
+		partitions: []projection.PartitionProgress{partition(0, 5, time.Time{}), partition(1, 5, anHourAgo)},
+		want: metav1.Condition{Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonNoProgress,
+			Message: "partition 0 has events to handle and has not run since the Projection was created, over 2m0s ago: is its worker pod running?"},
+	}, {
+		name: "one stuck beside one moving", created: anHourAgo,
+		partitions: []projection.PartitionProgress{partition(0, 5, aMinuteAgo), partition(1, 5, anHourAgo)},
+		want:       metav1.Condition{Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonNoProgress, Message: stuck},
+	}}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &v1alpha1.Projection{ObjectMeta: metav1.ObjectMeta{Generation: 2, CreationTimestamp: metav1.NewTime(tc.created)},
+				Spec: v1alpha1.ProjectionSpec{Replicas: ptr.To(int32(len(tc.partitions)))}}
+			pr := &projection.Progress{Topology: projection.Topology{Generation: 1, TotalPartitions: len(tc.partitions)},
+				HeadPosition: 100, Partitions: tc.partitions, Now: now}
+			var st v1alpha1.ProjectionStatus
+			setStalledCondition(&st, &state{projection: p, progress: pr})
+			got := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionStalled)
+			if got == nil {
+				t.Fatal("no Stalled condition")
+			}
+			tc.want.Type, tc.want.ObservedGeneration = v1alpha1.ConditionStalled, 2
+			if diff := cmp.Diff(tc.want, *got, cmpopts.IgnoreFields(metav1.Condition{}, "LastTransitionTime")); diff != "" {
+				t.Errorf("Stalled (-want +got):\n%s", diff)
 			}
 		})
 	}

@@ -199,7 +199,11 @@ func newWorker(cfg Config, projections []projection.Projection) (*worker, error)
 	pool, err := dbconn.NewPool(cfg.DatabaseURL, dbconn.Options{Application: "projectionist-worker",
 		MinMaxConns: int32(len(selected) + 2), ConnectTimeout: cfg.ConnectTimeout})
 	if err != nil {
-		return nil, fmt.Errorf("%w: DATABASE_URL: %w", ErrInvalidConfig, err)
+		source := EnvDatabaseURL
+		if cfg.DatabaseURL == "" {
+			source = "the PG* variables" // pgx read PGHOST, PGPORT, ...
+		}
+		return nil, fmt.Errorf("%w: %s: %w", ErrInvalidConfig, source, err)
 	}
 
 	w := &worker{cfg: cfg, log: cfg.Logger, pool: pool, batchDuration: newBatchDuration(), redact: redactor(cfg.DatabaseURL),

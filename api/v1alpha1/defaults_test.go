@@ -60,7 +60,9 @@ func TestCRDDefaultsMatchLibrary(t *testing.T) {
 	want := map[string]string{
 		"batchSize":    "default=" + strconv.Quote(strconv.Itoa(projection.DefaultBatchSize)) + " min=" + strconv.Itoa(projection.MinBatchSize) + " max=" + strconv.Itoa(projection.MaxBatchSize),
 		"pollInterval": "default=" + strconv.Quote(projection.DefaultPollInterval.String()),
-		"replicas":     "default=" + strconv.Quote(strconv.Itoa(projection.DefaultTotalPartitions)) + " min=0 max=" + strconv.Itoa(projection.MaxPartitions),
+		// No minimum: the scale subresource rejects a negative replicas
+		// itself, and a minimum made that two errors (TestRejectionsSayItOnce).
+		"replicas": "default=" + strconv.Quote(strconv.Itoa(projection.DefaultTotalPartitions)) + " max=" + strconv.Itoa(projection.MaxPartitions),
 	}
 	if v1alpha1.DefaultReplicas != projection.DefaultTotalPartitions {
 		t.Errorf("v1alpha1.DefaultReplicas is %d, want the library's DefaultTotalPartitions %d", v1alpha1.DefaultReplicas, projection.DefaultTotalPartitions)

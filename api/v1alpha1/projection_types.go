@@ -76,7 +76,6 @@ type ProjectionSpec struct {
 	// projection.DefaultTotalPartitions); 0 to 1024.
 	// +optional
 	// +kubebuilder:default=1
-	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=1024
 	Replicas *int32 `json:"replicas,omitempty"`
 
@@ -740,16 +739,22 @@ const (
 	// with an error.
 	ConditionDegraded = "Degraded"
 	// ConditionStalled is True when a partition has events to handle but
-	// has not moved its checkpoint for StalledAfter: its worker is down
+	// has not moved its checkpoint for StalledAfter (one that never ran:
+	// for StalledAfter since the Projection's creation): its worker is down
 	// or stuck, or a long-running write transaction holds every reader
-	// back (see the workers' projectionist_horizon_stall_seconds).
+	// back (see the workers' projectionist_horizon_stall_seconds). False
+	// says why not: CheckpointsMoving, NotStarted (a partition with events
+	// to handle has not run yet, for less than StalledAfter),
+	// NothingToHandle (no partition has lag), Paused or Suspended.
 	ConditionStalled = "Stalled"
 	// ConditionCaughtUp turns True the first time every partition of the
-	// Projection's topology has lag 0, and stays True (its
-	// lastTransitionTime says when): the signal to cut readers over to a
-	// new projection, e.g. kubectl wait --for=condition=CaughtUp. A
-	// rebuild (spec.rebuildToken) turns it False, reason Rebuilding, until
-	// the replay has reached lag 0.
+	// Projection's topology has lag 0 with events in the log, and stays
+	// True (its lastTransitionTime says when): the signal to cut readers
+	// over to a new projection, e.g. kubectl wait --for=condition=CaughtUp.
+	// While the log is empty it is False, reason LogEmpty: a read model
+	// that has projected nothing is no signal to cut over. A rebuild
+	// (spec.rebuildToken) turns it False, reason Rebuilding, until the
+	// replay has reached lag 0.
 	ConditionCaughtUp = "CaughtUp"
 	// ConditionRebuilding is True while a rebuild asked for with
 	// spec.rebuildToken is under way (reason Stopping, Resetting or
@@ -785,9 +790,12 @@ const (
 	ReasonWorkerFailing       = "WorkerFailing"
 	ReasonNoProgress          = "NoProgress"
 	ReasonProgressing         = "CheckpointsMoving"
+	ReasonNotStarted          = "NotStarted"
+	ReasonNothingToHandle     = "NothingToHandle"
 	ReasonSuspended           = "Suspended"
 	ReasonLagReachedZero      = "LagReachedZero"
 	ReasonCatchingUp          = "CatchingUp"
+	ReasonLogEmpty            = "LogEmpty"
 	ReasonRebuilding          = "Rebuilding"
 	ReasonRebuildStopping     = "Stopping"
 	ReasonRebuildResetting    = "Resetting"
@@ -821,7 +829,7 @@ const ReasonDatabaseNotResponding = "DatabaseNotResponding"
 // +kubebuilder:subresource:status
 // +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas,selectorpath=.status.selector
 // +kubebuilder:resource:shortName=proj,categories=all
-// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 52 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS label of at most 52 characters starting with a letter (lowercase letters, digits and '-'), since it names the worker StatefulSet, its pods and its Service"
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 52 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS label of at most 52 characters starting with a letter (lowercase letters, digits and '-'), since it names the worker StatefulSet, its pods and its Service",fieldPath=".metadata"
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,description="Why the Projection is or is not ready: AllReplicasReady, ReplicasNotReady, Paused, or the Degraded reason (SecretNotFound, DatabaseUnreachable, WorkerFailing, ...)"
 // +kubebuilder:printcolumn:name="Pods",type=integer,JSONPath=`.status.readyReplicas`,description="Ready worker pods",priority=1

@@ -117,6 +117,16 @@ func assertInvalid(t *testing.T, err error, want ...string) {
 	if strings.Contains(err.Error(), "evaluating rule") {
 		t.Errorf("rejection %q contains a CEL evaluation error", err.Error())
 	}
+	// Every error names its field: a rule without a fieldPath on the
+	// object itself is reported under "<nil>". The one exception is the
+	// API server's own note that it skipped the CEL rules after a
+	// required, enum, length or item-count error, which markers cannot
+	// change (docs/operations.md, Troubleshooting).
+	const skipped = "<nil>: Invalid value: null: some validation rules were not checked because the object was invalid; " +
+		"correct the existing errors to complete validation"
+	if strings.Contains(strings.ReplaceAll(err.Error(), skipped, ""), "<nil>") {
+		t.Errorf("rejection %q has an error without a field path", err.Error())
+	}
 }
 
 func TestCreateRejectsInvalidSpec(t *testing.T) {
@@ -139,7 +149,7 @@ func TestCreateRejectsInvalidSpec(t *testing.T) {
 		{
 			name:   "replicas -1",
 			mutate: func(s map[string]any) { s["replicas"] = int64(-1) },
-			want:   []string{"spec.replicas", "should be greater than or equal to 0"},
+			want:   []string{"spec.replicas", "should be a non-negative integer"},
 		},
 		{
 			name:   "replicas 1025",
@@ -251,6 +261,79 @@ func TestCreateRejectsInvalidSpec(t *testing.T) {
 			tt.mutate(spec)
 			err := k8s.Create(t.Context(), newProjection(objectName(t), spec))
 			assertInvalid(t, err, tt.want...)
+		})
+	}
+}
+
+// TestRejectionsSayItOnce checks the whole text of the API server's
+// rejection of each CEL rule's mistake and of a negative replicas: one
+// error per mistake, under the field's path (no "<nil>:"). spec.replicas
+// has no OpenAPI minimum because the scale subresource already rejects a
+// negative value (".spec.replicas: ... should be a non-negative integer"):
+// with both, a negative replicas got two errors.
+func TestRejectionsSayItOnce(t *testing.T) {
+	t.Parallel()
+	const (
+		env = "env may not set DATABASE_URL, PROJECTION, PARTITION_KEY, POD_NAME, TOTAL_PARTITIONS or HTTP_ADDR: " +
+			"the operator sets them from the spec and the pod"
+		volumes = "volumes may be configMap, secret, emptyDir, projected, downwardAPI, persistentVolumeClaim, csi or ephemeral: " +
+			"the volume types the restricted Pod Security Standard allows"
+		podLabels = "podLabels may not set app.kubernetes.io/name, app.kubernetes.io/instance, app.kubernetes.io/managed-by, " +
+			"app.kubernetes.io/component or projectionist.dev/projection: the operator sets them to select the worker pods"
+		name = "metadata.name must be a DNS label of at most 52 characters starting with a letter (lowercase letters, digits and '-'), " +
+			"since it names the worker StatefulSet, its pods and its Service"
+	)
+	autoscaling := func(s map[string]any, field string, v any) {
+		a := map[string]any{"maxReplicas": int64(4)}
+		a[field] = v
+		s["autoscaling"] = a
+	}
+	tests := []struct {
+		name   string
+		object string // "" for objectName(t)
+		mutate func(spec map[string]any)
+		want   string // after `Projection.projectionist.dev "NAME" is invalid: `
+	}{
+		{name: "replicas -1", mutate: func(s map[string]any) { s["replicas"] = int64(-1) },
+			want: ".spec.replicas: Invalid value: -1: should be a non-negative integer"},
+		{name: "pollInterval 2h", mutate: func(s map[string]any) { s["pollInterval"] = "2h" },
+			want: `spec.pollInterval: Invalid value: "2h": pollInterval must be between 1ms and 1h`},
+		{name: "env sets DATABASE_URL", mutate: func(s map[string]any) {
+			s["env"] = []any{map[string]any{"name": "DATABASE_URL", "value": "postgres://elsewhere"}}
+		}, want: "spec.env: Invalid value: " + env},
+		{name: "hostPath volume", mutate: func(s map[string]any) {
+			s["volumes"] = []any{map[string]any{"name": "host", "hostPath": map[string]any{"path": "/etc"}}}
+		}, want: "spec.volumes: Invalid value: " + volumes},
+		{name: "podLabels set a selector label", mutate: func(s map[string]any) {
+			s["podLabels"] = map[string]any{"projectionist.dev/projection": "other"}
+		}, want: "spec.podLabels: Invalid value: " + podLabels},
+		{name: "maxUnavailable -1", mutate: func(s map[string]any) {
+			s["podDisruptionBudget"] = map[string]any{"maxUnavailable": int64(-1)}
+		}, want: "spec.podDisruptionBudget.maxUnavailable: Invalid value: -1: maxUnavailable must be a non-negative number or a percentage such as 25%"},
+		{name: "minReplicas above maxReplicas", mutate: func(s map[string]any) { autoscaling(s, "minReplicas", int64(5)) },
+			want: "spec.autoscaling.minReplicas: Invalid value: minReplicas must not exceed maxReplicas"},
+		{name: "scaleUpStabilizationWindow 2h", mutate: func(s map[string]any) { autoscaling(s, "scaleUpStabilizationWindow", "2h") },
+			want: `spec.autoscaling.scaleUpStabilizationWindow: Invalid value: "2h": scaleUpStabilizationWindow must be between 0s and 1h`},
+		{name: "scaleDownStabilizationWindow 25h", mutate: func(s map[string]any) { autoscaling(s, "scaleDownStabilizationWindow", "25h") },
+			want: `spec.autoscaling.scaleDownStabilizationWindow: Invalid value: "25h": scaleDownStabilizationWindow must be between 0s and 24h`},
+		{name: "metadata.name with a dot", object: "user.count2", mutate: func(map[string]any) {},
+			want: "metadata: Invalid value: " + name},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			spec := validSpec()
+			tt.mutate(spec)
+			object := tt.object
+			if object == "" {
+				object = objectName(t)
+			}
+			err := k8s.Create(t.Context(), newProjection(object, spec))
+			assertInvalid(t, err)
+			want := fmt.Sprintf("Projection.projectionist.dev %q is invalid: %s", object, tt.want)
+			if err.Error() != want {
+				t.Errorf("rejection\n%s\nwant\n%s", err, want)
+			}
 		})
 	}
 }

@@ -32,6 +32,11 @@ aggregate with an amount_cents), and a few are deactivated
 nothing follows UserDeactivated. The users are user-000000, user-000001, ...
 up to --aggregates, the same on every run: a later run carries on with them.
 
+A run whose users all exist appends no UserCreated; once they have also
+verified their email and a tenth are deactivated, it appends only orders:
+the summary says so when every user existed before the run. A larger
+--aggregates adds users.
+
 Appends use optimistic concurrency; one that loses a race with another
 appender reloads the user's stream and is retried. Progress goes to
 standard error, the summary to standard output.`,
@@ -73,7 +78,7 @@ standard error, the summary to standard output.`,
 
 	res, err := loadgen.Generate(c.ctx, pool, opts)
 	if res.Events > 0 || err == nil {
-		printSummary(c.stdout, res)
+		printSummary(c.stdout, res, opts.Aggregates)
 	}
 	if err != nil {
 		if c.ctx.Err() != nil {
@@ -84,7 +89,7 @@ standard error, the summary to standard output.`,
 	return exitOK
 }
 
-// printSummary prints what was appended, e.g.
+// printSummary prints what was appended over users users, e.g.
 //
 //	appended 500 events in 1.2s (416/s), 3 conflicts retried
 //	  UserCreated              50
@@ -92,11 +97,28 @@ standard error, the summary to standard output.`,
 //	  UserDeactivated           2
 //	  OrderPlaced             436
 //	  amount_cents       22043567
-func printSummary(w io.Writer, res loadgen.Result) {
+//
+// and, when every user existed before the run, a line that says so: no
+// UserCreated could be appended, maybe nothing but orders.
+func printSummary(w io.Writer, res loadgen.Result, users int) {
 	fmt.Fprintf(w, "appended %d events in %s (%.0f/s), %d conflicts retried\n",
 		res.Events, res.Elapsed.Round(time.Millisecond), float64(res.Events)/res.Elapsed.Seconds(), res.Conflicts)
 	for _, t := range []string{demo.EventUserCreated, demo.EventEmailVerified, demo.EventUserDeactivated, demo.EventOrderPlaced} {
 		fmt.Fprintf(w, "  %-16s %10d\n", t, res.ByType[t])
 	}
 	fmt.Fprintf(w, "  %-16s %10d\n", "amount_cents", res.AmountCents)
+	if res.Before.Existing < users {
+		return
+	}
+	what := "none was created"
+	if res.Events > 0 && res.ByType[demo.EventOrderPlaced] == res.Events {
+		what += " and only orders were appended"
+	}
+	all := fmt.Sprintf("all %d users", users)
+	if users == 1 {
+		all = "the 1 user"
+	}
+	fmt.Fprintf(w, "%s (--aggregates) existed before this run, %d with a verified email and %d deactivated "+
+		"(the generator deactivates at most %d): %s; pass --aggregates above %d to create new users\n",
+		all, res.Before.Verified, res.Before.Deactivated, loadgen.MaxDeactivated(users), what, users)
 }

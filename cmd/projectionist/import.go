@@ -79,14 +79,17 @@ to standard error, the summary to standard output.`,
 	defer target.Close()
 	source, srcDSN := target, dsn
 	if *sourceURL != "" {
-		srcDSN = *sourceURL
+		srcDSN = connString{*sourceURL, "--source-url"}
 		if source, err = c.connect(srcDSN, "projectionist-import", 2); err != nil {
-			return c.fail(name, fmt.Errorf("source: %w", err))
+			if ue := (*usageError)(nil); !errors.As(err, &ue) { // a malformed one names --source-url
+				err = fmt.Errorf("source: %w", err)
+			}
+			return c.fail(name, err)
 		}
 		defer source.Close()
 	}
 
-	cfg := importer.Config{Source: source, Target: target, Table: *table, Location: location(srcDSN),
+	cfg := importer.Config{Source: source, Target: target, Table: *table, Location: location(srcDSN.dsn),
 		Name: *importName, BatchSize: *batchSize, FromStart: *fromStart}
 	pr := &progressPrinter{w: c.stderr, every: *progress}
 	cfg.Progress = func(p importer.Progress) {

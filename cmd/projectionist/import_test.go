@@ -343,7 +343,7 @@ func TestImportBadInput(t *testing.T) {
 		{"unreachable source", env, []string{"import", "--source-url", "postgres://app:" + secret + "@127.0.0.1:1/app?sslmode=disable"}, 1,
 			"projectionist import: source: connecting to the database: "},
 		{"malformed source", env, []string{"import", "--source-url", "host=127.0.0.1 port=x password=" + secret}, 2,
-			"projectionist import: source: invalid database connection string: invalid port"},
+			"projectionist import: --source-url: invalid database connection string: invalid port"},
 	})
 	if r := run(t, nil, "import", "--help"); r.code != 0 || !strings.HasPrefix(r.stdout, "Usage: projectionist import [flags]") ||
 		!strings.Contains(r.stdout, "  --source-url ") || !strings.Contains(r.stdout, "\nExamples:\n") {

@@ -264,27 +264,43 @@ func databaseURLFlag(f *flags) *string {
 	return f.String("database-url", "", "PostgreSQL connection string, as a URL or key=value pairs (default $DATABASE_URL)")
 }
 
+// connString is a connection string and where it came from: the flag or
+// variable that held it ("--database-url", "DATABASE_URL",
+// "--source-url"), or the PG* variables when it is empty. A malformed one
+// is reported under that name, as the worker does.
+type connString struct {
+	dsn, source string
+}
+
+// pgVariables is the source of an empty connection string: pgx reads
+// PGHOST, PGPORT, ... instead.
+const pgVariables = "the PG* variables"
+
 // databaseURL returns the connection string to use: --database-url, else
 // $DATABASE_URL, else "" if the PG* variables name a server.
-func (c *cli) databaseURL(flagValue string) (string, error) {
+func (c *cli) databaseURL(flagValue string) (connString, error) {
 	c.redact = dbconn.NewRedactor(flagValue, c.getenv("DATABASE_URL"), "password="+c.getenv("PGPASSWORD"))
 	if flagValue != "" {
-		return flagValue, nil
+		return connString{flagValue, "--database-url"}, nil
 	}
 	dsn := c.getenv("DATABASE_URL")
 	if err := dbconn.Require(dsn, c.getenv); err != nil {
-		return "", &usageError{err.Error()}
+		return connString{}, &usageError{err.Error()}
 	}
-	return dsn, nil // "" lets pgx read the PG* variables
+	if dsn == "" {
+		return connString{"", pgVariables}, nil // pgx reads the PG* variables
+	}
+	return connString{dsn, "DATABASE_URL"}, nil
 }
 
-// connect opens a pool on dsn with at least minConns connections and checks
+// connect opens a pool on cs with at least minConns connections and checks
 // that the server answers, within the connect timeout (connect_timeout,
-// else 10s). A bad dsn is a usage error that does not quote it.
-func (c *cli) connect(dsn, application string, minConns int32) (*pgxpool.Pool, error) {
-	pool, err := dbconn.Open(c.ctx, dsn, dbconn.Options{Application: application, MinMaxConns: minConns})
+// else 10s). A malformed connection string is a usage error that names
+// where it came from and does not quote it.
+func (c *cli) connect(cs connString, application string, minConns int32) (*pgxpool.Pool, error) {
+	pool, err := dbconn.Open(c.ctx, cs.dsn, dbconn.Options{Application: application, MinMaxConns: minConns})
 	if errors.Is(err, dbconn.ErrInvalidDSN) {
-		return nil, &usageError{err.Error()}
+		return nil, &usageError{cs.source + ": " + err.Error()}
 	}
 	return pool, err
 }

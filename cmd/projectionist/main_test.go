@@ -18,6 +18,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/projectionist/projectionist/internal/pgtest"
+	"github.com/projectionist/projectionist/pkg/demo"
+	"github.com/projectionist/projectionist/pkg/projection"
 )
 
 // testVersion is what the test binary is built with -X main.version=.
@@ -105,14 +107,15 @@ func TestMigrateTwice(t *testing.T) {
 		"applied 0010_event_trace_ids.up.sql\n" +
 		"applied 0011_lag_view.up.sql\n" +
 		"applied 0012_imports.up.sql\n" +
-		"the schema is at version 12 (0012_imports.up.sql)\n"
+		"applied 0015_lag_view_age_not_negative.up.sql\n" +
+		"the schema is at version 15 (0015_lag_view_age_not_negative.up.sql)\n"
 	if r.code != 0 || r.stdout != want || r.stderr != "" {
 		t.Fatalf("first migrate:\n%s\nwant stdout:\n%s", r, want)
 	}
 
 	// Again, with the flag instead of the variable: nothing to apply.
 	r = run(t, nil, "migrate", "--database-url", dsn)
-	want = "nothing to apply: the schema is at version 12 (0012_imports.up.sql)\n"
+	want = "nothing to apply: the schema is at version 15 (0015_lag_view_age_not_negative.up.sql)\n"
 	if r.code != 0 || r.stdout != want || r.stderr != "" {
 		t.Fatalf("second migrate:\n%s\nwant stdout:\n%s", r, want)
 	}
@@ -123,8 +126,8 @@ func TestMigrateTwice(t *testing.T) {
 	}
 	defer conn.Close(ctx)
 	var n int
-	if err := conn.QueryRow(ctx, "SELECT count(*) FROM projectionist_schema_migrations").Scan(&n); err != nil || n != 12 {
-		t.Errorf("projectionist_schema_migrations has %d rows (%v), want 12", n, err)
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM projectionist_schema_migrations").Scan(&n); err != nil || n != 13 {
+		t.Errorf("projectionist_schema_migrations has %d rows (%v), want 13", n, err)
 	}
 }
 
@@ -172,6 +175,50 @@ func TestEventsGenerate(t *testing.T) {
 	}
 	if total != 500 || summary["UserCreated"] != 50 {
 		t.Errorf("the log holds %d events, %d users created; want 500, 50\n%s", total, summary["UserCreated"], r)
+	}
+}
+
+// On a log where every one of the --aggregates users exists, has verified
+// their email and as many are deactivated as the generator deactivates,
+// generate can only append orders: the summary says so, and why, with the
+// users' state as the run found it.
+func TestEventsGenerateOnExistingUsers(t *testing.T) {
+	dsn, env := migratedDatabase(t)
+	ctx := t.Context()
+	pool := pgtest.OpenPool(t, dsn)
+	store := projection.NewStore()
+	for id, types := range map[string][]string{
+		"user-000000": {demo.EventUserCreated, demo.EventEmailVerified},
+		"user-000001": {demo.EventUserCreated, demo.EventEmailVerified, demo.EventUserDeactivated},
+	} {
+		var evs []projection.Event
+		for _, typ := range types {
+			evs = append(evs, projection.Event{EventType: typ, Payload: []byte(`{"email":"` + id + `@example.com"}`)})
+		}
+		if _, err := store.Append(ctx, pool, demo.AggregateUser, id, projection.NoStream, evs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := run(t, env, "events", "generate", "--count", "20", "--aggregates", "2", "--progress", "0")
+	if r.code != 0 || r.stderr != "" || !strings.HasPrefix(r.stdout, "appended 20 events in ") {
+		t.Fatalf("events generate:\n%s", r)
+	}
+	_, rest, _ := strings.Cut(r.stdout, "\n")
+	want := "  UserCreated               0\n" +
+		"  EmailVerified             0\n" +
+		"  UserDeactivated           0\n" +
+		"  OrderPlaced              20\n"
+	if !strings.HasPrefix(rest, want) {
+		t.Errorf("summary (after the first line):\n%s\nwant it to start with:\n%s", rest, want)
+	}
+	note := "all 2 users (--aggregates) existed before this run, 2 with a verified email and 1 deactivated " +
+		"(the generator deactivates at most 1): none was created and only orders were appended; " +
+		"pass --aggregates above 2 to create new users\n"
+	if !strings.HasSuffix(r.stdout, note) {
+		t.Errorf("stdout:\n%s\nwant it to end with:\n%s", r.stdout, note)
+	}
+	if n := scalar(t, pool, "SELECT count(*) FROM events WHERE aggregate_type = 'User'"); n != 5 {
+		t.Errorf("the log holds %d user events, want the 5 appended before the run", n)
 	}
 }
 
@@ -248,7 +295,7 @@ func TestBadInput(t *testing.T) {
 		{"migrate without database", nil, []string{"migrate"}, 2, "projectionist migrate: no database: set DATABASE_URL or pass --database-url"},
 		{"generate without database", nil, []string{"events", "generate", "--count", "10"}, 2, "projectionist events generate: no database: set DATABASE_URL"},
 		{"worker without database", nil, []string{"worker", "--http-addr", "127.0.0.1:0"}, 2, "projectionist worker: invalid worker config: no database: set DATABASE_URL"},
-		{"malformed URL", nil, []string{"migrate", "--database-url", "postgres://app:" + secret + "@127.0.0.1:notaport/app"}, 2, "projectionist migrate: invalid database connection string: invalid port"},
+		{"malformed URL", nil, []string{"migrate", "--database-url", "postgres://app:" + secret + "@127.0.0.1:notaport/app"}, 2, "projectionist migrate: --database-url: invalid database connection string: invalid port"},
 		{"unreachable server, URL", map[string]string{"DATABASE_URL": "postgres://app:" + secret + "@127.0.0.1:1/app?sslmode=disable"}, []string{"migrate"}, 1, "projectionist migrate: connecting to the database: "},
 		{"unreachable server, key=value", nil, []string{"events", "generate", "--database-url", "host=127.0.0.1 port=1 user=app password=" + secret + " sslmode=disable"}, 1, "projectionist events generate: connecting to the database: "},
 	})

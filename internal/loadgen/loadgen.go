@@ -157,6 +157,34 @@ type Result struct {
 	// Elapsed is how long Generate spent appending (after reading the
 	// users' streams as earlier runs left them).
 	Elapsed time.Duration
+	// Before is the users' state as Generate found it, before appending:
+	// what earlier runs (or other writers) did to them. A run whose users
+	// all exist appends no UserCreated, and one whose users have also all
+	// verified their email while [MaxDeactivated] of them are deactivated
+	// appends only OrderPlaced.
+	Before Users
+}
+
+// Users counts the generator's users (Options.Aggregates of them) by what
+// their streams hold.
+type Users struct {
+	// Existing counts the users whose stream exists (starts with
+	// UserCreated).
+	Existing int
+	// Verified counts the users whose email is verified.
+	Verified int
+	// Deactivated counts the deactivated users.
+	Deactivated int
+}
+
+// MaxDeactivated is the most of users the generator deactivates, over all
+// runs: a tenth, at least one but never the only user, so that most users
+// stay active and can keep placing orders.
+func MaxDeactivated(users int) int {
+	if users < 2 {
+		return 0
+	}
+	return max(1, users/10)
 }
 
 // UserID returns the id of the generator's i-th user.
@@ -197,9 +225,10 @@ type generator struct {
 	pool  *pgxpool.Pool
 	start time.Time
 	// maxDeactivated caps how many of the users may be deactivated, by
-	// this run and earlier ones (a tenth, at least one but never the only
-	// user), so that most users stay active and can keep placing orders.
+	// this run and earlier ones: MaxDeactivated.
 	maxDeactivated int64
+	// before is the users' state as load found it.
+	before Users
 
 	mu    sync.Mutex
 	users map[int]userState // absent: not seen yet, assumed not created
@@ -225,10 +254,7 @@ func Generate(ctx context.Context, pool *pgxpool.Pool, opts Options) (Result, er
 	if pool == nil {
 		return Result{}, fmt.Errorf("%w: pool is nil", ErrInvalidOptions)
 	}
-	g := &generator{opts: opts, pool: pool, users: map[int]userState{}}
-	if opts.Aggregates > 1 {
-		g.maxDeactivated = int64(max(1, opts.Aggregates/10))
-	}
+	g := &generator{opts: opts, pool: pool, users: map[int]userState{}, maxDeactivated: int64(MaxDeactivated(opts.Aggregates))}
 	if err := g.load(ctx); err != nil {
 		return Result{}, err
 	}
@@ -254,6 +280,7 @@ func (g *generator) result() Result {
 		AmountCents: g.amount.Load(),
 		Conflicts:   int(g.conflicts.Load()),
 		Elapsed:     time.Since(g.start),
+		Before:      g.before,
 	}
 	for i, t := range eventTypes {
 		r.ByType[t] = int(g.byType[i].Load())
@@ -436,7 +463,14 @@ func (g *generator) load(ctx context.Context) error {
 		var st userState
 		_, err = pgx.ForEachRow(rows, []any{&id, &st.version, &st.created, &st.verified, &st.deactivated}, func() error {
 			g.users[index[id]] = st
+			if st.created {
+				g.before.Existing++
+			}
+			if st.verified {
+				g.before.Verified++
+			}
 			if st.deactivated {
+				g.before.Deactivated++
 				g.deactivated.Add(1)
 			}
 			return nil

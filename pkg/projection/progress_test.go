@@ -173,6 +173,48 @@ func TestLagViewMatchesGetProgress(t *testing.T) {
 	}
 }
 
+// now() is the reading transaction's start, so a reader that began
+// before an appender sees, once the append has committed, an event
+// appended "after now": the view's age of it was -1 (floor of a small
+// negative interval). It reads 0, as do the Go ages.
+func TestLagAgesNeverNegative(t *testing.T) {
+	ctx := t.Context()
+	pool, store := newStore(t)
+	if _, err := projection.SetTopology(ctx, pool, "ages", 1); err != nil {
+		t.Fatal(err)
+	}
+	reader, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Release()
+	tx, err := reader.Begin(ctx) // READ COMMITTED: each statement sees what has committed
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	var began time.Time
+	if err := tx.QueryRow(ctx, "SELECT now()").Scan(&began); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, pool, store, 1, 1, "User") // on another connection, in a transaction that starts later
+	var age, lag int64
+	if err := tx.QueryRow(ctx, "SELECT oldest_unprocessed_age_seconds, lag_events FROM projection_lag WHERE projection_name = 'ages'").Scan(&age, &lag); err != nil {
+		t.Fatal(err)
+	}
+	if age != 0 || lag != 1 {
+		t.Errorf("projection_lag read in a transaction older than the append: age %d s, lag %d; want 0 and 1", age, lag)
+	}
+	l, err := projection.GetPartitionLag(ctx, tx, projection.LagQuery{Projection: "ages"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !l.OldestUnprocessed.After(began) || l.Age() != 0 {
+		t.Errorf("GetPartitionLag in that transaction: oldest %s (the reader began %s), age %s; want after it, and 0",
+			l.OldestUnprocessed, began, l.Age())
+	}
+}
+
 // GetPartitionLag measures one partition as GetProgress does, from the
 // stored checkpoint or a given position, within a scope, and with the age
 // of the oldest event still to pass; a key outside the topology and a

@@ -232,7 +232,7 @@ const (
 // Lag (progress.go: GetProgress, GetPartitionLag).
 
 // lagBeyondSQL is the one definition of lag ([GetProgress], [GetPartitionLag],
-// and the projection_lag view of migration 0011, which spells the same
+// and the projection_lag view of migrations 0011 and 0015, which spells the same
 // query out because a migration is frozen): the events after a read
 // position, in read order, that hash to a partition of the topology t and
 // lie in a scope, counted up to a limit, with the oldest one's append time.
