@@ -67,8 +67,9 @@ type reading struct {
 	// waiting, so that it was fetching batches as fast as it can rather
 	// than waiting for events (a partition keeping up with a steady
 	// stream always has a few events to pass, and what it passes then is
-	// the append rate, not what it could pass); and none as many as the
-	// lag count's limit (beyond which the count says "at least").
+	// the append rate, not what it could pass); and the reading did not
+	// stop at the lag count's limit (beyond which the counts say "at
+	// least").
 	busy bool
 }
 
@@ -77,7 +78,7 @@ type reading struct {
 func readingOf(pr *projection.Progress, batchSize int64) reading {
 	rd := reading{at: pr.Now, head: pr.HeadPosition, lag: pr.Lag,
 		generation: pr.Topology.Generation, partitions: pr.Topology.TotalPartitions}
-	rd.busy = rd.partitions > 0 && len(pr.Partitions) == rd.partitions
+	rd.busy = rd.partitions > 0 && len(pr.Partitions) == rd.partitions && !pr.LagAtLeast
 	for _, pp := range pr.Partitions {
 		if pp.Lag < max(1, batchSize) || pp.Lag >= projection.LagCountLimit {
 			rd.busy = false

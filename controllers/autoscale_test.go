@@ -185,6 +185,11 @@ func TestReadingBusy(t *testing.T) {
 		{"one keeping up with a few events", progress(100, 3, 4000), false},
 		{"one caught up", progress(500, 0), false},
 		{"one beyond the count's limit", progress(500, projection.LagCountLimit), false},
+		{"a reading that stopped at the count's limit", func() *projection.Progress {
+			pr := progress(500, 600)
+			pr.LagAtLeast = true
+			return pr
+		}(), false},
 		{"no topology", progress(), false},
 	} {
 		if got := readingOf(tc.pr, 100).busy; got != tc.want {

@@ -111,15 +111,22 @@ func suspendedMessage(s *state) string {
 }
 
 // setCaughtUpCondition turns CaughtUp True the first time a progress
-// reading has every partition of the topology at lag 0, and leaves it True
-// from then on: it says the projection has caught up with the log once,
-// not that it is caught up now (that is status.lag). While the log is
-// empty it stays False (LogEmpty): a read model that has projected nothing
-// is no signal to cut readers over to it.
+// reading has every partition of the topology past every event in its
+// scope up to the head of the reading before it (caughtUpHead), and leaves
+// it True from then on: it says the projection has caught up with the log
+// once, not that it is caught up now (that is status.lag). While the log
+// is empty it stays False (LogEmpty): a read model that has projected
+// nothing is no signal to cut readers over to it.
+//
+// "Has passed what was there", not "a reading of lag 0": a projection
+// keeping up with a steady stream of appends always has a few events to
+// pass when it is read, and would never read 0 (issue 32). It turns True
+// within two status reads of the partitions' passing the head of the first
+// (StatusInterval, plus the time they take to pass it).
 //
 // A rebuild starts it over: False with reason Rebuilding from the moment
 // the operator sees the new spec.rebuildToken until the replay is done,
-// then True again once the lag is 0 (which is when the rebuild is done).
+// then True again in the same pass as Rebuilt.
 func setCaughtUpCondition(st *v1alpha1.ProjectionStatus, s *state) {
 	if rebuildUnderway(s) {
 		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: v1alpha1.ConditionCaughtUp, Status: metav1.ConditionFalse,
@@ -141,23 +148,37 @@ func setCaughtUpCondition(st *v1alpha1.ProjectionStatus, s *state) {
 	c := metav1.Condition{Type: v1alpha1.ConditionCaughtUp, Status: metav1.ConditionFalse,
 		Reason: v1alpha1.ReasonCatchingUp, ObservedGeneration: s.projection.Generation}
 	n := pr.Topology.TotalPartitions
+	head := caughtUpHead(s)
 	switch {
 	case pr.HeadPosition == 0:
 		c.Reason, c.Message = v1alpha1.ReasonLogEmpty, "the event log is empty: nothing to catch up with yet"
 	case n == 0 || len(pr.Partitions) != n:
 		c.Message = "the projection has no topology in the database yet"
-	case pr.Lag > 0:
+	case !pr.PassedHead(head):
 		// Not the count itself: the message would change, and the status
 		// be written, on every pass.
 		c.Message = "some partition still has events to handle"
 	default:
 		c.Status, c.Reason = metav1.ConditionTrue, v1alpha1.ReasonLagReachedZero
-		c.Message = fmt.Sprintf("all %d partitions had lag 0 with the log's head at position %d", n, pr.HeadPosition)
+		c.Message = fmt.Sprintf("all %d partitions had passed every event in their scope up to position %d (the log's head when last read)", n, head)
 		if n == 1 {
-			c.Message = fmt.Sprintf("the partition had lag 0 with the log's head at position %d", pr.HeadPosition)
+			c.Message = fmt.Sprintf("the partition had passed every event in its scope up to position %d (the log's head when last read)", head)
 		}
 	}
 	meta.SetStatusCondition(&st.Conditions, c)
+}
+
+// caughtUpHead is the head a progress reading must have passed for
+// CaughtUp and Rebuilt: the head of the reading before it, which the
+// previous pass wrote to status.headPosition, at most StatusInterval old;
+// this reading's own head when there is none (the first reading) or it is
+// ahead of this one (a log restored from a backup).
+func caughtUpHead(s *state) int64 {
+	head := s.progress.HeadPosition
+	if prev := s.projection.Status.HeadPosition; prev > 0 && prev < head {
+		return prev
+	}
+	return head
 }
 
 func setDegradedCondition(st *v1alpha1.ProjectionStatus, s *state) {

@@ -67,7 +67,7 @@ func TestComputeStatusConditions(t *testing.T) {
 			HeadPosition: 10,
 			Partitions: []projection.PartitionProgress{
 				{PartitionKey: 0, Position: 10, UpdatedAt: moving},
-				{PartitionKey: 1, Position: 4, Lag: 3, UpdatedAt: updated},
+				{PartitionKey: 1, Position: 4, Lag: 3, LowestPending: 7, UpdatedAt: updated},
 			},
 			Lag: 3,
 			Now: now,
@@ -310,7 +310,7 @@ func TestCaughtUpStaysTrue(t *testing.T) {
 	r := &ProjectionReconciler{}
 	p.Status = r.computeStatus(&state{projection: p, desired: 1, replicas: 1, progress: caught})
 	behind := &projection.Progress{Topology: caught.Topology,
-		Partitions: []projection.PartitionProgress{{PartitionKey: 0, Position: 5, Lag: 7, UpdatedAt: now}}, HeadPosition: 12, Lag: 7, Now: now}
+		Partitions: []projection.PartitionProgress{{PartitionKey: 0, Position: 5, Lag: 7, LowestPending: 6, UpdatedAt: now}}, HeadPosition: 12, Lag: 7, Now: now}
 	st := r.computeStatus(&state{projection: p, desired: 1, replicas: 1, progress: behind})
 	var got condition
 	for _, c := range st.Conditions {
@@ -337,7 +337,7 @@ func TestCaughtUpSurvivesAStaleRead(t *testing.T) {
 	caught := &projection.Progress{Topology: projection.Topology{Generation: 1, TotalPartitions: 1},
 		Partitions: []projection.PartitionProgress{{PartitionKey: 0, Position: 5}}, HeadPosition: 5, Now: now}
 	behind := &projection.Progress{Topology: caught.Topology,
-		Partitions: []projection.PartitionProgress{{PartitionKey: 0, Position: 5, Lag: 7, UpdatedAt: now}}, HeadPosition: 12, Lag: 7, Now: now}
+		Partitions: []projection.PartitionProgress{{PartitionKey: 0, Position: 5, Lag: 7, LowestPending: 6, UpdatedAt: now}}, HeadPosition: 12, Lag: 7, Now: now}
 	r := &ProjectionReconciler{}
 	stale := p.DeepCopy() // the cache's copy, before the write below
 	p.Status = r.computeStatus(&state{projection: p, desired: 1, replicas: 1, progress: caught})
@@ -360,5 +360,42 @@ func TestCaughtUpSurvivesAStaleRead(t *testing.T) {
 	st := r.computeStatus(&state{projection: other, desired: 1, replicas: 1, progress: behind})
 	if got := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionCaughtUp); got == nil || got.Status == metav1.ConditionTrue {
 		t.Errorf("a new Projection of the same name with lag: CaughtUp %+v, want not True", got)
+	}
+}
+
+// CaughtUp means "has passed what was there": a projection keeping up with
+// a steady stream of appends, whose lag never reads 0, turns CaughtUp True
+// once every partition has passed the head of the previous reading
+// (status.headPosition); one still short of it stays CatchingUp (issue 32).
+func TestCaughtUpPassesThePreviousHead(t *testing.T) {
+	now := time.Now()
+	reading := func(lowestPending int64) *projection.Progress {
+		return &projection.Progress{Topology: projection.Topology{Generation: 1, TotalPartitions: 2}, HeadPosition: 130, Lag: 4, Now: now,
+			Partitions: []projection.PartitionProgress{
+				{PartitionKey: 0, Position: 120, Lag: 2, LowestPending: 125, UpdatedAt: now},
+				{PartitionKey: 1, Position: 90, Lag: 2, LowestPending: lowestPending, UpdatedAt: now}}}
+	}
+	for _, tt := range []struct {
+		name          string
+		prevHead      int64
+		lowestPending int64
+		want          condition
+	}{
+		{"every partition past the previous head", 100, 101, condition{metav1.ConditionTrue, v1alpha1.ReasonLagReachedZero}},
+		{"a partition short of the previous head", 100, 95, condition{metav1.ConditionFalse, v1alpha1.ReasonCatchingUp}},
+		{"no previous reading: this reading's head", 0, 101, condition{metav1.ConditionFalse, v1alpha1.ReasonCatchingUp}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := &v1alpha1.Projection{ObjectMeta: metav1.ObjectMeta{Generation: 1}, Spec: v1alpha1.ProjectionSpec{Replicas: ptr.To[int32](2)},
+				Status: v1alpha1.ProjectionStatus{HeadPosition: tt.prevHead}}
+			st := (&ProjectionReconciler{}).computeStatus(&state{projection: p, desired: 2, replicas: 2, progress: reading(tt.lowestPending)})
+			c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionCaughtUp)
+			if c == nil {
+				t.Fatal("no CaughtUp condition")
+			}
+			if diff := cmp.Diff(tt.want, condition{c.Status, c.Reason}); diff != "" {
+				t.Errorf("CaughtUp (-want +got):\n%s\n%s", diff, c.Message)
+			}
+		})
 	}
 }

@@ -60,7 +60,8 @@ func rebuildActive(p *v1alpha1.Projection) string {
 // Resetting (the reset requested in the database, the pods back; the first
 // worker to start resets) to Replaying, when the database shows the reset
 // done, or Failed, when the workers refused it. Replaying ends in Rebuilt
-// in computeStatus, once the lag is 0. Each step is checked against the
+// in computeStatus, once every partition has passed the head of the
+// previous reading (setRebuildStatus). Each step is checked against the
 // database, so a pass that read an old status does not go back a step: a
 // reset already requested under the token is not stopped for again.
 func (r *ProjectionReconciler) rebuild(ctx context.Context, s *state) error {
@@ -184,7 +185,10 @@ func (r *ProjectionReconciler) workersLeft(ctx context.Context, s *state) (int, 
 }
 
 // setRebuildStatus writes status.rebuild and the Rebuilding condition,
-// moving a replay whose lag has reached 0 to Rebuilt.
+// moving a replay to Rebuilt once every partition has passed every event in
+// its scope up to the head of the previous status reading: within two
+// status reads (StatusInterval each) of the replay's passing what was
+// there, also while other events keep being appended.
 func setRebuildStatus(st *v1alpha1.ProjectionStatus, s *state) {
 	rs := s.rebuild
 	if rs == nil {
@@ -201,7 +205,11 @@ func setRebuildStatus(st *v1alpha1.ProjectionStatus, s *state) {
 		if b.ObservedAt == nil || now.Sub(b.ObservedAt.Time) >= time.Second {
 			b.EventsReplayed, b.ObservedAt = *rs.eventsProcessed, &now
 		}
-		if n := pr.Topology.TotalPartitions; n > 0 && len(pr.Partitions) == n && pr.Lag == 0 {
+		// Rebuilt once the replay has passed what was there a reading ago
+		// (not lag 0, which steady appends can keep from ever being read);
+		// that reading must have been of this replay, so the status this
+		// pass started from must say Replaying already.
+		if rs.phaseBefore == v1alpha1.RebuildReplaying && pr.PassedHead(caughtUpHead(s)) {
 			b.Phase, b.CompletedAt = v1alpha1.RebuildRebuilt, &now
 		}
 	}
@@ -226,7 +234,7 @@ func setRebuildStatus(st *v1alpha1.ProjectionStatus, s *state) {
 		b.Message = fmt.Sprintf("rebuild %q done: %d events replayed, caught up with the log's head", b.Token, b.EventsReplayed)
 		if s.progress != nil {
 			b.Message = fmt.Sprintf("rebuild %q done: %d events replayed, caught up with the log's head at position %d",
-				b.Token, b.EventsReplayed, s.progress.HeadPosition)
+				b.Token, b.EventsReplayed, caughtUpHead(s))
 		}
 	case v1alpha1.RebuildFailed:
 		c.Status, c.Reason = metav1.ConditionFalse, v1alpha1.ReasonResetNotSupported

@@ -8,19 +8,26 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/projectionist/projectionist/api/v1alpha1"
 	"github.com/projectionist/projectionist/pkg/projection"
 )
 
 // setRebuildStatus: each phase's condition and message, the replay's rate
-// and ETA from two readings, and Replaying ending in Rebuilt at lag 0.
+// and ETA from two readings, and Replaying ending in Rebuilt once every
+// partition has passed the previous reading's head, also under steady
+// appends, but not on the replay's first reading.
 func TestSetRebuildStatus(t *testing.T) {
 	tenSecondsAgo := metav1.NewTime(time.Now().Add(-10 * time.Second))
 	progress := func(lag int64, positions ...int64) *projection.Progress {
 		pr := &projection.Progress{Topology: projection.Topology{Generation: 2, TotalPartitions: len(positions)}, HeadPosition: 5000, Lag: lag}
 		for k, pos := range positions {
-			pr.Partitions = append(pr.Partitions, projection.PartitionProgress{PartitionKey: k, Position: pos})
+			pp := projection.PartitionProgress{PartitionKey: k, Position: pos}
+			if pos < pr.HeadPosition {
+				pp.LowestPending = pos + 1
+			}
+			pr.Partitions = append(pr.Partitions, pp)
 		}
 		return pr
 	}
@@ -28,12 +35,14 @@ func TestSetRebuildStatus(t *testing.T) {
 	// ten seconds ago, and has processed now.
 	replaying := func(replayed, processed int64) rebuildState {
 		return rebuildState{status: v1alpha1.RebuildStatus{Token: "t", Phase: v1alpha1.RebuildReplaying, EventsReplayed: replayed, ObservedAt: &tenSecondsAgo},
-			eventsProcessed: &processed}
+			phaseBefore: v1alpha1.RebuildReplaying, eventsProcessed: &processed}
 	}
 	tests := []struct {
-		name      string
-		rs        rebuildState
-		progress  *projection.Progress
+		name     string
+		rs       rebuildState
+		progress *projection.Progress
+		// prevHead is status.headPosition before the pass.
+		prevHead  int64
 		wantPhase v1alpha1.RebuildPhase
 		want      metav1.Condition
 	}{{
@@ -69,6 +78,32 @@ func TestSetRebuildStatus(t *testing.T) {
 		want: metav1.Condition{Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonRebuilt,
 			Message: `rebuild "t" done: 5000 events replayed, caught up with the log's head at position 5000`},
 	}, {
+		// Other events keep being appended: the lag is never 0, but every
+		// partition has passed the previous reading's head (issue 32).
+		name:      "replaying passes the previous head under steady appends",
+		rs:        replaying(4000, 5000),
+		prevHead:  4900,
+		progress:  progress(150, 4950, 4990),
+		wantPhase: v1alpha1.RebuildRebuilt,
+		want: metav1.Condition{Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonRebuilt,
+			Message: `rebuild "t" done: 5000 events replayed, caught up with the log's head at position 4900`},
+	}, {
+		name:      "replaying, a partition short of the previous head",
+		rs:        replaying(4000, 5000),
+		prevHead:  4900,
+		progress:  progress(150, 4950, 4800),
+		wantPhase: v1alpha1.RebuildReplaying,
+		want: metav1.Condition{Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonRebuildReplaying,
+			Message: `rebuild "t": replaying: position 4800 of head 5000, lag 150, 5000 events replayed, 99 events/s, ETA 2s`},
+	}, {
+		name: "the replay's first reading: its previous head may predate the reset",
+		rs: rebuildState{status: v1alpha1.RebuildStatus{Token: "t", Phase: v1alpha1.RebuildReplaying},
+			phaseBefore: v1alpha1.RebuildResetting, eventsProcessed: ptr.To[int64](5000)},
+		progress:  progress(0, 5000, 5000),
+		wantPhase: v1alpha1.RebuildReplaying,
+		want: metav1.Condition{Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonRebuildReplaying,
+			Message: `rebuild "t": replaying: position 5000 of head 5000, lag 0, 5000 events replayed`},
+	}, {
 		name:      "failed",
 		rs:        rebuildState{status: v1alpha1.RebuildStatus{Token: "t", Phase: v1alpha1.RebuildFailed, Message: "no hook"}},
 		wantPhase: v1alpha1.RebuildFailed,
@@ -77,7 +112,7 @@ func TestSetRebuildStatus(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rs := tt.rs
-			s := &state{projection: &v1alpha1.Projection{}, rebuild: &rs, progress: tt.progress}
+			s := &state{projection: &v1alpha1.Projection{Status: v1alpha1.ProjectionStatus{HeadPosition: tt.prevHead}}, rebuild: &rs, progress: tt.progress}
 			var st v1alpha1.ProjectionStatus
 			setRebuildStatus(&st, s)
 			if st.Rebuild == nil || st.Rebuild.Phase != tt.wantPhase {

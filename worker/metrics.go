@@ -38,7 +38,7 @@ var (
 	skippedDesc = partitionDesc("projectionist_events_skipped_total",
 		"Events read but not handled because an earlier topology generation already applied them (after a rescale).")
 	lagDesc = partitionDesc("projectionist_lag_events",
-		"Events in the partition's scope after its read position: an exact count, measured every METRICS_INTERVAL, that saturates at 1000000. It includes events an earlier topology generation applied, which the partition will skip.")
+		"Events in the partition's scope after its read position, measured every METRICS_INTERVAL: exact while among the first 1000000 events after it (of any scope or partition), a lower bound beyond. It includes events an earlier topology generation applied, which the partition will skip.")
 	lagSecondsDesc = partitionDesc("projectionist_lag_seconds",
 		"Age of the oldest event in the partition's scope after its read position, on the database's clock, measured every METRICS_INTERVAL; 0 when caught up.")
 	lagSampledDesc = partitionDesc("projectionist_lag_sampled_timestamp_seconds",

@@ -460,7 +460,10 @@ type PartitionStatus struct {
 	Position int64 `json:"position,omitempty"`
 
 	// lag is the number of events hashed to this partition after its
-	// position (counted up to 1000000).
+	// position that lie in the projection's scope (a ScopedProjection's
+	// aggregate types and bounded contexts: events of other types are not
+	// counted). Counted among the first 1000000 events after the
+	// furthest-behind partition's position: beyond that it is a lower bound.
 	// +optional
 	Lag int64 `json:"lag,omitempty"`
 }
@@ -479,7 +482,9 @@ const (
 	RebuildResetting RebuildPhase = "Resetting"
 	// RebuildReplaying: the reset is done; the workers replay the log.
 	RebuildReplaying RebuildPhase = "Replaying"
-	// RebuildRebuilt: the replay reached the head of the log (lag 0).
+	// RebuildRebuilt: the replay passed every event in the projection's
+	// scope up to the log's head at the previous status reading (at most
+	// one status interval old), also while other events keep arriving.
 	RebuildRebuilt RebuildPhase = "Rebuilt"
 	// RebuildFailed: the reset was refused (the projection has no Reset
 	// hook); nothing was changed. A new token tries again.
@@ -672,7 +677,9 @@ type ProjectionStatus struct {
 	DeadLetters int64 `json:"deadLetters,omitempty"`
 
 	// lag is the number of events the projection has still to pass, over
-	// all partitions.
+	// all partitions: events in its scope only (a ScopedProjection's
+	// aggregate types and bounded contexts). See partitionStatuses[].lag
+	// for its bound.
 	// +optional
 	Lag int64 `json:"lag"`
 
@@ -747,14 +754,17 @@ const (
 	// to handle has not run yet, for less than StalledAfter),
 	// NothingToHandle (no partition has lag), Paused or Suspended.
 	ConditionStalled = "Stalled"
-	// ConditionCaughtUp turns True the first time every partition of the
-	// Projection's topology has lag 0 with events in the log, and stays
-	// True (its lastTransitionTime says when): the signal to cut readers
-	// over to a new projection, e.g. kubectl wait --for=condition=CaughtUp.
+	// ConditionCaughtUp turns True (reason LagReachedZero) the first time
+	// every partition of the Projection's topology has passed every event
+	// in its scope up to the log's head at the previous status reading
+	// ("has passed what was there", reached under steady appends, when
+	// lag itself seldom reads 0), with events in the log, and stays True
+	// (its lastTransitionTime says when): the signal to cut readers over
+	// to a new projection, e.g. kubectl wait --for=condition=CaughtUp.
 	// While the log is empty it is False, reason LogEmpty: a read model
 	// that has projected nothing is no signal to cut over. A rebuild
 	// (spec.rebuildToken) turns it False, reason Rebuilding, until the
-	// replay has reached lag 0.
+	// replay is Rebuilt.
 	ConditionCaughtUp = "CaughtUp"
 	// ConditionRebuilding is True while a rebuild asked for with
 	// spec.rebuildToken is under way (reason Stopping, Resetting or
@@ -762,7 +772,7 @@ const (
 	// False once it is over: reason Rebuilt, or ResetNotSupported when the
 	// projection has no Reset hook. A Projection never asked to rebuild
 	// does not have it. A rebuild turns CaughtUp False (reason Rebuilding)
-	// until the replay reaches lag 0.
+	// until the replay is Rebuilt (see RebuildRebuilt).
 	ConditionRebuilding = "Rebuilding"
 )
 

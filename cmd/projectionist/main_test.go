@@ -107,15 +107,15 @@ func TestMigrateTwice(t *testing.T) {
 		"applied 0010_event_trace_ids.up.sql\n" +
 		"applied 0011_lag_view.up.sql\n" +
 		"applied 0012_imports.up.sql\n" +
-		"applied 0015_lag_view_age_not_negative.up.sql\n" +
-		"the schema is at version 15 (0015_lag_view_age_not_negative.up.sql)\n"
+		"applied 0014_checkpoint_scope.up.sql\n" +
+		"the schema is at version 14 (0014_checkpoint_scope.up.sql)\n"
 	if r.code != 0 || r.stdout != want || r.stderr != "" {
 		t.Fatalf("first migrate:\n%s\nwant stdout:\n%s", r, want)
 	}
 
 	// Again, with the flag instead of the variable: nothing to apply.
 	r = run(t, nil, "migrate", "--database-url", dsn)
-	want = "nothing to apply: the schema is at version 15 (0015_lag_view_age_not_negative.up.sql)\n"
+	want = "nothing to apply: the schema is at version 14 (0014_checkpoint_scope.up.sql)\n"
 	if r.code != 0 || r.stdout != want || r.stderr != "" {
 		t.Fatalf("second migrate:\n%s\nwant stdout:\n%s", r, want)
 	}

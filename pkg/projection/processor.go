@@ -885,7 +885,8 @@ func (b *batcher) lockState(ctx context.Context, tx pgx.Tx) (Position, uint64, e
 			b.setIdle(true, gen, int(total))
 			return cp, 0, nil
 		default:
-			if _, err := tx.Exec(ctx, createCheckpointSQL, b.name, b.cfg.PartitionKey, total, gen); err != nil {
+			if _, err := tx.Exec(ctx, createCheckpointSQL, b.name, b.cfg.PartitionKey, total, gen,
+				emptyToNil(b.query.aggregateTypes), emptyToNil(b.query.boundedContexts)); err != nil {
 				return cp, 0, b.wrap("creating checkpoint", err)
 			}
 		}
@@ -897,6 +898,12 @@ func (b *batcher) lockState(ctx context.Context, tx pgx.Tx) (Position, uint64, e
 			return cp, 0, b.wrap("reading frontier", err)
 		}
 		b.log.Info("projection topology", "generation", gen, "totalPartitions", total, "frontierGenerations", len(f))
+		// A switch or a reset made the checkpoint anew: record the scope,
+		// so that lag read from the database counts only what we handle.
+		if _, err := tx.Exec(ctx, recordScopeSQL, b.name, b.cfg.PartitionKey,
+			emptyToNil(b.query.aggregateTypes), emptyToNil(b.query.boundedContexts)); err != nil {
+			return cp, 0, b.wrap("recording the scope", err)
+		}
 		b.generation, b.total, b.frontier, b.reload = gen, int(total), f, false
 		// A floor measured under another partition count means nothing.
 		b.floor, b.floorBase = Position{}, Position{}

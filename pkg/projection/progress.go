@@ -8,9 +8,13 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// LagCountLimit bounds the events [GetProgress] counts per partition, so that
-// a partition far behind does not make every status read scan the rest of
-// the log. A lag of LagCountLimit means "at least".
+// LagCountLimit bounds the events a lag reading examines: [GetProgress]
+// walks at most this many events after its furthest-behind partition's
+// checkpoint, once for all partitions, and [GetPartitionLag] as many after
+// the position it measures from, so that a projection far behind (or a
+// scope that matches few events) does not make every status read scan the
+// rest of the log. A count that stopped there reads "at least"
+// ([Progress.LagAtLeast], [PartitionLag.AtLeast]).
 const LagCountLimit = 1_000_000
 
 // Progress is how far a projection has got, read from its checkpoints.
@@ -24,6 +28,11 @@ type Progress struct {
 	Partitions []PartitionProgress
 	// Lag is the sum of the partitions' lags.
 	Lag int64
+	// LagAtLeast is true when the reading stopped counting at
+	// [LagCountLimit] events after the furthest-behind partition's
+	// checkpoint: every partition's Lag, and Lag, are then lower bounds,
+	// and [Progress.PassedHead] is false.
+	LagAtLeast bool
 	// OldestUnprocessed is when the oldest event some partition has still
 	// to pass was appended; zero when every partition is caught up.
 	OldestUnprocessed time.Time
@@ -43,12 +52,20 @@ type PartitionProgress struct {
 	// passed (handled, skipped, or left to another partition). 0 if none.
 	Position int64
 	// Lag counts the events after the checkpoint that hash to the
-	// partition, up to [LagCountLimit]. It counts events outside a
-	// ScopedProjection's scope and events an earlier generation applied,
-	// which the partition passes without handling; an idle partition
-	// records how far it has looked about once a second, so the lag of a
-	// caught-up partition reads 0 within a second or so.
+	// partition and lie in its scope: the aggregate types and bounded
+	// contexts of a [ScopedProjection], which its processor records on the
+	// checkpoint (a partition that has not run yet, or ran with a library
+	// older than that, counts every event). Events outside the scope are
+	// not counted, so a scoped partition reads 0 as soon as it has handled
+	// its last event, however many others are appended. It counts the
+	// events an earlier generation applied, which the partition passes
+	// without handling. See [LagCountLimit] for its bound.
 	Lag int64
+	// LowestPending is the lowest global position among the events Lag
+	// counts; 0 when there is none. The partition has passed every event
+	// of its scope at or below a position h when LowestPending is 0 or
+	// above h ([Progress.PassedHead]).
+	LowestPending int64
 	// OldestUnprocessed is when the first event after the checkpoint was
 	// appended; zero if there is none.
 	OldestUnprocessed time.Time
@@ -57,24 +74,55 @@ type PartitionProgress struct {
 	UpdatedAt time.Time
 }
 
+// PassedHead reports whether, at this reading, every partition of the
+// topology had passed every event in its scope at or below global position
+// head: caught up with the log as it was when the head was head, though
+// events appended since may still wait. With the HeadPosition of an earlier
+// reading it says "has passed what was there then", which a projection
+// keeping up with a steady stream of appends reaches even though its lag
+// seldom reads 0 (the operator's CaughtUp and Rebuilt: the head of its
+// previous reading). False without a topology, or when the reading stopped
+// at [LagCountLimit].
+func (p Progress) PassedHead(head int64) bool {
+	n := p.Topology.TotalPartitions
+	if n == 0 || len(p.Partitions) != n || p.LagAtLeast {
+		return false
+	}
+	for _, pp := range p.Partitions {
+		if pp.LowestPending != 0 && pp.LowestPending <= head {
+			return false
+		}
+	}
+	return true
+}
+
 // GetProgress reads a projection's progress: its topology, each
 // partition's checkpoint and lag, and the head of the log. A projection
-// without a topology has a zero Topology and no partitions.
+// without a topology has a zero Topology and no partitions. Its cost is
+// bounded by [LagCountLimit] index entries, whatever the partition count.
 func GetProgress(ctx context.Context, db DBTX, projection string) (Progress, error) {
+	return getProgress(ctx, db, projection, LagCountLimit)
+}
+
+// getProgress is GetProgress examining at most limit events.
+func getProgress(ctx context.Context, db DBTX, projection string, limit int) (Progress, error) {
 	var p Progress
-	rows, err := db.Query(ctx, progressSQL, projection, LagCountLimit)
+	rows, err := db.Query(ctx, progressSQL, projection, limit)
 	if err != nil {
 		return p, noSchema(fmt.Errorf("reading progress of projection %q: %w", projection, err))
 	}
 	var (
-		gen, lag        *int64
+		gen             *int64
 		total, key      *int32
 		txid            *uint64
 		gpos            *int64
 		updated, oldest *time.Time
-		passed          int64
+		passed, lag     int64
+		lowest          int64
+		atLeast         bool
 	)
-	_, err = pgx.ForEachRow(rows, []any{&p.Now, &gen, &total, &p.HeadPosition, &key, &txid, &gpos, &updated, &passed, &lag, &oldest}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&p.Now, &gen, &total, &p.HeadPosition, &key, &txid, &gpos, &updated,
+		&passed, &lag, &oldest, &lowest, &atLeast}, func() error {
 		if gen == nil {
 			return nil
 		}
@@ -83,12 +131,9 @@ func GetProgress(ctx context.Context, db DBTX, projection string) (Progress, err
 			return nil
 		}
 		pp := PartitionProgress{PartitionKey: int(*key), Checkpoint: Position{TransactionID: *txid, GlobalPosition: *gpos},
-			Position: passed}
+			Position: passed, Lag: lag, LowestPending: lowest}
 		if updated != nil {
 			pp.UpdatedAt = *updated
-		}
-		if lag != nil {
-			pp.Lag = *lag
 		}
 		if oldest != nil {
 			pp.OldestUnprocessed = *oldest
@@ -97,6 +142,7 @@ func GetProgress(ctx context.Context, db DBTX, projection string) (Progress, err
 			}
 		}
 		p.Lag += pp.Lag
+		p.LagAtLeast = p.LagAtLeast || atLeast
 		p.Partitions = append(p.Partitions, pp)
 		return nil
 	})
@@ -126,11 +172,15 @@ type LagQuery struct {
 // PartitionLag is how far a partition is behind the head of the log.
 type PartitionLag struct {
 	// Events counts the events after the position that hash to the
-	// partition (and lie in the query's scope), up to [LagCountLimit]. As
-	// in [PartitionProgress], it counts the events an earlier topology
-	// generation applied, which the partition will skip. 0 for a partition
-	// outside the topology, or of a projection without one.
+	// partition and lie in the query's scope, among the first
+	// [LagCountLimit] after the position. As in [PartitionProgress], it
+	// counts the events an earlier topology generation applied, which the
+	// partition will skip. 0 for a partition outside the topology, or of a
+	// projection without one.
 	Events int64
+	// AtLeast is true when the count stopped at [LagCountLimit] events
+	// examined: Events is then a lower bound.
+	AtLeast bool
 	// OldestUnprocessed is when the oldest of those events was appended;
 	// zero if there is none.
 	OldestUnprocessed time.Time
@@ -149,7 +199,7 @@ func (l PartitionLag) Age() time.Duration {
 
 // GetPartitionLag measures one partition's lag: what [GetProgress] reports
 // for it, optionally from a processor's own position and within a scope.
-// It counts up to [LagCountLimit] events through the events'
+// It examines up to [LagCountLimit] events through the events'
 // (transaction_id, global_position) index, so its cost grows with the lag:
 // a caller that measures often (a metrics endpoint) should do it on a
 // timer rather than on every request.
@@ -164,7 +214,7 @@ func GetPartitionLag(ctx context.Context, db DBTX, q LagQuery) (PartitionLag, er
 		x, p = &q.After.TransactionID, &q.After.GlobalPosition
 	}
 	err := db.QueryRow(ctx, partitionLagSQL, q.Projection, q.PartitionKey, x, p,
-		emptyToNil(q.AggregateTypes), emptyToNil(q.BoundedContexts), LagCountLimit).Scan(&l.Now, &l.Events, &oldest)
+		emptyToNil(q.AggregateTypes), emptyToNil(q.BoundedContexts), LagCountLimit).Scan(&l.Now, &l.Events, &oldest, &l.AtLeast)
 	if err != nil {
 		return PartitionLag{}, noSchema(fmt.Errorf("reading lag of projection %q partition %d: %w", q.Projection, q.PartitionKey, err))
 	}

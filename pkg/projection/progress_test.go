@@ -297,3 +297,79 @@ func TestGetPartitionLag(t *testing.T) {
 		t.Errorf("lag of caught-up partition 0 = %+v, want none", l)
 	}
 }
+
+// A scoped projection's lag counts only the events in its scope, which its
+// processor records on its checkpoints (also anew after a topology
+// switch): events of other aggregate types appended after it caught up,
+// with no processor running, leave its lag at 0 and PassedHead true (issue
+// 32: its lag never read 0 under steady appends of other types). PassedHead
+// then tells an in-scope event at or below a head from one above it; an
+// unscoped projection on the same log counts every event; the
+// projection_lag view agrees.
+func TestProgressCountsOnlyTheScope(t *testing.T) {
+	ctx := t.Context()
+	pool, store := newStore(t, newAppliedTable)
+	appendN(t, pool, store, 10, 2, "User")
+	users := scoped{applyLog: applyLog{name: "users"}, types: []string{"User"}}
+	catchUp := func(partitions int) {
+		t.Helper()
+		if _, err := projection.SetTopology(ctx, pool, "users", partitions); err != nil {
+			t.Fatal(err)
+		}
+		for key := range partitions {
+			cfg := projection.DefaultProcessorConfig()
+			cfg.PartitionKey, cfg.TotalPartitions = key, partitions
+			p := users
+			p.key = key
+			if err := projection.NewProcessor(pool, store, cfg).CatchUp(ctx, p); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	read := func(name string) projection.Progress {
+		t.Helper()
+		pr, err := projection.GetProgress(ctx, pool, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		view := queryInt(t, pool, "SELECT coalesce(sum(lag_events), 0) FROM projection_lag WHERE projection_name = $1", name)
+		if int64(view) != pr.Lag {
+			t.Errorf("%s: projection_lag sums to %d, GetProgress %d", name, view, pr.Lag)
+		}
+		return pr
+	}
+
+	for _, partitions := range []int{2, 3} { // 3: a switch makes the checkpoints anew
+		catchUp(partitions)
+		appendN(t, pool, store, 20, 2, "Order") // out of scope; no processor runs
+		got := read("users")
+		if got.Lag != 0 || !got.OldestUnprocessed.IsZero() || !got.PassedHead(got.HeadPosition) || got.LagAtLeast {
+			t.Errorf("%d partitions, Orders appended after the Users were handled: lag %d oldest %v passed head %v, want 0, none, true",
+				partitions, got.Lag, got.OldestUnprocessed, got.PassedHead(got.HeadPosition))
+		}
+		for _, pp := range got.Partitions {
+			if pp.LowestPending != 0 {
+				t.Errorf("%d partitions: partition %d has lowest pending %d, want 0", partitions, pp.PartitionKey, pp.LowestPending)
+			}
+		}
+	}
+
+	before := read("users").HeadPosition
+	appendN(t, pool, store, 1, 1, "User")
+	head := int64(queryInt(t, pool, "SELECT max(global_position) FROM events"))
+	got := read("users")
+	key := queryInt(t, pool, "SELECT partition_hash % 3 FROM events WHERE global_position = $1", head)
+	if got.Lag != 1 || got.Partitions[key].Lag != 1 || got.Partitions[key].LowestPending != head {
+		t.Errorf("one User appended at %d: lag %d, partition %d %+v, want 1 with lowest pending %d", head, got.Lag, key, got.Partitions[key], head)
+	}
+	if !got.PassedHead(before) || got.PassedHead(head) {
+		t.Errorf("one User appended at %d: passed head %d %v, passed head %d %v, want true, false", head, before, got.PassedHead(before), head, got.PassedHead(head))
+	}
+
+	if _, err := projection.SetTopology(ctx, pool, "all", 2); err != nil {
+		t.Fatal(err)
+	}
+	if all := read("all"); all.Lag != head {
+		t.Errorf("unscoped projection that never ran: lag %d, want every event, %d", all.Lag, head)
+	}
+}

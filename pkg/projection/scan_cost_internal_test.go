@@ -125,6 +125,7 @@ type explainNode struct {
 	NodeType         string        `json:"Node Type"`
 	RelationName     string        `json:"Relation Name"`
 	ActualRows       int64         `json:"Actual Rows"`
+	ActualLoops      int64         `json:"Actual Loops"`
 	RemovedByFilter  int64         `json:"Rows Removed by Filter"`
 	RemovedByRecheck int64         `json:"Rows Removed by Index Recheck"`
 	Plans            []explainNode `json:"Plans"`

@@ -94,6 +94,7 @@ func TestProjectionist(t *testing.T) {
 		{"DeletePodUnderLoad", s.deletePodUnderLoad},
 		{"SuspendResume", s.suspendResume},
 		{"RebuildUnderLoad", s.rebuildUnderLoad},
+		{"RebuildScopedUnderOtherAppends", s.rebuildScopedUnderOtherAppends},
 		{"DeadLetterRetry", s.deadLetterRetry},
 		{"AutoscaleUnderLoad", s.autoscaleUnderLoad},
 		{"CustomWorkerImage", s.customWorkerImage},
