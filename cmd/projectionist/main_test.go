@@ -105,14 +105,15 @@ func TestMigrateTwice(t *testing.T) {
 		"applied 0010_event_trace_ids.up.sql\n" +
 		"applied 0011_lag_view.up.sql\n" +
 		"applied 0012_imports.up.sql\n" +
-		"the schema is at version 12 (0012_imports.up.sql)\n"
+		"applied 0013_topology_owner.up.sql\n" +
+		"the schema is at version 13 (0013_topology_owner.up.sql)\n"
 	if r.code != 0 || r.stdout != want || r.stderr != "" {
 		t.Fatalf("first migrate:\n%s\nwant stdout:\n%s", r, want)
 	}
 
 	// Again, with the flag instead of the variable: nothing to apply.
 	r = run(t, nil, "migrate", "--database-url", dsn)
-	want = "nothing to apply: the schema is at version 12 (0012_imports.up.sql)\n"
+	want = "nothing to apply: the schema is at version 13 (0013_topology_owner.up.sql)\n"
 	if r.code != 0 || r.stdout != want || r.stderr != "" {
 		t.Fatalf("second migrate:\n%s\nwant stdout:\n%s", r, want)
 	}
