@@ -20,12 +20,12 @@ import (
 	"github.com/projectionist/projectionist/pkg/projection"
 )
 
-// releaseTimeout bounds how long a deleted Projection waits for its
-// database to release the projection name: after it, the finalizer is
-// removed anyway (a Warning Event says what is left and how to release
-// it by hand), so that a database gone for good does not keep the
+// DefaultReleaseTimeout bounds how long a deleted Projection waits for
+// its database to release the projection name: after it, the finalizer is
+// removed anyway (a Warning Event says what is left and how to release it
+// by hand), so that a database gone for good does not keep the
 // Projection, and its namespace, from being deleted.
-const releaseTimeout = 5 * time.Minute
+const DefaultReleaseTimeout = 5 * time.Minute
 
 // ownerOf is how a Projection is recorded as the owner of its projection
 // name (projection.TopologyOptions.Owner): readable in messages, and
@@ -94,7 +94,7 @@ func (s *state) notOwner(e *projection.TopologyOwnedError) {
 // database (with spec.deletionPolicy Forget, deletes the projection's rows
 // instead) and then removes the finalizer. A Projection that does not own
 // the name releases nothing. While the Secret or the database cannot be
-// used it retries, every status interval, for releaseTimeout from the
+// used it retries, every status interval, for ReleaseTimeout from the
 // deletion; a Secret that is gone cannot come back by itself, so its
 // absence does not wait.
 func (r *ProjectionReconciler) finalize(ctx context.Context, p *v1alpha1.Projection) (ctrl.Result, error) {
@@ -118,6 +118,10 @@ func (r *ProjectionReconciler) finalize(ctx context.Context, p *v1alpha1.Project
 		}
 	}
 	if prob := s.degraded; prob != nil {
+		releaseTimeout := r.ReleaseTimeout
+		if releaseTimeout <= 0 {
+			releaseTimeout = DefaultReleaseTimeout
+		}
 		waited := time.Since(p.DeletionTimestamp.Time)
 		if prob.reason != v1alpha1.ReasonSecretNotFound && waited < releaseTimeout {
 			r.event(ctx, p, corev1.EventTypeWarning, "ReleasePending", "Delete",

@@ -192,4 +192,32 @@ func TestDeletionPolicy(t *testing.T) {
 	}
 	waitGone(t, ns, "no-secret")
 	waitForEvent(t, ns, "no-secret", "Warning", "ReleaseAbandoned", "SecretNotFound")
+
+	// A database that refuses connections: retried, then let go after the
+	// release timeout (3 s in this suite, 5 minutes by default).
+	newSecret(t, ns, "down", map[string]string{"dsn": "postgres://projectionist:s3cret-pw@127.0.0.1:1/app?connect_timeout=1"})
+	down := &v1alpha1.Projection{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "db-down"},
+		Spec:       v1alpha1.ProjectionSpec{Database: v1alpha1.DatabaseSpec{SecretRef: v1alpha1.SecretKeySelector{Name: "down"}}},
+	}
+	if err := k8sClient.Create(t.Context(), down); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the finalizer on db-down", func() error {
+		if !controllerutil.ContainsFinalizer(getProjection(t, ns, "db-down"), v1alpha1.Finalizer) {
+			return fmt.Errorf("no finalizer yet")
+		}
+		return nil
+	})
+	if err := k8sClient.Delete(t.Context(), down); err != nil {
+		t.Fatal(err)
+	}
+	waitForEvent(t, ns, "db-down", "Warning", "ReleasePending", v1alpha1.ReasonDatabaseUnreachable)
+	waitGone(t, ns, "db-down")
+	waitForEvent(t, ns, "db-down", "Warning", "ReleaseAbandoned", v1alpha1.ReasonDatabaseUnreachable)
+	for _, e := range listEvents(t, ns) {
+		if strings.Contains(e.Message, "s3cret-pw") {
+			t.Errorf("Event %s shows the password: %s", e.Reason, e.Message)
+		}
+	}
 }

@@ -66,6 +66,10 @@ type ProjectionReconciler struct {
 	// in its database uses is kept. Defaults to
 	// DefaultPartitionIndexRetention.
 	PartitionIndexRetention time.Duration
+	// ReleaseTimeout is how long a deleted Projection's finalizer retries
+	// releasing the projection name while its database cannot be used.
+	// Defaults to DefaultReleaseTimeout.
+	ReleaseTimeout time.Duration
 
 	dbs databases
 	// reported is what emitEvents last reported per Projection
