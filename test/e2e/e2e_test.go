@@ -663,7 +663,7 @@ func (s *suite) tearDown(t *testing.T) {
 		}
 	}
 	// The operator is gone, and with it whoever removes the Projections'
-	// release finalizer (operations.md, "Uninstalling"): remove it here, as
+	// release finalizer (operations.md, "Upgrading"): remove it here, as
 	// a user who uninstalls first must.
 	if out, err := run(ctx, nil, cfg.kubectl, "get", "projections", "-n", s.ns, "-o", "name", "--ignore-not-found"); err == nil {
 		for _, name := range strings.Fields(out) {
