@@ -124,8 +124,11 @@ func (r *ProjectionReconciler) applyStatefulSet(ctx context.Context, s *state) e
 			s.replicas = ptr.Deref(s.statefulSet.Spec.Replicas, 1)
 		}
 	}
-	if s.rebuild != nil && s.rebuild.stop {
-		s.replicas = 0 // a rebuild's reset waits until no worker runs
+	if s.rebuild != nil && s.rebuild.stop || s.nameInUse {
+		// A rebuild's reset waits until no worker runs; workers of a
+		// projection name another Projection owns would run its
+		// projection beside its own workers.
+		s.replicas = 0
 	}
 	sts, err := resources.StatefulSet(s.projection, s.replicas, r.Options)
 	if err != nil {

@@ -77,6 +77,10 @@ type ManagerOptions struct {
 	// projection in its database uses is kept before the operator drops
 	// it. Defaults to DefaultPartitionIndexRetention.
 	PartitionIndexRetention time.Duration
+	// ReleaseTimeout is how long a deleted Projection waits for its
+	// database to release its projection name before it goes anyway.
+	// Defaults to DefaultReleaseTimeout.
+	ReleaseTimeout time.Duration
 }
 
 // DefaultMaxConcurrentReconciles lets a reconcile waiting on the API
@@ -160,6 +164,7 @@ func NewManager(cfg *rest.Config, opts ManagerOptions) (ctrl.Manager, error) {
 
 		PartitionIndexMinPartitions: opts.PartitionIndexMinPartitions,
 		PartitionIndexRetention:     opts.PartitionIndexRetention,
+		ReleaseTimeout:              opts.ReleaseTimeout,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the Projection controller: %w", err)

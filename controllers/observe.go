@@ -17,8 +17,8 @@ import (
 
 // observeProgress reads checkpoints, head and lag for status.
 func (r *ProjectionReconciler) observeProgress(ctx context.Context, s *state) error {
-	if s.pool.pool == nil {
-		return nil
+	if s.pool.pool == nil || s.nameInUse {
+		return nil // another Projection's progress is not this one's
 	}
 	var progress projection.Progress
 	var deadLetters int64

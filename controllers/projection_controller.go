@@ -66,6 +66,10 @@ type ProjectionReconciler struct {
 	// in its database uses is kept. Defaults to
 	// DefaultPartitionIndexRetention.
 	PartitionIndexRetention time.Duration
+	// ReleaseTimeout is how long a deleted Projection's finalizer retries
+	// releasing the projection name while its database cannot be used.
+	// Defaults to DefaultReleaseTimeout.
+	ReleaseTimeout time.Duration
 
 	dbs databases
 	// reported is what emitEvents last reported per Projection
@@ -106,7 +110,12 @@ func (r *ProjectionReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !p.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, nil // owner references remove the children
+		// The projection name is released (owner.go); owner references
+		// remove the children.
+		return r.finalize(ctx, &p)
+	}
+	if err := r.ensureFinalizer(ctx, &p); err != nil {
+		return ctrl.Result{}, err
 	}
 	s := &state{projection: &p, desired: p.SpecReplicas(), suspended: p.Suspended()}
 	if s.suspended {
@@ -118,6 +127,7 @@ func (r *ProjectionReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		r.applyService,
 		r.observeStatefulSet,
 		r.connect,
+		r.claimProjectionName,
 		r.checkSpec,
 		r.autoscale,
 		r.switchTopology,
@@ -170,6 +180,9 @@ type state struct {
 	// degraded, when set, is why the operator cannot do what the spec
 	// asks (reason, message); later phases that need the database skip.
 	degraded *problem
+	// nameInUse: another Projection owns the projection name in the
+	// database (degraded says which); this one runs no pods.
+	nameInUse bool
 	// switched is set when this reconcile changed the topology.
 	switched *switchEvent
 	// replicas is what the StatefulSet was given.

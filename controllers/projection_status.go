@@ -198,7 +198,11 @@ func setProgressingCondition(st *v1alpha1.ProjectionStatus, s *state) {
 		Reason: v1alpha1.ReasonRolledOut, ObservedGeneration: s.projection.Generation,
 		Message: fmt.Sprintf("%d of %d worker pods exist", st.Replicas, s.desired)}
 	sts := s.statefulSet
-	if s.degraded != nil && s.replicas != s.desired {
+	if s.nameInUse {
+		c.Reason = v1alpha1.ReasonBlocked
+		c.Message = fmt.Sprintf("%d of %d worker pods exist; the operator runs none while another Projection owns the projection name (see Degraded)",
+			st.Replicas, s.desired)
+	} else if s.degraded != nil && s.replicas != s.desired {
 		// Not progressing: the pods stay as they are until the problem is
 		// fixed.
 		c.Reason = v1alpha1.ReasonBlocked

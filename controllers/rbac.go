@@ -5,12 +5,15 @@ package controllers
 // operator holds is listed, and justified, in one place. Least privilege:
 //
 //   - projections: read through the manager's cache (the reconciler's root
-//     type). No write to the spec: users own it.
+//     type), and patch for one field only, metadata.finalizers: the
+//     finalizer that releases the projection name in the database when a
+//     Projection is deleted (owner.go). No write to the spec: users own it.
 //   - projections/status: the one status write per pass (update, or patch for
 //     a server-side apply of the status).
 //   - projections/finalizers: update, because controller owner references
 //     set blockOwnerDeletion, which the OwnerReferencesPermissionEnforcement
-//     admission plugin allows only to who may update the owner's finalizers.
+//     admission plugin allows only to who may update the owner's finalizers
+//     (and for the release finalizer above).
 //   - statefulsets, services: the children, written by server-side apply
 //     (patch; create when the apply creates the object) and watched through
 //     the cache. No update and no delete: owner references let the garbage
@@ -34,7 +37,7 @@ package controllers
 // do not: a separate ClusterRole, as in kubebuilder's scaffold, so that an
 // operator serving plain HTTP metrics does not hold it.
 
-// +kubebuilder:rbac:groups=projectionist.dev,resources=projections,verbs=get;list;watch
+// +kubebuilder:rbac:groups=projectionist.dev,resources=projections,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=projectionist.dev,resources=projections/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=projectionist.dev,resources=projections/finalizers,verbs=update
 // +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;patch

@@ -70,6 +70,8 @@ func startOperator(e *kubetest.Env) (stop func() error, err error) {
 		// Above every other test's count; an unused index goes at once.
 		PartitionIndexMinPartitions: partitionIndexMin,
 		PartitionIndexRetention:     time.Millisecond,
+		// A deleted Projection whose database is down goes soon.
+		ReleaseTimeout: 3 * time.Second,
 		Logger: slog.New(slog.NewMultiHandler(
 			slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}),
 			slog.NewJSONHandler(operatorLog, &slog.HandlerOptions{Level: slog.LevelInfo}))),

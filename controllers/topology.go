@@ -4,6 +4,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 
@@ -25,12 +26,23 @@ func (r *ProjectionReconciler) switchTopology(ctx context.Context, s *state) err
 	// SetTopologyAs is idempotent and reports the count it found, so
 	// there is no read before it; as the operator it also claims the
 	// topology, so that no standalone processor changes it behind us.
+	// Owner: a topology this switch creates is this Projection's, and one
+	// another Projection claimed since claimProjectionName is left alone.
 	var c projection.TopologyChange
+	var owned *projection.TopologyOwnedError
 	err := r.dbs.do(ctx, s.pool.db, "switching the topology", topologyTimeout, func(ctx context.Context) (err error) {
 		c, err = projection.SetTopologyAs(ctx, s.pool.pool, name, int(s.desired),
-			projection.TopologyOptions{ManagedBy: projection.ManagerOperator, Logger: slog.New(logr.ToSlogHandler(log.FromContext(ctx)))})
+			projection.TopologyOptions{ManagedBy: projection.ManagerOperator, Owner: ownerOf(s.projection),
+				Logger: slog.New(logr.ToSlogHandler(log.FromContext(ctx)))})
+		if errors.As(err, &owned) {
+			return nil
+		}
 		return err
 	})
+	if owned != nil {
+		s.notOwner(owned)
+		return nil
+	}
 	if err != nil {
 		s.degraded = &problem{reasonOf(err),
 			fmt.Sprintf("switching projection %s to %d partitions: %s", name, s.desired, redactErr(err, s.pool.dsn))}

@@ -27,6 +27,25 @@ const (
 	ErrorPolicyDeadLetter ErrorPolicy = "DeadLetter"
 )
 
+// DeletionPolicy says what deleting a Projection does to its projection's
+// rows in the database.
+// +kubebuilder:validation:Enum=Retain;Forget
+type DeletionPolicy string
+
+const (
+	// DeletionRetain keeps the topology, checkpoints and dead letters and
+	// only releases the projection name, so that a Projection created
+	// later with the same projectionName resumes where this one was.
+	DeletionRetain DeletionPolicy = "Retain"
+	// DeletionForget deletes them, as `projectionist forget` does.
+	DeletionForget DeletionPolicy = "Forget"
+)
+
+// Finalizer is on every Projection so that its deletion releases the
+// projection name in the database (and, with spec.deletionPolicy Forget,
+// deletes the projection's rows) before the Projection is gone.
+const Finalizer = "projectionist.dev/release-projection-name"
+
 // SecretKeySelector names a key of a Secret in the Projection's namespace.
 type SecretKeySelector struct {
 	// name is the Secret's name, in the Projection's namespace.
@@ -86,6 +105,22 @@ type ProjectionSpec struct {
 	// false.
 	// +optional
 	Suspend *bool `json:"suspend,omitempty"`
+
+	// deletionPolicy says what deleting this Projection does in the
+	// database. A projectionName belongs, per database, to the first
+	// Projection that runs it (recorded with the topology); another
+	// Projection naming it is Degraded with reason ProjectionNameInUse and
+	// runs no pods. Deletion releases the name either way (a finalizer
+	// waits for it, at most 5 minutes while the database or Secret cannot
+	// be reached). Retain (the default) keeps the topology, checkpoints and
+	// dead letters, so that a Projection naming it later resumes where
+	// this one was; Forget deletes them, as `projectionist forget` does,
+	// so that one naming it later starts from the beginning of the log.
+	// Neither touches the read model's own tables: they are the
+	// projection's, drop them yourself.
+	// +optional
+	// +kubebuilder:default=Retain
+	DeletionPolicy DeletionPolicy `json:"deletionPolicy,omitempty"`
 
 	// rebuildToken asks for a rebuild of the read model from the beginning
 	// of the log: whenever it is set to a value other than the last
@@ -825,6 +860,10 @@ const (
 	// ReasonInvalidSpec: the spec passed the API server's validation but
 	// cannot make a pod, e.g. a volumeMounts entry naming no volume.
 	ReasonInvalidSpec = "InvalidSpec"
+	// ReasonProjectionNameInUse: another Projection owns this one's
+	// projectionName in its database; this one changes nothing there and
+	// runs no pods until that one is deleted.
+	ReasonProjectionNameInUse = "ProjectionNameInUse"
 )
 
 // ReasonDatabaseNotResponding is the Degraded reason of a database that

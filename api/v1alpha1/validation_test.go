@@ -162,6 +162,11 @@ func TestCreateRejectsInvalidSpec(t *testing.T) {
 			want:   []string{"spec.errorPolicy", `Unsupported value: "Retry"`, `"Stop", "Skip", "DeadLetter"`},
 		},
 		{
+			name:   "unknown deletionPolicy",
+			mutate: func(s map[string]any) { s["deletionPolicy"] = "Delete" },
+			want:   []string{"spec.deletionPolicy", `Unsupported value: "Delete"`, `"Retain", "Forget"`},
+		},
+		{
 			name:   "pollInterval 0s",
 			mutate: func(s map[string]any) { s["pollInterval"] = "0s" },
 			want:   []string{"spec.pollInterval", "pollInterval must be between 1ms and 1h"},
@@ -375,6 +380,7 @@ func TestCreateAcceptsBounds(t *testing.T) {
 		{"pollInterval 1.5s", "pollInterval", "1.5s"},
 		{"errorPolicy Skip", "errorPolicy", string(v1alpha1.ErrorPolicySkip)},
 		{"errorPolicy DeadLetter", "errorPolicy", string(v1alpha1.ErrorPolicyDeadLetter)},
+		{"deletionPolicy Forget", "deletionPolicy", string(v1alpha1.DeletionForget)},
 		{"projectionName", "projectionName", "billing.user_count-v2"},
 		{"rebuildToken", "rebuildToken", "2026-12-02 fix #42: totals in cents"},
 		{"rebuildToken 63", "rebuildToken", strings.Repeat("r", 63)},
@@ -468,10 +474,11 @@ func TestDefaults(t *testing.T) {
 	name := create(t, validSpec())
 
 	want := v1alpha1.ProjectionSpec{
-		Replicas:     ptr.To[int32](1),
-		BatchSize:    ptr.To[int32](100),
-		PollInterval: &metav1.Duration{Duration: 100 * time.Millisecond},
-		ErrorPolicy:  v1alpha1.ErrorPolicyStop,
+		Replicas:       ptr.To[int32](1),
+		BatchSize:      ptr.To[int32](100),
+		PollInterval:   &metav1.Duration{Duration: 100 * time.Millisecond},
+		ErrorPolicy:    v1alpha1.ErrorPolicyStop,
+		DeletionPolicy: v1alpha1.DeletionRetain,
 		Database: v1alpha1.DatabaseSpec{
 			SecretRef: v1alpha1.SecretKeySelector{Name: "projectionist-db", Key: "dsn"},
 		},

@@ -107,6 +107,7 @@ func TestMigrateTwice(t *testing.T) {
 		"applied 0010_event_trace_ids.up.sql\n" +
 		"applied 0011_lag_view.up.sql\n" +
 		"applied 0012_imports.up.sql\n" +
+		"applied 0013_topology_owner.up.sql\n" +
 		"applied 0014_checkpoint_scope.up.sql\n" +
 		"the schema is at version 14 (0014_checkpoint_scope.up.sql)\n"
 	if r.code != 0 || r.stdout != want || r.stderr != "" {

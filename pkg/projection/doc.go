@@ -99,6 +99,11 @@
 // switches it. Every switch is logged at WARN with the old and new count
 // and who switched ([TopologyOptions.Switcher]).
 //
+// An operator-managed topology also has one owner, the Projection resource
+// that runs it ([TopologyOptions.Owner], [ClaimTopology]): a second owner
+// naming the same projection is refused with a [*TopologyOwnedError] and
+// changes nothing, until the owner gives it up with [ReleaseTopology].
+//
 // The default mode stays [TopologyApply], not "follow if a topology
 // exists, create it if not": with follow-if-exists, restarting the
 // standalone processes with a new TOTAL_PARTITIONS would silently keep the

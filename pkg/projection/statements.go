@@ -84,13 +84,18 @@ const (
 	// readTopologySQL reads a projection's topology row without locking
 	// it: setTopology's common case, nothing to do, must not queue behind
 	// the batches' FOR SHARE.
-	readTopologySQL = "SELECT generation, total_partitions, managed_by FROM projection_topology WHERE projection_name = $1"
+	readTopologySQL = "SELECT generation, total_partitions, managed_by, coalesce(owner, '') FROM projection_topology WHERE projection_name = $1"
 	// readTopologyForUpdateSQL is readTopologySQL holding the row FOR
 	// UPDATE: a switch waits for the batches in flight (each holds it FOR
 	// SHARE) and fences every later one of the old generation.
 	readTopologyForUpdateSQL = readTopologySQL + " FOR UPDATE"
 	// claimTopologySQL makes a topology managed by $2 (the operator).
 	claimTopologySQL = `UPDATE projection_topology SET managed_by = $2 WHERE projection_name = $1`
+	// claimOwnerSQL records $2 as the owner of a topology that has none
+	// (TopologyOptions.Owner, ClaimTopology); the caller holds the row.
+	claimOwnerSQL = `UPDATE projection_topology SET owner = $2 WHERE projection_name = $1 AND owner IS NULL`
+	// releaseOwnerSQL gives up owner $2's claim (ReleaseTopology).
+	releaseOwnerSQL = `UPDATE projection_topology SET owner = NULL WHERE projection_name = $1 AND owner = $2`
 	// finalCheckpointsSQL reads the old generation's final checkpoint
 	// vector: every partition's checkpoint, by key.
 	finalCheckpointsSQL = `SELECT partition_key, last_transaction_id, last_global_position

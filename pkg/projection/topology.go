@@ -22,6 +22,10 @@ type Topology struct {
 	TotalPartitions int
 	// ManagedBy says who may change the partition count.
 	ManagedBy Manager
+	// Owner is the one operator-side owner of an operator-managed
+	// topology (the operator records its Projection resource, see
+	// [TopologyOptions].Owner), or "" for none.
+	Owner string
 }
 
 // Manager says who manages a projection's topology: who may change its
@@ -62,6 +66,25 @@ func (e *TopologyManagedError) Error() string {
 		e.Projection, partitions(e.TotalPartitions), e.ManagedBy, e.Requested, e.Requested, e.TotalPartitions)
 }
 
+// TopologyOwnedError is returned when a caller with a
+// [TopologyOptions].Owner (or of [ClaimTopology]) finds the topology owned
+// by someone else: two Projection resources naming one projection in one
+// database. Nothing was changed.
+type TopologyOwnedError struct {
+	// Projection is the projection's name.
+	Projection string
+	// Owner is the topology's recorded owner.
+	Owner string
+	// Requester is the owner the caller claimed to be.
+	Requester string
+}
+
+// Error names the owner.
+func (e *TopologyOwnedError) Error() string {
+	return fmt.Sprintf("projection %q in this database belongs to %s, not to %s: refusing to change it",
+		e.Projection, e.Owner, e.Requester)
+}
+
 // TopologyOptions says who calls [SetTopologyAs]. The zero value is a
 // standalone caller named by host and process id, logging to
 // slog.Default().
@@ -78,6 +101,14 @@ type TopologyOptions struct {
 	// Logger receives one WARN line per switch. Defaults to
 	// slog.Default(), so that no switch goes unnoticed.
 	Logger *slog.Logger
+	// Owner, when set, names the one owner the topology may have (the
+	// operator passes its Projection resource's namespace/name and UID),
+	// so that two callers that both manage it cannot switch it back and
+	// forth. A topology with no owner is claimed for Owner; one with
+	// another owner is left alone, with a [*TopologyOwnedError]. It is
+	// released by [ReleaseTopology]. Defaults to "": no owner is checked
+	// or recorded. Only with [ManagerOperator].
+	Owner string
 }
 
 func (o TopologyOptions) withDefaults() TopologyOptions {
@@ -126,7 +157,7 @@ var ErrNoTopology = errors.New("projection has no topology")
 func GetTopology(ctx context.Context, db DBTX, projection string) (Topology, error) {
 	t := Topology{Projection: projection}
 	var n int32
-	err := db.QueryRow(ctx, readTopologySQL, projection).Scan(&t.Generation, &n, &t.ManagedBy)
+	err := db.QueryRow(ctx, readTopologySQL, projection).Scan(&t.Generation, &n, &t.ManagedBy, &t.Owner)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return t, fmt.Errorf("projection %q: %w", projection, ErrNoTopology)
 	}
@@ -174,8 +205,10 @@ func SetTopology(ctx context.Context, db DBTX, projection string, n int) (Topolo
 // [*TopologyManagedError], changing nothing, when the topology is
 // operator-managed and its count is not n (with the count at n it just
 // returns it). The operator ([ManagerOperator]) may switch any topology
-// and leaves it operator-managed. Every switch is logged at WARN with the
-// old and new count and the switcher, and recorded in the topology row.
+// and leaves it operator-managed; with an Owner it also refuses, with a
+// [*TopologyOwnedError] and no change, a topology another owner holds.
+// Every switch is logged at WARN with the old and new count and the
+// switcher, and recorded in the topology row.
 func SetTopologyAs(ctx context.Context, db DBTX, projection string, n int, opts TopologyOptions) (TopologyChange, error) {
 	if projection == "" {
 		return TopologyChange{}, fmt.Errorf("%w: projection name is empty", ErrInvalidConfig)
@@ -187,6 +220,9 @@ func SetTopologyAs(ctx context.Context, db DBTX, projection string, n int, opts 
 	if opts.ManagedBy != ManagerStandalone && opts.ManagedBy != ManagerOperator {
 		return TopologyChange{}, fmt.Errorf("%w: TopologyOptions.ManagedBy is %q, must be %q or %q", ErrInvalidConfig, opts.ManagedBy, ManagerStandalone, ManagerOperator)
 	}
+	if opts.Owner != "" && opts.ManagedBy != ManagerOperator {
+		return TopologyChange{}, fmt.Errorf("%w: TopologyOptions.Owner is set for a %s caller, only %q callers have owners", ErrInvalidConfig, opts.ManagedBy, ManagerOperator)
+	}
 	var c TopologyChange
 	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
 		var err error
@@ -196,6 +232,10 @@ func SetTopologyAs(ctx context.Context, db DBTX, projection string, n int, opts 
 	var managed *TopologyManagedError
 	if errors.As(err, &managed) {
 		return c, managed
+	}
+	var owned *TopologyOwnedError
+	if errors.As(err, &owned) {
+		return c, owned
 	}
 	if err != nil {
 		return TopologyChange{}, noSchema(fmt.Errorf("setting topology of projection %q to %s: %w", projection, partitions(n), err))
@@ -218,10 +258,14 @@ func setTopology(ctx context.Context, tx pgx.Tx, projection string, n int, opts 
 	// at start): answer it without the FOR UPDATE lock, which would queue
 	// behind, and could be starved by, the batches' FOR SHARE.
 	var current int32
-	err := tx.QueryRow(ctx, readTopologySQL, projection).Scan(&c.Before.Generation, &current, &c.Before.ManagedBy)
+	err := tx.QueryRow(ctx, readTopologySQL, projection).Scan(&c.Before.Generation, &current, &c.Before.ManagedBy, &c.Before.Owner)
 	if err == nil {
 		c.Before.TotalPartitions = int(current)
-		if int(current) == n && (c.Before.ManagedBy == opts.ManagedBy || opts.ManagedBy == ManagerStandalone) {
+		if err := checkOwner(projection, c.Before.Owner, opts.Owner); err != nil {
+			return c, err
+		}
+		if int(current) == n && (c.Before.ManagedBy == opts.ManagedBy || opts.ManagedBy == ManagerStandalone) &&
+			(opts.Owner == "" || c.Before.Owner == opts.Owner) {
 			c.After = c.Before
 			return c, nil
 		}
@@ -233,7 +277,7 @@ func setTopology(ctx context.Context, tx pgx.Tx, projection string, n int, opts 
 	}
 	var old int32
 	t := Topology{Projection: projection}
-	if err := tx.QueryRow(ctx, readTopologyForUpdateSQL, projection).Scan(&t.Generation, &old, &t.ManagedBy); err != nil {
+	if err := tx.QueryRow(ctx, readTopologyForUpdateSQL, projection).Scan(&t.Generation, &old, &t.ManagedBy, &t.Owner); err != nil {
 		return c, fmt.Errorf("locking topology: %w", err)
 	}
 	t.TotalPartitions = int(old)
@@ -241,6 +285,15 @@ func setTopology(ctx context.Context, tx pgx.Tx, projection string, n int, opts 
 		// Someone may have switched it since the unlocked read: Before
 		// is what the lock found. With no row before, it stays zero.
 		c.Before = t
+	}
+	if err := checkOwner(projection, t.Owner, opts.Owner); err != nil {
+		return c, err
+	}
+	if opts.Owner != "" && t.Owner == "" {
+		if _, err := tx.Exec(ctx, claimOwnerSQL, projection, opts.Owner); err != nil {
+			return c, fmt.Errorf("claiming topology: %w", err)
+		}
+		t.Owner = opts.Owner
 	}
 	if t.ManagedBy == ManagerOperator && opts.ManagedBy != ManagerOperator {
 		if int(old) == n {
@@ -305,6 +358,120 @@ func setTopology(ctx context.Context, tx pgx.Tx, projection string, n int, opts 
 	c.After = t
 	c.Switched = true
 	return c, nil
+}
+
+// checkOwner is a [*TopologyOwnedError] when requester (if any) is not the
+// topology's owner (if any).
+func checkOwner(projection, owner, requester string) error {
+	if requester == "" || owner == "" || owner == requester {
+		return nil
+	}
+	return &TopologyOwnedError{Projection: projection, Owner: owner, Requester: requester}
+}
+
+// ClaimTopology makes owner the owner of a projection's operator-managed
+// topology if it has none, changing nothing else: the partition count and
+// generation stay as they are. It is for an owner that does not switch the
+// topology now (the operator's paused or suspended Projection), so that
+// another owner cannot take the projection over meanwhile. It returns the
+// topology, a [*TopologyOwnedError] (changing nothing) when another owner
+// holds it, or [ErrNoTopology]. A standalone-managed topology is returned
+// unclaimed: the operator claims it when it first switches it, with
+// [SetTopologyAs].
+func ClaimTopology(ctx context.Context, db DBTX, projection, owner string) (Topology, error) {
+	if projection == "" || owner == "" {
+		return Topology{}, fmt.Errorf("%w: projection name and owner must not be empty", ErrInvalidConfig)
+	}
+	t, err := GetTopology(ctx, db, projection)
+	if err != nil {
+		return t, err
+	}
+	if err := checkOwner(projection, t.Owner, owner); err != nil || t.Owner == owner || t.ManagedBy != ManagerOperator {
+		return t, err
+	}
+	// Unowned: claim it under the lock, which finds whoever got there
+	// first. The lock waits for the batches in flight, once.
+	err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		var n int32
+		err := tx.QueryRow(ctx, readTopologyForUpdateSQL, projection).Scan(&t.Generation, &n, &t.ManagedBy, &t.Owner)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("projection %q: %w", projection, ErrNoTopology)
+		}
+		if err != nil {
+			return fmt.Errorf("claiming topology of projection %q: %w", projection, err)
+		}
+		t.TotalPartitions = int(n)
+		if err := checkOwner(projection, t.Owner, owner); err != nil || t.Owner != "" {
+			return err
+		}
+		if _, err := tx.Exec(ctx, claimOwnerSQL, projection, owner); err != nil {
+			return fmt.Errorf("claiming topology of projection %q: %w", projection, err)
+		}
+		t.Owner = owner
+		return nil
+	})
+	var owned *TopologyOwnedError
+	if errors.As(err, &owned) || errors.Is(err, ErrNoTopology) {
+		return t, err
+	}
+	return t, noSchema(err)
+}
+
+// ReleaseOptions says what [ReleaseTopology] does besides releasing.
+type ReleaseOptions struct {
+	// Forget deletes every row of the projection, as [ForgetProjection]
+	// does, instead of only clearing the owner. Defaults to false: the
+	// checkpoints, frontier, dead letters and topology stay, so that the
+	// next owner resumes where the projection was.
+	Forget bool
+}
+
+// TopologyRelease is what [ReleaseTopology] did.
+type TopologyRelease struct {
+	// Released is true when owner held the topology and gave it up;
+	// false, with nothing changed, when the projection has no topology,
+	// or one without an owner or with another owner.
+	Released bool
+	// Owner is the owner the topology had ("" for none or no topology).
+	Owner string
+	// Forgotten counts the rows deleted, with [ReleaseOptions].Forget.
+	Forgotten ForgottenRows
+}
+
+// ReleaseTopology gives up owner's claim on a projection's topology (see
+// [TopologyOptions].Owner), so that another owner may claim it; with
+// [ReleaseOptions].Forget it deletes the projection's rows instead, as
+// [ForgetProjection] does. It changes nothing when owner does not hold the
+// topology. It locks the topology row, so it waits for the batches in
+// flight.
+func ReleaseTopology(ctx context.Context, db DBTX, projection, owner string, opts ReleaseOptions) (TopologyRelease, error) {
+	var r TopologyRelease
+	if projection == "" || owner == "" {
+		return r, fmt.Errorf("%w: projection name and owner must not be empty", ErrInvalidConfig)
+	}
+	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		r = TopologyRelease{}
+		var t Topology
+		var n int32
+		err := tx.QueryRow(ctx, readTopologyForUpdateSQL, projection).Scan(&t.Generation, &n, &t.ManagedBy, &r.Owner)
+		if errors.Is(err, pgx.ErrNoRows) || err == nil && r.Owner != owner {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		r.Released = true
+		if opts.Forget {
+			r.Forgotten, err = forget(ctx, tx, projection)
+			return err
+		}
+		_, err = tx.Exec(ctx, releaseOwnerSQL, projection, owner)
+		return err
+	})
+	if err != nil {
+		return TopologyRelease{}, noSchema(fmt.Errorf("releasing projection %q: %w", projection, err))
+	}
+	return r, nil
 }
 
 // EventsProcessed returns how many events a projection has handled, over
@@ -460,23 +627,31 @@ func ForgetProjection(ctx context.Context, db DBTX, projection string) (Forgotte
 		if _, err := tx.Exec(ctx, lockTopologySQL, projection); err != nil {
 			return err
 		}
-		for _, d := range []struct {
-			sql string
-			n   *int64
-		}{
-			{deleteCheckpointsSQL, &f.Checkpoints}, {deleteFrontierSQL, &f.Frontier},
-			{discardAllDeadLettersSQL, &f.DeadLetters}, {deleteResetsSQL, &f.Resets}, {deleteTopologySQL, &f.Topology},
-		} {
-			tag, err := tx.Exec(ctx, d.sql, projection)
-			if err != nil {
-				return err
-			}
-			*d.n = tag.RowsAffected()
-		}
-		return nil
+		var err error
+		f, err = forget(ctx, tx, projection)
+		return err
 	})
 	if err != nil {
 		return ForgottenRows{}, noSchema(fmt.Errorf("forgetting projection %q: %w", projection, err))
+	}
+	return f, nil
+}
+
+// forget deletes a projection's rows in tx, which holds its topology.
+func forget(ctx context.Context, tx pgx.Tx, projection string) (ForgottenRows, error) {
+	var f ForgottenRows
+	for _, d := range []struct {
+		sql string
+		n   *int64
+	}{
+		{deleteCheckpointsSQL, &f.Checkpoints}, {deleteFrontierSQL, &f.Frontier},
+		{discardAllDeadLettersSQL, &f.DeadLetters}, {deleteResetsSQL, &f.Resets}, {deleteTopologySQL, &f.Topology},
+	} {
+		tag, err := tx.Exec(ctx, d.sql, projection)
+		if err != nil {
+			return ForgottenRows{}, err
+		}
+		*d.n = tag.RowsAffected()
 	}
 	return f, nil
 }

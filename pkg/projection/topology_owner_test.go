@@ -237,3 +237,93 @@ func queryString(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) stri
 	t.Helper()
 	return pgtest.QueryValue[string](t, pool, sql, args...)
 }
+
+// Two operator-side owners of one projection (two Projection resources
+// naming it): the first one's Owner is recorded; the second is refused
+// with *TopologyOwnedError, whatever count it asks for, and changes no
+// row, until the first releases it; then it claims the topology and
+// switches it. An unowned operator-managed topology (from before owners
+// existed) is adopted by the first owner that claims it.
+func TestTopologyOwner(t *testing.T) {
+	ctx := t.Context()
+	pool, store := newAppliedStore(t, 20, 3, "A")
+	const a, b = "default/revenue 1111", "default/revenue-copy 2222"
+	op := func(owner string) projection.TopologyOptions {
+		return projection.TopologyOptions{ManagedBy: projection.ManagerOperator, Owner: owner}
+	}
+	c, err := projection.SetTopologyAs(ctx, pool, "revenue", 3, op(a))
+	if err != nil || c.After.Owner != a || c.After.TotalPartitions != 3 {
+		t.Fatalf("first owner creating the topology: %+v, %v", c, err)
+	}
+	cfg := projection.DefaultProcessorConfig()
+	cfg.Topology = projection.TopologyFollow
+	if err := projection.NewProcessor(pool, store, cfg).CatchUp(ctx, applyLog{name: "revenue"}); err != nil {
+		t.Fatal(err)
+	}
+	before := topologyRows(t, pool, "revenue")
+
+	want := projection.TopologyOwnedError{Projection: "revenue", Owner: a, Requester: b}
+	for _, n := range []int{2, 3} {
+		_, err := projection.SetTopologyAs(ctx, pool, "revenue", n, op(b))
+		var owned *projection.TopologyOwnedError
+		if !errors.As(err, &owned) {
+			t.Fatalf("second owner asking for %d: %v, want *TopologyOwnedError", n, err)
+		}
+		if diff := cmp.Diff(want, *owned); diff != "" {
+			t.Errorf("error fields (-want +got):\n%s", diff)
+		}
+		if !strings.Contains(err.Error(), a) {
+			t.Errorf("error %q does not name the owner %q", err, a)
+		}
+	}
+	var owned *projection.TopologyOwnedError
+	if _, err := projection.ClaimTopology(ctx, pool, "revenue", b); !errors.As(err, &owned) {
+		t.Errorf("ClaimTopology by the second owner: %v, want *TopologyOwnedError", err)
+	}
+	if r, err := projection.ReleaseTopology(ctx, pool, "revenue", b, projection.ReleaseOptions{Forget: true}); err != nil || r.Released || r.Owner != a {
+		t.Errorf("ReleaseTopology by the second owner = %+v, %v; want nothing released, owner %q", r, err, a)
+	}
+	if diff := cmp.Diff(before, topologyRows(t, pool, "revenue")); diff != "" {
+		t.Fatalf("refused calls changed rows (-before +after):\n%s", diff)
+	}
+	if topo, err := projection.ClaimTopology(ctx, pool, "revenue", a); err != nil || topo.Owner != a {
+		t.Errorf("ClaimTopology by the owner = %+v, %v", topo, err)
+	}
+
+	if r, err := projection.ReleaseTopology(ctx, pool, "revenue", a, projection.ReleaseOptions{}); err != nil || !r.Released || r.Owner != a {
+		t.Fatalf("ReleaseTopology by the owner = %+v, %v; want released", r, err)
+	}
+	topo, err := projection.GetTopology(ctx, pool, "revenue")
+	if err != nil || topo.Owner != "" || topo.Generation != 1 || topo.TotalPartitions != 3 {
+		t.Fatalf("after the release: %+v, %v; want generation 1 of 3 partitions, no owner", topo, err)
+	}
+	c, err = projection.SetTopologyAs(ctx, pool, "revenue", 2, op(b))
+	if err != nil || !c.Switched || c.After.Owner != b || c.After.Generation != 2 {
+		t.Fatalf("second owner after the release: %+v, %v; want it to claim and switch", c, err)
+	}
+
+	// An unowned operator-managed topology is adopted; with Forget the
+	// owner's release deletes every row.
+	if _, err := projection.SetTopologyAs(ctx, pool, "legacy", 2, projection.TopologyOptions{ManagedBy: projection.ManagerOperator}); err != nil {
+		t.Fatal(err)
+	}
+	if topo, err := projection.ClaimTopology(ctx, pool, "legacy", a); err != nil || topo.Owner != a || topo.TotalPartitions != 2 {
+		t.Fatalf("adopting an unowned topology: %+v, %v", topo, err)
+	}
+	if err := projection.NewProcessor(pool, store, cfg).CatchUp(ctx, applyLog{name: "legacy"}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := projection.ReleaseTopology(ctx, pool, "legacy", a, projection.ReleaseOptions{Forget: true})
+	if err != nil || !r.Released || r.Forgotten.Topology != 1 || r.Forgotten.Checkpoints != 1 {
+		t.Fatalf("forgetting release = %+v, %v; want the topology and partition 0's checkpoint deleted", r, err)
+	}
+	if rows := topologyRows(t, pool, "legacy"); len(rows) != 0 {
+		t.Errorf("rows left after a forgetting release: %v", rows)
+	}
+	if _, err := projection.ClaimTopology(ctx, pool, "legacy", a); !errors.Is(err, projection.ErrNoTopology) {
+		t.Errorf("ClaimTopology without a topology: %v, want ErrNoTopology", err)
+	}
+	if _, err := projection.SetTopologyAs(ctx, pool, "x", 1, projection.TopologyOptions{Owner: a}); !errors.Is(err, projection.ErrInvalidConfig) {
+		t.Errorf("a standalone caller with an owner: %v, want ErrInvalidConfig", err)
+	}
+}

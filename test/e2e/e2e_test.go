@@ -663,6 +663,16 @@ func (s *suite) tearDown(t *testing.T) {
 			t.Errorf("tear-down: %v", err)
 		}
 	}
+	// The operator is gone, and with it whoever removes the Projections'
+	// release finalizer (operations.md, "Upgrading"): remove it here, as
+	// a user who uninstalls first must.
+	if out, err := run(ctx, nil, cfg.kubectl, "get", "projections", "-n", s.ns, "-o", "name", "--ignore-not-found"); err == nil {
+		for _, name := range strings.Fields(out) {
+			if _, err := run(ctx, nil, cfg.kubectl, "patch", name, "-n", s.ns, "--type=merge", "-p", `{"metadata":{"finalizers":null}}`); err != nil {
+				t.Errorf("tear-down: %v", err)
+			}
+		}
+	}
 	begin := time.Now()
 	if _, err := run(ctx, nil, cfg.kubectl, "delete", "namespace", s.ns, "--ignore-not-found", "--wait", "--timeout", "3m"); err != nil {
 		t.Errorf("tear-down: %v", err)

@@ -1,0 +1,13 @@
+-- Which Projection resource owns a projection's topology, in this database.
+--
+-- Two Projections naming one projection (spec.projectionName) in one
+-- database would each switch the topology to their own replicas, back and
+-- forth, both reporting themselves healthy. The operator records the first
+-- one here (its namespace/name and UID, as TopologyOptions.Owner) and
+-- refuses the others (TopologyOwnedError) until the owner is deleted and
+-- releases it. NULL: no owner, as every existing row starts; the first
+-- Projection the operator reconciles for it adopts it.
+--
+-- ADD COLUMN without a default rewrites no rows; IF NOT EXISTS keeps it
+-- idempotent.
+ALTER TABLE projection_topology ADD COLUMN IF NOT EXISTS owner text;
