@@ -227,4 +227,3 @@ func (t *tally) report(runs, burn int, took time.Duration) string {
 	}
 	return b.String()
 }
-
