@@ -137,12 +137,10 @@ func (r *ProjectionReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	before := p.Status.Conditions
 	if !equality.Semantic.DeepEqual(p.Status, status) {
 		var opts []client.MergeFromOption
-		if (s.rebuild != nil && s.rebuild.changed()) || s.deadLetterAction != nil {
+		if s.rebuild != nil && s.rebuild.changed() {
 			// A rebuild's step is written only over the status it was
 			// computed from: a pass that read an older one (the cache
-			// lags) must not move the rebuild back, or report a step twice;
-			// nor overwrite a dead-letter action's outcome with that of
-			// running it again ("0 discarded: not dead letters").
+			// lags) must not move the rebuild back, or report a step twice.
 			opts = append(opts, client.MergeFromWithOptimisticLock{})
 		}
 		patch := statusPatch{client.MergeFromWithOptions(p.DeepCopy(), opts...)}
