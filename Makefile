@@ -66,6 +66,21 @@ verify: manifests generate api-docs ## Fail if generated files (including the ch
 test: envtest-assets helm ## Run all tests (starts its own PostgreSQL and API servers; needs the postgresql-15 server binaries).
 	KUBEBUILDER_ASSETS=$(KUBE_BIN) $(GO) test -race -count=1 $(GOTEST_FLAGS) ./...
 
+# test-flakes runs the suite as make test does (with -race: the flakes
+# that cost submissions were make test's, and the race detector's slower
+# code widens the windows a wait on the wall clock loses in) RUNS times,
+# beside a CPU burner of one spinning goroutine per CPU, and lists each
+# test that failed at least once with its count; each run's go test -json
+# stream stays in FLAKES_DIR. Too long for CI: run it before submitting a
+# change to tests that wait.
+RUNS ?= 5
+PKGS ?= ./...
+FLAKES_DIR ?= $(LOCALBIN)/flakes
+
+.PHONY: test-flakes
+test-flakes: envtest-assets helm ## Run the tests of PKGS (./...) RUNS times (5) under CPU contention and list each test that failed at least once (hack/flakes); long, not in CI.
+	KUBEBUILDER_ASSETS=$(KUBE_BIN) $(GO) run ./hack/flakes -runs $(RUNS) -out $(FLAKES_DIR) -- -race $(GOTEST_FLAGS) $(PKGS)
+
 .PHONY: bench
 bench: ## Run the benchmarks (100k events; see pkg/projection/bench_test.go, pkg/demo/bench_test.go).
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3x -count 3 ./pkg/...

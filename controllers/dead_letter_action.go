@@ -12,23 +12,41 @@ import (
 
 	"github.com/google/uuid"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
 	"github.com/projectionist/projectionist/api/v1alpha1"
 	"github.com/projectionist/projectionist/pkg/projection"
 )
 
+// deadLetterOutcome is the outcome of the last dead-letter action this
+// operator ran for a Projection, by the Projection's UID.
+type deadLetterOutcome struct {
+	uid    types.UID
+	status v1alpha1.DeadLetterActionStatus
+}
+
 // runDeadLetterAction runs spec.deadLetterAction when its token is new.
 // The library's retry and discard are idempotent per event (a retried
 // event is applied once, a discarded one is gone), so an action run again
 // because its status was not written only reports the events as no longer
-// dead letters.
+// dead letters. A pass that reads the Projection from a cache that has not
+// yet seen the status naming the token (a pass queued while the one that
+// ran the action was running) reports the outcome this operator
+// remembers instead of running the action again.
 func (r *ProjectionReconciler) runDeadLetterAction(ctx context.Context, s *state) error {
 	p := s.projection
 	a := p.Spec.DeadLetterAction
 	if a == nil || p.Status.DeadLetterAction != nil && p.Status.DeadLetterAction.Token == a.Token ||
 		s.degraded != nil || s.pool.pool == nil {
 		return nil
+	}
+	key := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
+	if v, ok := r.deadLetterActions.Load(key); ok {
+		if done := v.(deadLetterOutcome); done.uid == p.UID && done.status.Token == a.Token {
+			s.deadLetterAction = done.status.DeepCopy()
+			return nil
+		}
 	}
 	name := p.EffectiveProjectionName()
 	out := v1alpha1.DeadLetterActionStatus{Token: a.Token, Action: a.Action}
@@ -75,6 +93,7 @@ func (r *ProjectionReconciler) runDeadLetterAction(ctx context.Context, s *state
 	out.Message = truncate(out.Message, 2048)
 	out.CompletedAt = ptr.To(metav1.Now())
 	s.deadLetterAction = &out
+	r.deadLetterActions.Store(key, deadLetterOutcome{uid: p.UID, status: *out.DeepCopy()})
 	return nil
 }
 

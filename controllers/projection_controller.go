@@ -90,6 +90,9 @@ type ProjectionReconciler struct {
 	// autoscalers holds the readings and choices of each Projection with
 	// spec.autoscaling (types.NamespacedName -> *autoscaler).
 	autoscalers sync.Map
+	// deadLetterActions is the outcome of the last spec.deadLetterAction
+	// each Projection ran (types.NamespacedName -> deadLetterOutcome).
+	deadLetterActions sync.Map
 	// indexes runs the partition index builds and drops.
 	indexes partitionIndexes
 }
@@ -106,6 +109,7 @@ func (r *ProjectionReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 			r.applied.Delete(appliedKey{"PodDisruptionBudget", req.NamespacedName})
 			r.autoscalers.Delete(req.NamespacedName)
 			r.caughtUpSince.Delete(req.NamespacedName)
+			r.deadLetterActions.Delete(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}

@@ -340,7 +340,8 @@ func TestBadDatabaseRecovers(t *testing.T) {
 	})
 
 	// The operator's log has one line per change, in order, and no
-	// password; a few more status refreshes add nothing.
+	// password; a few more status refreshes add nothing (a wait for
+	// nothing to happen: no signal ends it).
 	time.Sleep(3 * time.Second)
 	var logged []string
 	for line := range strings.Lines(operatorLog.String()) {

@@ -63,7 +63,7 @@ func appendOrders(t *testing.T, db *pgxpool.Pool) *orderAppender {
 			}
 			a.orders.Add(1)
 			a.cents.Add(amount)
-			time.Sleep(2 * time.Millisecond)
+			time.Sleep(2 * time.Millisecond) // paces the appender: events arrive all through the rebuild
 		}
 		a.done <- nil
 	}()

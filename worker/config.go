@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/utils/clock"
 
 	"github.com/projectionist/projectionist/internal/dbconn"
 	"github.com/projectionist/projectionist/pkg/projection"
@@ -130,6 +131,13 @@ type Config struct {
 	// version in the binary's build information ("(devel)" for a build
 	// outside a module version).
 	Version string
+	// Clock is what the worker and its processors read the time from:
+	// when the projections stopped running (the downtime logged when they
+	// run again), when the lag was measured
+	// (projectionist_lag_sampled_timestamp_seconds), and what
+	// [projection.ProcessorConfig.Clock] times. A test sets a fake one
+	// and steps it instead of waiting. Defaults to clock.RealClock{}.
+	Clock clock.PassiveClock
 }
 
 // LogFormat is the format of the default logger.
@@ -412,6 +420,9 @@ func (c Config) withDefaults() Config {
 	c.BatchTimeout = cmp.Or(c.BatchTimeout, projection.DefaultBatchTimeout)
 	c.MetricsInterval = cmp.Or(c.MetricsInterval, DefaultMetricsInterval)
 	c.LogFormat = cmp.Or(c.LogFormat, LogFormatJSON)
+	if c.Clock == nil {
+		c.Clock = clock.RealClock{}
+	}
 	if c.Version == "" {
 		c.Version = "(devel)"
 		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {

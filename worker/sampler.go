@@ -141,7 +141,7 @@ func (w *worker) sampleProc(ctx context.Context, p *proc, bounded func(func(cont
 	if err == nil {
 		ps.lagEvents = measured{ok: true, value: float64(lag.Events)}
 		ps.lagSeconds = measured{ok: true, value: lag.Age().Seconds()}
-		ps.lagAt = time.Now()
+		ps.lagAt = w.cfg.Clock.Now()
 	} else {
 		w.log.Debug("worker metrics: reading the lag", "projection", p.name, errAttr(w.redact.Error(err)))
 	}

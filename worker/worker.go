@@ -228,7 +228,7 @@ func newWorker(cfg Config, projections []projection.Projection) (*worker, error)
 		if cfg.TotalPartitions > 0 {
 			pc.TotalPartitions, pc.Topology = cfg.TotalPartitions, projection.TopologyApply
 		}
-		pc.Logger = cfg.Logger
+		pc.Logger, pc.Clock = cfg.Logger, cfg.Clock
 		pc.OnBatch = func(r projection.BatchResult) { w.batchDone(p, r) }
 		if err := pc.Validate(); err != nil {
 			pool.Close()
@@ -404,8 +404,8 @@ func (w *worker) failed(err error) {
 	state := failureState(err)
 	switch {
 	case w.failure == nil:
+		w.failedAt = w.cfg.Clock.Now()
 		w.log.Warn("projections not running; retrying with backoff", "state", state, errAttr(w.redact.Error(err)))
-		w.failedAt = time.Now()
 	case failureState(w.failure) != state:
 		w.log.Warn("projections still not running; retrying with backoff", "state", state, errAttr(w.redact.Error(err)))
 	default:
@@ -420,7 +420,7 @@ func (w *worker) batchDone(p *proc, r projection.BatchResult) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.failure != nil {
-		w.log.Info("projections running again", "downtime", time.Since(w.failedAt).Round(time.Millisecond).String())
+		w.log.Info("projections running again", "downtime", w.cfg.Clock.Since(w.failedAt).Round(time.Millisecond).String())
 		w.failure = nil
 	}
 	if !p.mismatchWarned && p.mismatch(r.Stats) {

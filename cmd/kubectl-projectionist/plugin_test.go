@@ -191,13 +191,36 @@ func TestStatusWatchEstimatesETA(t *testing.T) {
 
 func waitOutput(t *testing.T, out *proctest.SyncBuffer, substr string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(out.String(), substr) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %q in the output:\n%s", substr, out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := outputSays(out, substr); err != nil {
+		t.Fatal(err)
 	}
+}
+
+// outputSays waits until out contains substr, for at most 20s (the
+// commands poll every second or faster); it is safe to call from any
+// goroutine.
+func outputSays(out *proctest.SyncBuffer, substr string) error {
+	if proctest.Until(20*time.Second, 10*time.Millisecond, proctest.True(func() bool { return strings.Contains(out.String(), substr) })) != nil {
+		return fmt.Errorf("no %q in the output:\n%s", substr, out.String())
+	}
+	return nil
+}
+
+// operatorSees waits until cond holds of the Projection namespace/name,
+// reading it every 50ms for at most 30s, as an operator would watch it;
+// it is safe to call from any goroutine.
+func operatorSees(namespace, name, what string, cond func(*v1alpha1.Projection) bool) (*v1alpha1.Projection, error) {
+	cur := &v1alpha1.Projection{}
+	err := proctest.Until(30*time.Second, 50*time.Millisecond, func() error {
+		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: namespace, Name: name}, cur); err != nil {
+			return err
+		}
+		if !cond(cur) {
+			return fmt.Errorf("projection %s/%s: %s: not yet", namespace, name, what)
+		}
+		return nil
+	})
+	return cur, err
 }
 
 func TestSuspendResume(t *testing.T) {
@@ -231,23 +254,17 @@ func TestSuspendWait(t *testing.T) {
 	operator := make(chan struct{})
 	go func() {
 		defer close(operator)
-		for {
-			cur := &v1alpha1.Projection{}
-			if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(p), cur); err != nil {
-				t.Errorf("operator: %v", err)
-				return
-			}
-			if ptr.Deref(cur.Spec.Suspend, false) {
-				cur.Status.Replicas, cur.Status.ReadyReplicas, cur.Status.ObservedGeneration = 0, 0, cur.Generation
-				cur.Status.Conditions[0] = metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse,
-					Reason: v1alpha1.ReasonSuspended, Message: "suspended: 0 worker pods", ObservedGeneration: cur.Generation,
-					LastTransitionTime: metav1.Now()}
-				if err := k8s.Status().Update(context.Background(), cur); err != nil {
-					t.Errorf("operator: %v", err)
-				}
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
+		cur, err := operatorSees(p.Namespace, p.Name, "spec.suspend", func(cur *v1alpha1.Projection) bool { return ptr.Deref(cur.Spec.Suspend, false) })
+		if err != nil {
+			t.Errorf("operator: %v", err)
+			return
+		}
+		cur.Status.Replicas, cur.Status.ReadyReplicas, cur.Status.ObservedGeneration = 0, 0, cur.Generation
+		cur.Status.Conditions[0] = metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse,
+			Reason: v1alpha1.ReasonSuspended, Message: "suspended: 0 worker pods", ObservedGeneration: cur.Generation,
+			LastTransitionTime: metav1.Now()}
+		if err := k8s.Status().Update(context.Background(), cur); err != nil {
+			t.Errorf("operator: %v", err)
 		}
 	}()
 	r := plugin(context.Background(), time.Time{}, "suspend", "activity-log", "--wait", "--timeout", "30s")
@@ -267,13 +284,22 @@ func TestSuspendWait(t *testing.T) {
 	}
 }
 
+// TestList lists at a clock of its own: AGE counts from the
+// creationTimestamp the API server gave, whole seconds of its clock, so
+// the test's "now" is read from the objects, not from the wall clock,
+// however long creating them took.
 func TestList(t *testing.T) {
 	now := time.Now()
-	create(t, "shop", "list-a", nil, runningStatus(now))
-	create(t, "default", "list-b", ptr.To(true), &v1alpha1.ProjectionStatus{Partitions: 2, Lag: 7, Conditions: []metav1.Condition{{
+	a := create(t, "shop", "list-a", nil, runningStatus(now))
+	b := create(t, "default", "list-b", ptr.To(true), &v1alpha1.ProjectionStatus{Partitions: 2, Lag: 7, Conditions: []metav1.Condition{{
 		Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonSuspended, Message: "suspended", LastTransitionTime: metav1.Now(),
 	}}})
-	later := now.Add(2 * time.Hour)
+	// later is 2h15s after list-b and at most 2h45s after list-a: both
+	// are 120m old.
+	if gap := b.CreationTimestamp.Sub(a.CreationTimestamp.Time); gap < 0 || gap >= 30*time.Second {
+		t.Fatalf("list-b created %s after list-a: want under 30s, for both to be 120m old", gap)
+	}
+	later := b.CreationTimestamp.Add(2*time.Hour + 15*time.Second)
 
 	r := plugin(context.Background(), later, "list", "-n", "shop")
 	want := `NAME     READY   STATUS             PARTITIONS   LAG    SUSPENDED   AGE
@@ -382,13 +408,15 @@ func TestRebuild(t *testing.T) {
 		t.Errorf("spec.rebuildToken is %q; want kubectl-20261203T040506Z", got)
 	}
 
-	// The operator's part: each phase in turn, then the given end.
-	play := func(token string, end v1alpha1.RebuildPhase, message string) chan struct{} {
+	// The operator's part: each phase in turn, then the given end, each
+	// once the command (writing to stdout) has printed the one before.
+	play := func(stdout *proctest.SyncBuffer, token string, end v1alpha1.RebuildPhase, message string) chan struct{} {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			for get(t, "shop", "revenue").Spec.RebuildToken != token {
-				time.Sleep(50 * time.Millisecond)
+			if _, err := operatorSees("shop", "revenue", "spec.rebuildToken "+token, func(cur *v1alpha1.Projection) bool { return cur.Spec.RebuildToken == token }); err != nil {
+				t.Errorf("operator: %v", err)
+				return
 			}
 			for _, b := range []v1alpha1.RebuildStatus{
 				{Token: token, Phase: v1alpha1.RebuildStopping, Message: "stopping the worker pods"},
@@ -396,14 +424,22 @@ func TestRebuild(t *testing.T) {
 				{Token: token, Phase: end, Message: message},
 			} {
 				writeStatus(t, p, func(st *v1alpha1.ProjectionStatus) { st.Rebuild = &b })
-				time.Sleep(1500 * time.Millisecond) // longer than a poll: the command sees each
+				if err := outputSays(stdout, fmt.Sprintf("  %s: %s\n", b.Phase, b.Message)); err != nil {
+					t.Errorf("operator: %v", err)
+					return
+				}
 			}
 		}()
 		return done
 	}
-	done := play("fix-vat", v1alpha1.RebuildRebuilt, "done: 2000 events replayed")
-	r = plugin(ctx, time.Time{}, "rebuild", "revenue", "-n", "shop", "--token", "fix-vat", "--wait", "--timeout", "1m")
-	<-done
+	rebuildWaiting := func(token string, end v1alpha1.RebuildPhase, message string) result {
+		var stdout, stderr proctest.SyncBuffer
+		done := play(&stdout, token, end, message)
+		r := pluginTo(ctx, &stdout, &stderr, time.Time{}, "rebuild", "revenue", "-n", "shop", "--token", token, "--wait", "--timeout", "1m")
+		<-done
+		return r
+	}
+	r = rebuildWaiting("fix-vat", v1alpha1.RebuildRebuilt, "done: 2000 events replayed")
 	var phases []string
 	for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n")[1:] {
 		if _, rest, ok := strings.Cut(line, "  "); ok {
@@ -420,9 +456,7 @@ func TestRebuild(t *testing.T) {
 		t.Errorf("rebuild with a finished token: exit %d, stderr %q", r.code, r.stderr)
 	}
 
-	done = play("no-hook", v1alpha1.RebuildFailed, "projection does not implement projection.Resetter")
-	r = plugin(ctx, time.Time{}, "rebuild", "revenue", "-n", "shop", "--token", "no-hook", "--wait", "--timeout", "1m")
-	<-done
+	r = rebuildWaiting("no-hook", v1alpha1.RebuildFailed, "projection does not implement projection.Resetter")
 	if r.code != exitFailure || !strings.Contains(r.stderr, `rebuild "no-hook" of projection "revenue" failed: projection does not implement projection.Resetter`) {
 		t.Errorf("rebuild --wait of a projection without a hook: exit %d, stderr %q", r.code, r.stderr)
 	}
@@ -478,17 +512,19 @@ func TestDeadLetters(t *testing.T) {
 	operator := make(chan struct{})
 	go func() {
 		defer close(operator)
-		for {
-			cur := get(t, "shop", "ledger")
-			if a := cur.Spec.DeadLetterAction; a != nil && a.Action == v1alpha1.DeadLetterDiscard {
-				writeStatus(t, p, func(st *v1alpha1.ProjectionStatus) {
-					st.DeadLetterAction = &v1alpha1.DeadLetterActionStatus{Token: a.Token, Action: a.Action, DeadLetters: 12,
-						Message: "discarded 12 dead letters of projection ledger (every dead letter)"}
-				})
-				return
-			}
-			time.Sleep(50 * time.Millisecond)
+		cur, err := operatorSees("shop", "ledger", "a discard", func(cur *v1alpha1.Projection) bool {
+			a := cur.Spec.DeadLetterAction
+			return a != nil && a.Action == v1alpha1.DeadLetterDiscard
+		})
+		if err != nil {
+			t.Errorf("operator: %v", err)
+			return
 		}
+		a := cur.Spec.DeadLetterAction
+		writeStatus(t, p, func(st *v1alpha1.ProjectionStatus) {
+			st.DeadLetterAction = &v1alpha1.DeadLetterActionStatus{Token: a.Token, Action: a.Action, DeadLetters: 12,
+				Message: "discarded 12 dead letters of projection ledger (every dead letter)"}
+		})
 	}()
 	r = plugin(ctx, now.Add(time.Second), "dead-letters", "discard", "ledger", "-n", "shop", "--all", "--wait", "--timeout", "30s")
 	<-operator

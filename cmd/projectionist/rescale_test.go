@@ -139,7 +139,7 @@ func TestRandomizedRescale(t *testing.T) {
 		// then killing one worker, killing up to three at once, starting
 		// one again, or starting all again.
 		for range 2 + rng.IntN(3) {
-			time.Sleep(time.Duration(30+rng.IntN(220)) * time.Millisecond)
+			time.Sleep(time.Duration(30+rng.IntN(220)) * time.Millisecond) // chaos: a random moment is the point
 			checkAlive()
 			up, down := alive()
 			switch r := rng.Float64(); {

@@ -221,7 +221,7 @@ func (pd *pod) waitReady(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s not ready after a minute (last: %v):\n%s", pd.name, err, pd.out.String())
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // polls a child process, up to the deadline above
 	}
 }
 
@@ -308,6 +308,6 @@ func waitLedger(t *testing.T, ctx context.Context, pool *pgxpool.Pool, want load
 			t.Fatalf("order_ledger: %d rows, %d cents after a minute; want %d rows, %d cents (last error: %v)",
 				rows, cents, want.ByType["OrderPlaced"], want.AmountCents, err)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // polls a child process, up to the deadline above
 	}
 }

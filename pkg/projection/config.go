@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"strings"
 	"time"
+
+	"k8s.io/utils/clock"
 )
 
 // Defaults of ProcessorConfig's fields, which a zero value stands for.
@@ -115,6 +117,15 @@ type ProcessorConfig struct {
 	// committed), from the processor's goroutine; keep it fast. Metrics
 	// hang off it.
 	OnBatch func(BatchResult)
+	// Clock is what the processor reads the time from for what it does
+	// at most every so often: an idle partition's save of how far it has
+	// looked (every second), its look at whether the partition index for
+	// its count is valid (every 30 seconds) and for requested dead-letter
+	// retries (every second). A test sets a fake one
+	// (k8s.io/utils/clock/testing) and steps it instead of waiting. Poll
+	// intervals, timeouts and BatchResult.Duration follow the wall clock
+	// whatever it is. Defaults to clock.RealClock{}.
+	Clock clock.PassiveClock
 }
 
 // BatchResult describes one completed batch, for [ProcessorConfig.OnBatch].
@@ -264,6 +275,7 @@ func DefaultProcessorConfig() ProcessorConfig {
 		WakeupPollInterval: DefaultWakeupPollInterval,
 		StatementTimeout:   DefaultStatementTimeout,
 		BatchTimeout:       DefaultBatchTimeout,
+		Clock:              clock.RealClock{},
 	}
 }
 
@@ -283,6 +295,9 @@ func (c ProcessorConfig) withDefaults() ProcessorConfig {
 	}
 	c.StatementTimeout = cmp.Or(c.StatementTimeout, DefaultStatementTimeout)
 	c.BatchTimeout = cmp.Or(c.BatchTimeout, DefaultBatchTimeout)
+	if c.Clock == nil {
+		c.Clock = clock.RealClock{}
+	}
 	return c
 }
 

@@ -232,7 +232,7 @@ func testCrashSafety(t *testing.T, batch bool, kills int) {
 		cmd, out, done := start()
 		if k%4 == 3 {
 			// Kill early: during start-up or the first batches.
-			time.Sleep(time.Duration(1+rng.IntN(40)) * time.Millisecond)
+			time.Sleep(time.Duration(1+rng.IntN(40)) * time.Millisecond) // chaos: a random moment is the point
 		} else {
 			// Wait for this run to commit a batch, then kill at a random
 			// moment while it is working.
@@ -248,7 +248,7 @@ func testCrashSafety(t *testing.T, batch bool, kills int) {
 				case <-time.After(time.Millisecond):
 				}
 			}
-			time.Sleep(time.Duration(20+rng.IntN(130)) * time.Millisecond)
+			time.Sleep(time.Duration(20+rng.IntN(130)) * time.Millisecond) // chaos: a random moment is the point
 		}
 		select {
 		case err := <-done:

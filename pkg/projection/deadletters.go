@@ -212,7 +212,7 @@ type deadLetterRetrier struct {
 // in its own transaction, at most every retryCheckInterval. A processor
 // calls it before each batch.
 func (b *batcher) retryDeadLetters(ctx context.Context) error {
-	now := time.Now()
+	now := b.cfg.Clock.Now()
 	if now.Before(b.retrier.due) {
 		return nil
 	}

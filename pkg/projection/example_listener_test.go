@@ -55,7 +55,7 @@ func ExampleNewListener() {
 		go func() { _ = projection.NewProcessor(pool, nil, cfg).Run(runCtx, proj) }()
 	}
 	for !listener.Stats().Connected {
-		time.Sleep(time.Millisecond)
+		time.Sleep(time.Millisecond) // an Example has no testing.T to wait with: it polls
 	}
 
 	if _, err := projection.NewStore().Append(ctx, pool, "Order", "o-1", projection.NoStream,
@@ -63,7 +63,7 @@ func ExampleNewListener() {
 		log.Fatal(err)
 	}
 	for orders.Load() < 1 || emails.Load() < 1 {
-		time.Sleep(time.Millisecond)
+		time.Sleep(time.Millisecond) // polls, as above
 	}
 	fmt.Println("handled by orders:", orders.Load(), "emails:", emails.Load())
 	// Output:

@@ -45,9 +45,7 @@ func TestProcessorReportsHungDatabase(t *testing.T) {
 	ran := make(chan error, 1)
 	running := projection.NewProcessor(pool, store, pc)
 	go func() { ran <- running.Run(t.Context(), proj) }()
-	for running.Stats().Batches == 0 { // past its start-up, polling
-		time.Sleep(10 * time.Millisecond)
-	}
+	eventually(t, "past its start-up, polling", func() bool { return running.Stats().Batches > 0 })
 	srv.Freeze(t)
 	frozen := time.Now()
 	var err2 error

@@ -571,7 +571,7 @@ func (b *batcher) batch(ctx context.Context) (stepResult, error) {
 		next = events[len(events)-1].Position()
 	}
 	b.frontier = b.frontier.without(next)
-	if a.handled == 0 && a.poisoned == 0 && (!cp.Less(next) || time.Since(b.saved) < idleSaveInterval) {
+	if a.handled == 0 && a.poisoned == 0 && (!cp.Less(next) || b.cfg.Clock.Since(b.saved) < idleSaveInterval) {
 		// Nothing changed in the read model: remember how far we looked
 		// instead of writing a checkpoint on every idle poll.
 		b.floor, b.floorBase = next, cp
@@ -795,7 +795,7 @@ func (b *batcher) checkpoint(ctx context.Context, tx *batchTx, next Position, ha
 	}
 	tx.committed = true
 	b.isolating = false
-	b.saved = time.Now()
+	b.saved = b.cfg.Clock.Now()
 	b.floor, b.floorBase = next, next
 	for pos := range b.poison {
 		if !next.Less(pos) {
@@ -930,7 +930,7 @@ const partitionIndexCheckInterval = 30 * time.Second
 // partition index for its count (partition_index.go). Either way it reads
 // the same rows.
 func (b *batcher) checkPartitionIndex(ctx context.Context, tx pgx.Tx) error {
-	if b.query.totalPartitions < MinPartitionIndexPartitions || time.Since(b.indexChecked) < partitionIndexCheckInterval {
+	if b.query.totalPartitions < MinPartitionIndexPartitions || b.cfg.Clock.Since(b.indexChecked) < partitionIndexCheckInterval {
 		return nil
 	}
 	ok, err := partitionIndexValid(ctx, tx, b.query.totalPartitions)
@@ -940,7 +940,7 @@ func (b *batcher) checkPartitionIndex(ctx context.Context, tx pgx.Tx) error {
 	if ok != b.query.partitionIndex {
 		b.log.Info("projection partition reads", "partitionIndex", ok, "index", PartitionIndexName(b.query.totalPartitions))
 	}
-	b.query.partitionIndex, b.indexChecked = ok, time.Now()
+	b.query.partitionIndex, b.indexChecked = ok, b.cfg.Clock.Now()
 	return nil
 }
 

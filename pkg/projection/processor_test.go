@@ -192,8 +192,10 @@ func TestCatchUpWaitsForEventsCommittedBeforeIt(t *testing.T) {
 	}
 
 	done := make(chan error, 1)
+	batches := proc.Stats().Batches
 	go func() { done <- proc.CatchUp(ctx, applyLog{name: "catchup"}) }()
-	time.Sleep(50 * time.Millisecond) // let it start waiting, then release the horizon
+	// Release the horizon once CatchUp has run a batch held back by it.
+	eventually(t, "a batch held back", func() bool { return proc.Stats().Batches > batches })
 	if err := blocker.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -129,15 +129,21 @@ func TestApplyPendingResetIsExactUnderAppends(t *testing.T) {
 
 	var calls atomic.Int64
 	// run starts one processor per partition, each applying a pending
-	// reset first, as a worker does; stop cancels them and waits.
+	// reset first, as a worker does; stop waits until every partition
+	// has returned from ApplyPendingReset (a partition cancelled inside
+	// it fails with the context's error, which is not what this test
+	// is about), then cancels them and waits.
 	run := func() (stop func()) {
 		runCtx, cancel := context.WithCancel(ctx)
-		var wg sync.WaitGroup
+		var wg, resetsApplied sync.WaitGroup
 		errs := make(chan error, partitions)
 		for key := range partitions {
+			resetsApplied.Add(1)
 			wg.Go(func() {
 				p := resettableSums{sums: sums{key: key}, calls: &calls}
-				if _, err := projection.ApplyPendingReset(runCtx, pool, p); err != nil {
+				_, err := projection.ApplyPendingReset(runCtx, pool, p)
+				resetsApplied.Done()
+				if err != nil {
 					errs <- err
 					return
 				}
@@ -147,6 +153,7 @@ func TestApplyPendingResetIsExactUnderAppends(t *testing.T) {
 			})
 		}
 		return func() {
+			resetsApplied.Wait()
 			cancel()
 			wg.Wait()
 			close(errs)

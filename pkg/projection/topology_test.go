@@ -248,7 +248,7 @@ func testRescaleRandomizedUnderLoad(t *testing.T, batch, indexes bool) {
 				if _, err := store.Append(appendCtx, pool, "A", id, projection.AnyVersion, ev("E"), ev("E")); err == nil {
 					appended.Add(2)
 				}
-				time.Sleep(time.Duration(r.IntN(3)) * time.Millisecond)
+				time.Sleep(time.Duration(r.IntN(3)) * time.Millisecond) // chaos: appends at random moments
 			}
 		})
 	}
@@ -297,7 +297,7 @@ func testRescaleRandomizedUnderLoad(t *testing.T, batch, indexes bool) {
 			k := rng.IntN(keys)
 			stop(k) // cancelled mid-batch: that batch rolls back
 			start(k)
-			time.Sleep(time.Duration(10+rng.IntN(30)) * time.Millisecond)
+			time.Sleep(time.Duration(10+rng.IntN(30)) * time.Millisecond) // chaos: restarts at random moments
 		}
 	}
 	stopAppending()

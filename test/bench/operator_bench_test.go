@@ -122,7 +122,7 @@ func BenchmarkCreate1000Projections(b *testing.B) {
 		if hold > 0 {
 			b.Logf("holding the operator for %s ($BENCH_HOLD)", hold)
 			before := requestCounts(b, r.env)
-			time.Sleep(hold)
+			time.Sleep(hold) // counts the requests of an idle operator over $BENCH_HOLD
 			after := requestCounts(b, r.env)
 			var all, applies float64
 			for key, n := range after {

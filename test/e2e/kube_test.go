@@ -109,7 +109,7 @@ func eventually(t *testing.T, what string, timeout time.Duration, check func(ctx
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: still not so after %s: %v", what, timeout, err)
 		}
-		time.Sleep(500 * time.Millisecond)
+		time.Sleep(500 * time.Millisecond) // polls a real cluster
 	}
 }
 

@@ -93,7 +93,7 @@ func ExampleRunMultipleProjections() {
 			if done {
 				return
 			}
-			time.Sleep(10 * time.Millisecond)
+			time.Sleep(10 * time.Millisecond) // an Example has no testing.T to wait with: it polls
 		}
 	}()
 	if err := runner.RunMultipleProjections(ctx, pool, store, configs); err != nil {
