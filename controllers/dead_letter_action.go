@@ -27,7 +27,7 @@ func (r *ProjectionReconciler) runDeadLetterAction(ctx context.Context, s *state
 	p := s.projection
 	a := p.Spec.DeadLetterAction
 	if a == nil || p.Status.DeadLetterAction != nil && p.Status.DeadLetterAction.Token == a.Token ||
-		s.degraded != nil || s.pool.pool == nil {
+		s.degraded != nil || s.slowRead != nil || s.pool.pool == nil {
 		return nil
 	}
 	name := p.EffectiveProjectionName()

@@ -77,6 +77,10 @@ type ManagerOptions struct {
 	// projection in its database uses is kept before the operator drops
 	// it. Defaults to DefaultPartitionIndexRetention.
 	PartitionIndexRetention time.Duration
+	// SlowReadGrace is how long a Projection's database reads may keep
+	// running out of time, while the database answers a ping, before it is
+	// Degraded (DatabaseSlow). Defaults to DefaultSlowReadGrace.
+	SlowReadGrace time.Duration
 }
 
 // DefaultMaxConcurrentReconciles lets a reconcile waiting on the API
@@ -160,6 +164,7 @@ func NewManager(cfg *rest.Config, opts ManagerOptions) (ctrl.Manager, error) {
 
 		PartitionIndexMinPartitions: opts.PartitionIndexMinPartitions,
 		PartitionIndexRetention:     opts.PartitionIndexRetention,
+		SlowReadGrace:               opts.SlowReadGrace,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the Projection controller: %w", err)

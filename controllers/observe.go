@@ -15,9 +15,11 @@ import (
 	"github.com/projectionist/projectionist/pkg/projection"
 )
 
-// observeProgress reads checkpoints, head and lag for status.
+// observeProgress reads checkpoints, head and lag for status. After a
+// slow read in this pass it reads nothing (the pass has waited once
+// already), and the status keeps its last reading.
 func (r *ProjectionReconciler) observeProgress(ctx context.Context, s *state) error {
-	if s.pool.pool == nil {
+	if s.pool.pool == nil || s.slowRead != nil {
 		return nil
 	}
 	var progress projection.Progress
@@ -40,9 +42,7 @@ func (r *ProjectionReconciler) observeProgress(ctx context.Context, s *state) er
 		return err
 	})
 	if err != nil {
-		if s.degraded == nil {
-			s.degraded = &problem{reasonOf(err), redactErr(err, s.pool.dsn)}
-		}
+		s.noteFailure(err)
 		return nil
 	}
 	s.progress = &progress

@@ -25,6 +25,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
@@ -66,8 +67,18 @@ type ProjectionReconciler struct {
 	// in its database uses is kept. Defaults to
 	// DefaultPartitionIndexRetention.
 	PartitionIndexRetention time.Duration
+	// SlowReadGrace is how long a Projection's database reads may keep
+	// running out of time, while the database answers a ping, before it
+	// is Degraded (DatabaseSlow). Defaults to DefaultSlowReadGrace.
+	SlowReadGrace time.Duration
+	// Clock tells the time of the autoscaler's windows and of slow reads.
+	// Defaults to clock.RealClock{}.
+	Clock clock.PassiveClock
 
 	dbs databases
+	// memories is what the reconciler remembers of each Projection
+	// between passes (slow_reads.go).
+	memories memories
 	// reported is what emitEvents last reported per Projection
 	// (types.NamespacedName -> reported): the cache may not show the
 	// previous reconcile's status write yet, and comparing against it
@@ -102,6 +113,7 @@ func (r *ProjectionReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 			r.applied.Delete(appliedKey{"PodDisruptionBudget", req.NamespacedName})
 			r.autoscalers.Delete(req.NamespacedName)
 			r.caughtUpSince.Delete(req.NamespacedName)
+			r.memories.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -128,6 +140,7 @@ func (r *ProjectionReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		r.applyPodDisruptionBudget,
 		r.observeProgress,
 		r.observePods,
+		r.weighSlowReads,
 	} {
 		if err := phase(ctx, s); err != nil {
 			return ctrl.Result{}, err
@@ -170,6 +183,11 @@ type state struct {
 	// degraded, when set, is why the operator cannot do what the spec
 	// asks (reason, message); later phases that need the database skip.
 	degraded *problem
+	// slowRead, when set, is the first read of this pass that ran out of
+	// time while the database answered a ping (DatabaseSlow); later
+	// phases that only read skip, and weighSlowReads decides whether it
+	// is a problem yet.
+	slowRead *problem
 	// switched is set when this reconcile changed the topology.
 	switched *switchEvent
 	// replicas is what the StatefulSet was given.
@@ -205,6 +223,21 @@ func (s *state) stopped() bool { return s.suspended || s.projection.Paused() }
 
 type problem struct{ reason, message string }
 
+// noteFailure records a failed database read: as the pass's slow read if
+// it ran out of time while the database answers a ping, else as its
+// Degraded problem; the first of each counts.
+func (s *state) noteFailure(err error) {
+	p := &problem{reasonOf(err), redactErr(err, s.pool.dsn)}
+	switch {
+	case slow(err):
+		if s.slowRead == nil {
+			s.slowRead = p
+		}
+	case s.degraded == nil:
+		s.degraded = p
+	}
+}
+
 type switchEvent struct {
 	from, to   int
 	generation int64
@@ -216,4 +249,12 @@ type poolHandle struct {
 	pool *pgxpool.Pool
 	dsn  string
 	db   *database
+}
+
+// clock is r.Clock, or the real clock.
+func (r *ProjectionReconciler) clock() clock.PassiveClock {
+	if r.Clock == nil {
+		return clock.RealClock{}
+	}
+	return r.Clock
 }

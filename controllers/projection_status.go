@@ -156,6 +156,10 @@ func setCaughtUpCondition(st *v1alpha1.ProjectionStatus, s *state) {
 	meta.SetStatusCondition(&st.Conditions, c)
 }
 
+// setDegradedCondition reports the operator's problem, else a failing
+// worker, else (as False, not yet a problem) a slow read: see
+// weighSlowReads, which makes a lasting slow read the problem unless a
+// worker is failing.
 func setDegradedCondition(st *v1alpha1.ProjectionStatus, s *state) {
 	c := metav1.Condition{Type: v1alpha1.ConditionDegraded, Status: metav1.ConditionFalse,
 		Reason: v1alpha1.ReasonReconciled, Message: "the operator can do what the spec asks", ObservedGeneration: s.projection.Generation}
@@ -164,6 +168,8 @@ func setDegradedCondition(st *v1alpha1.ProjectionStatus, s *state) {
 		c.Status, c.Reason, c.Message = metav1.ConditionTrue, s.degraded.reason, s.degraded.message
 	case s.workerFailure != nil:
 		c.Status, c.Reason, c.Message = metav1.ConditionTrue, s.workerFailure.reason, s.workerFailure.message
+	case s.slowRead != nil:
+		c.Reason, c.Message = s.slowRead.reason, s.slowRead.message
 	}
 	meta.SetStatusCondition(&st.Conditions, c)
 }

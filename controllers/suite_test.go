@@ -70,6 +70,9 @@ func startOperator(e *kubetest.Env) (stop func() error, err error) {
 		// Above every other test's count; an unused index goes at once.
 		PartitionIndexMinPartitions: partitionIndexMin,
 		PartitionIndexRetention:     time.Millisecond,
+		// Long enough for two slow passes (5s each), short enough to wait
+		// for.
+		SlowReadGrace: 10 * time.Second,
 		Logger: slog.New(slog.NewMultiHandler(
 			slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}),
 			slog.NewJSONHandler(operatorLog, &slog.HandlerOptions{Level: slog.LevelInfo}))),

@@ -814,6 +814,15 @@ const (
 // network blackhole); ReasonDatabaseUnreachable is one that refuses them.
 const ReasonDatabaseNotResponding = "DatabaseNotResponding"
 
+// ReasonDatabaseSlow is the reason of a read that did not finish in time
+// while the database answers a ping: a query waiting on a lock, or slow on
+// a large log. The database is reachable, so the operator keeps the last
+// good status fields and sets Degraded=False with this reason; Degraded
+// turns True with it only once reads have been slow for a while (the
+// operator's slow-read grace, 1 minute by default), and a worker failure
+// (WorkerFailing) is reported before it.
+const ReasonDatabaseSlow = "DatabaseSlow"
+
 // Projection runs an event-sourcing projection as a StatefulSet of
 // partitioned worker pods against PostgreSQL.
 //
