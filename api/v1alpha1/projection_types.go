@@ -356,9 +356,12 @@ type AutoscalingSpec struct {
 
 	// scaleDownStabilizationWindow is how long every reading must have
 	// asked for fewer partitions before the operator removes them: it keeps
-	// the most any reading of the window asked for, and removes none until
-	// it has watched the projection for a whole window (after it starts,
-	// too). A Go duration; defaults to 5m; 0s to 24h.
+	// the most any reading of the window asked for. A scale-down removes at
+	// most half the partitions (n to no fewer than ceil(n/2)), and comes a
+	// whole window after the previous one, after spec.autoscaling was set
+	// or last changed, and after the operator started watching the
+	// projection (its start, a resume): 8 idle partitions go 8, 4, 2, 1 one
+	// window apart. A Go duration; defaults to 5m; 0s to 24h.
 	// +optional
 	// +kubebuilder:default="5m"
 	// +kubebuilder:validation:Type=string
@@ -396,7 +399,10 @@ type AutoscalingStatus struct {
 	// +optional
 	LastScaleTime *metav1.Time `json:"lastScaleTime,omitempty"`
 
-	// message says why the autoscaler chose the count.
+	// message says which count the autoscaler chose ("keeping n
+	// partitions" or "scaling from m to n partitions"), why, and what held
+	// it back from the recommendation (a window, at most half per
+	// scale-down), if anything.
 	// +optional
 	// +kubebuilder:validation:MaxLength=1024
 	Message string `json:"message,omitempty"`
