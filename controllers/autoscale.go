@@ -322,13 +322,11 @@ type autoscaleEvent struct {
 // autoscalerOf returns the Projection's autoscaler, a new one for a new
 // Projection of the same name.
 func (r *ProjectionReconciler) autoscalerOf(key types.NamespacedName, uid types.UID) *autoscaler {
-	v, _ := r.autoscalers.LoadOrStore(key, &autoscaler{uid: uid, clock: r.clock()})
-	a := v.(*autoscaler)
-	if a.uid != uid {
-		a = &autoscaler{uid: uid, clock: r.clock()}
-		r.autoscalers.Store(key, a)
+	m := r.memories.of(key, uid)
+	if m.autoscaler == nil {
+		m.autoscaler = &autoscaler{uid: uid, clock: r.clock()}
 	}
-	return a
+	return m.autoscaler
 }
 
 // autoscale chooses the partition count of a Projection with
@@ -340,7 +338,7 @@ func (r *ProjectionReconciler) autoscale(ctx context.Context, s *state) error {
 	p := s.projection
 	key := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
 	if p.Spec.Autoscaling == nil {
-		r.autoscalers.Delete(key)
+		r.memories.of(key, p.UID).autoscaler = nil
 		return nil
 	}
 	c := autoscaleConfigOf(p.Spec.Autoscaling)

@@ -77,7 +77,8 @@ type ProjectionReconciler struct {
 
 	dbs databases
 	// memories is what the reconciler remembers of each Projection
-	// between passes (slow_reads.go).
+	// between passes: its CaughtUp, its autoscaler, its slow reads
+	// (memory.go).
 	memories memories
 	// reported is what emitEvents last reported per Projection
 	// (types.NamespacedName -> reported): the cache may not show the
@@ -91,12 +92,6 @@ type ProjectionReconciler struct {
 	// namespace/name (types.NamespacedName -> secretData), as of a
 	// resourceVersion.
 	secrets sync.Map
-	// caughtUpSince is when each Projection's CaughtUp turned True, as
-	// this operator set it (types.NamespacedName -> caughtUpSince).
-	caughtUpSince sync.Map
-	// autoscalers holds the readings and choices of each Projection with
-	// spec.autoscaling (types.NamespacedName -> *autoscaler).
-	autoscalers sync.Map
 	// indexes runs the partition index builds and drops.
 	indexes partitionIndexes
 }
@@ -111,8 +106,6 @@ func (r *ProjectionReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 			r.applied.Delete(appliedKey{"StatefulSet", req.NamespacedName})
 			r.applied.Delete(appliedKey{"Service", req.NamespacedName})
 			r.applied.Delete(appliedKey{"PodDisruptionBudget", req.NamespacedName})
-			r.autoscalers.Delete(req.NamespacedName)
-			r.caughtUpSince.Delete(req.NamespacedName)
 			r.memories.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)

@@ -68,35 +68,28 @@ func (r *ProjectionReconciler) computeStatus(s *state) v1alpha1.ProjectionStatus
 // over.
 func (r *ProjectionReconciler) keepCaughtUpSince(st *v1alpha1.ProjectionStatus, s *state) {
 	p := s.projection
-	key := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
+	m := r.memories.of(types.NamespacedName{Namespace: p.Namespace, Name: p.Name}, p.UID)
 	if rebuildUnderway(s) {
-		r.caughtUpSince.Delete(key)
+		m.caughtUp = nil
 		return
 	}
 	c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionCaughtUp)
-	if v, ok := r.caughtUpSince.Load(key); ok {
-		if first := v.(caughtUpSince); first.uid == p.UID {
-			if c == nil || c.Status != metav1.ConditionTrue || first.condition.LastTransitionTime.Before(&c.LastTransitionTime) {
-				kept := first.condition
-				kept.ObservedGeneration = p.Generation
-				if c != nil {
-					*c = kept // in place: the conditions keep their order
-				} else {
-					st.Conditions = append(st.Conditions, kept)
-				}
+	if first := m.caughtUp; first != nil {
+		if c == nil || c.Status != metav1.ConditionTrue || first.LastTransitionTime.Before(&c.LastTransitionTime) {
+			kept := *first
+			kept.ObservedGeneration = p.Generation
+			if c != nil {
+				*c = kept // in place: the conditions keep their order
+			} else {
+				st.Conditions = append(st.Conditions, kept)
 			}
-			return
 		}
+		return
 	}
 	if c != nil && c.Status == metav1.ConditionTrue {
-		r.caughtUpSince.Store(key, caughtUpSince{uid: p.UID, condition: *c})
+		first := *c
+		m.caughtUp = &first
 	}
-}
-
-// caughtUpSince is a Projection's CaughtUp condition as it turned True.
-type caughtUpSince struct {
-	uid       types.UID
-	condition metav1.Condition
 }
 
 // suspendedMessage says that the workers are stopped and what resuming

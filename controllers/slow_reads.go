@@ -6,7 +6,6 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
@@ -19,45 +18,6 @@ import (
 // may keep running out of time, while the database answers a ping,
 // before the Projection is Degraded with reason DatabaseSlow.
 const DefaultSlowReadGrace = time.Minute
-
-// memory is what the reconciler remembers of one Projection between
-// passes. Only the reconcile of that Projection touches it, and
-// controller-runtime never runs two of one Projection at once.
-type memory struct {
-	uid types.UID
-	// slowSince is when its database reads started running out of time
-	// while the database answered a ping; zero while they do not.
-	slowSince time.Time
-}
-
-// memories holds the memory of each Projection, by namespace/name.
-type memories struct {
-	mu sync.Mutex
-	m  map[types.NamespacedName]*memory
-}
-
-// of returns the memory of the Projection key with uid, a new one for a
-// new Projection of the same name.
-func (ms *memories) of(key types.NamespacedName, uid types.UID) *memory {
-	ms.mu.Lock()
-	defer ms.mu.Unlock()
-	if ms.m == nil {
-		ms.m = map[types.NamespacedName]*memory{}
-	}
-	m := ms.m[key]
-	if m == nil || m.uid != uid {
-		m = &memory{uid: uid}
-		ms.m[key] = m
-	}
-	return m
-}
-
-// forget drops the memory of a Projection that is gone.
-func (ms *memories) forget(key types.NamespacedName) {
-	ms.mu.Lock()
-	defer ms.mu.Unlock()
-	delete(ms.m, key)
-}
 
 // weighSlowReads decides what a slow read of this pass (s.slowRead)
 // means. The first passes of a run of slow reads only say so (Degraded
