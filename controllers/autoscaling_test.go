@@ -305,7 +305,10 @@ func TestAutoscalingScaleDownBounded(t *testing.T) {
 		}
 		pr := getProjection(t, ns, "idle")
 		a := pr.Status.Autoscaling
-		if a == nil || a.Partitions != 1 || pr.Status.Partitions != 1 {
+		// The Event follows the status write that reports the count.
+		if a == nil || a.Partitions != 1 || pr.Status.Partitions != 1 || !slices.ContainsFunc(changes, func(c string) bool {
+			return strings.HasSuffix(c, " to 1 partition")
+		}) {
 			return fmt.Errorf("status.autoscaling %+v, %d partitions; Autoscaled events %q", a, pr.Status.Partitions, changes)
 		}
 		if !strings.HasPrefix(a.Message, "keeping 1 partition: ") && !strings.HasPrefix(a.Message, "scaling from 2 to 1 partition: ") {
