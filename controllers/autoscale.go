@@ -142,9 +142,13 @@ func recommend(c autoscaleConfig, m measurement) (int32, string) {
 		} else {
 			// The measured throughput says more are needed, the lag says
 			// the running ones keep up: the lag is what the count is for.
-			why = fmt.Sprintf("%s is under half the target %s: keeping %s, which keep up with the %d events a second appended "+
+			keep := "keep"
+			if m.current == 1 {
+				keep = "keeps"
+			}
+			why = fmt.Sprintf("%s is under half the target %s: keeping %s, which %s up with the %d events a second appended "+
 				"(at the measured %d events a second a partition they would need %s, with a quarter to spare; partitions are added only above the target)",
-				lag, c.target, current, int64(m.appendRate), int64(m.capacity), partitions(int(need)))
+				lag, c.target, current, keep, int64(m.appendRate), int64(m.capacity), partitions(int(need)))
 		}
 	case m.appendRate > 0 && m.current > c.min:
 		// No partition has been busy long enough to measure what it

@@ -61,7 +61,7 @@ func TestRecommend(t *testing.T) {
 		// the recommendation was 1.
 		{"under half, the measured throughput says more: the count kept, and said so",
 			measurement{current: 1, lagSeconds: 0, lagEvents: 0, appendRate: 1268, capacity: 560},
-			1, "lag 0s is under half the target 2s: keeping 1 partition, which keep up with the 1268 events a second appended"},
+			1, "lag 0s is under half the target 2s: keeping 1 partition, which keeps up with the 1268 events a second appended (at the measured 560 events a second a partition they would need 3 partitions"},
 		{"under half, throughput unknown: one fewer", measurement{current: 3, lagSeconds: 0, lagEvents: 0, appendRate: 50},
 			2, "not measured yet: one partition fewer"},
 		{"under half, throughput unknown, at min: kept", measurement{current: 1, lagSeconds: 0.5, lagEvents: 3, appendRate: 50},
