@@ -12,6 +12,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 
 	"github.com/projectionist/projectionist/api/v1alpha1"
@@ -100,52 +101,76 @@ type measurement struct {
 	capacity float64
 }
 
-// recommend is the count one measurement asks for, and why. Above the
-// target lag it adds the partitions that pass the backlog within the
-// target while keeping up with the appends (or, before the throughput is
-// measured, grows the count in proportion to the lag); under half the
-// target it keeps the partitions the append rate needs with a quarter to
-// spare (or, before the throughput is measured, one fewer); in between it
-// keeps the count, so that a lag near the target does not flap.
+// recommend is the count one measurement asks for, and why (the why
+// names that count). Above the target lag it adds the partitions that
+// pass the backlog within the target while keeping up with the appends
+// (or, before the throughput is measured, grows the count in proportion
+// to the lag); under half the target it keeps the partitions the append
+// rate needs with a quarter to spare, never more than now (or, before the
+// throughput is measured, one fewer); in between it keeps the count, so
+// that a lag near the target does not flap.
 func recommend(c autoscaleConfig, m measurement) (int32, string) {
 	target := c.target.Seconds()
 	lag := fmt.Sprintf("lag %s", time.Duration(m.lagSeconds*float64(time.Second)).Round(100*time.Millisecond))
+	current := partitions(int(m.current))
 	var n int32
 	var why string
 	switch {
 	case m.lagSeconds > target && m.capacity > 0:
-		need := max(0, m.appendRate) + float64(m.lagEvents)/target
-		n = max(m.current, ceilCount(need/m.capacity))
+		need := ceilCount((max(0, m.appendRate) + float64(m.lagEvents)/target) / m.capacity)
+		n = max(m.current, need)
 		why = fmt.Sprintf("%s is above the target %s: passing %d events within it while %d a second are appended needs %s of %d events a second",
-			lag, c.target, m.lagEvents, int64(max(0, m.appendRate)), partitions(int(ceilCount(need/m.capacity))), int64(m.capacity))
+			lag, c.target, m.lagEvents, int64(max(0, m.appendRate)), partitions(int(need)), int64(m.capacity))
+		if need < m.current {
+			why += fmt.Sprintf("; keeping the %s running, as the count never goes down while the lag is above the target", current)
+		}
 	case m.lagSeconds > target:
 		n = max(m.current+1, ceilCount(float64(m.current)*m.lagSeconds/target))
-		why = fmt.Sprintf("%s is above the target %s, and a partition's throughput is not measured yet: %s times %.1f",
-			lag, c.target, partitions(int(m.current)), m.lagSeconds/target)
+		why = fmt.Sprintf("%s is above the target %s, and a partition's throughput is not measured yet: %s times %.1f, at least one more: %s",
+			lag, c.target, current, m.lagSeconds/target, partitions(int(n)))
 	case m.lagSeconds > target/2:
 		n = m.current
-		why = fmt.Sprintf("%s is within the target %s: keeping %s", lag, c.target, partitions(int(m.current)))
+		why = fmt.Sprintf("%s is within the target %s: keeping %s", lag, c.target, current)
 	case m.appendRate == 0 && m.lagEvents == 0:
 		n = c.min
-		why = "nothing to pass and nothing appended"
+		why = fmt.Sprintf("nothing to pass and nothing appended: minReplicas, %s", partitions(int(n)))
 	case m.appendRate > 0 && m.capacity > 0:
-		need := m.appendRate*scaleDownHeadroom + float64(m.lagEvents)/target
-		n = min(m.current, ceilCount(need/m.capacity))
-		why = fmt.Sprintf("%s is under half the target %s: %d events a second appended need %s of %d events a second, with a quarter to spare",
-			lag, c.target, int64(m.appendRate), partitions(int(ceilCount(need/m.capacity))), int64(m.capacity))
-	case m.appendRate > 0:
+		need := ceilCount((m.appendRate*scaleDownHeadroom + float64(m.lagEvents)/target) / m.capacity)
+		n = min(m.current, need)
+		if need < m.current {
+			why = fmt.Sprintf("%s is under half the target %s: %d events a second appended need %s of %d events a second, with a quarter to spare",
+				lag, c.target, int64(m.appendRate), partitions(int(need)), int64(m.capacity))
+		} else {
+			// The measured throughput says more are needed, the lag says
+			// the running ones keep up: the lag is what the count is for.
+			keep := "keep"
+			if m.current == 1 {
+				keep = "keeps"
+			}
+			why = fmt.Sprintf("%s is under half the target %s: keeping %s, which %s up with the %d events a second appended "+
+				"(at the measured %d events a second a partition they would need %s, with a quarter to spare; partitions are added only above the target)",
+				lag, c.target, current, keep, int64(m.appendRate), int64(m.capacity), partitions(int(need)))
+		}
+	case m.appendRate > 0 && m.current > c.min:
 		// No partition has been busy long enough to measure what it
 		// passes: try one fewer, and let the lag say whether that was one
 		// too many (the windows keep this to one step per window).
 		n = m.current - 1
-		why = fmt.Sprintf("%s is under half the target %s, and a partition's throughput is not measured yet: one partition fewer",
-			lag, c.target)
+		why = fmt.Sprintf("%s is under half the target %s, and a partition's throughput is not measured yet: one partition fewer, %s",
+			lag, c.target, partitions(int(n)))
+	case m.appendRate > 0:
+		n = m.current
+		why = fmt.Sprintf("%s is under half the target %s: keeping %s, minReplicas", lag, c.target, current)
 	default:
 		n = m.current
 		why = fmt.Sprintf("%s is under half the target %s: keeping %s until the append rate is measured",
-			lag, c.target, partitions(int(m.current)))
+			lag, c.target, current)
 	}
-	return c.clamp(n), why
+	if clamped := c.clamp(n); clamped != n {
+		why += fmt.Sprintf("; spec.autoscaling allows %d to %d: %s", c.min, c.max, partitions(int(clamped)))
+		n = clamped
+	}
+	return n, why
 }
 
 func ceilCount(x float64) int32 {
@@ -159,18 +184,27 @@ func ceilCount(x float64) int32 {
 // reconciles (the stabilization windows and the throughput need the
 // past). An operator that starts over, or takes over as leader, starts
 // from status.autoscaling.partitions and watches for a whole window
-// before it changes the count.
+// before it changes the count. The windows are measured on clock, the
+// operator's; rates on the database's.
 type autoscaler struct {
-	mu  sync.Mutex
-	uid types.UID
+	mu    sync.Mutex
+	uid   types.UID
+	clock clock.PassiveClock
 	// partitions is the chosen count; 0 until the first pass.
 	partitions int32
 	prev       *reading
 	capacity   float64
 	recs       []recommendation
-	// since is the first reading of the current watch.
+	// since is when the current watch started (the first reading after
+	// the operator started, the projection resumed or a rebuild's reset).
 	since time.Time
-	// readAt is when the last reading was taken, on the operator's clock.
+	// config is spec.autoscaling as last seen, and configuredAt when it
+	// was first seen or last changed.
+	config       autoscaleConfig
+	configuredAt time.Time
+	// scaledDownAt is when the autoscaler last removed partitions.
+	scaledDownAt time.Time
+	// readAt is when the last reading was taken.
 	readAt time.Time
 }
 
@@ -180,8 +214,22 @@ type recommendation struct {
 }
 
 // observe takes a reading and returns the count to run, the
-// measurement's recommendation and why.
+// measurement's recommendation, and why: the recommendation's reason
+// followed by what held the count back from it, if anything.
+//
+// The count goes up to the fewest partitions any recommendation of the
+// scale-up window asked for, once the autoscaler has watched for a whole
+// scale-up window. It goes down to the most any recommendation of the
+// scale-down window asked for, but by at most half (to no fewer than
+// ceil(n/2) of n partitions) at a time, and only once a whole scale-down
+// window has passed since the watch started, since spec.autoscaling was
+// set or last changed, and since the last scale-down: at most one halving
+// per window.
 func (a *autoscaler) observe(c autoscaleConfig, rd reading, lagSeconds float64) (next, rec int32, why string, m measurement) {
+	now := a.clock.Now()
+	if a.config != c || a.configuredAt.IsZero() {
+		a.config, a.configuredAt = c, now
+	}
 	m = measurement{current: a.partitions, lagSeconds: lagSeconds, lagEvents: rd.lag, appendRate: -1, capacity: a.capacity}
 	if p := a.prev; p != nil && rd.at.After(p.at) {
 		dt := rd.at.Sub(p.at).Seconds()
@@ -202,37 +250,67 @@ func (a *autoscaler) observe(c autoscaleConfig, rd reading, lagSeconds float64) 
 	}
 	a.prev = &rd
 	if a.since.IsZero() {
-		a.since = rd.at
+		a.since = now
 	}
 	rec, why = recommend(c, m)
-	a.recs = append(a.recs, recommendation{rd.at, rec})
+	a.recs = append(a.recs, recommendation{now, rec})
 	keep := max(c.upWindow, c.downWindow)
-	for len(a.recs) > 1 && rd.at.Sub(a.recs[0].at) > keep {
+	for len(a.recs) > 1 && now.Sub(a.recs[0].at) > keep {
 		a.recs = a.recs[1:]
 	}
 	up, down := rec, rec
 	for _, r := range a.recs {
-		if rd.at.Sub(r.at) <= c.upWindow {
+		if now.Sub(r.at) <= c.upWindow {
 			up = min(up, r.n)
 		}
-		if rd.at.Sub(r.at) <= c.downWindow {
+		if now.Sub(r.at) <= c.downWindow {
 			down = max(down, r.n)
 		}
 	}
-	watched := rd.at.Sub(a.since)
 	next = a.partitions
 	switch {
-	case up > a.partitions && watched >= c.upWindow:
+	case rec > a.partitions && now.Sub(a.since) < c.upWindow:
+		why += fmt.Sprintf("; adding partitions waits until the autoscaler has watched the projection for a whole scale-up window (%s)", c.upWindow)
+	case up > a.partitions:
 		next = up
+		if up < rec {
+			why += fmt.Sprintf("; %s, the fewest any recommendation of the scale-up window (%s) asked for", partitions(int(up)), c.upWindow)
+		}
 	case rec > a.partitions:
-		why += fmt.Sprintf("; scaling up waits for the scale-up stabilization window (%s)", c.upWindow)
-	case down < a.partitions && watched >= c.downWindow:
-		next = down
-	case rec < a.partitions:
-		why += fmt.Sprintf("; scaling down waits for the scale-down stabilization window (%s)", c.downWindow)
+		why += fmt.Sprintf("; adding partitions waits until every recommendation of the scale-up window (%s) asks for more", c.upWindow)
+	case rec >= a.partitions:
+	case now.Sub(a.since) < c.downWindow || now.Sub(a.configuredAt) < c.downWindow:
+		why += fmt.Sprintf("; removing partitions waits a whole scale-down window (%s) after the autoscaler starts watching or spec.autoscaling changes",
+			c.downWindow)
+	case !a.scaledDownAt.IsZero() && now.Sub(a.scaledDownAt) < c.downWindow:
+		why += fmt.Sprintf("; removing more waits a whole scale-down window (%s) after the last scale-down", c.downWindow)
+	case down >= a.partitions:
+		why += fmt.Sprintf("; removing partitions waits until every recommendation of the scale-down window (%s) asks for fewer", c.downWindow)
+	default:
+		next = max(down, halfOf(a.partitions))
+		switch {
+		case next > down:
+			why += fmt.Sprintf("; %s, as a scale-down removes at most half the partitions per scale-down window (%s)",
+				partitions(int(next)), c.downWindow)
+		case down > rec:
+			why += fmt.Sprintf("; %s, the most any recommendation of the scale-down window (%s) asked for", partitions(int(down)), c.downWindow)
+		}
+		a.scaledDownAt = now
 	}
 	return next, rec, why, m
 }
+
+// autoscaleMessage is status.autoscaling.message: the decision first, so
+// that it never reads as a count other than the one chosen, then why.
+func autoscaleMessage(from, to int32, why string) string {
+	if from == to {
+		return fmt.Sprintf("keeping %s: %s", partitions(int(to)), why)
+	}
+	return fmt.Sprintf("scaling from %d to %s: %s", from, partitions(int(to)), why)
+}
+
+// halfOf is the fewest partitions a scale-down from n may leave.
+func halfOf(n int32) int32 { return (n + 1) / 2 }
 
 // forget drops the readings: after a pause the throughput and the windows
 // start over.
@@ -249,13 +327,11 @@ type autoscaleEvent struct {
 // autoscalerOf returns the Projection's autoscaler, a new one for a new
 // Projection of the same name.
 func (r *ProjectionReconciler) autoscalerOf(key types.NamespacedName, uid types.UID) *autoscaler {
-	v, _ := r.autoscalers.LoadOrStore(key, &autoscaler{uid: uid})
-	a := v.(*autoscaler)
-	if a.uid != uid {
-		a = &autoscaler{uid: uid}
-		r.autoscalers.Store(key, a)
+	m := r.memories.of(key, uid)
+	if m.autoscaler == nil {
+		m.autoscaler = &autoscaler{uid: uid, clock: r.clock()}
 	}
-	return a
+	return m.autoscaler
 }
 
 // autoscale chooses the partition count of a Projection with
@@ -267,7 +343,7 @@ func (r *ProjectionReconciler) autoscale(ctx context.Context, s *state) error {
 	p := s.projection
 	key := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
 	if p.Spec.Autoscaling == nil {
-		r.autoscalers.Delete(key)
+		r.memories.of(key, p.UID).autoscaler = nil
 		return nil
 	}
 	c := autoscaleConfigOf(p.Spec.Autoscaling)
@@ -315,7 +391,7 @@ func (r *ProjectionReconciler) autoscale(ctx context.Context, s *state) error {
 		st.Message = "a rebuild stops and resets the workers: the autoscaler waits for the replay"
 		return nil
 	}
-	if a.prev != nil && time.Since(a.readAt) < r.StatusInterval/2 {
+	if a.prev != nil && a.clock.Since(a.readAt) < r.StatusInterval/2 {
 		// Too soon after the last reading for a rate (a status write
 		// brings a reconcile right away): the count stays.
 		return nil
@@ -332,9 +408,9 @@ func (r *ProjectionReconciler) autoscale(ctx context.Context, s *state) error {
 	if !pr.OldestUnprocessed.IsZero() {
 		lagSeconds = max(0, pr.Now.Sub(pr.OldestUnprocessed).Seconds())
 	}
-	a.readAt = time.Now()
+	a.readAt = a.clock.Now()
 	next, rec, why, m := a.observe(c, readingOf(&pr, int64(ptr.Deref(p.Spec.BatchSize, projection.DefaultBatchSize))), lagSeconds)
-	st.Recommendation, st.Message = rec, truncate(why, 1024)
+	st.Recommendation, st.Message = rec, truncate(autoscaleMessage(a.partitions, next, why), 1024)
 	st.EventsAppendedPerSecond = int64(max(0, m.appendRate))
 	st.PartitionEventsPerSecond = int64(m.capacity)
 	if next != a.partitions {

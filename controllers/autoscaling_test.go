@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -274,6 +275,61 @@ func TestAutoscalingValidation(t *testing.T) {
 		}
 		if !apierrors.IsInvalid(err) {
 			t.Errorf("%s: %v, want Invalid", tc.name, err)
+		}
+	}
+}
+
+// Issue 32 point 4: an idle Projection of 4 partitions put under
+// spec.autoscaling goes down to minReplicas by halves, one per
+// scale-down window (4 -> 2 -> 1, never 4 -> 1), and not before a whole
+// window after autoscaling was enabled; status.autoscaling.message names
+// the count chosen.
+func TestAutoscalingScaleDownBounded(t *testing.T) {
+	ns := newNamespace(t)
+	db := newMigratedDatabase(t, ns)
+	newProjectionWithTopology(t, ns, db, "idle", "idle_one", 4)
+	const window = 4 * time.Second
+	enabled := time.Now()
+	mustUpdateSpec(t, ns, "idle", func(s *v1alpha1.ProjectionSpec) {
+		s.Autoscaling = &v1alpha1.AutoscalingSpec{MinReplicas: ptr.To[int32](1), MaxReplicas: 4, TargetLagSeconds: ptr.To[int32](2),
+			ScaleDownStabilizationWindow: &metav1.Duration{Duration: window}}
+	})
+	// The counts chosen, in order, as the Autoscaled Events report them.
+	var changes []string
+	eventually(t, 60*time.Second, "the autoscaler down at minReplicas", func() error {
+		changes = nil
+		for _, e := range listEvents(t, ns) {
+			if e.Reason == v1alpha1.ReasonAutoscaled && e.InvolvedObject.Name == "idle" {
+				changes = append(changes, strings.SplitN(e.Message, ":", 3)[1])
+			}
+		}
+		pr := getProjection(t, ns, "idle")
+		a := pr.Status.Autoscaling
+		// The Event follows the status write that reports the count.
+		if a == nil || a.Partitions != 1 || pr.Status.Partitions != 1 || !slices.ContainsFunc(changes, func(c string) bool {
+			return strings.HasSuffix(c, " to 1 partition")
+		}) {
+			return fmt.Errorf("status.autoscaling %+v, %d partitions; Autoscaled events %q", a, pr.Status.Partitions, changes)
+		}
+		if !strings.HasPrefix(a.Message, "keeping 1 partition: ") && !strings.HasPrefix(a.Message, "scaling from 2 to 1 partition: ") {
+			t.Fatalf("status.autoscaling.message %q does not name the 1 partition chosen", a.Message)
+		}
+		return nil
+	})
+	if want := []string{" 4 to 2 partitions", " 2 to 1 partition"}; !slices.Equal(changes, want) {
+		t.Errorf("Autoscaled events %q, want %q: at most half per window", changes, want)
+	}
+	// The first scale-down came a whole window after the spec was set.
+	for _, e := range listEvents(t, ns) {
+		if e.Reason != v1alpha1.ReasonAutoscaled || e.InvolvedObject.Name != "idle" || !strings.Contains(e.Message, " 4 to 2 ") {
+			continue
+		}
+		at := e.EventTime.Time
+		if at.IsZero() {
+			at = e.FirstTimestamp.Time
+		}
+		if at.Before(enabled.Add(window)) {
+			t.Errorf("the first scale-down at %v, want a whole window (%s) after autoscaling was enabled at %v", at, window, enabled)
 		}
 	}
 }

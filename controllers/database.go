@@ -125,8 +125,10 @@ func (d *databases) get(ctx context.Context, dsn string, files mountedTLS) (*dat
 
 // do runs fn within timeout. Its error is a *databaseError without the
 // password: DatabaseNotResponding when fn ran out of time and a ping
-// failed too (the database is then marked as such, and probed), else
-// DatabaseUnreachable for a connection failure, else what's reason.
+// failed too (the database is then marked as such, and probed);
+// DatabaseSlow when fn ran out of time but a ping answers (a migration or
+// a topology switch keeps its own reason); DatabaseUnreachable for a
+// connection failure; else what's reason.
 func (d *databases) do(ctx context.Context, db *database, what string, timeout time.Duration, fn func(context.Context) error) error {
 	if err := db.hungErr(); err != nil {
 		return err
@@ -141,8 +143,10 @@ func (d *databases) do(ctx context.Context, db *database, what string, timeout t
 		if perr := dbconn.Ping(ctx, db.pool, pingTimeout); perr != nil && ctx.Err() == nil {
 			return d.markHung(db, what, timeout, err)
 		}
-		// It answers: something else was slow (a lock).
-		return &databaseError{condition: reasonFor(what), what: what, err: db.redact.Error(fmt.Errorf("no result within %s: %w", timeout, err))}
+		// It answers: the database is reachable, and what was slow (a
+		// lock it waits for, a query on a large log).
+		return &databaseError{condition: slowReasonFor(what), what: what,
+			err: db.redact.Error(fmt.Errorf("no result within %s, while the database answers a ping: %w", timeout, err))}
 	}
 	if dbconn.Unreachable(err) {
 		return &databaseError{condition: v1alpha1.ReasonDatabaseUnreachable, what: what, err: db.redact.Error(err)}
@@ -160,6 +164,19 @@ func reasonFor(what string) string {
 	}
 	return v1alpha1.ReasonDatabaseUnreachable
 }
+
+// slowReasonFor is the reason of doing what taking longer than its bound
+// on a database that answers a ping.
+func slowReasonFor(what string) string {
+	if r := reasonFor(what); r != v1alpha1.ReasonDatabaseUnreachable {
+		return r
+	}
+	return v1alpha1.ReasonDatabaseSlow
+}
+
+// slow reports whether err is a read that ran out of time on a database
+// that answers (DatabaseSlow).
+func slow(err error) bool { return reasonOf(err) == v1alpha1.ReasonDatabaseSlow }
 
 // markHung marks db as not responding and starts its prober.
 func (d *databases) markHung(db *database, what string, timeout time.Duration, err error) error {

@@ -19,13 +19,6 @@ import (
 	"github.com/projectionist/projectionist/pkg/projection"
 )
 
-// deadLetterOutcome is the outcome of the last dead-letter action this
-// operator ran for a Projection, by the Projection's UID.
-type deadLetterOutcome struct {
-	uid    types.UID
-	status v1alpha1.DeadLetterActionStatus
-}
-
 // runDeadLetterAction runs spec.deadLetterAction when its token is new.
 // The library's retry and discard are idempotent per event (a retried
 // event is applied once, a discarded one is gone), so an action run again
@@ -38,15 +31,13 @@ func (r *ProjectionReconciler) runDeadLetterAction(ctx context.Context, s *state
 	p := s.projection
 	a := p.Spec.DeadLetterAction
 	if a == nil || p.Status.DeadLetterAction != nil && p.Status.DeadLetterAction.Token == a.Token ||
-		s.degraded != nil || s.pool.pool == nil {
+		s.degraded != nil || s.slowRead != nil || s.pool.pool == nil {
 		return nil
 	}
-	key := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
-	if v, ok := r.deadLetterActions.Load(key); ok {
-		if done := v.(deadLetterOutcome); done.uid == p.UID && done.status.Token == a.Token {
-			s.deadLetterAction = done.status.DeepCopy()
-			return nil
-		}
+	m := r.memories.of(types.NamespacedName{Namespace: p.Namespace, Name: p.Name}, p.UID)
+	if done := m.deadLetterAction; done != nil && done.Token == a.Token {
+		s.deadLetterAction = done.DeepCopy()
+		return nil
 	}
 	name := p.EffectiveProjectionName()
 	out := v1alpha1.DeadLetterActionStatus{Token: a.Token, Action: a.Action}
@@ -93,7 +84,7 @@ func (r *ProjectionReconciler) runDeadLetterAction(ctx context.Context, s *state
 	out.Message = truncate(out.Message, 2048)
 	out.CompletedAt = ptr.To(metav1.Now())
 	s.deadLetterAction = &out
-	r.deadLetterActions.Store(key, deadLetterOutcome{uid: p.UID, status: *out.DeepCopy()})
+	m.deadLetterAction = out.DeepCopy()
 	return nil
 }
 

@@ -81,6 +81,10 @@ type ManagerOptions struct {
 	// database to release its projection name before it goes anyway.
 	// Defaults to DefaultReleaseTimeout.
 	ReleaseTimeout time.Duration
+	// SlowReadGrace is how long a Projection's database reads may keep
+	// running out of time, while the database answers a ping, before it is
+	// Degraded (DatabaseSlow). Defaults to DefaultSlowReadGrace.
+	SlowReadGrace time.Duration
 }
 
 // DefaultMaxConcurrentReconciles lets a reconcile waiting on the API
@@ -165,6 +169,7 @@ func NewManager(cfg *rest.Config, opts ManagerOptions) (ctrl.Manager, error) {
 		PartitionIndexMinPartitions: opts.PartitionIndexMinPartitions,
 		PartitionIndexRetention:     opts.PartitionIndexRetention,
 		ReleaseTimeout:              opts.ReleaseTimeout,
+		SlowReadGrace:               opts.SlowReadGrace,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the Projection controller: %w", err)

@@ -15,10 +15,12 @@ import (
 	"github.com/projectionist/projectionist/pkg/projection"
 )
 
-// observeProgress reads checkpoints, head and lag for status.
+// observeProgress reads checkpoints, head and lag for status. After a
+// slow read in this pass it reads nothing (the pass has waited once
+// already), and the status keeps its last reading.
 func (r *ProjectionReconciler) observeProgress(ctx context.Context, s *state) error {
-	if s.pool.pool == nil || s.nameInUse {
-		return nil // another Projection's progress is not this one's
+	if s.pool.pool == nil || s.nameInUse || s.slowRead != nil {
+		return nil // another Projection's progress is not this one's; a slow read waits for the next pass
 	}
 	var progress projection.Progress
 	var deadLetters int64
@@ -40,9 +42,7 @@ func (r *ProjectionReconciler) observeProgress(ctx context.Context, s *state) er
 		return err
 	})
 	if err != nil {
-		if s.degraded == nil {
-			s.degraded = &problem{reasonOf(err), redactErr(err, s.pool.dsn)}
-		}
+		s.noteFailure(err)
 		return nil
 	}
 	s.progress = &progress

@@ -25,6 +25,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
@@ -70,8 +71,19 @@ type ProjectionReconciler struct {
 	// releasing the projection name while its database cannot be used.
 	// Defaults to DefaultReleaseTimeout.
 	ReleaseTimeout time.Duration
+	// SlowReadGrace is how long a Projection's database reads may keep
+	// running out of time, while the database answers a ping, before it
+	// is Degraded (DatabaseSlow). Defaults to DefaultSlowReadGrace.
+	SlowReadGrace time.Duration
+	// Clock tells the time of the autoscaler's windows and of slow reads.
+	// Defaults to clock.RealClock{}.
+	Clock clock.PassiveClock
 
 	dbs databases
+	// memories is what the reconciler remembers of each Projection
+	// between passes: its CaughtUp, its autoscaler, its slow reads
+	// (memory.go).
+	memories memories
 	// reported is what emitEvents last reported per Projection
 	// (types.NamespacedName -> reported): the cache may not show the
 	// previous reconcile's status write yet, and comparing against it
@@ -84,15 +96,6 @@ type ProjectionReconciler struct {
 	// namespace/name (types.NamespacedName -> secretData), as of a
 	// resourceVersion.
 	secrets sync.Map
-	// caughtUpSince is when each Projection's CaughtUp turned True, as
-	// this operator set it (types.NamespacedName -> caughtUpSince).
-	caughtUpSince sync.Map
-	// autoscalers holds the readings and choices of each Projection with
-	// spec.autoscaling (types.NamespacedName -> *autoscaler).
-	autoscalers sync.Map
-	// deadLetterActions is the outcome of the last spec.deadLetterAction
-	// each Projection ran (types.NamespacedName -> deadLetterOutcome).
-	deadLetterActions sync.Map
 	// indexes runs the partition index builds and drops.
 	indexes partitionIndexes
 }
@@ -107,9 +110,7 @@ func (r *ProjectionReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 			r.applied.Delete(appliedKey{"StatefulSet", req.NamespacedName})
 			r.applied.Delete(appliedKey{"Service", req.NamespacedName})
 			r.applied.Delete(appliedKey{"PodDisruptionBudget", req.NamespacedName})
-			r.autoscalers.Delete(req.NamespacedName)
-			r.caughtUpSince.Delete(req.NamespacedName)
-			r.deadLetterActions.Delete(req.NamespacedName)
+			r.memories.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -142,6 +143,7 @@ func (r *ProjectionReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		r.applyPodDisruptionBudget,
 		r.observeProgress,
 		r.observePods,
+		r.weighSlowReads,
 	} {
 		if err := phase(ctx, s); err != nil {
 			return ctrl.Result{}, err
@@ -187,6 +189,11 @@ type state struct {
 	// nameInUse: another Projection owns the projection name in the
 	// database (degraded says which); this one runs no pods.
 	nameInUse bool
+	// slowRead, when set, is the first read of this pass that ran out of
+	// time while the database answered a ping (DatabaseSlow); later
+	// phases that only read skip, and weighSlowReads decides whether it
+	// is a problem yet.
+	slowRead *problem
 	// switched is set when this reconcile changed the topology.
 	switched *switchEvent
 	// replicas is what the StatefulSet was given.
@@ -222,6 +229,21 @@ func (s *state) stopped() bool { return s.suspended || s.projection.Paused() }
 
 type problem struct{ reason, message string }
 
+// noteFailure records a failed database read: as the pass's slow read if
+// it ran out of time while the database answers a ping, else as its
+// Degraded problem; the first of each counts.
+func (s *state) noteFailure(err error) {
+	p := &problem{reasonOf(err), redactErr(err, s.pool.dsn)}
+	switch {
+	case slow(err):
+		if s.slowRead == nil {
+			s.slowRead = p
+		}
+	case s.degraded == nil:
+		s.degraded = p
+	}
+}
+
 type switchEvent struct {
 	from, to   int
 	generation int64
@@ -233,4 +255,12 @@ type poolHandle struct {
 	pool *pgxpool.Pool
 	dsn  string
 	db   *database
+}
+
+// clock is r.Clock, or the real clock.
+func (r *ProjectionReconciler) clock() clock.PassiveClock {
+	if r.Clock == nil {
+		return clock.RealClock{}
+	}
+	return r.Clock
 }

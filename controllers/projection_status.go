@@ -68,35 +68,28 @@ func (r *ProjectionReconciler) computeStatus(s *state) v1alpha1.ProjectionStatus
 // over.
 func (r *ProjectionReconciler) keepCaughtUpSince(st *v1alpha1.ProjectionStatus, s *state) {
 	p := s.projection
-	key := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
+	m := r.memories.of(types.NamespacedName{Namespace: p.Namespace, Name: p.Name}, p.UID)
 	if rebuildUnderway(s) {
-		r.caughtUpSince.Delete(key)
+		m.caughtUp = nil
 		return
 	}
 	c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionCaughtUp)
-	if v, ok := r.caughtUpSince.Load(key); ok {
-		if first := v.(caughtUpSince); first.uid == p.UID {
-			if c == nil || c.Status != metav1.ConditionTrue || first.condition.LastTransitionTime.Before(&c.LastTransitionTime) {
-				kept := first.condition
-				kept.ObservedGeneration = p.Generation
-				if c != nil {
-					*c = kept // in place: the conditions keep their order
-				} else {
-					st.Conditions = append(st.Conditions, kept)
-				}
+	if first := m.caughtUp; first != nil {
+		if c == nil || c.Status != metav1.ConditionTrue || first.LastTransitionTime.Before(&c.LastTransitionTime) {
+			kept := *first
+			kept.ObservedGeneration = p.Generation
+			if c != nil {
+				*c = kept // in place: the conditions keep their order
+			} else {
+				st.Conditions = append(st.Conditions, kept)
 			}
-			return
 		}
+		return
 	}
 	if c != nil && c.Status == metav1.ConditionTrue {
-		r.caughtUpSince.Store(key, caughtUpSince{uid: p.UID, condition: *c})
+		first := *c
+		m.caughtUp = &first
 	}
-}
-
-// caughtUpSince is a Projection's CaughtUp condition as it turned True.
-type caughtUpSince struct {
-	uid       types.UID
-	condition metav1.Condition
 }
 
 // suspendedMessage says that the workers are stopped and what resuming
@@ -181,6 +174,10 @@ func caughtUpHead(s *state) int64 {
 	return head
 }
 
+// setDegradedCondition reports the operator's problem, else a failing
+// worker, else (as False, not yet a problem) a slow read: see
+// weighSlowReads, which makes a lasting slow read the problem unless a
+// worker is failing.
 func setDegradedCondition(st *v1alpha1.ProjectionStatus, s *state) {
 	c := metav1.Condition{Type: v1alpha1.ConditionDegraded, Status: metav1.ConditionFalse,
 		Reason: v1alpha1.ReasonReconciled, Message: "the operator can do what the spec asks", ObservedGeneration: s.projection.Generation}
@@ -189,6 +186,8 @@ func setDegradedCondition(st *v1alpha1.ProjectionStatus, s *state) {
 		c.Status, c.Reason, c.Message = metav1.ConditionTrue, s.degraded.reason, s.degraded.message
 	case s.workerFailure != nil:
 		c.Status, c.Reason, c.Message = metav1.ConditionTrue, s.workerFailure.reason, s.workerFailure.message
+	case s.slowRead != nil:
+		c.Reason, c.Message = s.slowRead.reason, s.slowRead.message
 	}
 	meta.SetStatusCondition(&st.Conditions, c)
 }

@@ -10,6 +10,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 
 	"github.com/projectionist/projectionist/api/v1alpha1"
@@ -117,6 +118,8 @@ func TestComputeStatusConditions(t *testing.T) {
 		suspended           = condition{metav1.ConditionFalse, v1alpha1.ReasonSuspended}
 	)
 	workerFailing := &problem{v1alpha1.ReasonWorkerFailing, "pod p-1 exited with code 1"}
+	slowRead := &problem{v1alpha1.ReasonDatabaseSlow, "reading progress: no result within 5s, while the database answers a ping"}
+	readSlow := condition{metav1.ConditionFalse, v1alpha1.ReasonDatabaseSlow}
 
 	tests := []struct {
 		name string
@@ -128,6 +131,7 @@ func TestComputeStatusConditions(t *testing.T) {
 		running       int32
 		degraded      *problem
 		workerFailure *problem
+		slowRead      *problem
 		progress      *projection.Progress
 		want          conditions
 		// blockedOn, when set, must be named in Progressing's message.
@@ -170,6 +174,16 @@ func TestComputeStatusConditions(t *testing.T) {
 		degraded: unreachable, workerFailure: workerFailing,
 		want: conditions{Ready: notReadyNoDatabase, Progressing: rolledOut, Degraded: databaseUnreachable, CaughtUp: noProgressYet},
 	}, {
+		name: "a slow read is not a problem yet: Degraded False with its reason, the rest as before", replicas: 2, sts: statefulSet(2),
+		running: 2, slowRead: slowRead,
+		// Not ready only because this status never had a reading (0
+		// partitions).
+		want: conditions{Ready: notReady, Progressing: rolledOut, Degraded: readSlow, CaughtUp: noProgressYet},
+	}, {
+		name: "a worker failure wins over a slow read", replicas: 2, sts: statefulSet(2), running: 2,
+		slowRead: slowRead, workerFailure: workerFailing,
+		want: conditions{Ready: notReady, Progressing: rolledOut, Degraded: workerFails, CaughtUp: noProgressYet},
+	}, {
 		name: "paused (replicas 0) with a stalled partition is not Stalled", replicas: 0, sts: statefulSet(0), running: 0,
 		progress: progress(stalled),
 		want:     conditions{Ready: paused, Progressing: rolledOut, Degraded: reconciled, Stalled: paused, CaughtUp: catchingUp},
@@ -193,7 +207,7 @@ func TestComputeStatusConditions(t *testing.T) {
 				Spec:       v1alpha1.ProjectionSpec{Replicas: ptr.To(tc.replicas), Suspend: ptr.To(tc.suspend)},
 			}
 			s := &state{projection: p, desired: tc.replicas, suspended: tc.suspend, statefulSet: tc.sts,
-				replicas: tc.running, degraded: tc.degraded, workerFailure: tc.workerFailure, progress: tc.progress}
+				replicas: tc.running, degraded: tc.degraded, workerFailure: tc.workerFailure, slowRead: tc.slowRead, progress: tc.progress}
 			if tc.suspend {
 				s.desired = 0
 			}
@@ -397,5 +411,61 @@ func TestCaughtUpPassesThePreviousHead(t *testing.T) {
 				t.Errorf("CaughtUp (-want +got):\n%s\n%s", diff, c.Message)
 			}
 		})
+	}
+}
+
+// A run of slow reads becomes Degraded DatabaseSlow once it has lasted the
+// grace, not before, and not over a failing worker; a pass whose reads
+// finish ends the run.
+func TestWeighSlowReads(t *testing.T) {
+	clk := clocktesting.NewFakePassiveClock(time.Date(2026, 12, 8, 1, 0, 0, 0, time.UTC))
+	r := &ProjectionReconciler{Clock: clk, SlowReadGrace: time.Minute}
+	p := &v1alpha1.Projection{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "orders", UID: "u1"}}
+	// pass runs one pass at the fake clock's time plus after: a slow read
+	// (slow), a read that finished (!slow), and a worker failing or not;
+	// it returns the Degraded condition the status shows.
+	pass := func(after time.Duration, slow, failing bool) condition {
+		t.Helper()
+		clk.SetTime(clk.Now().Add(after))
+		s := &state{projection: p}
+		if slow {
+			s.slowRead = &problem{v1alpha1.ReasonDatabaseSlow, "reading progress: no result within 5s, while the database answers a ping"}
+		} else {
+			s.progress = &projection.Progress{}
+		}
+		if failing {
+			s.workerFailure = &problem{v1alpha1.ReasonWorkerFailing, "pod orders-0 exited with code 2"}
+		}
+		if err := r.weighSlowReads(t.Context(), s); err != nil {
+			t.Fatal(err)
+		}
+		var st v1alpha1.ProjectionStatus
+		setDegradedCondition(&st, s)
+		c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionDegraded)
+		return condition{c.Status, c.Reason}
+	}
+	slowNotYet := condition{metav1.ConditionFalse, v1alpha1.ReasonDatabaseSlow}
+	slowDegraded := condition{metav1.ConditionTrue, v1alpha1.ReasonDatabaseSlow}
+	workerFails := condition{metav1.ConditionTrue, v1alpha1.ReasonWorkerFailing}
+	reconciled := condition{metav1.ConditionFalse, v1alpha1.ReasonReconciled}
+	for i, step := range []struct {
+		after         time.Duration
+		slow, failing bool
+		want          condition
+	}{
+		{0, true, false, slowNotYet},                                // one slow pass: not Degraded
+		{30 * time.Second, true, false, slowNotYet},                 // 30s into the run
+		{30*time.Second - time.Nanosecond, true, false, slowNotYet}, // just under the grace
+		{time.Nanosecond, true, false, slowDegraded},                // the grace has passed
+		{10 * time.Second, true, true, workerFails},                 // a failing worker says more
+		{10 * time.Second, false, false, reconciled},                // a read finished: the run ends
+		{10 * time.Second, true, false, slowNotYet},                 // a new run starts from 0
+		{59 * time.Second, true, false, slowNotYet},
+		{0, false, true, workerFails},
+		{2 * time.Minute, true, false, slowNotYet}, // the run above ended: a new one
+	} {
+		if got := pass(step.after, step.slow, step.failing); got != step.want {
+			t.Errorf("step %d (+%s, slow %t, worker failing %t): Degraded %+v, want %+v", i, step.after, step.slow, step.failing, got, step.want)
+		}
 	}
 }

@@ -90,8 +90,8 @@ func (r *ProjectionReconciler) rebuild(ctx context.Context, s *state) error {
 		rs.waiting = &problem{v1alpha1.ReasonPaused, fmt.Sprintf(
 			"rebuild %q waits: replicas is 0, and the workers do the reset; it goes on once replicas is above 0", token)}
 		return nil
-	case s.degraded != nil || s.pool.pool == nil:
-		return nil // Degraded says why; the rebuild stays where it is
+	case s.degraded != nil || s.slowRead != nil || s.pool.pool == nil:
+		return nil // Degraded says why, or a read was slow; the rebuild stays where it is
 	}
 	name := p.EffectiveProjectionName()
 	var reset projection.ResetStatus
@@ -156,11 +156,13 @@ func (r *ProjectionReconciler) rebuild(ctx context.Context, s *state) error {
 }
 
 // inDatabase runs fn on s's database as what, within databaseTimeout. A
-// failure becomes s's Degraded problem (its reason, the password removed)
-// and inDatabase reports false: the pass goes on without what fn reads.
+// failure becomes s's Degraded problem (its reason, the password removed),
+// or its slow read if fn ran out of time while the database answers a
+// ping, and inDatabase reports false: the pass goes on without what fn
+// reads.
 func (r *ProjectionReconciler) inDatabase(ctx context.Context, s *state, what string, fn func(context.Context) error) bool {
 	if err := r.dbs.do(ctx, s.pool.db, what, databaseTimeout, fn); err != nil {
-		s.degraded = &problem{reasonOf(err), redactErr(err, s.pool.dsn)}
+		s.noteFailure(err)
 		return false
 	}
 	return true

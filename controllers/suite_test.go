@@ -72,6 +72,9 @@ func startOperator(e *kubetest.Env) (stop func() error, err error) {
 		PartitionIndexRetention:     time.Millisecond,
 		// A deleted Projection whose database is down goes soon.
 		ReleaseTimeout: 3 * time.Second,
+		// Long enough for two slow passes (5s each), short enough to wait
+		// for.
+		SlowReadGrace: 10 * time.Second,
 		Logger: slog.New(slog.NewMultiHandler(
 			slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}),
 			slog.NewJSONHandler(operatorLog, &slog.HandlerOptions{Level: slog.LevelInfo}))),

@@ -390,9 +390,12 @@ type AutoscalingSpec struct {
 
 	// scaleDownStabilizationWindow is how long every reading must have
 	// asked for fewer partitions before the operator removes them: it keeps
-	// the most any reading of the window asked for, and removes none until
-	// it has watched the projection for a whole window (after it starts,
-	// too). A Go duration; defaults to 5m; 0s to 24h.
+	// the most any reading of the window asked for. A scale-down removes at
+	// most half the partitions (n to no fewer than ceil(n/2)), and comes a
+	// whole window after the previous one, after spec.autoscaling was set
+	// or last changed, and after the operator started watching the
+	// projection (its start, a resume): 8 idle partitions go 8, 4, 2, 1 one
+	// window apart. A Go duration; defaults to 5m; 0s to 24h.
 	// +optional
 	// +kubebuilder:default="5m"
 	// +kubebuilder:validation:Type=string
@@ -430,7 +433,10 @@ type AutoscalingStatus struct {
 	// +optional
 	LastScaleTime *metav1.Time `json:"lastScaleTime,omitempty"`
 
-	// message says why the autoscaler chose the count.
+	// message says which count the autoscaler chose ("keeping n
+	// partitions" or "scaling from m to n partitions"), why, and what held
+	// it back from the recommendation (a window, at most half per
+	// scale-down), if anything.
 	// +optional
 	// +kubebuilder:validation:MaxLength=1024
 	Message string `json:"message,omitempty"`
@@ -870,6 +876,15 @@ const (
 // accepts connections but does not answer in time (stopped, overloaded, a
 // network blackhole); ReasonDatabaseUnreachable is one that refuses them.
 const ReasonDatabaseNotResponding = "DatabaseNotResponding"
+
+// ReasonDatabaseSlow is the reason of a read that did not finish in time
+// while the database answers a ping: a query waiting on a lock, or slow on
+// a large log. The database is reachable, so the operator keeps the last
+// good status fields and sets Degraded=False with this reason; Degraded
+// turns True with it only once reads have been slow for a while (the
+// operator's slow-read grace, 1 minute by default), and a worker failure
+// (WorkerFailing) is reported before it.
+const ReasonDatabaseSlow = "DatabaseSlow"
 
 // Projection runs an event-sourcing projection as a StatefulSet of
 // partitioned worker pods against PostgreSQL.
