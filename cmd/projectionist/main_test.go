@@ -127,8 +127,8 @@ func TestMigrateTwice(t *testing.T) {
 	}
 	defer conn.Close(ctx)
 	var n int
-	if err := conn.QueryRow(ctx, "SELECT count(*) FROM projectionist_schema_migrations").Scan(&n); err != nil || n != 13 {
-		t.Errorf("projectionist_schema_migrations has %d rows (%v), want 13", n, err)
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM projectionist_schema_migrations").Scan(&n); err != nil || n != 14 {
+		t.Errorf("projectionist_schema_migrations has %d rows (%v), want 14", n, err)
 	}
 }
 
