@@ -22,11 +22,7 @@ import (
 func (r *ProjectionReconciler) emitEvents(ctx context.Context, s *state, before []metav1.Condition) {
 	p := s.projection
 	emit := func(eventType, reason, action, format string, args ...any) {
-		msg := fmt.Sprintf(format, args...)
-		log.FromContext(ctx).Info(msg, "event", eventType, "reason", reason)
-		if r.Recorder != nil {
-			r.Recorder.Eventf(p, nil, eventType, reason, action, "%s", msg)
-		}
+		r.event(ctx, p, eventType, reason, action, format, args...)
 	}
 	if e := s.switched; e != nil && e.from == 0 {
 		emit(corev1.EventTypeNormal, "TopologySwitched", "SwitchTopology",
@@ -93,4 +89,13 @@ func reportedOf(conditions []metav1.Condition) reported {
 		return nil
 	}
 	return reported{degraded: find(v1alpha1.ConditionDegraded), stalled: find(v1alpha1.ConditionStalled)}
+}
+
+// event records an Event on p and logs it as an operator log line.
+func (r *ProjectionReconciler) event(ctx context.Context, p *v1alpha1.Projection, eventType, reason, action, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	log.FromContext(ctx).Info(msg, "event", eventType, "reason", reason)
+	if r.Recorder != nil {
+		r.Recorder.Eventf(p, nil, eventType, reason, action, "%s", msg)
+	}
 }

@@ -14,7 +14,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
-	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/projectionist/projectionist/api/v1alpha1"
 	"github.com/projectionist/projectionist/pkg/projection"
@@ -149,13 +148,4 @@ func (r *ProjectionReconciler) finalize(ctx context.Context, p *v1alpha1.Project
 		return ctrl.Result{}, fmt.Errorf("removing finalizer: %w", err)
 	}
 	return ctrl.Result{}, nil
-}
-
-// event records an Event on p and logs it.
-func (r *ProjectionReconciler) event(ctx context.Context, p *v1alpha1.Projection, eventType, reason, action, format string, args ...any) {
-	msg := fmt.Sprintf(format, args...)
-	log.FromContext(ctx).Info(msg, "event", eventType, "reason", reason)
-	if r.Recorder != nil {
-		r.Recorder.Eventf(p, nil, eventType, reason, action, "%s", msg)
-	}
 }
