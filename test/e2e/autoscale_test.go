@@ -31,7 +31,7 @@ func (s *suite) autoscaleUnderLoad(t *testing.T) {
 	before := s.db.mustTopology(t, "activity_log")
 	s.checkWorkerPodDisruptionBudget(t, name, before.partitions)
 	gen := startGenerator(t, s.db, "--count", endless, "--aggregates", loadAggregates, "--rate", loadRate, "--concurrency", concurrency)
-	waitForEvents(t, s.db, gen, 200)
+	waitForEvents(t, s.db, 200, gen.arriving)
 
 	kubectl(t, "patch", "projection", name, "-n", s.ns, "--type", "merge", "-p", `{"spec":{"suspend":true}}`)
 	eventually(t, name+" suspended with a backlog older than the target", readyTimeout, func(ctx context.Context) error {

@@ -123,9 +123,9 @@ stringData:
 	}
 
 	gen := startGenerator(t, s.db, "--count", endless, "--aggregates", loadAggregates, "--rate", loadRate, "--concurrency", concurrency)
-	waitForEvents(t, s.db, gen, 200)
+	waitForEvents(t, s.db, 200, gen.arriving)
 	after3 := s.scaleKeepingPods(t, "custom worker scale 1 -> 3", ledger, "order_ledger", 1, 3, pods)
-	waitForEvents(t, s.db, gen, 300)
+	waitForEvents(t, s.db, 300, gen.arriving)
 
 	after2 := s.scaleKeepingPods(t, "custom worker scale 3 -> 2", ledger, "order_ledger", 3, 2, after3)
 
@@ -145,7 +145,7 @@ stringData:
 	delete(survivors, victim)
 	checkSurvivors(t, "custom worker delete pod "+victim, survivors, s.mustPods(t, ledger, 2))
 
-	waitForEvents(t, s.db, gen, 200)
+	waitForEvents(t, s.db, 200, gen.arriving)
 	gen.stop(t)
 	s.waitSettled(t, ledger, 2)
 	s.waitSettled(t, directory, 1)

@@ -364,7 +364,7 @@ func checkSurvivors(t *testing.T, what string, before map[string]podIdentity, no
 func (s *suite) scaleUnderLoad(t *testing.T) {
 	const name = "activity-log"
 	gen := startGenerator(t, s.db, "--count", endless, "--aggregates", loadAggregates, "--rate", loadRate, "--concurrency", concurrency)
-	waitForEvents(t, s.db, gen, 200)
+	waitForEvents(t, s.db, 200, gen.arriving)
 
 	before := s.mustPods(t, name, 1)
 	sts := s.mustStatefulSet(t, name)
@@ -384,7 +384,7 @@ func (s *suite) scaleUnderLoad(t *testing.T) {
 	recordTiming(t, "scale 1 -> 4: partition index Ready, under load", d)
 
 	// Let the four partitions work under load for a moment.
-	waitForEvents(t, s.db, gen, 500)
+	waitForEvents(t, s.db, 500, gen.arriving)
 
 	s.scaleKeepingPods(t, "scale 4 -> 2", name, "activity_log", 4, 2, after4)
 	if p, err := getProjection(t.Context(), s.c, s.ns, name); err != nil {
@@ -397,7 +397,7 @@ func (s *suite) scaleUnderLoad(t *testing.T) {
 	}
 
 	// Events were arriving all along: the generator is still running.
-	waitForEvents(t, s.db, gen, 200)
+	waitForEvents(t, s.db, 200, gen.arriving)
 	gen.stop(t)
 
 	begin := time.Now()
@@ -507,7 +507,7 @@ func (s *suite) mustStatefulSet(t *testing.T, name string) *appsv1.StatefulSet {
 func (s *suite) deletePodUnderLoad(t *testing.T) {
 	const name = "activity-log"
 	gen := startGenerator(t, s.db, "--count", endless, "--aggregates", loadAggregates, "--rate", loadRate, "--concurrency", concurrency)
-	waitForEvents(t, s.db, gen, 400)
+	waitForEvents(t, s.db, 400, gen.arriving)
 
 	before := identities(s.mustPods(t, name, 2))
 	victim := name + "-0"
@@ -546,7 +546,7 @@ func (s *suite) deletePodUnderLoad(t *testing.T) {
 	delete(before, victim)
 	checkSurvivors(t, "delete pod "+victim, before, pods)
 
-	waitForEvents(t, s.db, gen, 200)
+	waitForEvents(t, s.db, 200, gen.arriving)
 	gen.stop(t)
 	eventually(t, "activity_log caught up after the load", catchUpTimeout, s.db.activityLogCaughtUp)
 	s.waitSettled(t, name, 2)

@@ -100,8 +100,9 @@ func (g *generator) stop(t *testing.T) {
 }
 
 // waitForEvents waits until n more events than now are in the log: events
-// are arriving.
-func waitForEvents(t *testing.T, db *database, g *generator, n int64) {
+// are arriving. arriving, when not nil, ends the wait with its error once
+// whatever appends them has stopped.
+func waitForEvents(t *testing.T, db *database, n int64, arriving func() error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -110,8 +111,10 @@ func waitForEvents(t *testing.T, db *database, g *generator, n int64) {
 		t.Fatal(err)
 	}
 	eventually(t, fmt.Sprintf("%d more events in the log", n), 2*time.Minute, func(ctx context.Context) error {
-		if !g.running() {
-			return fmt.Errorf("events generate ended: %v\n%s", g.err, g.out.String())
+		if arriving != nil {
+			if err := arriving(); err != nil {
+				return err
+			}
 		}
 		head, err := db.headPosition(ctx)
 		if err != nil {
@@ -122,4 +125,12 @@ func waitForEvents(t *testing.T, db *database, g *generator, n int64) {
 		}
 		return nil
 	})
+}
+
+// arriving is an error once events generate has ended.
+func (g *generator) arriving() error {
+	if !g.running() {
+		return fmt.Errorf("events generate ended: %v\n%s", g.err, g.out.String())
+	}
+	return nil
 }

@@ -69,7 +69,7 @@ func (o *orderStream) stop(t *testing.T) {
 func (s *suite) rebuildScopedUnderOtherAppends(t *testing.T) {
 	const name = "user-count"
 	orders := startOrders(t, s.db)
-	waitForHead(t, s.db, 200)
+	waitForEvents(t, s.db, 200, nil)
 	token := "e2e-scoped-" + randomSuffix()
 	begin := time.Now()
 	out := plugin(t, "rebuild", name, "-n", s.ns, "--token", token, "--wait", "--timeout", catchUpTimeout.String())
@@ -96,25 +96,4 @@ func (s *suite) rebuildScopedUnderOtherAppends(t *testing.T) {
 	})
 	orders.stop(t)
 	s.checkUserStats(t)
-}
-
-// waitForHead waits until n more events than now are in the log.
-func waitForHead(t *testing.T, db *database, n int64) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	from, err := db.headPosition(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, fmt.Sprintf("%d more events in the log", n), 2*time.Minute, func(ctx context.Context) error {
-		head, err := db.headPosition(ctx)
-		if err != nil {
-			return err
-		}
-		if head < from+n {
-			return fmt.Errorf("head position %d, waiting for %d", head, from+n)
-		}
-		return nil
-	})
 }

@@ -31,7 +31,7 @@ func (s *suite) rebuildUnderLoad(t *testing.T) {
 	}
 
 	gen := startGenerator(t, s.db, "--count", endless, "--aggregates", loadAggregates, "--rate", loadRate, "--concurrency", concurrency)
-	waitForEvents(t, s.db, gen, 200)
+	waitForEvents(t, s.db, 200, gen.arriving)
 	token := "e2e-" + randomSuffix()
 	begin := time.Now()
 	kubectl(t, "patch", "projection", name, "-n", s.ns, "--type", "merge", "-p", fmt.Sprintf(`{"spec":{"rebuildToken":%q}}`, token))
@@ -53,7 +53,7 @@ func (s *suite) rebuildUnderLoad(t *testing.T) {
 		}
 	}
 	// Events go on arriving during the replay.
-	waitForEvents(t, s.db, gen, 200)
+	waitForEvents(t, s.db, 200, gen.arriving)
 	gen.stop(t)
 
 	eventually(t, name+" rebuilt", catchUpTimeout, func(ctx context.Context) error {
